@@ -1,0 +1,95 @@
+# faceedge — thin wrapper over the stage CLIs. `make help` lists the targets.
+SHELL        := /bin/bash
+PYTHON       ?= python3
+VENV         ?= .venv
+PY           := $(VENV)/bin/python
+CONFIG       ?= configs/sample.yaml
+DATA         ?= data/sample
+SEED         ?= 0
+RUN          ?= runs/latest
+RUNS         ?= $(wildcard runs/*-*)
+DEVICE_CONFIG ?= configs/device.yaml
+SOURCE       ?=
+PI           ?=
+PORT         ?= 22
+SSH_KEY      ?=
+REMOTE_DIR   ?= faceedge
+ARGS         ?=
+PYTEST_ARGS  ?=
+APT_PACKAGES := mosquitto openssh-server rsync systemd
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast data train compare convert crop-faces run-device check-device \
+        deploy rollback deploy-model bench bench-train bench-device demo clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## create .venv and install everything the tests need (apt packages included)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[train,device,dev]'
+
+$(PY):
+	$(error $(VENV) is missing: run `make setup` first)
+
+test: | $(PY) ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: | $(PY) ## run the tests not marked slow
+	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+data: | $(PY) ## generate the offline sample dataset into DATA
+	$(PY) -m train data --out $(DATA) --seed $(SEED) $(ARGS)
+
+train: | $(PY) ## train CONFIG (default: the offline sample config) into runs/<name>-<timestamp>
+	$(PY) -m train fit --config $(CONFIG) $(ARGS)
+
+compare: | $(PY) ## print runs side by side (RUNS="runs/a runs/b")
+	$(PY) -m train compare $(RUNS)
+
+crop-faces: | $(PY) ## crop faces from raw photos (ARGS="--src DIR --out DIR")
+	$(PY) -m train crop-faces $(ARGS)
+
+convert: | $(PY) ## quantize RUN to int8 TFLite (+ float32) and verify it
+	$(PY) -m convert --run $(RUN) $(ARGS)
+
+run-device: | $(PY) ## run the device daemon here (SOURCE=video/file/index overrides the config's source)
+	$(PY) -m device run --config $(DEVICE_CONFIG) --model-dir $(RUN) $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
+
+check-device: | $(PY) ## load the model and run the self-test, as deploy does
+	$(PY) -m device check --config $(DEVICE_CONFIG) --model-dir $(RUN) $(ARGS)
+
+deploy: | $(PY) ## deploy daemon + model to PI=user@host[,user@host...]
+	$(if $(PI),,$(error set PI=user@host))
+	$(PY) -m device deploy --hosts $(PI) --port $(PORT) $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) --remote-dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
+
+rollback: | $(PY) ## go back one release on PI
+	$(if $(PI),,$(error set PI=user@host))
+	$(PY) -m device rollback --hosts $(PI) --port $(PORT) $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) --remote-dir $(REMOTE_DIR) $(ARGS)
+
+deploy-model: | $(PY) ## ship a new model only and reload it with SIGHUP
+	$(if $(PI),,$(error set PI=user@host))
+	$(PY) -m device deploy-model --hosts $(PI) --port $(PORT) $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) --remote-dir $(REMOTE_DIR) --run $(RUN) $(ARGS)
+
+bench: | $(PY) ## on-device latency benchmark here (raw interpreter + whole pipeline)
+	$(PY) -m device bench --model-dir $(RUN) $(ARGS)
+
+bench-device: | $(PY) ## the same benchmark on PI over ssh, results brought back
+	$(if $(PI),,$(error set PI=user@host))
+	$(PY) -m device bench-remote --hosts $(PI) --port $(PORT) $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) --remote-dir $(REMOTE_DIR) $(ARGS)
+
+bench-train: | $(PY) ## training input-pipeline and feature-cache benchmark (ratios)
+	$(PY) -m train bench --config $(CONFIG) $(ARGS)
+
+demo: | $(PY) ## the whole chain offline on generated data
+	$(PY) -m train demo $(ARGS)
+
+clean: ## remove generated data, runs and caches
+	rm -rf runs data .pytest_cache .bench

@@ -1,0 +1,185 @@
+"""LiteRT runtime loading and the classifier that the daemon, `device check`, the benchmark
+and the conversion stage's verification all share.
+
+Runtime order: ai_edge_litert (the maintained LiteRT wheel) → tflite_runtime (last release 2.14,
+broken under numpy 2) → tensorflow.lite (desktop only). Load once, infer many: a Classifier holds
+one interpreter for its whole life and is never rebuilt per frame.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device import quant
+from device.errors import FaceedgeError
+from device.manifest import Manifest, load_manifest
+
+log = logging.getLogger(__name__)
+
+# (module that holds Interpreter, distribution name for its version)
+RUNTIMES = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow.lite", "tensorflow"),
+)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    version: str
+    interpreter_cls: Any
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # noqa: BLE001 - a missing dist-info only loses the version string
+        return "unknown"
+
+
+def load_runtime(prefer: str | None = None) -> Runtime:
+    """Import the first available runtime (or exactly `prefer`, a dist name from RUNTIMES)."""
+    candidates = [r for r in RUNTIMES if prefer in (None, r[1])]
+    if not candidates:
+        raise FaceedgeError(f"unknown runtime {prefer!r}; choose one of {[r[1] for r in RUNTIMES]}")
+    errors = []
+    for module, dist in candidates:
+        try:
+            mod = importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - ImportError, or numpy ABI errors in old wheels
+            errors.append(f"{dist}: {type(e).__name__}: {e}")
+            continue
+        return Runtime(name=dist, version=_dist_version(dist), interpreter_cls=mod.Interpreter)
+    raise FaceedgeError("no TFLite runtime importable (pip install ai-edge-litert): " + "; ".join(errors))
+
+
+def default_threads() -> int:
+    """All cores: inference is the bottleneck of the loop, capture and preprocessing overlap it."""
+    return max(1, os.cpu_count() or 1)
+
+
+class Classifier:
+    """One interpreter, its tensors' quantization, and the manifest's labels."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        manifest: Manifest | None = None,
+        *,
+        num_threads: int | None = None,
+        runtime: Runtime | None = None,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.manifest = manifest
+        self.runtime = runtime or load_runtime()
+        self.num_threads = num_threads or default_threads()
+        _check_model_file(self.model_path)
+        try:
+            self.interpreter = self.runtime.interpreter_cls(
+                model_path=str(self.model_path), num_threads=self.num_threads
+            )
+            self.interpreter.allocate_tensors()
+        except Exception as e:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError variously
+            raise FaceedgeError(f"{self.model_path}: the runtime cannot load this model ({e})") from None
+        inp = self.interpreter.get_input_details()
+        out = self.interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise FaceedgeError(f"{self.model_path}: expected 1 input and 1 output, got {len(inp)} and {len(out)}")
+        self._in, self._out = inp[0], out[0]
+        shape = tuple(int(d) for d in self._in["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise FaceedgeError(f"{self.model_path}: input shape {shape} is not (1, H, W, 3)")
+        self.input_height, self.input_width = shape[1], shape[2]
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self.in_scale, self.in_zero = (float(self._in["quantization"][0]), int(self._in["quantization"][1]))
+        self.out_scale, self.out_zero = (float(self._out["quantization"][0]), int(self._out["quantization"][1]))
+        self._identity_input = quant.input_is_identity(self.input_dtype, self.in_scale, self.in_zero)
+        if manifest is not None:
+            if (manifest.input_height, manifest.input_width) != (self.input_height, self.input_width):
+                raise FaceedgeError(
+                    f"{self.model_path}: input {self.input_height}x{self.input_width} does not match manifest "
+                    f"{manifest.input_height}x{manifest.input_width}"
+                )
+        log.debug(
+            "loaded %s with %s %s, %d threads, input %s %s",
+            self.model_path, self.runtime.name, self.runtime.version, self.num_threads, shape, self.input_dtype,
+        )
+
+    @classmethod
+    def from_model_dir(cls, path: str | os.PathLike, **kw: Any) -> "Classifier":
+        manifest, model_path = load_manifest(path)
+        return cls(model_path, manifest, **kw)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the crop must be resized to."""
+        return self.input_height, self.input_width
+
+    def set_input(self, rgb: np.ndarray) -> None:
+        """Feed one HxWx3 uint8 RGB image already resized to `input_size`."""
+        if rgb.shape != (self.input_height, self.input_width, 3):
+            raise ValueError(f"input image shape {rgb.shape} != {(self.input_height, self.input_width, 3)}")
+        if self._identity_input or self.input_dtype == rgb.dtype:
+            tensor = rgb[np.newaxis]
+        elif np.issubdtype(self.input_dtype, np.floating):
+            tensor = rgb[np.newaxis].astype(self.input_dtype)
+        else:
+            tensor = quant.quantize(rgb[np.newaxis], self.in_scale, self.in_zero, self.input_dtype)
+        self.interpreter.set_tensor(self._in["index"], tensor)
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def scores(self) -> np.ndarray:
+        """Dequantized output as float32 probabilities, shape (K,) (K = 1 for a sigmoid head)."""
+        raw = self.interpreter.get_tensor(self._out["index"])
+        return quant.dequantize(raw, self.out_scale, self.out_zero).reshape(-1)
+
+    def classify(self, rgb: np.ndarray) -> np.ndarray:
+        self.set_input(rgb)
+        self.invoke()
+        return self.scores()
+
+    def positive_probability(self, scores: np.ndarray) -> float:
+        """Binary models: P(positive label). Softmax models: the top class's probability."""
+        if scores.size == 1:
+            return float(scores[0])
+        return float(scores.max())
+
+    def label_of(self, scores: np.ndarray, threshold: float | None = None) -> tuple[str, float]:
+        """(label, score) under the manifest's threshold (binary) or argmax (softmax)."""
+        if self.manifest is None:
+            raise ValueError("label_of needs a manifest")
+        m = self.manifest
+        if scores.size == 1:
+            p = float(scores[0])
+            t = m.threshold if threshold is None else threshold
+            return (m.positive_label if p >= t else m.negative_label), p  # type: ignore[return-value]
+        i = int(np.argmax(scores))
+        return m.labels[i], float(scores[i])
+
+
+def _check_model_file(path: Path) -> None:
+    """Reject files that are obviously not a TFLite flatbuffer before the runtime sees them."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise FaceedgeError(f"{path}: model file not found") from None
+    if size == 0:
+        raise FaceedgeError(f"{path}: model file is empty (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        raise FaceedgeError(f"{path}: is a Git LFS pointer, not a model (run `git lfs pull`)")
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise FaceedgeError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from device import quant
+from device.errors import FaceedgeError
+from device.manifest import load_manifest
+from device.runtime import Classifier, load_runtime
+
+
+def test_dequantize_uint8_does_not_wrap():
+    q = np.array([0, 3, 128, 255], dtype=np.uint8)
+    assert quant.dequantize(q, 0.5, 128).tolist() == [-64.0, -62.5, 0.0, 63.5]
+
+
+def test_dequantize_int8():
+    q = np.array([-128, -1, 0, 127], dtype=np.int8)
+    np.testing.assert_allclose(quant.dequantize(q, 1 / 256, -128), [0.0, 127 / 256, 128 / 256, 255 / 256])
+
+
+def test_quantize_rounds_and_clips():
+    x = np.array([-10.0, 0.0, 1.24, 1.26, 500.0])
+    assert quant.quantize(x, 0.5, 10, np.uint8).tolist() == [0, 10, 12, 13, 255]
+    assert quant.quantize(x, 1.0, -128, np.int8).tolist() == [-128, -128, -127, -127, 127]
+
+
+def test_quantize_roundtrip_within_half_step():
+    x = np.linspace(-1, 1, 101)
+    q = quant.quantize(x, 2 / 255, 128, np.uint8)
+    assert np.abs(quant.dequantize(q, 2 / 255, 128) - x).max() <= (1 / 255) + 1e-6
+
+
+def test_float_tensors_pass_through():
+    x = np.array([0.25, 0.75], dtype=np.float32)
+    assert quant.dequantize(x, 0.0, 0).tolist() == [0.25, 0.75]
+
+
+def test_runtime_prefers_ai_edge_litert():
+    assert load_runtime().name == "ai-edge-litert"
+
+
+def test_classifier_int8_matches_keras(tiny_models):
+    import keras
+
+    model = keras.saving.load_model(tiny_models["keras"])
+    clf = Classifier.from_model_dir(tiny_models["int8"], num_threads=1)
+    assert clf.input_dtype == np.uint8 and clf.input_size == (32, 32)
+    from tests.conftest import tiny_images
+
+    imgs, _ = tiny_images(32, seed=1)
+    ref = model.predict(imgs.astype(np.float32), verbose=0).reshape(-1)
+    got = np.array([clf.classify(im)[0] for im in imgs])
+    assert np.abs(got - ref).max() < 0.05
+    assert ref.std() > 0.1  # the fixture is not a constant function
+
+
+@pytest.mark.parametrize("content", [b"", b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", b"\x00" * 100])
+def test_bad_model_files_are_one_line_errors(tmp_path, content):
+    p = tmp_path / "model.tflite"
+    p.write_bytes(content)
+    with pytest.raises(FaceedgeError) as e:
+        Classifier(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_manifest_sha_mismatch(tiny_models, tmp_path):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_models["int8"], d)
+    data = bytearray((d / "model.tflite").read_bytes())
+    data[-1] ^= 0xFF
+    (d / "model.tflite").write_bytes(bytes(data))
+    with pytest.raises(FaceedgeError, match="sha256"):
+        load_manifest(d)

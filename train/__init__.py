@@ -1,0 +1,1 @@
+"""faceedge train stage."""
