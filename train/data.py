@@ -1,0 +1,362 @@
+"""Find the images of a dataset, check each one once, and list what was skipped and why.
+
+Three layouts are accepted (``<root>`` is a folder, or a CSV file)::
+
+    <root>/<label>/<person>/**/*.jpg|png|bmp   preferred: persons make unseen-person evaluation possible
+    <root>/<label>/*.jpg|png|bmp               no persons: a WARNING says unseen-person evaluation is impossible
+    <file>.csv  with columns path,label[,person]  paths relative to the CSV's folder; empty person = none
+
+Every file is opened once and fully decoded (Pillow, truncated data is an error), because the
+training pipeline decodes with ``tf.io.decode_image`` and a single bad file would stop an epoch
+half-way. Files that are empty, unreadable, not an image, truncated, of a format TensorFlow cannot
+decode, or named with a non-image extension are *skipped*, each with a reason; grayscale, palette
+and RGBA images are accepted (the pipeline decodes with ``channels=3``). If more than
+``max_bad_fraction`` of the files are bad, indexing fails with a one-line `FaceedgeError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from device.errors import FaceedgeError
+from device.manifest import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
+# What tf.io.decode_image decodes (as Pillow names the formats). WebP, TIFF, HEIC... are not.
+TF_DECODABLE_FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "BMP": (".bmp",), "GIF": (".gif",)}
+CSV_COLUMNS = ("path", "label", "person")
+
+Layout = Literal["label/person", "label", "csv"]
+
+# Skip reasons start with one of these kinds (then ": detail"), so they can be counted.
+ZERO_BYTE = "zero-byte"
+BAD_EXTENSION = "bad-extension"
+NOT_IMAGE = "not-an-image"
+TRUNCATED = "truncated"
+UNSUPPORTED = "unsupported-format"
+UNREADABLE = "unreadable"
+MISSING = "missing"
+DUPLICATE = "duplicate"
+MISPLACED = "not-in-person-folder"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One usable image: absolute path, its label and (if the layout has them) its person."""
+
+    path: str
+    label: str
+    person: str | None
+
+
+@dataclass
+class DatasetIndex:
+    records: list[Record]
+    skipped: list[tuple[str, str]]  # (path, reason)
+    labels: list[str]
+    has_persons: bool
+    source: str
+    layout: Layout
+    seconds: float = 0.0
+    extension_mismatches: int = 0  # accepted files whose content type differs from the extension
+    _extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_checked(self) -> int:
+        return len(self.records) + len(self.skipped)
+
+    @property
+    def bad_fraction(self) -> float:
+        return len(self.skipped) / self.n_checked if self.n_checked else 0.0
+
+    @property
+    def persons(self) -> list[str]:
+        return sorted({r.person for r in self.records if r.person is not None})
+
+    def counts(self) -> dict[str, int]:
+        """Images per label (sorted labels)."""
+        c = Counter(r.label for r in self.records)
+        return {lbl: c[lbl] for lbl in self.labels}
+
+    def skipped_by_kind(self) -> dict[str, int]:
+        return dict(Counter(reason.split(":", 1)[0] for _, reason in self.skipped).most_common())
+
+    def summary(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in self.skipped_by_kind().items()) or "none"
+        persons = f", {len(self.persons)} persons" if self.has_persons else ", no persons"
+        return (
+            f"{self.source} ({self.layout}): {len(self.records)} images, {len(self.labels)} labels "
+            f"{self.counts()}{persons}; skipped {len(self.skipped)} ({kinds})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking one file
+
+
+def check_image(path: str | os.PathLike, allowed_ext: Iterable[str] = IMAGE_EXTENSIONS) -> str | None:
+    """Return None if `path` is an image the training pipeline can decode, else the skip reason.
+
+    One read of the file, one full decode. Thread-safe (Pillow releases the GIL while decoding).
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    allowed = tuple(e.lower() for e in allowed_ext)
+    if ext not in allowed:
+        shown = ext or p.name
+        return f"{BAD_EXTENSION}: {shown!r} is not an image extension ({', '.join(allowed)})"
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        return f"{UNREADABLE}: {e.strerror or e}"
+    if not data:
+        return f"{ZERO_BYTE}: empty file"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+            if fmt not in TF_DECODABLE_FORMATS:
+                return f"{UNSUPPORTED}: {fmt} cannot be decoded by the training pipeline (JPEG, PNG, BMP, GIF only)"
+            im.load()  # full decode; truncated data raises (LOAD_TRUNCATED_IMAGES is False)
+            w, h = im.size
+    except UnidentifiedImageError:
+        return f"{NOT_IMAGE}: content is not a recognised image"
+    except Image.DecompressionBombError as e:
+        return f"{UNSUPPORTED}: {e}"
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e).replace("\n", " ")
+        if "truncated" in msg.lower() or isinstance(e, EOFError):
+            return f"{TRUNCATED}: {msg}"
+        return f"{NOT_IMAGE}: corrupt image data ({msg})"
+    if w < 1 or h < 1:
+        return f"{NOT_IMAGE}: image has no pixels ({w}x{h})"
+    if ext not in TF_DECODABLE_FORMATS[fmt]:
+        return f"ok-mismatch:{fmt}"  # accepted: decode_image sniffs the content, not the name
+    return None
+
+
+def _check_all(paths: list[str], allowed_ext: tuple[str, ...], workers: int | None) -> list[str | None]:
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone switched it on globally; we need it off
+        log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES was True; truncated images would pass — switching it off")
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    if workers is None:
+        workers = min(8, (os.cpu_count() or 1) * 2)
+    if workers <= 1 or len(paths) < 64:
+        return [check_image(p, allowed_ext) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceedge-check") as pool:
+        return list(pool.map(lambda p: check_image(p, allowed_ext), paths, chunksize=32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Walking the layouts
+
+
+def _visible(p: Path) -> bool:
+    return not p.name.startswith(".")
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """All files below `folder`, recursively, not descending into hidden folders."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in sorted(filenames))
+    return out
+
+
+def _walk_folder(root: Path) -> tuple[Layout, list[tuple[str, str, str | None]], list[tuple[str, str]], list[Path]]:
+    """Candidates (path, label, person), early skips, and the label folders."""
+    entries = sorted(root.iterdir())
+    label_dirs = [p for p in entries if p.is_dir() and _visible(p)]
+    if not label_dirs:
+        if any(p.is_file() for p in entries):
+            raise FaceedgeError(
+                f"data folder {root} has no label folders (files must be in <root>/<label>/<person>/ or <root>/<label>/)"
+            )
+        raise FaceedgeError(f"data folder {root} is empty (expected <root>/<label>/<person>/*.jpg)")
+    for p in entries:
+        if p.is_file() and _visible(p):
+            log.debug("ignoring %s: files directly in the data root are not part of any label", p)
+    has_person_dirs = any(any(c.is_dir() and _visible(c) for c in d.iterdir()) for d in label_dirs)
+    cands: list[tuple[str, str, str | None]] = []
+    early: list[tuple[str, str]] = []
+    if has_person_dirs:
+        for d in label_dirs:
+            for c in sorted(d.iterdir()):
+                if c.is_dir():
+                    if _visible(c):
+                        cands.extend((str(f), d.name, c.name) for f in _files_under(c))
+                elif c.name.startswith("."):
+                    early.append((str(c), f"{BAD_EXTENSION}: hidden file {c.name!r}"))
+                else:
+                    early.append((str(c), f"{MISPLACED}: directly in label folder, but this dataset has person folders"))
+        return "label/person", cands, early, label_dirs
+    for d in label_dirs:
+        cands.extend((str(f), d.name, None) for f in _files_under(d))
+    return "label", cands, early, label_dirs
+
+
+def _read_csv(path: Path) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FaceedgeError(f"data CSV {path} cannot be read ({e})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    cols = [c.strip() for c in (reader.fieldnames or [])]
+    missing = [c for c in ("path", "label") if c not in cols]
+    if missing:
+        raise FaceedgeError(
+            f"data CSV {path} is missing column(s) {', '.join(missing)} (has: {', '.join(cols) or 'nothing'}; "
+            f"expected header path,label,person)"
+        )
+    reader.fieldnames = cols
+    base = path.parent
+    cands: list[tuple[str, str, str | None]] = []
+    early: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for lineno, row in enumerate(reader, start=2):
+        rel = (row.get("path") or "").strip()
+        label = (row.get("label") or "").strip()
+        person = (row.get("person") or "").strip() or None
+        if not rel and not label:
+            continue  # blank line
+        if not rel:
+            raise FaceedgeError(f"data CSV {path} line {lineno}: empty path")
+        if not label:
+            raise FaceedgeError(f"data CSV {path} line {lineno}: empty label for {rel}")
+        p = Path(rel).expanduser()
+        full = os.path.normpath(str(p if p.is_absolute() else base / p))
+        if full in seen:
+            early.append((full, f"{DUPLICATE}: listed again on line {lineno} (first on line {seen[full]})"))
+            continue
+        seen[full] = lineno
+        if not os.path.isfile(full):
+            early.append((full, f"{MISSING}: no such file (line {lineno})"))
+            continue
+        cands.append((full, label, person))
+    if not cands and not early:
+        raise FaceedgeError(f"data CSV {path} lists no images")
+    return cands, early
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def index_dataset(
+    source: str | Path,
+    *,
+    max_bad_fraction: float = 0.05,
+    allowed_ext: Iterable[str] = IMAGE_EXTENSIONS,
+    skipped_csv: str | Path | None = None,
+    workers: int | None = None,
+) -> DatasetIndex:
+    """Index and validate a dataset folder or CSV; see the module docstring for the layouts.
+
+    `skipped_csv`: if given, the skipped list is written there (also when indexing then fails on too
+    many bad files, so the error message can point to it). Raises `FaceedgeError` (one line, naming
+    the path) for a missing or empty source, a label with no usable images, a single label, a CSV
+    with missing columns, or more than `max_bad_fraction` bad files.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise FaceedgeError(f"max_bad_fraction must be within [0, 1], got {max_bad_fraction}")
+    allowed = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in allowed_ext)
+    root = Path(source).expanduser()
+    if not root.exists():
+        raise FaceedgeError(f"data folder {root} does not exist")
+    root = root.resolve()
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise FaceedgeError(f"data source {root} is a file but not a .csv (give a folder or a path,label,person CSV)")
+        layout: Layout = "csv"
+        cands, early = _read_csv(root)
+        label_dirs: list[Path] = []
+    else:
+        layout, cands, early, label_dirs = _walk_folder(root)
+
+    results = _check_all([c[0] for c in cands], allowed, workers)
+    records: list[Record] = []
+    skipped = list(early)
+    mismatches = 0
+    for (path, label, person), reason in zip(cands, results):
+        if reason is None or reason.startswith("ok-mismatch:"):
+            mismatches += reason is not None
+            records.append(Record(os.path.abspath(path), label, person))
+        else:
+            skipped.append((os.path.abspath(path), reason))
+    records.sort(key=lambda r: (r.label, r.person or "", r.path))
+    skipped.sort()
+    labels = sorted({r.label for r in records} | {d.name for d in label_dirs})
+    has_persons = any(r.person is not None for r in records)
+    index = DatasetIndex(
+        records=records, skipped=skipped, labels=labels, has_persons=has_persons, source=str(root),
+        layout=layout, seconds=time.perf_counter() - t0, extension_mismatches=mismatches,
+    )
+    if skipped_csv is not None:
+        write_skipped_csv(index, skipped_csv)
+    _validate(index, max_bad_fraction, skipped_csv)
+    if mismatches:
+        log.warning("%s: %d images have content that does not match their extension (accepted; "
+                    "the pipeline decodes by content)", root, mismatches)
+    if skipped:
+        log.warning("%s: skipped %d of %d files (%s)%s", root, len(skipped), index.n_checked,
+                    ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items()),
+                    f"; list in {skipped_csv}" if skipped_csv else "")
+    if not has_persons:
+        log.warning("%s: no person folders/column: unseen-person evaluation is impossible "
+                    "(use <root>/<label>/<person>/ to measure generalisation to new persons)", root)
+    elif any(r.person is None for r in records):
+        log.warning("%s: %d images have no person; they are never put in the unseen-person set",
+                    root, sum(r.person is None for r in records))
+    log.info("indexed %s in %.2fs", index.summary(), index.seconds)
+    return index
+
+
+def _validate(index: DatasetIndex, max_bad_fraction: float, skipped_csv: str | Path | None) -> None:
+    root = index.source
+    total = index.n_checked
+    if total == 0:
+        raise FaceedgeError(f"data folder {root} has no files in its label folders")
+    if index.skipped and index.bad_fraction > max_bad_fraction:
+        kinds = ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items())
+        where = f"see {skipped_csv}" if skipped_csv else f"first: {index.skipped[0][0]} ({index.skipped[0][1]})"
+        raise FaceedgeError(
+            f"data {root}: {len(index.skipped)} of {total} files are bad ({index.bad_fraction:.1%} > "
+            f"max_bad_fraction {max_bad_fraction:.1%}: {kinds}); {where}"
+        )
+    counts = index.counts()
+    for label, n in counts.items():
+        if n == 0:
+            where = os.path.join(root, label) if index.layout != "csv" else f"{root} (label {label!r})"
+            raise FaceedgeError(f"label folder {where} has no usable images")
+    if len(index.labels) < 2:
+        only = index.labels[0] if index.labels else "?"
+        raise FaceedgeError(f"data {root} has a single label {only!r}; a classifier needs at least two")
+
+
+def write_skipped_csv(index: DatasetIndex | Iterable[tuple[str, str]], path: str | Path) -> None:
+    """Write the skipped files as CSV (columns path,reason), atomically."""
+    rows = index.skipped if isinstance(index, DatasetIndex) else list(index)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "reason"])
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+
+
+def read_skipped_csv(path: str | Path) -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["path"], r["reason"]) for r in csv.DictReader(f)]
