@@ -36,7 +36,14 @@ def _hw(size) -> tuple[int, int]:
 def decode_and_resize(path, size) -> tf.Tensor:
     """File path (string tensor) → float32 (H, W, 3) RGB, 0..255 — the training/device contract."""
     data = tf.io.read_file(path)
-    img = tf.io.decode_image(data, channels=3, expand_animations=False)  # uint8; gray/RGBA → RGB
+    # JPEG: decode_image uses libjpeg's fast integer IDCT (INTEGER_FAST), which differs from OpenCV's
+    # and Pillow's default (ISLOW) by up to ~5 grey levels; INTEGER_ACCURATE is bit-identical to the
+    # device's cv2 decode (tests/test_parity_preprocess.py). Other formats: decode_image.
+    img = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),  # uint8; gray/RGBA → RGB
+    )
     img.set_shape([None, None, 3])
     return tf.image.resize(img, _hw(size), method="bilinear", antialias=False)  # float32, not rounded
 
