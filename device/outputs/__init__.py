@@ -1,0 +1,110 @@
+"""Result outputs (JSON lines, HTTP, MQTT), each optional, one interface (`device.types.Output`).
+
+The daemon's config has an ``outputs:`` section validated by `OutputsConfig`; a section that is
+absent (None) is off::
+
+    outputs:
+      jsonl: {path: "-"}                      # stdout, or a file with max_bytes/backups rotation
+      http: {host: 127.0.0.1, port: 8088}     # /healthz /metrics /latest; token_file/token_env off loopback
+      mqtt: {host: 127.0.0.1, port: 1883, topic_prefix: faceedge/pi1}
+
+How the daemon drives them::
+
+    outputs = build_outputs(cfg.outputs, telemetry, expose_images=False)
+    start_outputs(outputs)                    # binds/opens; FaceedgeError on a port in use, bad path...
+    ...per result: telemetry.result_published(result); publish_all(outputs, result)
+    close_outputs(outputs)                    # at shutdown, within the SIGTERM budget
+
+`/healthz`, `/metrics` and `/latest` read the shared `Telemetry` only, so the daemon must call
+`telemetry.result_published(result)` for each result (`publish_all` does not).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from device.manifest import Strict
+from device.outputs.http import HttpConfig, HttpOutput
+from device.outputs.jsonl import JsonlConfig, JsonlOutput
+from device.outputs.mqtt import MqttConfig, MqttOutput
+from device.telemetry import Telemetry
+from device.types import OUTPUT_TYPES, Output, Result
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "OutputsConfig",
+    "JsonlConfig",
+    "HttpConfig",
+    "MqttConfig",
+    "JsonlOutput",
+    "HttpOutput",
+    "MqttOutput",
+    "build_outputs",
+    "start_outputs",
+    "publish_all",
+    "publish_image",
+    "close_outputs",
+]
+
+
+class OutputsConfig(Strict):
+    jsonl: JsonlConfig | None = None
+    http: HttpConfig | None = None
+    mqtt: MqttConfig | None = None
+
+
+def build_outputs(cfg: OutputsConfig | None, telemetry: Telemetry, *, expose_images: bool = False) -> list[Output]:
+    """The enabled outputs, constructed (secrets read, clients made) but not started.
+
+    `expose_images` lets the HTTP output serve `/latest.jpg` from crops given to `publish_image`.
+    """
+    if cfg is None:
+        return []
+    outputs: list[Output] = []
+    for name in OutputsConfig.model_fields:
+        section = getattr(cfg, name)
+        if section is not None:
+            outputs.append(OUTPUT_TYPES[name](section, telemetry, expose_images=expose_images))
+    return outputs
+
+
+def start_outputs(outputs: list[Output]) -> None:
+    """Start each output; if one fails, close those already started and re-raise."""
+    started: list[Output] = []
+    try:
+        for o in outputs:
+            o.start()
+            started.append(o)
+    except BaseException:
+        close_outputs(started)
+        raise
+
+
+def publish_all(outputs: list[Output], result: Result) -> None:
+    """Give `result` to every output. Outputs do not raise; this guards against one that does."""
+    for o in outputs:
+        try:
+            o.publish(result)
+        except Exception:
+            log.exception("output %s raised on frame %s", o.type, result.frame_id)
+
+
+def publish_image(outputs: list[Output], rgb) -> None:
+    """Offer the latest crop to the outputs that can serve images (only when expose_images is on)."""
+    for o in outputs:
+        fn = getattr(o, "publish_image", None)
+        if fn is not None:
+            fn(rgb)
+
+
+def close_outputs(outputs: list[Output]) -> None:
+    """Close every output (never raises); logs how long it took."""
+    t0 = time.monotonic()
+    for o in reversed(outputs):
+        try:
+            o.close()
+        except Exception:
+            log.exception("output %s: error while closing", o.type)
+    log.debug("outputs closed in %.3f s", time.monotonic() - t0)

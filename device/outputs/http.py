@@ -1,0 +1,255 @@
+"""HTTP output: `/healthz`, `/metrics` (Prometheus) and `/latest`, served from a daemon thread.
+
+The server only reads the shared `Telemetry`; it never waits on the main loop, so it still answers
+(with `stalled` or `error`) when the loop is stuck. It binds 127.0.0.1:8088 by default. Bound to
+any other address, a bearer token is required by config validation, and every request must carry
+``Authorization: Bearer <token>`` (compared in constant time). The token comes from a file or an
+environment variable, never from the YAML itself.
+
+No endpoint returns image data unless the daemon was started with `expose_images`; then
+`/latest.jpg` serves the last crop the daemon handed to `publish_image()`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+
+from device.errors import FaceedgeError
+from device.manifest import Strict
+from device.telemetry import Telemetry
+from device.types import Output, Result, register_output
+
+log = logging.getLogger(__name__)
+
+MIN_TOKEN_CHARS = 16
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: assume it may be reachable from elsewhere
+
+
+class HttpConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=0, le=65535)  # 0 = an ephemeral port (tests); see HttpOutput.port
+    token_file: Path | None = None  # file holding the bearer token (first line)
+    token_env: str | None = None  # or: name of the environment variable holding it
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self):
+        if self.token_file is not None and self.token_env is not None:
+            raise ValueError("set only one of token_file and token_env")
+        if not is_loopback(self.host) and self.token_file is None and self.token_env is None:
+            raise ValueError(
+                f"host {self.host!r} is not loopback: a token is required (set token_file or token_env)"
+            )
+        return self
+
+
+def read_token(cfg: HttpConfig) -> str | None:
+    """The configured bearer token, or None when the server runs without one (loopback only)."""
+    if cfg.token_file is not None:
+        try:
+            token = cfg.token_file.read_text().strip().splitlines()
+        except OSError as e:
+            raise FaceedgeError(f"outputs.http.token_file {cfg.token_file}: {e.strerror or e}") from e
+        token = token[0].strip() if token else ""
+        where = f"outputs.http.token_file {cfg.token_file}"
+    elif cfg.token_env is not None:
+        token = os.environ.get(cfg.token_env, "").strip()
+        where = f"outputs.http.token_env ${cfg.token_env}"
+    else:
+        return None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise FaceedgeError(f"{where}: token is missing or shorter than {MIN_TOKEN_CHARS} characters")
+    return token
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    output: "HttpOutput"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "faceedge"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"  # keep-alive for scrapers; every response has a Content-Length
+    timeout = 10  # a client that sends nothing does not hold a thread forever
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._handle(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._handle(send_body=False)
+
+    def _reply(self, code: int, body: bytes, ctype: str, send_body: bool, extra: dict | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def _json(self, code: int, obj, send_body: bool, extra: dict | None = None) -> None:
+        body = (json.dumps(obj, allow_nan=False, default=str) + "\n").encode()
+        self._reply(code, body, "application/json", send_body, extra)
+
+    def _authorized(self) -> bool:
+        token = self.server.output.token
+        if token is None:
+            return True
+        header = self.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        # Compare even when the scheme is wrong, so timing says nothing about which part failed.
+        ok = hmac.compare_digest(given.strip().encode(), token.encode())
+        return ok and scheme.lower() == "bearer"
+
+    def _handle(self, send_body: bool) -> None:
+        out = self.server.output
+        try:
+            if not self._authorized():
+                self._json(401, {"error": "unauthorized"}, send_body, {"WWW-Authenticate": 'Bearer realm="faceedge"'})
+                return
+            path = urlsplit(self.path).path
+            if path == "/healthz":
+                snap = out.telemetry.snapshot()
+                self._json(200 if snap["status"] == "ok" else 503, snap, send_body)
+            elif path == "/metrics":
+                body = out.telemetry.prometheus_text().encode()
+                self._reply(200, body, PROMETHEUS_CONTENT_TYPE, send_body)
+            elif path == "/latest":
+                latest = out.telemetry.latest
+                if latest is None:
+                    self._json(404, {"error": "no result yet"}, send_body)
+                else:
+                    from device.outputs.jsonl import iso_time
+
+                    self._json(200, {"time": iso_time(latest.timestamp), **latest.to_dict()}, send_body)
+            elif path == "/latest.jpg" and out.expose_images:
+                jpeg = out.latest_jpeg()
+                if jpeg is None:
+                    self._json(404, {"error": "no image yet"}, send_body)
+                else:
+                    self._reply(200, jpeg, "image/jpeg", send_body)
+            else:
+                self._json(404, {"error": "not found", "endpoints": out.endpoints}, send_body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception:  # never let one request take the thread down silently
+            log.exception("http: error answering %s", self.path)
+            out.telemetry.inc("errors")
+            try:
+                self._json(500, {"error": "internal error"}, send_body)
+            except OSError:
+                pass
+
+
+@register_output("http")
+class HttpOutput(Output):
+    """Serves health, metrics and the latest result, all read from `Telemetry` (`publish()` is a no-op)."""
+
+    def __init__(self, cfg: HttpConfig, telemetry: Telemetry, *, expose_images: bool = False):
+        self.cfg = cfg
+        self.telemetry = telemetry
+        self.expose_images = expose_images
+        self.token = read_token(cfg)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._image = None
+        self._image_seq = 0  # bumped per new image, so the JPEG cache knows when it is out of date
+        self._image_lock = threading.Lock()
+        self._jpeg_cache: tuple[int, bytes] | None = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        return ["/healthz", "/metrics", "/latest"] + (["/latest.jpg"] if self.expose_images else [])
+
+    @property
+    def port(self) -> int:
+        """The bound port (the ephemeral one when configured with port 0)."""
+        if self._server is None:
+            raise RuntimeError("http output not started")
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self.cfg.host if ":" not in self.cfg.host else f"[{self.cfg.host}]"
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> None:
+        cls = type("_BoundServer", (_Server,), {"address_family": socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET})
+        try:
+            self._server = cls((self.cfg.host, self.cfg.port), _Handler)
+        except OSError as e:
+            raise FaceedgeError(f"outputs.http: cannot bind {self.cfg.host}:{self.cfg.port}: {e.strerror or e}") from e
+        self._server.output = self
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="faceedge-http", daemon=True
+        )
+        self._thread.start()
+        log.info(
+            "http: serving %s on %s%s", ", ".join(self.endpoints), self.url, " (token required)" if self.token else ""
+        )
+
+    def publish(self, result: Result) -> None:
+        """Nothing to do: /latest reads the result the daemon gave `Telemetry.result_published`."""
+
+    def publish_image(self, rgb) -> None:
+        """Keep a reference to the last crop (RGB uint8 array) for /latest.jpg; encoded only on request.
+
+        The caller must not modify the array afterwards (pass a fresh crop or a copy).
+        """
+        if self.expose_images:
+            with self._image_lock:
+                self._image = rgb
+                self._image_seq += 1
+
+    def latest_jpeg(self) -> bytes | None:
+        with self._image_lock:
+            img, seq, cached = self._image, self._image_seq, self._jpeg_cache
+        if img is None:
+            return None
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            return None
+        jpeg = buf.tobytes()
+        with self._image_lock:
+            self._jpeg_cache = (seq, jpeg)
+        return jpeg
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+            self._thread = None

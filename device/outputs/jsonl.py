@@ -1,0 +1,134 @@
+"""JSON lines output: one line per result, to stdout or to a size-capped, rotating file.
+
+Each line is `Result.to_dict()` plus `time` (ISO 8601, UTC, milliseconds) beside the epoch
+`timestamp`. A file is opened unbuffered in append mode and each line is one `write()`, so a line is
+either fully in the file or not at all. When the next line would take the file past `max_bytes`,
+the file is rotated by renaming (`out.jsonl` → `out.jsonl.1` → ... → `out.jsonl.<backups>`, the
+oldest deleted), like logging's RotatingFileHandler.
+
+Write errors (a full disk, a closed pipe) never reach the loop: the first one is logged, later ones
+are only counted (telemetry `errors` and `output_errors`) until a write succeeds again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import Field
+
+from device.errors import FaceedgeError
+from device.manifest import Strict
+from device.telemetry import Telemetry
+from device.types import Output, Result, register_output
+
+log = logging.getLogger(__name__)
+
+
+class JsonlConfig(Strict):
+    path: str = "-"  # "-" = stdout
+    max_bytes: int = Field(10 * 1024 * 1024, ge=0)  # rotate before the file would exceed this; 0 = never
+    backups: int = Field(3, ge=0, le=100)  # rotated files kept
+    events_only: bool = False  # write only the results whose smoothed label changed
+
+
+def iso_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def result_line(result: Result) -> bytes:
+    d = result.to_dict()
+    d = {"time": iso_time(result.timestamp), **d}
+    return (json.dumps(d, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+@register_output("jsonl")
+class JsonlOutput(Output):
+    def __init__(self, cfg: JsonlConfig, telemetry: Telemetry, *, expose_images: bool = False):
+        self.cfg = cfg
+        self.telemetry = telemetry
+        self._fd: int | None = None
+        self._size = 0
+        self._rotatable = False
+        self._failing = False  # True between the first failed write and the next good one
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.cfg.path == "-"
+
+    def start(self) -> None:
+        if not self.to_stdout:
+            try:
+                self._open()
+            except OSError as e:
+                raise FaceedgeError(f"outputs.jsonl.path {self.cfg.path}: cannot open: {e.strerror or e}") from e
+
+    def _open(self) -> None:
+        path = Path(self.cfg.path)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        st = os.fstat(self._fd)
+        self._rotatable = stat.S_ISREG(st.st_mode) and self.cfg.max_bytes > 0
+        self._size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+    def _rotate(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        path = self.cfg.path
+        n = self.cfg.backups
+        if n == 0:
+            os.unlink(path)
+        else:
+            for i in range(n - 1, 0, -1):
+                src = f"{path}.{i}"
+                if os.path.exists(src):
+                    os.replace(src, f"{path}.{i + 1}")
+            os.replace(path, f"{path}.1")
+        self._open()
+
+    def publish(self, result: Result) -> None:
+        if self.cfg.events_only and not result.event:
+            return
+        try:
+            line = result_line(result)
+            if self.to_stdout:
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+            else:
+                if self._fd is None:
+                    self._open()
+                if self._rotatable and self._size > 0 and self._size + len(line) > self.cfg.max_bytes:
+                    self._rotate()
+                written = os.write(self._fd, line)
+                self._size += written
+                if written != len(line):
+                    raise OSError(f"short write ({written} of {len(line)} bytes)")
+        except (OSError, ValueError) as e:  # ValueError: write to a closed stdout
+            self.telemetry.inc("errors")
+            self.telemetry.inc("output_errors")
+            if not self._failing:
+                self._failing = True
+                log.error(
+                    "jsonl: cannot write to %s: %s (further write errors are counted, not logged)",
+                    "stdout" if self.to_stdout else self.cfg.path,
+                    e,
+                )
+            return
+        if self._failing:
+            self._failing = False
+            log.warning("jsonl: writing to %s again", "stdout" if self.to_stdout else self.cfg.path)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None

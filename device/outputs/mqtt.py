@@ -1,0 +1,269 @@
+"""MQTT output (paho-mqtt 2.x): results, label-change events and a retained availability topic.
+
+Topics, under `topic_prefix` (default ``faceedge/<hostname>``):
+
+- ``<prefix>/result``: every result as JSON (at most one per `result_interval_s` when set), QoS `qos_result`.
+- ``<prefix>/event``: when the smoothed label changes: ``{"label", "previous", "score", "time", ...}``.
+- ``<prefix>/availability``: retained ``online`` on every connect; the broker publishes the retained
+  last-will ``offline`` if the daemon dies without saying goodbye; a clean close publishes ``offline`` itself.
+
+The loop never waits on the network: `publish()` appends to a bounded deque (oldest dropped and counted
+in telemetry `mqtt_dropped` when full) and hands messages to paho only while connected; paho's network
+thread (`loop_start`) does the I/O. `connect_async` + the network thread's retry with exponential
+backoff (`reconnect_delay_set`) mean a broker that is down at start neither blocks nor crashes the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+from collections import deque
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from device.errors import FaceedgeError
+from device.manifest import Strict
+from device.outputs.jsonl import iso_time
+from device.telemetry import Telemetry
+from device.types import Output, Result, register_output
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 1.0  # budget to get "offline" out at shutdown (the daemon has 2 s for everything)
+
+
+class MqttTls(Strict):
+    ca_file: Path | None = None  # None = the system's trust store
+    cert_file: Path | None = None  # client certificate (mutual TLS), with key_file
+    key_file: Path | None = None
+    insecure: bool = False  # skip host name verification (self-signed lab brokers only)
+
+
+class MqttConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str = ""  # "" = faceedge-<hostname>
+    topic_prefix: str = ""  # "" = faceedge/<hostname>
+    username: str | None = None
+    password_file: Path | None = None  # file holding the password (first line)
+    password_env: str | None = None  # or: name of the environment variable holding it
+    tls: MqttTls | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    qos_result: int = Field(0, ge=0, le=2)
+    qos_event: int = Field(1, ge=0, le=2)
+    qos_availability: int = Field(1, ge=0, le=2)
+    retain_event: bool = False
+    result_interval_s: float = Field(0.0, ge=0.0)  # 0 = publish every result
+    queue_size: int = Field(1000, ge=1)  # messages kept while the broker is away
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("set only one of password_file and password_env")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if any(c in self.topic_prefix for c in "+#") or self.topic_prefix.endswith("/"):
+            raise ValueError(f"topic_prefix {self.topic_prefix!r} must not contain + or # nor end with /")
+        return self
+
+
+def read_secret(path: Path | None, env: str | None, what: str) -> str | None:
+    if path is not None:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as e:
+            raise FaceedgeError(f"{what}_file {path}: {e.strerror or e}") from e
+        return lines[0].strip() if lines else ""
+    if env is not None:
+        if env not in os.environ:
+            raise FaceedgeError(f"{what}_env: environment variable ${env} is not set")
+        return os.environ[env]
+    return None
+
+
+@register_output("mqtt")
+class MqttOutput(Output):
+    def __init__(self, cfg: MqttConfig, telemetry: Telemetry, *, expose_images: bool = False):
+        import paho.mqtt.client as mqtt  # imported here: only a config with `mqtt:` needs paho
+
+        self._mqtt = mqtt
+        self.cfg = cfg
+        self.telemetry = telemetry
+        host = socket.gethostname() or "device"
+        self.client_id = cfg.client_id or f"faceedge-{host}"
+        self.prefix = cfg.topic_prefix or f"faceedge/{host}"
+        self.topic_result = f"{self.prefix}/result"
+        self.topic_event = f"{self.prefix}/event"
+        self.topic_availability = f"{self.prefix}/availability"
+        self._queue: deque[tuple[str, bytes, int, bool]] = deque(maxlen=cfg.queue_size)
+        self._drain_lock = threading.Lock()
+        self._connected = threading.Event()
+        self._was_connected = False
+        self._fail_logged = False
+        self._last_result_t = float("-inf")
+        self._previous_label: str | None = None
+        self._closing = False
+        password = read_secret(cfg.password_file, cfg.password_env, "outputs.mqtt.password")
+
+        c = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        c.enable_logger(logging.getLogger(__name__ + ".paho"))
+        if cfg.username is not None:
+            c.username_pw_set(cfg.username, password)
+        if cfg.tls is not None:
+            try:
+                c.tls_set(
+                    ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+                    certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                    keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (OSError, ssl.SSLError) as e:
+                raise FaceedgeError(f"outputs.mqtt.tls: {e}") from e
+            c.tls_insecure_set(cfg.tls.insecure)
+        # Before connecting: the broker publishes this if the connection dies without a DISCONNECT.
+        c.will_set(self.topic_availability, b"offline", qos=cfg.qos_availability, retain=True)
+        c.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)
+        c.max_queued_messages_set(cfg.queue_size)  # paho's own queue of QoS>0 messages, bounded too
+        c.connect_timeout = cfg.connect_timeout_s
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
+        self.client = c
+
+    # ---- state ----
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # ---- paho callbacks (network thread) ----
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            if not self._fail_logged:
+                log.warning("mqtt: %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+                self._fail_logged = True
+            return
+        log.info("mqtt: connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.client_id)
+        self._fail_logged = False
+        if self._was_connected:
+            self.telemetry.inc("mqtt_reconnects")
+        self._was_connected = True
+        client.publish(self.topic_availability, b"online", qos=self.cfg.qos_availability, retain=True)
+        self._connected.set()
+        self.telemetry.set_gauge("mqtt_connected", 1)
+        self._drain()
+
+    def _on_disconnect(self, client, userdata, disconnect_flags, reason_code, properties) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        self.telemetry.set_gauge("mqtt_connected", 0)
+        if was and not self._closing:
+            log.warning(
+                "mqtt: lost the connection to %s:%d (%s); queueing up to %d messages while reconnecting",
+                self.cfg.host, self.cfg.port, reason_code, self.cfg.queue_size,
+            )
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if not self._fail_logged:  # one line per outage, not one per retry
+            log.warning(
+                "mqtt: cannot connect to %s:%d; retrying every %g..%g s in the background",
+                self.cfg.host, self.cfg.port, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s,
+            )
+            self._fail_logged = True
+
+    # ---- queue ----
+    def _enqueue(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        if len(self._queue) == self._queue.maxlen:
+            self.telemetry.inc("mqtt_dropped")  # append below pushes the oldest out
+        self._queue.append((topic, payload, qos, retain))
+        if self._connected.is_set():
+            self._drain()
+
+    def _drain(self) -> None:
+        """Hand queued messages to paho while connected. Never blocks on another drainer."""
+        mqtt = self._mqtt
+        while self._queue and self._connected.is_set():
+            if not self._drain_lock.acquire(blocking=False):
+                return  # the holder loops until the queue is empty, ours included
+            try:
+                while self._connected.is_set():
+                    try:
+                        msg = self._queue.popleft()
+                    except IndexError:
+                        break
+                    rc = self.client.publish(*msg).rc
+                    if rc == mqtt.MQTT_ERR_NO_CONN and msg[2] == 0:
+                        self._queue.appendleft(msg)  # QoS 0 is not kept by paho: keep it ourselves
+                        break
+                    if rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                        self.telemetry.inc("mqtt_dropped")
+            finally:
+                self._drain_lock.release()
+        self.telemetry.set_gauge("mqtt_queue_depth", len(self._queue))
+
+    # ---- Output ----
+    def start(self) -> None:
+        try:
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except (OSError, ValueError) as e:
+            raise FaceedgeError(f"outputs.mqtt: cannot connect to {self.cfg.host}:{self.cfg.port}: {e}") from e
+        self.telemetry.set_gauge("mqtt_connected", 0)
+        self.client.loop_start()
+
+    def publish(self, result: Result) -> None:
+        try:
+            d = {"time": iso_time(result.timestamp), **result.to_dict()}
+            if result.event:
+                event = {
+                    "time": d["time"],
+                    "timestamp": result.timestamp,
+                    "frame_id": result.frame_id,
+                    "label": result.smoothed_label,
+                    "previous": self._previous_label,
+                    "score": d["smoothed_score"],
+                    "model_sha256": result.model_sha256,
+                }
+                self._enqueue(self.topic_event, json.dumps(event).encode(), self.cfg.qos_event, self.cfg.retain_event)
+            if result.smoothed_label is not None:
+                self._previous_label = result.smoothed_label
+            if result.timestamp - self._last_result_t >= self.cfg.result_interval_s or result.event:
+                self._last_result_t = result.timestamp
+                self._enqueue(self.topic_result, json.dumps(d).encode(), self.cfg.qos_result, False)
+        except Exception:  # never into the loop
+            self.telemetry.inc("errors")
+            self.telemetry.inc("output_errors")
+            log.exception("mqtt: cannot publish frame %s", result.frame_id)
+
+    def close(self) -> None:
+        self._closing = True
+        try:
+            if self._connected.is_set():
+                self._drain()
+                info = self.client.publish(self.topic_availability, b"offline", qos=self.cfg.qos_availability, retain=True)
+                try:
+                    info.wait_for_publish(timeout=CLOSE_TIMEOUT_S)
+                except (RuntimeError, ValueError):
+                    pass  # lost the connection meanwhile: the broker sends the last-will instead
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+            self._connected.clear()
