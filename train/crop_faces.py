@@ -215,16 +215,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    S = argparse.SUPPRESS  # crop flags: unset = the --config value or CropConfig's default
     p.add_argument("--src", type=Path, required=True, help="raw photos, <label>/<person>/*.jpg")
     p.add_argument("--out", type=Path, required=True, help="dataset root to write the crops into")
     p.add_argument("--config", type=Path, default=None,
                    help="YAML with crop settings or a device config with a crop: block (flags below override it)")
-    p.add_argument("--mode", choices=["full", "center", "face"], default=None, help="crop mode (default: face)")
-    p.add_argument("--margin", type=float, default=None, help="face margin, fraction of the box side (default 0.2)")
-    p.add_argument("--detector", choices=["haar", "yunet"], default=None, help="face detector (default: haar)")
-    p.add_argument("--yunet_model", type=str, default=None, help="path to face_detection_yunet_2023mar.onnx")
-    p.add_argument("--min_size", type=int, default=None, help="smallest face side in pixels (default 40)")
-    p.add_argument("--on_no_face", choices=["skip", "full"], default=None,
+    p.add_argument("--mode", choices=["full", "center", "face"], default=S, help="crop mode (default: face)")
+    p.add_argument("--margin", type=float, default=S, help="face margin, fraction of the box side (default: 0.2)")
+    p.add_argument("--detector", choices=["haar", "yunet"], default=S, help="face detector (default: haar)")
+    p.add_argument("--yunet_model", type=str, default=S, help="path to face_detection_yunet_2023mar.onnx")
+    p.add_argument("--min_size", type=int, default=S, help="smallest face side in pixels (default: 40)")
+    p.add_argument("--on_no_face", choices=["skip", "full"], default=S,
                    help="no face found: skip the image (default) or keep the full-frame crop")
     p.add_argument("--format", dest="fmt", choices=["png", "jpg"], default="png", help="crop file format")
     p.add_argument("--jpeg_quality", type=int, default=95, help="JPEG quality with --format jpg")
