@@ -1,0 +1,208 @@
+"""HTTP output: endpoints and status codes, the token off loopback, and answering while the loop is stuck."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+
+from device.errors import FaceedgeError
+from device.outputs import OutputsConfig, build_outputs, close_outputs, publish_image, start_outputs
+from device.outputs.http import HttpConfig, HttpOutput
+from device.telemetry import Telemetry
+from device.types import Result
+
+TOKEN = "s3cret-token-0123456789"
+
+
+def get(out: HttpOutput, path: str, headers: dict | None = None, method: str = "GET"):
+    conn = http.client.HTTPConnection("127.0.0.1", out.port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def served():
+    started = []
+
+    def make(telemetry: Telemetry | None = None, *, expose_images: bool = False, **cfg) -> HttpOutput:
+        tel = telemetry or Telemetry()
+        out = HttpOutput(HttpConfig(**{"port": 0, **cfg}), tel, expose_images=expose_images)
+        out.start()
+        started.append(out)
+        return out
+
+    yield make
+    for out in started:
+        out.close()
+
+
+def test_endpoints_and_status_codes(served):
+    tel = Telemetry()
+    tel.set_model("cd" * 32, "/m/model.tflite")
+    out = served(tel)
+
+    code, headers, body = get(out, "/healthz")
+    snap = json.loads(body)
+    assert code == 503 and snap["status"] == "starting"  # not ok yet
+    assert {"status", "camera_fps", "last_frame_age_s", "model_sha256", "uptime_s"} <= snap.keys()
+    assert snap["model_sha256"] == "cd" * 32 and snap["last_frame_age_s"] is None
+    assert headers["Content-Type"] == "application/json"
+
+    assert get(out, "/latest")[0] == 404  # before the first result
+
+    tel.frame_captured()
+    tel.result_published(Result(7, 1_700_000_000.5, "face", 0.9, "face", 0.85, stages_ms={"invoke": 3.0}))
+    tel.observe("invoke", 3.0)
+    tel.set_status("ok")
+    code, _, body = get(out, "/healthz")
+    snap = json.loads(body)
+    assert code == 200 and snap["status"] == "ok" and 0 <= snap["last_frame_age_s"] < 5
+
+    code, _, body = get(out, "/latest")
+    latest = json.loads(body)
+    assert code == 200 and latest["frame_id"] == 7 and latest["time"] == "2023-11-14T22:13:20.500Z"
+
+    code, headers, body = get(out, "/metrics?x=1")
+    assert code == 200 and headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert families["faceedge_results"].samples[0].value == 1
+    assert families["faceedge_stage_latency_seconds"].type == "histogram"
+
+    tel.set_status("stalled", "no frames")
+    assert get(out, "/healthz")[0] == 503
+
+    code, headers, body = get(out, "/healthz", method="HEAD")
+    assert code == 503 and body == b"" and int(headers["Content-Length"]) > 0
+    assert get(out, "/nope")[0] == 404
+    assert get(out, "/latest.jpg")[0] == 404  # images are off unless enabled
+    assert headers["Server"].startswith("faceedge")  # no Python version advertised
+
+
+def test_no_image_data_unless_enabled(served):
+    tel = Telemetry()
+    off = served(tel)
+    publish_image([off], np.zeros((8, 8, 3), np.uint8))
+    assert get(off, "/latest.jpg")[0] == 404
+
+    on = served(tel, expose_images=True)
+    assert get(on, "/latest.jpg")[0] == 404  # nothing yet
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[..., 0] = 255  # pure red in RGB
+    publish_image([on], img)
+    code, headers, body = get(on, "/latest.jpg")
+    assert code == 200 and headers["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert bgr[8, 8, 2] > 240 and bgr[8, 8, 0] < 15  # still red: channel order kept
+
+
+def test_token_required_off_loopback():
+    with pytest.raises(ValidationError, match="'0.0.0.0' is not loopback: a token is required"):
+        OutputsConfig.model_validate({"http": {"host": "0.0.0.0"}})
+    with pytest.raises(ValidationError, match="not loopback"):
+        HttpConfig(host="pi.local")
+    HttpConfig(host="0.0.0.0", token_env="FACEEDGE_TOKEN")  # valid
+    HttpConfig(host="::1")  # loopback, no token needed
+    with pytest.raises(ValidationError, match="only one of token_file and token_env"):
+        HttpConfig(token_env="A", token_file="/x")
+
+
+def test_token_sources_validated(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACEEDGE_TEST_TOKEN", raising=False)
+    with pytest.raises(FaceedgeError, match=r"token_env \$FACEEDGE_TEST_TOKEN: token is missing"):
+        build_outputs(OutputsConfig(http=HttpConfig(host="0.0.0.0", token_env="FACEEDGE_TEST_TOKEN")), Telemetry())
+    short = tmp_path / "tok"
+    short.write_text("abc\n")
+    with pytest.raises(FaceedgeError, match="shorter than 16"):
+        HttpOutput(HttpConfig(token_file=short), Telemetry())
+    with pytest.raises(FaceedgeError, match="token_file .*missing"):
+        HttpOutput(HttpConfig(token_file=tmp_path / "missing"), Telemetry())
+
+
+def test_token_checked_on_every_endpoint(served, tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text(TOKEN + "\n")
+    out = served(token_file=tok)
+    for path in ("/healthz", "/metrics", "/latest", "/nope"):
+        code, headers, _ = get(out, path)
+        assert code == 401 and headers["WWW-Authenticate"].startswith("Bearer"), path
+        assert get(out, path, {"Authorization": "Bearer wrong-token-0123456789"})[0] == 401
+        assert get(out, path, {"Authorization": f"Basic {TOKEN}"})[0] == 401
+        assert get(out, path, {"Authorization": f"Bearer {TOKEN}x"})[0] == 401
+    assert get(out, "/healthz", {"Authorization": f"Bearer {TOKEN}"})[0] == 503  # authorized; status starting
+    assert get(out, "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
+def test_bound_off_loopback_with_token(served, monkeypatch):
+    monkeypatch.setenv("FACEEDGE_TEST_TOKEN", TOKEN)
+    out = served(host="0.0.0.0", token_env="FACEEDGE_TEST_TOKEN")
+    assert get(out, "/metrics")[0] == 401  # reached over 127.0.0.1, still needs the token
+    assert get(out, "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
+def test_port_in_use_is_a_clear_error(served):
+    first = served()
+    second = HttpOutput(HttpConfig(port=first.port), Telemetry())
+    with pytest.raises(FaceedgeError, match=f"cannot bind 127.0.0.1:{first.port}"):
+        start_outputs([second])
+
+
+def test_answers_while_the_loop_is_stuck(served):
+    """Fault 2 (HTTP part): the loop holds nothing the server needs; /healthz answers and says stalled."""
+    tel = Telemetry(stall_after_s=0.3)
+    out = served(tel)
+    tel.set_status("ok")
+    tel.frame_captured()
+    stuck = threading.Event()
+    loop = threading.Thread(target=stuck.wait, daemon=True)  # a capture call that never returns
+    loop.start()
+    time.sleep(0.4)
+    t0 = time.perf_counter()
+    code, _, body = get(out, "/healthz")
+    elapsed = time.perf_counter() - t0
+    stuck.set()
+    assert code == 503 and json.loads(body)["status"] == "stalled"
+    assert elapsed < 1.0
+
+
+def test_quiet_logging_and_concurrent_clients(served, capfd):
+    out = served()
+    errors = []
+
+    def client():
+        try:
+            for _ in range(10):
+                assert get(out, "/metrics")[0] == 200
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert capfd.readouterr().err == ""  # no per-request stderr lines
+
+
+def test_close_is_quick_and_frees_the_port(served):
+    out = HttpOutput(HttpConfig(port=0), Telemetry())
+    start_outputs([out])
+    port = out.port
+    t0 = time.perf_counter()
+    close_outputs([out])
+    assert time.perf_counter() - t0 < 1.0
+    again = served(port=port)
+    assert get(again, "/metrics")[0] == 200
