@@ -1,0 +1,111 @@
+"""`python -m convert`: int8 (and float) TFLite from a training run, verified and gated.
+
+    python -m convert --run runs/latest                          # int8 + float32 into the run
+    python -m convert --run runs/latest --variants int8,float32,float16 --io_dtype int8
+    python -m convert --from model.h5 --data DIR_OR_CSV --out DIR  # a model from elsewhere
+
+Exit status: 0 = every variant passed the gate and is published; 1 = the gate rejected a variant
+(it is written with status "rejected", which the device refuses to load); 2 = bad input
+(one line `error: ...` naming the file and the failed check; nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
+from convert.quantize import DEFAULT_CALIBRATION_STEPS
+from device.errors import FaceedgeError
+from device.manifest import VARIANTS
+
+EXIT_GATE_FAILED = 1
+
+
+def _csv_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _variants(text: str) -> list[str]:
+    items = _csv_list(text)
+    bad = [x for x in items if x not in VARIANTS]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"{text!r}: variants are a comma list of {', '.join(VARIANTS)}")
+    return items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m convert",
+        description="Convert a trained model to int8 (and float) TFLite, verify every model with the device "
+                    "runtime on the run's splits, gate the int8 model against the float model, and publish "
+                    "export/<variant>/model.tflite + manifest.json, convert.json and a report section.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, metavar="RUN_DIR", help="training run directory (model.keras, model_info.json, splits.csv)")
+    src.add_argument("--from", dest="from_model", type=Path, metavar="MODEL",
+                     help="a .keras, full-model .h5 or SavedModel dir (needs --data and --out)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR_OR_CSV",
+                   help="images to calibrate/verify with: a splits.csv, a path,label[,person] CSV or a "
+                        "<label>/<person>/ folder (split person-aware by the training stage)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="where export/, convert.json and report.md go (required with --from; default: the run dir)")
+    p.add_argument("--variants", type=_variants, default="int8,float32",
+                   help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument("--io_dtype", choices=("uint8", "int8"), default="uint8",
+                   help="int8 model's input/output tensor type")
+    p.add_argument("--calibration_images", type=int, default=DEFAULT_CALIBRATION_STEPS,
+                   help="representative images drawn from the training split (warning below 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed for drawing the calibration images")
+    p.add_argument("--max_drop", type=float, default=DEFAULT_MAX_DROP,
+                   help="gate: largest accuracy drop vs the float model, in points, on any split")
+    p.add_argument("--min_agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                   help="gate: smallest fraction of images where the model decides as the float model does")
+    p.add_argument("--labels", type=_csv_list, default=None,
+                   help="--from without model_info.json: labels in output order (default: sorted data labels)")
+    p.add_argument("--positive_label", type=str, default=None,
+                   help="--from, 1-unit models: the label a sigmoid output of 1.0 means (default: second sorted)")
+    p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: model_info's or 0.5)")
+    p.add_argument("--preprocessing", type=str, default=None,
+                   help="--from: text for the manifest describing the model's in-model preprocessing")
+    p.add_argument("--child_timeout", type=float, default=120.0,
+                   help="seconds allowed for loading each model in a child process")
+    p.add_argument("--log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
+    return p
+
+
+def run(run_dir: str | os.PathLike | None = None, **kw) -> dict:
+    """Callable from tests: the same as the CLI (keyword names = flag names); returns convert.json's content."""
+    from convert.pipeline import options_from, run as pipeline_run
+
+    return pipeline_run(options_from(run=run_dir, **kw))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="convert: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    kw = {k: v for k, v in vars(args).items() if k not in ("run", "log_level")}
+    try:
+        summary = run(args.run, **kw)
+    except FaceedgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    for v, r in summary["variants"].items():
+        ratio = r["size_ratio_to_float32"]
+        worst = min(r["splits"].values(), key=lambda m: m["agreement"])
+        accs = ", ".join(f"{s} {100 * m['accuracy']:.1f}%" for s, m in r["splits"].items())
+        print(f"{v}: {r['status']}, {r['size_bytes']} bytes"
+              + (f" ({ratio:.3f} of float32)" if ratio is not None else "")
+              + f", accuracy {accs}, min agreement {100 * worst['agreement']:.2f}%, {r['path']}")
+    out = Path(summary["variants"][next(iter(summary["variants"]))]["path"]).parents[2]
+    print(f"figures: {out / 'convert.json'}; report: {out / 'report.md'}")
+    if not summary["gate"]["passed"]:
+        for f in summary["gate"]["failures"]:
+            print(f"error: gate: {f}", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    return 0

@@ -1,0 +1,374 @@
+"""The conversion stage end to end: check inputs ─► export ─► convert each variant ─► load it in a
+child process ─► verify on every split with the device's code ─► gate ─► publish atomically.
+
+Nothing is written where the device looks until everything has been converted and verified: the
+variants are built in a hidden staging folder inside `<out>/export/`, and each `export/<variant>/`
+folder is then swapped in with a rename (model and manifest together). `convert.json` and the
+report section are written last, each atomically. Any error on the way leaves the previous
+export untouched and removes the staging folder.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from convert import data as cdata
+from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateConfig
+from convert.quantize import DEFAULT_CALIBRATION_STEPS, MIN_RECOMMENDED_CALIBRATION, QuantizationConfig
+from device.errors import FaceedgeError
+from device.manifest import (
+    MANIFEST_NAME,
+    MODEL_NAME,
+    VARIANTS,
+    Manifest,
+    Preprocessing,
+    Strict,
+    TensorSpec,
+    atomic_write_bytes,
+    sha256_file,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+CONVERT_JSON = "convert.json"
+REPORT_MD = "report.md"
+DEFAULT_VARIANTS = ("int8", "float32")
+DEFAULT_PREPROCESSING = "inside the model; input is raw RGB 0..255"
+
+
+class ConvertOptions(Strict):
+    """Everything `python -m convert` accepts, validated (errors name the key)."""
+
+    run: Path | None = None
+    from_model: Path | None = None
+    data: Path | None = None
+    out: Path | None = None
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    io_dtype: str = "uint8"
+    calibration_images: int = Field(DEFAULT_CALIBRATION_STEPS, ge=0)
+    seed: int = 0
+    max_drop: float = Field(DEFAULT_MAX_DROP, ge=0.0, le=100.0)
+    min_agreement: float = Field(DEFAULT_MIN_AGREEMENT, ge=0.0, le=1.0)
+    labels: list[str] | None = None
+    positive_label: str | None = None
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    preprocessing: str | None = None
+    child_timeout: float = Field(120.0, gt=0)
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("give at least one variant")
+        bad = [x for x in v if x not in VARIANTS]
+        if bad:
+            raise ValueError(f"unknown variant {bad[0]!r} (choose from {', '.join(VARIANTS)})")
+        return tuple(dict.fromkeys(v))  # de-duplicated, order kept
+
+    @field_validator("io_dtype")
+    @classmethod
+    def _io(cls, v: str) -> str:
+        if v not in ("uint8", "int8"):
+            raise ValueError(f"io_dtype {v!r}: choose uint8 or int8")
+        return v
+
+
+class ModelInfo(BaseModel):
+    """The part of the training run's model_info.json that conversion reads (other keys ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    labels: list[str] = Field(min_length=2)
+    positive_label: str | None = None
+    output_kind: str = "sigmoid"
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    input_size: tuple[int, int] | None = None
+    backbone: str = ""
+    preprocessing: str = DEFAULT_PREPROCESSING
+    resize_method: str = "bilinear"
+
+
+def options_from(**kw) -> ConvertOptions:
+    try:
+        return ConvertOptions(**kw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(options)"
+        raise FaceedgeError(f"option {loc!r}: {err['msg']}") from None
+
+
+def _read_model_info(path: Path) -> ModelInfo:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FaceedgeError(f"{path}: not a readable JSON file ({e})") from None
+    try:
+        return ModelInfo.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        raise FaceedgeError(f"{path}: key {loc!r}: {err['msg']}") from None
+
+
+@dataclass
+class Source:
+    model_path: Path
+    info: ModelInfo | None
+    data: cdata.ConvertData
+    out: Path
+    run_dir: Path | None
+    description: str
+
+
+def resolve_source(opts: ConvertOptions) -> Source:
+    """The model file, its model_info (if any), the images, and where to write; all checked."""
+    from convert.export import check_model_path
+
+    if (opts.run is None) == (opts.from_model is None):
+        raise FaceedgeError("give exactly one of --run RUN_DIR or --from MODEL")
+    if opts.run is not None:
+        run = opts.run
+        if not run.exists():
+            raise FaceedgeError(f"{run}: run directory not found")
+        if not run.is_dir():
+            raise FaceedgeError(f"{run}: not a directory (give a training run directory)")
+        run = run.resolve()
+        model = run / "model.keras"
+        if not model.exists():
+            raise FaceedgeError(f"{model}: run has no model (did training finish?)")
+        check_model_path(model)
+        info_path = run / "model_info.json"
+        if not info_path.is_file():
+            raise FaceedgeError(f"{info_path}: run has no model_info.json (did training finish?)")
+        info = _read_model_info(info_path)
+        if opts.data is not None:
+            data = cdata.load_data_arg(opts.data)
+        else:
+            data = cdata.load_run_splits(run / "splits.csv")
+        return Source(model, info, data, (opts.out or run).resolve(), run, str(run))
+    model = opts.from_model
+    check_model_path(model)
+    if opts.data is None:
+        raise FaceedgeError(f"{model}: --from needs --data DIR_OR_CSV (images to calibrate and verify with)")
+    if opts.out is None:
+        raise FaceedgeError(f"{model}: --from needs --out DIR (where export/ and convert.json go)")
+    info_path = (model if model.is_dir() else model.parent) / "model_info.json"
+    info = _read_model_info(info_path) if info_path.is_file() else None
+    data = cdata.load_data_arg(opts.data, seed=None)
+    return Source(model.resolve(), info, data, opts.out.resolve(), None, str(model.resolve()))
+
+
+def _head(info: ModelInfo | None, opts: ConvertOptions, data_labels: list[str], units: int, model: Path) -> dict:
+    """labels, positive_label, output_kind, threshold: model_info first, then flags, then the data."""
+    labels = list(opts.labels or (info.labels if info else data_labels))
+    kind = "sigmoid" if units == 1 else "softmax"
+    if info is not None and info.output_kind != kind:
+        raise FaceedgeError(f"{model}: model_info says {info.output_kind} but the model has {units} output unit(s)")
+    if kind == "softmax" and len(labels) != units:
+        raise FaceedgeError(f"{model}: {units} output units but {len(labels)} labels {labels}")
+    if kind == "sigmoid" and len(labels) != 2:
+        raise FaceedgeError(f"{model}: a 1-unit (sigmoid) model needs exactly 2 labels, got {labels}")
+    positive = opts.positive_label or (info.positive_label if info else None)
+    if kind == "sigmoid" and positive is None:
+        positive = sorted(labels)[1]  # Keras' directory convention: class 1 = the second label, sorted
+        log.warning("%s: no positive label given; assuming %r (sorted label 1; set --positive_label)", model, positive)
+    if positive is not None and positive not in labels:
+        raise FaceedgeError(f"positive_label {positive!r} is not one of the labels {labels}")
+    threshold = opts.threshold if opts.threshold is not None else (info.threshold if info else 0.5)
+    unknown = sorted(set(data_labels) - set(labels))
+    if unknown:
+        raise FaceedgeError(f"the data has label(s) {unknown} the model does not know (model labels {labels})")
+    return {"labels": labels, "positive_label": positive if kind == "sigmoid" else None,
+            "output_kind": kind, "threshold": float(threshold)}
+
+
+def _publish_dir(staged: Path, final: Path) -> None:
+    """Swap a fully written model dir into place (two renames; the old one is removed after)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def run(opts: ConvertOptions) -> dict:
+    """Convert, verify, gate and publish; returns what is written to convert.json.
+
+    Raises FaceedgeError on bad input (nothing written). A gate failure is not an exception: the
+    result's ``gate.passed`` is False and the failing variants are published as rejected.
+    """
+    t_start = time.perf_counter()
+    src = resolve_source(opts)
+    variants = list(opts.variants)
+    gate = GateConfig(max_drop=opts.max_drop, min_agreement=opts.min_agreement)
+
+    # ---- calibration set (cheap checks first: no TensorFlow needed to reject an empty set)
+    calib: list[cdata.Sample] = []
+    if "int8" in variants:
+        split = src.data.calibration_split
+        calib = cdata.choose_calibration(src.data.split(split), opts.calibration_images, opts.seed)
+        if len(calib) < MIN_RECOMMENDED_CALIBRATION:
+            log.warning("only %d calibration images (from the %s split; %d recommended at least): int8 ranges "
+                        "may miss rare inputs", len(calib), split, MIN_RECOMMENDED_CALIBRATION)
+    verify_splits = src.data.verify_splits
+    if not verify_splits:
+        raise FaceedgeError(f"{src.data.source}: no images in {', '.join(cdata.VERIFY_SPLITS)} to verify with")
+
+    from convert import verify
+    from convert.export import convert_saved_model, export_saved_model, load_float_model, tflite_metadata
+    from convert.probe import probe_in_child
+    import tensorflow as tf
+    from device.runtime import Classifier
+
+    log.info("loading %s", src.model_path)
+    fm = load_float_model(src.model_path)
+    size_hw = (fm.input_height, fm.input_width)
+    if src.info is not None and src.info.input_size is not None and tuple(src.info.input_size) != size_hw:
+        raise FaceedgeError(f"{src.model_path}: input {size_hw} does not match model_info input_size {src.info.input_size}")
+    head = _head(src.info, opts, src.data.labels, fm.output_units, src.model_path)
+    info = src.info
+    preprocessing = Preprocessing(
+        in_model=opts.preprocessing or (info.preprocessing if info else DEFAULT_PREPROCESSING),
+        resize_method=(info.resize_method if info and info.resize_method in ("bilinear", "area") else "bilinear"),
+    )
+
+    export_root = src.out / "export"
+    export_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=export_root))
+    results: dict[str, dict] = {}
+    try:
+        saved = export_saved_model(fm, staging / "saved_model")
+        classifiers: dict[str, Classifier] = {}
+        manifests: dict[str, Manifest] = {}
+        for variant in variants:
+            if variant == "int8":
+                recipe = QuantizationConfig.for_int8(
+                    cdata.representative_data(calib, size_hw), steps=len(calib), io_dtype=opts.io_dtype)
+            elif variant == "float16":
+                recipe = QuantizationConfig.for_float16()
+            else:
+                recipe = QuantizationConfig.for_float32()
+            log.info("converting %s: %s", variant, recipe.describe())
+            t0 = time.perf_counter()
+            blob = convert_saved_model(saved, recipe)
+            seconds = time.perf_counter() - t0
+            vdir = staging / variant
+            vdir.mkdir()
+            model_file = vdir / MODEL_NAME
+            atomic_write_bytes(model_file, blob)
+            probe = probe_in_child(model_file, opts.child_timeout)
+            log.info("%s: %d bytes in %.1fs; loads in the device runtime (%s %s), input %s, output %s",
+                     variant, len(blob), seconds, probe["runtime"], probe["runtime_version"],
+                     probe["input"]["dtype"], probe["output"]["dtype"])
+            notes = recipe.describe()
+            if variant == "int8":
+                notes += f" from the {src.data.calibration_split} split (seed {opts.seed}, {len(calib)} images)"
+            man = Manifest(
+                variant=variant, sha256=sha256_file(model_file), size_bytes=len(blob),
+                **head,
+                input_height=size_hw[0], input_width=size_hw[1],
+                input=TensorSpec(**probe["input"]), output=TensorSpec(**probe["output"]),
+                preprocessing=preprocessing, source_run=src.description,
+                backbone=info.backbone if info else "",
+                tensorflow_version=tf.__version__,
+                converter=f"tf.lite.TFLiteConverter.from_saved_model (TensorFlow {tf.__version__})",
+                min_runtime_version=tflite_metadata(blob).get("min_runtime_version", ""),
+                created=_now(), notes=notes,
+            )
+            manifests[variant] = man
+            classifiers[variant] = Classifier(model_file, man)
+            results[variant] = {
+                "status": "published", "recipe": recipe.describe(), "size_bytes": len(blob),
+                "sha256": man.sha256, "conversion_seconds": round(seconds, 3),
+                "input": probe["input"], "output": probe["output"],
+                "min_runtime_version": man.min_runtime_version,
+            }
+
+        # ---- verification: each split's images read once, every model run on them
+        t0 = time.perf_counter()
+        split_counts = {}
+        for name in verify_splits:
+            samples = src.data.split(name)
+            split_counts[name] = len(samples)
+            log.info("verifying on %s (%d images): float model + %s", name, len(samples), ", ".join(variants))
+            outs = verify.run_split([s.path for s in samples], [s.label for s in samples], size_hw,
+                                    fm.predict, classifiers)
+            for v in variants:
+                results[v].setdefault("splits", {})[name] = verify.split_metrics(outs, v, classifiers[v])
+        verify_seconds = time.perf_counter() - t0
+        float32_size = results.get("float32", {}).get("size_bytes")
+        for v in variants:
+            results[v]["size_ratio_to_float32"] = (results[v]["size_bytes"] / float32_size) if float32_size else None
+
+        # ---- gate, then publish
+        all_failures: list[str] = []
+        for v in variants:
+            fails = gate.failures(v, results[v]["splits"])
+            results[v]["gate_failures"] = fails
+            if fails:
+                results[v]["status"] = "rejected"
+                manifests[v] = manifests[v].model_copy(update={
+                    "status": "rejected", "notes": "rejected by the conversion gate: " + "; ".join(fails)})
+                all_failures += fails
+            write_manifest(staging / v, manifests[v])
+        for v in variants:
+            for name in (MODEL_NAME, MANIFEST_NAME):  # mkstemp makes 0600 files; a model is for reading
+                (staging / v / name).chmod(0o644)
+            _publish_dir(staging / v, export_root / v)
+            results[v]["path"] = str(export_root / v / MODEL_NAME)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    summary = {
+        "created": _now(),
+        "source": {"run": str(src.run_dir) if src.run_dir else None, "model": str(src.model_path),
+                   "model_sha256": sha256_file(src.model_path) if src.model_path.is_file() else None,
+                   "float_model_kind": fm.kind, "data": src.data.source},
+        "versions": {"tensorflow": tf.__version__, "keras": _keras_version(),
+                     "device_runtime": f"{classifiers[variants[0]].runtime.name} "
+                                       f"{classifiers[variants[0]].runtime.version}"},
+        "settings": {"variants": variants, "io_dtype": opts.io_dtype, "calibration_images": opts.calibration_images,
+                     "seed": opts.seed, "max_drop": opts.max_drop, "min_agreement": opts.min_agreement},
+        "model": {**head, "input_size": list(size_hw), "preprocessing": preprocessing.in_model},
+        "calibration": ({"split": src.data.calibration_split, "images": len(calib), "seed": opts.seed,
+                         "decode_resize": "train.pipeline.decode_and_resize"} if calib else None),
+        "verification": {"splits": split_counts, "preprocessing": "device.crop.load_image_rgb + resize_to_input",
+                         "runtime": "device.runtime.Classifier", "seconds": round(verify_seconds, 3)},
+        "variants": results,
+        "gate": {"passed": not all_failures, "max_drop": opts.max_drop, "min_agreement": opts.min_agreement,
+                 "failures": all_failures},
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+    atomic_write_bytes(src.out / CONVERT_JSON, (json.dumps(summary, indent=2) + "\n").encode())
+    (src.out / CONVERT_JSON).chmod(0o644)
+    from convert.report import upsert_section
+
+    upsert_section(src.out / REPORT_MD, summary)
+    return summary
+
+
+def _keras_version() -> str:
+    try:
+        import keras
+
+        return keras.__version__
+    except Exception:  # noqa: BLE001
+        return "unknown"

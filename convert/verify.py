@@ -1,0 +1,127 @@
+"""Verification: every `.tflite` through the device's own code, the float model on the same pixels.
+
+The images are read and resized by `device.crop.load_image_rgb` + `device.crop.resize_to_input`
+(what the daemon does to a frame), the `.tflite` runs in `device.runtime.Classifier` (the daemon's
+loader, quantize and dequantize), and the decision is `Classifier.label_of` (the daemon's threshold
+or argmax) for both the `.tflite` and the float model. The float model sees exactly the same uint8
+images, so any difference measured here is the conversion's, not the preprocessing's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from device.crop import load_image_rgb, resize_to_input
+from device.runtime import Classifier
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256  # images held in memory at once
+
+
+def load_model_images(paths: Sequence[str | os.PathLike], size_hw: tuple[int, int]) -> np.ndarray:
+    """(N, H, W, 3) uint8: each file read and resized exactly as the device does."""
+    h, w = size_hw
+    out = np.empty((len(paths), h, w, 3), np.uint8)
+    for i, p in enumerate(paths):
+        out[i] = resize_to_input(load_image_rgb(p), (h, w))
+    return out
+
+
+def classifier_probabilities(clf: Classifier, images: np.ndarray) -> np.ndarray:
+    """(N, K) dequantized outputs, one `Classifier.classify` per image (batch 1, as on the device)."""
+    k = int(np.prod(clf._out["shape"][1:]))  # noqa: SLF001
+    out = np.empty((len(images), k), np.float32)
+    for i, img in enumerate(images):
+        out[i] = clf.classify(img)
+    return out
+
+
+def tflite_probabilities(model_dir: str | os.PathLike, image_paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """What verification computes per image for a published model dir: (N, K) probabilities
+    (K = 1, P(positive label), for a sigmoid model). The device parity test compares the daemon's
+    value with this."""
+    clf = Classifier.from_model_dir(model_dir)
+    out = []
+    for i in range(0, len(image_paths), CHUNK):
+        out.append(classifier_probabilities(clf, load_model_images(image_paths[i : i + CHUNK], clf.input_size)))
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def decisions(clf: Classifier, probs: np.ndarray) -> list[str]:
+    """Labels under the manifest's threshold/argmax: the daemon's rule, for any model's outputs."""
+    return [clf.label_of(row)[0] for row in probs]
+
+
+def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
+    if not len(y_true):
+        return float("nan")
+    return float(np.mean([a == b for a, b in zip(y_true, y_pred)]))
+
+
+def balanced_accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
+    """Mean per-class recall over the classes present in `y_true` (sklearn's definition)."""
+    classes = sorted(set(y_true))
+    if not classes:
+        return float("nan")
+    recalls = []
+    for c in classes:
+        idx = [i for i, t in enumerate(y_true) if t == c]
+        recalls.append(np.mean([y_pred[i] == c for i in idx]))
+    return float(np.mean(recalls))
+
+
+@dataclass
+class SplitOutputs:
+    """Everything computed for one split: ground truth, float-model and per-variant outputs."""
+
+    labels: list[str] = field(default_factory=list)
+    float_probs: list[np.ndarray] = field(default_factory=list)
+    variant_probs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def probs(self, variant: str | None) -> np.ndarray:
+        parts = self.float_probs if variant is None else self.variant_probs[variant]
+        return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+
+def run_split(
+    paths: Sequence[str],
+    labels: Sequence[str],
+    size_hw: tuple[int, int],
+    float_predict: Callable[[np.ndarray], np.ndarray],
+    classifiers: dict[str, Classifier],
+) -> SplitOutputs:
+    """Read each image once (device preprocessing), run the float model and every variant on it."""
+    res = SplitOutputs(labels=list(labels), variant_probs={v: [] for v in classifiers})
+    for i in range(0, len(paths), CHUNK):
+        images = load_model_images(paths[i : i + CHUNK], size_hw)
+        res.float_probs.append(np.asarray(float_predict(images), np.float32).reshape(len(images), -1))
+        for v, clf in classifiers.items():
+            res.variant_probs[v].append(classifier_probabilities(clf, images))
+    return res
+
+
+def split_metrics(out: SplitOutputs, variant: str, clf: Classifier) -> dict:
+    """accuracy, balanced accuracy, agreement with the float model, probability differences."""
+    p_float, p_tfl = out.probs(None), out.probs(variant)
+    d_float, d_tfl = decisions(clf, p_float), decisions(clf, p_tfl)
+    diff = np.abs(p_tfl.astype(np.float64) - p_float.astype(np.float64))
+    acc, acc_f = accuracy(out.labels, d_tfl), accuracy(out.labels, d_float)
+    return {
+        "n": len(out.labels),
+        "accuracy": acc,
+        "balanced_accuracy": balanced_accuracy(out.labels, d_tfl),
+        "float_accuracy": acc_f,
+        "float_balanced_accuracy": balanced_accuracy(out.labels, d_float),
+        "accuracy_drop_points": 100.0 * (acc_f - acc),
+        "agreement": accuracy(d_float, d_tfl),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+    }
+

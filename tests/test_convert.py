@@ -1,0 +1,363 @@
+"""The conversion stage on a tiny run: int8 + float TFLite, verified with the device runtime, gated.
+
+One tiny run (32x32 model, 280 PNG files) is converted once per module; the other tests reuse it or
+fail before TensorFlow runs (bad input). Real converter, real LiteRT interpreter, real files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.cli import main, run
+from convert.quantize import QuantizationConfig
+from device.errors import FaceedgeError
+from device.manifest import load_manifest, sha256_file
+from tests.convert_fixtures import SIZE, make_tiny_run, write_images
+
+# Stated tolerance: the int8 model's dequantized P(open) is within 0.02 of the Keras model's on every
+# image (the uint8 output's step is 1/256 ≈ 0.0039; input, weights and activations add a little).
+INT8_MAX_ABS_DIFF = 0.02
+# float32 TFLite computes what Keras computes, up to float rounding; float16 weights a little more.
+FLOAT32_MAX_ABS_DIFF = 1e-5
+FLOAT16_MAX_ABS_DIFF = 2e-3
+VERIFY_SPLITS = ["valid", "seen_holdout", "unseen_persons"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    return make_tiny_run(tmp_path_factory.mktemp("convert"))
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_run) -> dict:
+    summary = run(tiny_run, variants=["int8", "float32", "float16"], calibration_images=100)
+    return summary
+
+
+def _copy_run(src: Path, dst: Path, *, train_rows: list[list[str]] | None = None) -> Path:
+    """A second run dir sharing the model (and, unless replaced, the train rows) of `src`."""
+    dst.mkdir(parents=True)
+    for f in ("model.keras", "model_info.json", "report.md"):
+        shutil.copy(src / f, dst / f)
+    rows = list(csv.reader(open(src / "splits.csv")))
+    if train_rows is not None:
+        rows = [rows[0]] + [r for r in rows[1:] if r[3] != "train"] + train_rows
+    with open(dst / "splits.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return dst
+
+
+# ------------------------------------------------------------------------------- a good conversion
+
+
+def test_int8_has_uint8_io_and_agrees_with_keras(tiny_run, converted):
+    from device.runtime import Classifier
+
+    assert converted["gate"] == {"passed": True, "max_drop": 1.0, "min_agreement": 0.98, "failures": []}
+    man, path = load_manifest(tiny_run / "export" / "int8")
+    assert (man.input.dtype, man.output.dtype) == ("uint8", "uint8")
+    clf = Classifier(path, man)  # what the interpreter itself says, not only the manifest
+    assert clf.input_dtype == np.uint8 and np.dtype(clf._out["dtype"]) == np.uint8
+    # raw 0..255 pixels in: the converter gives the input scale 1, zero-point 0 (a plain copy)
+    assert man.input.scale == pytest.approx(1.0, abs=1e-4) and man.input.zero_point == 0
+    for split in VERIFY_SPLITS:
+        m = converted["variants"]["int8"]["splits"][split]
+        assert m["n"] >= 50
+        assert m["max_abs_diff"] <= INT8_MAX_ABS_DIFF, (split, m)
+        assert m["agreement"] >= 0.98 and m["accuracy"] >= 0.95, (split, m)
+        assert m["max_abs_diff"] > 0  # it really is quantized: not bit-equal to float
+        f32 = converted["variants"]["float32"]["splits"][split]
+        assert f32["max_abs_diff"] <= FLOAT32_MAX_ABS_DIFF and f32["agreement"] == 1.0
+        assert converted["variants"]["float16"]["splits"][split]["max_abs_diff"] <= FLOAT16_MAX_ABS_DIFF
+
+
+def test_verification_figures_are_independent_of_the_pipeline(tiny_run, converted):
+    """Recompute one split with Keras and the published int8 file directly; the figures must match."""
+    import keras
+
+    from convert.verify import tflite_probabilities
+    from device.crop import load_image_rgb, resize_to_input
+
+    rows = [r for r in csv.DictReader(open(tiny_run / "splits.csv")) if r["split"] == "unseen_persons"]
+    paths = [r["path"] for r in rows]
+    p_int8 = tflite_probabilities(tiny_run / "export" / "int8", paths)[:, 0]
+    x = np.stack([resize_to_input(load_image_rgb(p), (SIZE, SIZE)) for p in paths]).astype(np.float32)
+    p_keras = keras.models.load_model(tiny_run / "model.keras").predict(x, verbose=0)[:, 0]
+    m = converted["variants"]["int8"]["splits"]["unseen_persons"]
+    assert np.abs(p_int8 - p_keras).max() == pytest.approx(m["max_abs_diff"], abs=1e-6)
+    truth = np.array([r["label"] == "open" for r in rows])
+    assert np.mean((p_int8 >= 0.5) == truth) == pytest.approx(m["accuracy"])
+    assert np.mean((p_keras >= 0.5) == truth) == pytest.approx(m["float_accuracy"])
+
+
+def test_manifests_complete_and_sha256_correct(tiny_run, converted):
+    import tensorflow as tf
+
+    sizes = {}
+    for variant in ("int8", "float32", "float16"):
+        mdir = tiny_run / "export" / variant
+        raw = json.loads((mdir / "manifest.json").read_text())
+        model = mdir / "model.tflite"
+        assert raw["sha256"] == sha256_file(model) == converted["variants"][variant]["sha256"]
+        assert raw["size_bytes"] == model.stat().st_size
+        assert raw["variant"] == variant and raw["status"] == "published"
+        assert raw["labels"] == ["closed", "open"] and raw["positive_label"] == "open"
+        assert raw["output_kind"] == "sigmoid" and raw["threshold"] == 0.5
+        assert (raw["input_height"], raw["input_width"]) == (SIZE, SIZE)
+        assert raw["preprocessing"]["color_order"] == "RGB"
+        assert raw["preprocessing"]["input_range"] == [0.0, 255.0]
+        assert raw["preprocessing"]["in_model"] == "rescale: x/127.5 - 1"
+        assert raw["source_run"] == str(tiny_run.resolve())
+        assert raw["tensorflow_version"] == tf.__version__
+        assert "from_saved_model" in raw["converter"]
+        assert raw["min_runtime_version"].count(".") == 2  # read from the flatbuffer, e.g. "1.14.0"
+        assert raw["created"].endswith("Z") and raw["backbone"] == "tiny_cnn"
+        sizes[variant] = raw["size_bytes"]
+        assert not list(mdir.glob(".*")), "temporary files left behind"
+    int8 = json.loads((tiny_run / "export" / "int8" / "manifest.json").read_text())
+    assert int8["output"]["scale"] == pytest.approx(1 / 256, rel=1e-3) and int8["output"]["zero_point"] == 0
+    assert "calibrated" in int8["notes"] and "100 images" in int8["notes"]
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]
+    assert not [p for p in (tiny_run / "export").iterdir() if p.name.startswith(".")]
+
+
+def test_convert_json_and_report_section(tiny_run, converted):
+    data = json.loads((tiny_run / "convert.json").read_text())
+    assert data == json.loads(json.dumps(converted))  # what run() returned is what was written
+    assert set(data["variants"]) == {"int8", "float32", "float16"}
+    r = data["variants"]["int8"]
+    assert r["size_ratio_to_float32"] == pytest.approx(r["size_bytes"] / data["variants"]["float32"]["size_bytes"])
+    assert set(r["splits"]) == set(VERIFY_SPLITS)
+    assert set(r["splits"]["valid"]) >= {"accuracy", "balanced_accuracy", "agreement", "max_abs_diff", "mean_abs_diff"}
+    assert data["calibration"] == {"split": "train", "images": 100, "seed": 0,
+                                   "decode_resize": "train.pipeline.decode_and_resize"}
+    assert data["verification"]["splits"] == {"valid": 50, "seen_holdout": 50, "unseen_persons": 60}
+    report = (tiny_run / "report.md").read_text()
+    assert report.startswith("# Run tiny\n\n## Metrics")  # the training part is kept
+    assert report.count("## Conversion") == 1
+    table = [ln for ln in report.splitlines() if ln.startswith("| int8 |")]
+    assert len(table) == 3 and "published" in table[0]
+    assert f"{r['size_ratio_to_float32']:.3f}" in table[0]
+
+
+def test_calibration_is_deterministic_and_drawn_from_train(tiny_run):
+    from convert.data import choose_calibration, load_run_splits
+
+    d = load_run_splits(tiny_run / "splits.csv")
+    a = choose_calibration(d.split("train"), 50, seed=0)
+    b = choose_calibration(list(reversed(d.split("train"))), 50, seed=0)  # listing order does not matter
+    c = choose_calibration(d.split("train"), 50, seed=1)
+    assert [s.path for s in a] == [s.path for s in b] != [s.path for s in c]
+    assert {s.split for s in a} == {"train"} and len({s.path for s in a}) == 50
+
+
+def test_rerun_replaces_section_and_models_atomically(tiny_run, converted, tmp_path):
+    run2 = _copy_run(tiny_run, tmp_path / "run2")
+    first = run(run2, variants=["float32"])
+    sha_first = first["variants"]["float32"]["sha256"]
+    assert main(["--run", str(run2), "--variants", "float32", "--log_level", "WARNING"]) == 0
+    report = (run2 / "report.md").read_text()
+    assert report.count("## Conversion") == 1 and report.startswith("# Run tiny")
+    assert load_manifest(run2 / "export" / "float32")[0].sha256 == sha_first  # deterministic conversion
+    assert sorted(p.name for p in (run2 / "export").iterdir()) == ["float32"]
+
+
+# ------------------------------------------------------------------------------------------ the gate
+
+
+def test_gate_rejects_int8_calibrated_on_black_images(tiny_run, tmp_path, capsys):
+    black = write_images(tmp_path / "black", np.zeros((3, 40, 40, 3), np.uint8), "black")
+    bad = _copy_run(tiny_run, tmp_path / "bad", train_rows=[[str(p), "closed", "px", "train"] for p in black])
+    rc = main(["--run", str(bad), "--variants", "int8", "--log_level", "ERROR"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "error: gate: int8 unseen_persons: agreement with the float model" in err
+    data = json.loads((bad / "convert.json").read_text())
+    assert data["gate"]["passed"] is False and data["variants"]["int8"]["status"] == "rejected"
+    assert data["variants"]["int8"]["splits"]["valid"]["agreement"] < 0.98
+    raw = json.loads((bad / "export" / "int8" / "manifest.json").read_text())
+    assert raw["status"] == "rejected" and "rejected by the conversion gate" in raw["notes"]
+    with pytest.raises(FaceedgeError, match="rejected by the conversion gate"):
+        load_manifest(bad / "export" / "int8")  # the device refuses it
+    assert "FAILED" in (bad / "report.md").read_text()
+
+
+def test_gate_thresholds_are_applied_per_split():
+    from convert.gate import GateConfig
+
+    m = {"n": 100, "accuracy": 0.90, "float_accuracy": 0.915, "accuracy_drop_points": 1.5, "agreement": 0.985}
+    assert GateConfig().failures("int8", {"valid": m}) == [
+        "int8 valid: accuracy 90.00% is 1.50 points below the float model's 91.50% (max_drop 1)"]
+    assert GateConfig(max_drop=2.0).failures("int8", {"valid": m}) == []
+    assert len(GateConfig(max_drop=2.0, min_agreement=0.99).failures("int8", {"valid": m})) == 1
+    assert GateConfig().failures("int8", {"empty": {**m, "n": 0}}) == []
+
+
+# --------------------------------------------------------------------------------------- bad input
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [ln for ln in err if ln.startswith("error: ")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def _assert_nothing_written(run_dir: Path) -> None:
+    assert not (run_dir / "convert.json").exists()
+    assert not (run_dir / "export").exists() or not any((run_dir / "export").iterdir())
+
+
+@pytest.mark.parametrize(
+    "kind, expect",
+    [
+        ("zero", "model file is empty (0 bytes)"),
+        ("truncated", "not a .keras archive"),
+        ("random", "not a .keras archive"),
+        ("lfs", "is a Git LFS pointer"),
+    ],
+)
+def test_bad_keras_file_rejected(tiny_run, tmp_path, capsys, kind, expect):
+    bad = _copy_run(tiny_run, tmp_path / "bad")
+    model = bad / "model.keras"
+    good = model.read_bytes()
+    content = {
+        "zero": b"",
+        "truncated": good[: len(good) // 2],
+        "random": np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+        "lfs": b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"ab" * 32 + b"\nsize 123456\n",
+    }[kind]
+    model.write_bytes(content)
+    assert main(["--run", str(bad)]) == 2
+    line = _error_line(capsys)
+    assert str(model) in line and expect in line
+    _assert_nothing_written(bad)
+
+
+def test_keras_archive_with_corrupt_member_rejected(tiny_run, tmp_path, capsys):
+    bad = _copy_run(tiny_run, tmp_path / "bad")
+    with zipfile.ZipFile(tiny_run / "model.keras") as zin, zipfile.ZipFile(bad / "model.keras", "w") as zout:
+        for item in zin.infolist():
+            if item.filename != "config.json":
+                zout.writestr(item, zin.read(item.filename))
+    assert main(["--run", str(bad)]) == 2
+    assert "has no config.json" in _error_line(capsys)
+    _assert_nothing_written(bad)
+
+
+@pytest.mark.parametrize("kind, expect", [
+    ("truncated", "unreadable HDF5 file"), ("random", "not an HDF5 file"), ("lfs", "Git LFS pointer"),
+    ("weights_only", "holds weights only"),
+])
+def test_bad_h5_file_rejected(tiny_run, tmp_path, capsys, kind, expect):
+    import keras
+
+    h5 = tmp_path / "model.h5"
+    model = keras.models.load_model(tiny_run / "model.keras")
+    if kind == "weights_only":
+        model.save_weights(tmp_path / "w.weights.h5")
+        shutil.move(tmp_path / "w.weights.h5", h5)
+    else:
+        model.save(h5)
+        good = h5.read_bytes()
+        h5.write_bytes({"truncated": good[: len(good) // 3],
+                        "random": np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes(),
+                        "lfs": b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n"}[kind])
+    out = tmp_path / "out"
+    assert main(["--from", str(h5), "--data", str(tiny_run / "splits.csv"), "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert str(h5) in line and expect in line
+    assert not out.exists()
+
+
+def test_run_without_model(tiny_run, tmp_path, capsys):
+    bad = _copy_run(tiny_run, tmp_path / "bad")
+    (bad / "model.keras").unlink()
+    assert main(["--run", str(bad)]) == 2
+    assert f"{bad / 'model.keras'}: run has no model" in _error_line(capsys)
+    assert main(["--run", str(tmp_path / "nope")]) == 2
+    assert "run directory not found" in _error_line(capsys)
+    _assert_nothing_written(bad)
+
+
+def test_run_whose_data_folder_has_gone(tiny_run, tmp_path, capsys):
+    bad = _copy_run(tiny_run, tmp_path / "bad")
+    text = (bad / "splits.csv").read_text()
+    data_root = str(tiny_run.parents[1] / "data")
+    (bad / "splits.csv").write_text(text.replace(data_root, str(tmp_path / "moved")))
+    assert main(["--run", str(bad)]) == 2
+    line = _error_line(capsys)
+    assert str(bad / "splits.csv") in line and "280 of 280 listed images are missing" in line
+    _assert_nothing_written(bad)
+
+
+def test_empty_calibration_set(tiny_run, tmp_path, capsys):
+    bad = _copy_run(tiny_run, tmp_path / "bad", train_rows=[])
+    assert main(["--run", str(bad)]) == 2
+    assert "calibration set is empty" in _error_line(capsys)
+    assert main(["--run", str(tiny_run), "--calibration_images", "0"]) == 2
+    assert "calibration_images=0" in _error_line(capsys)
+    _assert_nothing_written(bad)
+    with pytest.raises(FaceedgeError, match="at least one image"):
+        QuantizationConfig.for_int8(lambda: iter(()), steps=0)
+
+
+def test_bad_options_name_the_key(tiny_run, capsys):
+    assert main(["--run", str(tiny_run), "--min_agreement", "1.5"]) == 2
+    assert "min_agreement" in _error_line(capsys)
+    with pytest.raises(SystemExit):
+        main(["--run", str(tiny_run), "--variants", "int4"])
+
+
+# ------------------------------------------------------------------------------- child-process load
+
+
+def test_child_process_load_turns_a_bad_flatbuffer_into_one_line(tmp_path):
+    from convert.probe import probe_in_child
+
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"\x1c\x00\x00\x00TFL3" + np.random.default_rng(2).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    with pytest.raises(FaceedgeError) as e:
+        probe_in_child(bad, timeout_s=60)
+    msg = str(e.value)
+    assert msg.startswith(f"{bad}: ") and "\n" not in msg
+    assert "cannot load" in msg or "crashed" in msg
+
+
+def test_child_process_load_reports_tensors(tiny_run, converted):
+    from convert.probe import probe_in_child
+
+    info = probe_in_child(tiny_run / "export" / "int8" / "model.tflite")
+    assert info["input"]["dtype"] == "uint8" and info["input"]["shape"] == [1, SIZE, SIZE, 3]
+    assert info["runtime"] in ("ai-edge-litert", "tflite-runtime", "tensorflow")
+    assert 0.0 <= info["scores"][0] <= 1.0
+
+
+# ------------------------------------------------------------------------ --from a file with --data
+
+
+def test_from_h5_with_data_folder_and_int8_io(tiny_run, tmp_path):
+    """The original log's case: a full-model .h5 and a folder of images, split by the training stage."""
+    import keras
+
+    h5 = tmp_path / "weights.h5"
+    keras.models.load_model(tiny_run / "model.keras").save(h5)
+    data = tiny_run.parents[1] / "data"
+    out = tmp_path / "out"
+    summary = run(None, from_model=h5, data=data, out=out, variants=["int8"], io_dtype="int8",
+                  calibration_images=60, positive_label="open")
+    assert summary["gate"]["passed"], summary["gate"]
+    man, _ = load_manifest(out / "export" / "int8")
+    assert (man.input.dtype, man.output.dtype) == ("int8", "int8")
+    assert man.labels == ["closed", "open"] and man.positive_label == "open"
+    assert set(summary["variants"]["int8"]["splits"]) <= set(VERIFY_SPLITS)
+    assert summary["calibration"]["split"] == "train" and summary["calibration"]["images"] == 60
+    assert summary["variants"]["int8"]["splits"]["unseen_persons"]["agreement"] >= 0.98
+    assert (out / "report.md").read_text().startswith("## Conversion")

@@ -1,0 +1,74 @@
+"""Parity: the probability verification records for an image is the one the device computes.
+
+The conversion stage's verification (`convert.verify.tflite_probabilities`) and the device read the
+file with `device.crop.load_image_rgb`, resize with `device.crop.resize_to_input` and run
+`device.runtime.Classifier`; this test holds them to it. The device side is driven the way the
+daemon drives it: frames from the image-folder source, the default crop (full frame, centre
+square), resize, classify; and `device check` (deploy's self-test) on each file. Same code path,
+so equal to float tolerance (1e-6; `device check` rounds its scores to 6 decimals).
+
+Square files only: for those the daemon's centre-square crop is the whole image, exactly what
+training and verification see. (Non-square files are stretched by training and centre-cropped by
+the daemon, on purpose; tests/test_parity_preprocess.py covers that chain.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_images
+
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    import cv2
+
+    folder = tmp_path_factory.mktemp("parity_images")
+    imgs, _ = tiny_images(12, 48, seed=7)
+    paths = []
+    for i, img in enumerate(imgs):
+        ext = ".png" if i % 2 else ".jpg"  # lossless and JPEG (decoded by the same loader on both sides)
+        p = folder / f"img_{i:02d}{ext}"
+        cv2.imwrite(str(p), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        paths.append(p)
+    return folder, paths
+
+
+@pytest.mark.parametrize("variant", ["int8", "float32"])
+def test_daemon_probability_equals_verification(tiny_models, image_files, variant):
+    from convert.verify import tflite_probabilities
+    from device.crop import CropConfig, Cropper, resize_to_input
+    from device.runtime import Classifier
+    from device.sources.images import ImagesConfig, ImagesSource
+
+    folder, paths = image_files
+    model_dir = tiny_models[variant]
+    verified = tflite_probabilities(model_dir, paths)
+    assert verified.shape == (len(paths), 1)
+
+    # the daemon's chain: source frame -> crop -> resize -> classify, one interpreter for all frames
+    clf = Classifier.from_model_dir(model_dir)
+    cropper = Cropper(CropConfig())
+    source = ImagesSource(ImagesConfig(path=str(folder)))
+    source.open()
+    daemon = []
+    while (frame := source.read()) is not None:
+        daemon.append(clf.classify(resize_to_input(cropper(frame).image, clf.input_size)))
+    assert [p.name for p in source.files] == [p.name for p in paths]
+    np.testing.assert_allclose(np.array(daemon), verified, rtol=0, atol=TOL)
+    # and the probabilities really vary (not a constant that would match anything)
+    assert verified.std() > 0.05
+
+
+def test_device_check_reports_the_verified_probability(tiny_models, image_files):
+    from convert.verify import tflite_probabilities
+    from device import check
+
+    _, paths = image_files
+    verified = tflite_probabilities(tiny_models["int8"], paths[:3])[:, 0]
+    for p, v in zip(paths[:3], verified):
+        report = check.run(None, tiny_models["int8"], image=p, runs=1)
+        assert report["scores"][0] == pytest.approx(float(v), abs=TOL)
