@@ -1,0 +1,143 @@
+"""The daemon's one YAML config, validated by a typed model that rejects unknown keys.
+
+Sections (every one optional; see configs/device.yaml for a commented sample)::
+
+    source:   {type: picamera2 | opencv | images | synthetic, ...}   # device/sources/
+    capture:  {stall_seconds, read_timeout_s, reconnect_initial_s, reconnect_max_s, discard_after_reconnect}
+    crop:     {mode: full | center | face, ...}                       # device/crop.py
+    model:    {dir, variant, num_threads, runtime, validate_timeout_s}
+    decision: {threshold, smoothing, window, min_frames, hysteresis}  # device/decision.py
+    outputs:  {jsonl, http, mqtt}                                     # device/outputs/
+    log_level: INFO
+
+A mistake is one line naming the file and the dotted key, e.g.
+``configs/device.yaml: key 'source.fsp': Extra inputs are not permitted``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Field, ValidationError
+
+from device.crop import CropConfig
+from device.decision import DecisionConfig
+from device.errors import FaceedgeError
+from device.manifest import Strict
+from device.outputs import OutputsConfig
+from device.sources import (
+    SOURCE_TYPES,
+    CaptureConfig,
+    ImagesConfig,
+    OpencvConfig,
+    Picamera2Config,
+    SourceConfig,
+    SyntheticConfig,
+)
+from device.sources.images import IMAGE_SUFFIXES
+
+SourceSection = Annotated[
+    Union[Picamera2Config, OpencvConfig, ImagesConfig, SyntheticConfig],
+    Field(discriminator="type"),
+]
+
+
+class ModelConfig(Strict):
+    dir: str | None = Field(None, description="model dir (model.tflite + manifest.json) or a run dir; --model-dir overrides")
+    variant: Literal["int8", "float32", "float16"] = Field("int8", description="which export/<variant>/ of a run dir")
+    num_threads: int | None = Field(None, ge=1, le=64, description="interpreter threads; None = all cores")
+    runtime: Literal["ai-edge-litert", "tflite-runtime", "tensorflow"] | None = Field(
+        None, description="None = the first importable, in that order")
+    validate_timeout_s: float = Field(60.0, gt=0, description="SIGHUP: limit for validating a new model in a child")
+
+
+class DaemonConfig(Strict):
+    source: SourceSection = Field(default_factory=SyntheticConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    crop: CropConfig = Field(default_factory=CropConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    expose_images: bool = Field(False, description="let the HTTP output serve the latest crop (/latest.jpg)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def _error_line(where: str, e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = list(err["loc"])
+    # A discriminated union puts the tag into the location ('source', 'opencv', 'fps'); a user
+    # wrote `source.fps`, so drop it.
+    if len(loc) >= 2 and loc[0] == "source" and loc[1] in SOURCE_TYPES:
+        del loc[1]
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc.append("type")
+    key = ".".join(str(x) for x in loc) or "(root)"
+    msg = err["msg"]
+    value = err.get("input")
+    if err["type"] not in ("missing", "extra_forbidden") and isinstance(value, (str, int, float, bool)):
+        msg += f" (got {value!r})"
+    return f"{where}: key {key!r}: {msg}"
+
+
+def parse_config(data: Any, where: str = "config") -> DaemonConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise FaceedgeError(f"{where}: expected a mapping of sections at the top, got {type(data).__name__}")
+    try:
+        return DaemonConfig.model_validate(data)
+    except ValidationError as e:
+        raise FaceedgeError(_error_line(where, e)) from None
+
+
+def load_config(path: str | Path | None) -> DaemonConfig:
+    """Read and validate the YAML file (None = all defaults). FaceedgeError names file and key."""
+    if path is None:
+        return DaemonConfig()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise FaceedgeError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FaceedgeError(f"{p}: cannot read config ({e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise FaceedgeError(f"{p}: invalid YAML{where}: {problem}") from None
+    return parse_config(data, str(p))
+
+
+def source_from_arg(text: str, current: SourceConfig | None = None) -> SourceConfig:
+    """`--source` on the command line: 'synthetic', 'picamera2', a camera index, a video file,
+    an rtsp:// or http:// URL, an image folder, an image file or a glob. Keeps the config's
+    settings when the override names the same kind of source."""
+    t = text.strip()
+    if t in ("synthetic", "picamera2"):
+        if current is not None and current.type == t:
+            return current
+        return SyntheticConfig() if t == "synthetic" else Picamera2Config()
+    if re.fullmatch(r"\d+", t):
+        return OpencvConfig(device=int(t))
+    if "://" in t:
+        return OpencvConfig(device=t)
+    p = Path(t).expanduser()
+    if p.is_dir() or any(ch in t for ch in "*?[") or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        return ImagesConfig(path=t)
+    if p.is_file():
+        return OpencvConfig(device=str(p))
+    raise FaceedgeError(
+        f"--source {text!r}: not 'synthetic', 'picamera2', a camera index, a URL, nor an existing file, folder or glob"
+    )
+
+
+def summary(cfg: DaemonConfig) -> str:
+    outs = [n for n in OutputsConfig.model_fields if getattr(cfg.outputs, n) is not None] or ["none"]
+    return (f"source={cfg.source.type} crop={cfg.crop.mode} smoothing={cfg.decision.smoothing}"
+            f"/{cfg.decision.window} outputs={','.join(outs)}")

@@ -1,0 +1,495 @@
+"""The device daemon: newest camera frame → crop → resize → classify → decide → outputs.
+
+Load once, infer many: the interpreter, the face detector and every buffer are made in `start()`;
+the per-frame path allocates nothing that matters (the resize writes into one preallocated input
+buffer, the capture thread recycles its frame buffers). Capture and BGR→RGB conversion run in the
+capture thread (device/sources/capture.py), overlapping inference; the loop always takes the
+newest frame, so latency stays bounded whatever the camera's rate.
+
+Use it from code (the benchmark does)::
+
+    with Daemon(load_config("configs/device.yaml"), model_dir="runs/latest") as d:   # start()
+        stats = d.run(stop_event, max_frames=100, max_seconds=10, on_result=print)  # close() on exit
+
+Health (`Telemetry`, served by the HTTP output's /healthz): `starting` until the first result,
+`ok` while fresh results flow, `stalled` when no frame came for `capture.stall_seconds` (the
+capture thread meanwhile reopens the source with capped backoff), `error` when the source cannot
+work at all. Every result carries the capture time of its frame, and a frame older than
+`stall_seconds` is never classified: nothing stale is published as fresh.
+
+systemd (`Notifier`): READY=1 after the first result; WATCHDOG=1 only from this loop after a fresh
+frame was processed, so a capture call that never returns stops the pings and systemd restarts
+the service; STOPPING=1 on exit.
+
+Signals (`install_signal_handlers`, CLI only): SIGTERM/SIGINT set the stop event (clean exit
+within 2 s, camera closed); SIGHUP reloads config and model. The new model is first validated in
+a child process (`validate_model_in_child`: load it, check shapes against its manifest, run one
+inference) so that a truncated or mismatched file - or one that crashes the runtime - is refused
+with one log line while the old model keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.config import DaemonConfig, load_config, source_from_arg
+from device.crop import Cropper, resize_to_input
+from device.decision import Decider
+from device.errors import FaceedgeError
+from device.manifest import resolve_model_dir
+from device.outputs import build_outputs, close_outputs, publish_all, publish_image, start_outputs
+from device.runtime import Classifier, load_runtime
+from device.service import Notifier
+from device.sources import FrameGrabber, FrameSource, SourceConfig, build_source
+from device.telemetry import Telemetry
+from device.types import Output, Result
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture_wait", "crop", "preprocess", "invoke", "postprocess", "latency")
+
+
+class Daemon:
+    """One camera, one model, its outputs. `start()` → `run()` → `close()` (or `with Daemon(...)`)."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        model_dir: str | os.PathLike | None = None,
+        config_path: str | os.PathLike | None = None,
+        source_override: str | None = None,
+        telemetry: Telemetry | None = None,
+        notifier: Notifier | None = None,
+        outputs: list[Output] | None = None,
+        source_factory: Callable[[], FrameSource] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path else None
+        self.model_dir_arg = str(model_dir) if model_dir else None
+        self.source_override = source_override
+        if source_override:
+            self.config = self._with_source(config)
+        if not (self.model_dir_arg or self.config.model.dir):
+            raise FaceedgeError("no model: pass --model-dir or set model.dir in the config")
+        self.telemetry = telemetry or Telemetry(stall_after_s=self.config.capture.stall_seconds)
+        self.notifier = notifier or Notifier()
+        self._outputs_given = outputs
+        self._source_factory = source_factory
+        self.classifier: Classifier | None = None
+        self.decider: Decider | None = None
+        self.cropper: Cropper | None = None
+        self.grabber: FrameGrabber | None = None
+        self.outputs: list[Output] = []
+        self.model_dir: Path | None = None
+        self.latest: Result | None = None
+        self.stats: dict[str, Any] = {}
+        self._input: np.ndarray | None = None
+        self._reload_requested = threading.Event()
+        self._reload_thread: threading.Thread | None = None
+        self._pending: tuple[DaemonConfig, Classifier, Path] | None = None
+        self._pending_lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self._t_start = 0.0
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def start(self) -> "Daemon":
+        """Load the model (fails fast on a bad one, before the camera is touched), start the
+        outputs and the capture thread."""
+        if self._started:
+            return self
+        self._t_start = time.monotonic()
+        cfg = self.config
+        self.model_dir = self._resolve_model(cfg)
+        self.classifier = self._load_classifier(self.model_dir, cfg)
+        self.decider = Decider(cfg.decision, self.classifier.manifest)
+        self.cropper = Cropper(cfg.crop)
+        self._input = np.empty(self.classifier.input_size + (3,), np.uint8)
+        self.telemetry.set_model(self.classifier.manifest.sha256, str(self.classifier.model_path))
+        self.telemetry.set_status("starting", "waiting for the first frame")
+        self.outputs = self._outputs_given if self._outputs_given is not None else build_outputs(
+            cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
+        start_outputs(self.outputs)
+        self._started = True  # from here on close() has something to release
+        self.grabber = self._make_grabber(cfg).start()
+        self.stats = {"frames": 0, "results": 0, "no_roi": 0, "stale": 0, "stalls": 0, "reloads": 0,
+                      "reloads_refused": 0, "start_to_first_result_s": None, "model_load_s":
+                      round(time.monotonic() - self._t_start, 4)}
+        log.info("model %s (%s, %dx%d, %d threads, %s %s); source %s; crop %s",
+                 self.model_dir, self.classifier.manifest.variant, *self.classifier.input_size,
+                 self.classifier.num_threads, self.classifier.runtime.name, self.classifier.runtime.version,
+                 cfg.source.type, cfg.crop.mode)
+        self.notifier.status("starting: waiting for the first frame")
+        return self
+
+    def close(self) -> None:
+        """Stop capture (closing the camera), close outputs, tell systemd. Idempotent."""
+        if self._closed or not self._started:
+            self._closed = True
+            return
+        self._closed = True
+        self.notifier.stopping()
+        closed = self.grabber.stop(timeout=1.0) if self.grabber else True
+        close_outputs(self.outputs)
+        log.info("stopped: %d results from %d frames (%d dropped); source %s",
+                 self.stats.get("results", 0), self.stats.get("frames", 0),
+                 self.grabber.stats.dropped if self.grabber else 0,
+                 "closed" if closed else "NOT closed (capture call blocked)")
+        self.notifier.close()
+
+    def __enter__(self) -> "Daemon":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------- the loop
+    def run(
+        self,
+        stop_event: threading.Event | None = None,
+        max_frames: int | None = None,
+        max_seconds: float | None = None,
+        on_result: Callable[[Result], None] | None = None,
+    ) -> dict[str, Any]:
+        """Classify frames until `stop_event` is set, `max_frames` results were published,
+        `max_seconds` passed, or a finite source ended. Returns `stats`. Raises FaceedgeError
+        when the source cannot be used at all (e.g. a missing video file)."""
+        if not self._started:
+            self.start()
+        stop = stop_event or threading.Event()
+        cfg_stall = lambda: self.config.capture.stall_seconds  # noqa: E731 - changes on reload
+        poll = min(0.1, cfg_stall() / 4)
+        deadline = time.monotonic() + max_seconds if max_seconds else None
+        t_run = time.monotonic()
+        stalled = False
+        session = 0
+        g = self.grabber
+        while not stop.is_set():
+            if self._reload_requested.is_set():
+                self._start_reload()
+            if self._pending is not None:
+                self._apply_reload()
+                g = self.grabber
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            frame = g.get(timeout=poll)
+            now = time.monotonic()
+            if frame is None:
+                if g.finished:
+                    if g.state == "failed":
+                        self.telemetry.set_status("error", str(g.error))
+                        raise g.error if isinstance(g.error, FaceedgeError) else FaceedgeError(str(g.error))
+                    break
+                last = g.last_frame_mono if g.last_frame_mono is not None else t_run
+                if not stalled and now - last >= cfg_stall():
+                    stalled = True
+                    self.stats["stalls"] += 1
+                    reason = f"no frame for {now - last:.1f} s from {g.source_name} ({g.state})"
+                    self.telemetry.set_status("stalled", reason)
+                    self.notifier.status("stalled: " + reason)
+                    log.warning("stalled: %s", reason)
+                continue
+            self.stats["frames"] += 1
+            if now - frame.mono > cfg_stall():  # never classify a frame from before a stall
+                self.stats["stale"] += 1
+                self.telemetry.inc("stale_frames_discarded")
+                continue
+            if frame.session != session:  # a reconnect: old frames must not vote
+                if session:
+                    self.decider.reset()
+                session = frame.session
+            if stalled:
+                stalled = False
+                log.info("frames resumed from %s", g.source_name)
+            result = self._process(frame)
+            g.release()
+            self.notifier.watchdog()  # only here: a fresh frame went through the whole loop
+            if result is None:
+                continue
+            if on_result is not None:
+                on_result(result)
+            if max_frames is not None and self.stats["results"] >= max_frames:
+                break
+        self.stats["run_s"] = round(time.monotonic() - t_run, 4)
+        self.stats["capture"] = g.stats.as_dict()
+        return self.stats
+
+    def _process(self, frame) -> Result | None:
+        """One frame through crop → resize → invoke → decide → publish; stage times in ms."""
+        clf = self.classifier
+        t0 = time.perf_counter()
+        wait_ms = (time.monotonic() - frame.mono) * 1000.0
+        crop = self.cropper(frame.image)
+        t1 = time.perf_counter()
+        if crop.image is None:  # face mode, no face: nothing to classify in this frame
+            self.stats["no_roi"] += 1
+            self.telemetry.inc("no_roi")
+            self.telemetry.observe("crop", (t1 - t0) * 1000.0)
+            return None
+        resize_to_input(crop.image, clf.input_size, out=self._input)
+        clf.set_input(self._input)
+        t2 = time.perf_counter()
+        clf.invoke()
+        t3 = time.perf_counter()
+        scores = clf.scores()
+        d = self.decider.update(scores)
+        t4 = time.perf_counter()
+        stages = {
+            "capture_wait": wait_ms,
+            "crop": (t1 - t0) * 1000.0,
+            "preprocess": (t2 - t1) * 1000.0,
+            "invoke": (t3 - t2) * 1000.0,
+            "postprocess": (t4 - t3) * 1000.0,
+            "latency": (time.monotonic() - frame.mono) * 1000.0,  # capture → decided
+        }
+        result = Result(
+            frame_id=frame.frame_id, timestamp=frame.timestamp, label=d.label, score=d.score,
+            smoothed_label=d.smoothed_label, smoothed_score=d.smoothed_score, event=d.event,
+            stages_ms=stages, scores=[float(s) for s in scores], model_sha256=clf.manifest.sha256,
+        )
+        self.telemetry.result_published(result)
+        publish_all(self.outputs, result)
+        if self.config.expose_images:
+            publish_image(self.outputs, self._input.copy())
+        t5 = time.perf_counter()
+        for k, v in stages.items():
+            self.telemetry.observe(k, v)
+        self.telemetry.observe("publish", (t5 - t4) * 1000.0)
+        self.latest = result
+        self.stats["results"] += 1
+        if self.stats["start_to_first_result_s"] is None:
+            self.stats["start_to_first_result_s"] = round(time.monotonic() - self._t_start, 4)
+            self.notifier.ready(f"classifying {self.grabber.source_name}")
+            log.info("first result %.3f s after start: %s %.3f", self.stats["start_to_first_result_s"],
+                     d.label, d.score)
+        if self.telemetry.status() != "ok":
+            self.telemetry.set_status("ok")
+            self.notifier.status(f"ok: classifying {self.grabber.source_name}")
+        return result
+
+    # ------------------------------------------------------------------------------- reload
+    def request_reload(self) -> None:
+        """Ask for a config + model reload (safe to call from a signal handler)."""
+        self._reload_requested.set()
+
+    def _start_reload(self) -> None:
+        self._reload_requested.clear()
+        if self._reload_thread is not None and self._reload_thread.is_alive():
+            log.info("reload already in progress; request merged")
+            return
+        self.notifier.reloading()
+        self._reload_thread = threading.Thread(target=self._prepare_reload, name="reload", daemon=True)
+        self._reload_thread.start()
+
+    def _prepare_reload(self) -> None:
+        """Reload thread: read config, validate the model in a child process, then load it here.
+        The main loop keeps classifying with the old model meanwhile."""
+        old = self.classifier
+        try:
+            cfg = load_config(self.config_path) if self.config_path else self.config
+            cfg = self._with_source(cfg)
+            mdir = self._resolve_model(cfg)
+            threads = cfg.model.num_threads or old.num_threads
+            validate_model_in_child(mdir, threads=threads, timeout=cfg.model.validate_timeout_s)
+            clf = self._load_classifier(mdir, cfg)
+        except FaceedgeError as e:
+            self.stats["reloads_refused"] += 1
+            self.telemetry.inc("reloads_refused")
+            log.error("reload refused: %s; still serving %s (sha256 %s)", e, old.model_path,
+                      old.manifest.sha256[:12])
+            self.notifier.ready(f"reload refused: {e}")
+            return
+        with self._pending_lock:
+            self._pending = (cfg, clf, mdir)
+
+    def _apply_reload(self) -> None:
+        """Main loop: swap in the validated model and the new config sections, at a frame boundary."""
+        with self._pending_lock:
+            cfg, clf, mdir = self._pending
+            self._pending = None
+        old_cfg = self.config
+        self.classifier, self.model_dir, self.config = clf, mdir, cfg
+        self._input = np.empty(clf.input_size + (3,), np.uint8)
+        self.decider = Decider(cfg.decision, clf.manifest)
+        if cfg.crop != old_cfg.crop:
+            self.cropper = Cropper(cfg.crop)
+        if cfg.outputs != old_cfg.outputs or cfg.expose_images != old_cfg.expose_images:
+            if self._outputs_given is None:
+                close_outputs(self.outputs)
+                self.outputs = build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
+                start_outputs(self.outputs)
+        if cfg.source != old_cfg.source or cfg.capture != old_cfg.capture:
+            self.grabber.stop(timeout=1.0)
+            self.telemetry.stall_after_s = cfg.capture.stall_seconds
+            self.grabber = self._make_grabber(cfg).start()
+        self.telemetry.set_model(clf.manifest.sha256, str(clf.model_path))
+        self.stats["reloads"] += 1
+        self.telemetry.inc("reloads")
+        log.info("reloaded: model %s (sha256 %s), source %s, crop %s", mdir, clf.manifest.sha256[:12],
+                 cfg.source.type, cfg.crop.mode)
+        self.notifier.ready(f"reloaded model {clf.manifest.sha256[:12]}")
+
+    # ------------------------------------------------------------------------------- helpers
+    def _with_source(self, cfg: DaemonConfig) -> DaemonConfig:
+        if not self.source_override:
+            return cfg
+        src: SourceConfig = source_from_arg(self.source_override, cfg.source)
+        return cfg.model_copy(update={"source": src})
+
+    def _resolve_model(self, cfg: DaemonConfig) -> Path:
+        return resolve_model_dir(self.model_dir_arg or cfg.model.dir, cfg.model.variant)
+
+    @staticmethod
+    def _load_classifier(mdir: Path, cfg: DaemonConfig) -> Classifier:
+        runtime = load_runtime(cfg.model.runtime) if cfg.model.runtime else None
+        return Classifier.from_model_dir(mdir, num_threads=cfg.model.num_threads, runtime=runtime)
+
+    def _make_grabber(self, cfg: DaemonConfig) -> FrameGrabber:
+        factory = self._source_factory or (lambda: build_source(cfg.source))
+        return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry)
+
+
+# ----------------------------------------------------------------------------------- validation
+
+_CHILD = "from device.daemon import _validate_child; raise SystemExit(_validate_child())"
+
+
+def validate_model_in_child(model_dir: str | os.PathLike, *, threads: int = 1, timeout: float = 60.0) -> dict:
+    """Load `model_dir` and run one inference in a separate Python process.
+
+    A model that is truncated, does not match its manifest, or crashes the runtime (a segfault
+    takes only the child down) raises FaceedgeError with the child's one-line reason.
+    """
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("NOTIFY_SOCKET", None)  # the child must never talk to systemd for us
+    cmd = [sys.executable, "-c", _CHILD, str(model_dir), str(threads)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise FaceedgeError(f"{model_dir}: validating the model took over {timeout:g} s") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+        why = lines[-1] if lines else f"exit status {proc.returncode}"
+        if proc.returncode < 0:
+            why = f"the runtime crashed (signal {-proc.returncode})"
+        raise FaceedgeError(why.removeprefix("error: "))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _validate_child() -> int:
+    """Child process entry: argv = [model_dir, threads]. Prints one JSON line; exit 0 = usable."""
+    try:
+        mdir, threads = sys.argv[1], int(sys.argv[2])
+        clf = Classifier.from_model_dir(mdir, num_threads=threads)
+        m = clf.manifest
+        h, w = clf.input_size
+        probe = np.full((h, w, 3), 128, np.uint8)
+        probe[:, : w // 2] = 200
+        t = time.perf_counter()
+        scores = clf.classify(probe)
+        ms = (time.perf_counter() - t) * 1000.0
+        expected = 1 if m.output_kind == "sigmoid" else len(m.labels)
+        if scores.size != expected:
+            raise FaceedgeError(f"{clf.model_path}: output has {scores.size} values, manifest's "
+                                f"{m.output_kind} with {len(m.labels)} labels needs {expected}")
+        if not np.all(np.isfinite(scores)) or scores.min() < -1e-3 or scores.max() > 1 + 1e-3:
+            raise FaceedgeError(f"{clf.model_path}: output {scores.tolist()} is not a probability")
+    except FaceedgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"ok": True, "model_dir": str(mdir), "sha256": m.sha256, "input": [h, w],
+                      "invoke_ms": round(ms, 3)}))
+    return 0
+
+
+# ----------------------------------------------------------------------------------- signals + CLI
+
+def install_signal_handlers(stop: threading.Event, daemon: Daemon | None = None) -> None:
+    """SIGTERM/SIGINT → stop; SIGHUP → reload. Main thread only (Python's rule for signals)."""
+
+    def _stop(signum, _frame):
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if daemon is not None:
+        signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
+
+
+def run(
+    config: str | os.PathLike | None,
+    *,
+    model_dir: str | None = None,
+    source: str | None = None,
+    num_threads: int | None = None,
+    max_frames: int | None = None,
+    max_seconds: float | None = None,
+    stop: threading.Event | None = None,
+    handle_signals: bool = False,
+) -> dict[str, Any]:
+    """`device run`: load config, start the daemon, classify until stopped. Returns stats."""
+    cfg = load_config(config)
+    if num_threads is not None:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"num_threads": num_threads})})
+    stop = stop or threading.Event()
+    daemon = Daemon(cfg, model_dir=model_dir, config_path=config, source_override=source)
+    if handle_signals:
+        install_signal_handlers(stop, daemon)
+    with daemon:
+        return daemon.run(stop, max_frames=max_frames, max_seconds=max_seconds)
+
+
+def add_parser(subparsers) -> None:
+    import argparse
+
+    p = subparsers.add_parser(
+        "run", help="run the daemon: camera → classifier → outputs",
+        description="Classify camera frames on-device until SIGTERM/SIGINT (SIGHUP reloads config and model).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, default=None, help="device YAML config (default: all defaults)")
+    p.add_argument("--model_dir", "--model-dir", dest="model_dir", type=str, default=None,
+                   help="model dir or run dir (overrides model.dir)")
+    p.add_argument("--source", type=str, default=None,
+                   help="override the config's source: synthetic, picamera2, a camera index, a video file, "
+                        "a URL, an image folder or glob")
+    p.add_argument("--num_threads", "--num-threads", dest="num_threads", type=int, default=None,
+                   help="interpreter threads (overrides model.num_threads; default all cores)")
+    p.add_argument("--max_frames", "--max-frames", dest="max_frames", type=int, default=None,
+                   help="stop after this many results")
+    p.add_argument("--max_seconds", "--max-seconds", dest="max_seconds", type=float, default=None,
+                   help="stop after this many seconds")
+    p.add_argument("--validate_config", "--validate-config", dest="validate_only", action="store_true",
+                   help="only validate --config and exit")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    from device.config import summary
+
+    cfg = load_config(args.config)  # validated before logging is configured from it
+    if args.validate_only:
+        print(f"ok: {args.config or '(defaults)'}: {summary(cfg)}")
+        return 0
+    if getattr(args, "log_level", None) is None:
+        logging.getLogger().setLevel(cfg.log_level)
+    stats = run(args.config, model_dir=args.model_dir, source=args.source, num_threads=args.num_threads,
+                max_frames=args.max_frames, max_seconds=args.max_seconds, handle_signals=True)
+    log.info("run stats: %s", json.dumps({k: v for k, v in stats.items() if k != "capture"}))
+    return 0

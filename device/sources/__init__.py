@@ -1,0 +1,31 @@
+"""Frame sources: one interface (`FrameSource`), a registry keyed by config `type`, and the
+capture thread (`FrameGrabber`) that keeps only the newest frame.
+
+Importing this package registers the built-in sources: picamera2, opencv, images, synthetic.
+"""
+
+from device.sources.base import (
+    SOURCE_TYPES,
+    FrameSource,
+    SourceConfig,
+    SourceError,
+    build_source,
+    register_source,
+)
+from device.sources.capture import CaptureConfig, Frame, FrameGrabber
+from device.sources.images import ImagesConfig, ImagesSource
+from device.sources.opencv import OpencvConfig, OpencvSource
+from device.sources.picam import Picamera2Config, Picamera2Source
+from device.sources.synthetic import SyntheticConfig, SyntheticSource
+
+__all__ = [
+    "SOURCE_TYPES", "FrameSource", "SourceConfig", "SourceError", "build_source", "register_source",
+    "CaptureConfig", "Frame", "FrameGrabber",
+    "ImagesConfig", "ImagesSource", "OpencvConfig", "OpencvSource",
+    "Picamera2Config", "Picamera2Source", "SyntheticConfig", "SyntheticSource",
+]
+
+
+def source_config_types() -> tuple[type[SourceConfig], ...]:
+    """The config model of every registered source (for the config's discriminated union)."""
+    return tuple(cls.config_cls for cls in SOURCE_TYPES.values())

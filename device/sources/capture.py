@@ -1,0 +1,319 @@
+"""The capture thread: reads a FrameSource continuously and keeps only the newest frame.
+
+Why a thread: a camera produces frames at its own pace whether or not the model keeps up. Reading
+in a thread (cv2/picamera2 release the GIL while they wait and decode) overlaps capture and the
+BGR->RGB conversion with inference, and lets the loop always classify the *newest* frame; frames
+overwritten before the loop took them are counted as dropped.
+
+Buffers: a 1-slot mailbox guarded by a condition, plus a small pool of recycled frame arrays, so in
+steady state a source that honours `read(out=...)` allocates nothing per frame. The frame handed to
+the consumer stays valid until its next `get()`/`release()`.
+
+Faults handled here (the daemon reads `state`/`last_frame_mono` for health):
+
+- open fails (camera busy, device absent): retry with capped exponential backoff, one log line per
+  attempt;
+- reads time out or fail for `stall_seconds`, or a live stream ends: close, reopen with the same
+  backoff, and discard the first `discard_after_reconnect` frames of the new session (auto
+  exposure settling, codec catching up); a frame left in the slot from before the fault is
+  thrown away, never classified;
+- a read that never returns cannot be interrupted from Python: the thread stays blocked, the
+  daemon reports `stalled`, and the systemd watchdog (pinged only after fresh results) restarts
+  the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from device.errors import FaceedgeError
+from device.manifest import Strict
+from device.sources.base import FrameSource, SourceError
+
+log = logging.getLogger(__name__)
+
+POOL_SIZE = 3  # one being written, one in the slot, one held by the consumer
+
+
+class CaptureConfig(Strict):
+    stall_seconds: float = Field(5.0, gt=0, description="no frame for this long = stalled: health says so, source reopened")
+    read_timeout_s: float = Field(1.0, gt=0, description="longest single blocking read before the thread checks in")
+    reconnect_initial_s: float = Field(0.5, gt=0, description="first retry delay after a failed open/read")
+    reconnect_max_s: float = Field(10.0, gt=0, description="cap of the exponential backoff")
+    discard_after_reconnect: int = Field(2, ge=0, description="frames thrown away after a reopen")
+
+
+def backoff_delay(attempt: int, initial: float, cap: float) -> float:
+    """attempt 1 -> initial, 2 -> 2*initial, ... capped at `cap`."""
+    return min(cap, initial * (2 ** max(0, attempt - 1)))
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # HxWx3 uint8 RGB; valid until the consumer's next get()/release()
+    frame_id: int  # 1, 2, ... over the grabber's life (across reconnects)
+    timestamp: float  # time.time() when the frame was read
+    mono: float  # time.monotonic() when the frame was read
+    session: int  # 1 for the first open, +1 on every reopen
+
+
+class _NullTelemetry:
+    def inc(self, name: str, n: int = 1) -> None: ...
+    def frame_captured(self, ts: float) -> None: ...
+
+
+@dataclass
+class CaptureStats:
+    captured: int = 0  # frames delivered to the slot
+    dropped: int = 0  # overwritten in the slot before the consumer took them
+    discarded: int = 0  # thrown away after a reconnect, or stale
+    open_failures: int = 0
+    read_failures: int = 0
+    reconnects: int = 0
+    open_attempt_times: list[float] = field(default_factory=list)  # monotonic, every open attempt
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "open_attempt_times"}
+
+
+class FrameGrabber:
+    """`start()`, then `get(timeout)` the newest frame from the consumer thread; `stop()`."""
+
+    def __init__(
+        self,
+        source_factory: Callable[[], FrameSource],
+        cfg: CaptureConfig | None = None,
+        *,
+        telemetry: Any = None,
+    ) -> None:
+        self._factory = source_factory
+        self.cfg = cfg or CaptureConfig()
+        self.telemetry = telemetry or _NullTelemetry()
+        self.stats = CaptureStats()
+        self.state = "starting"  # starting | open | reconnecting | ended | failed
+        self.error: BaseException | None = None
+        self.session = 0
+        self.paced = True
+        self.source_name = ""
+        self.last_frame_mono: float | None = None
+        self.reading_since: float | None = None  # monotonic start of the read in progress
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._held: Frame | None = None
+        self._free: list[np.ndarray] = []
+        self._frame_id = 0
+        self._attempt = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- consumer side -----------------------------------------------------------------------
+    def start(self) -> "FrameGrabber":
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._thread.start()
+        return self
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame not yet taken, waiting up to `timeout`; None if none came (or the
+        source ended/failed: check `finished`)."""
+        with self._cond:
+            self._release_locked()
+            if not self._cond.wait_for(lambda: self._latest is not None or self.finished, timeout):
+                return None
+            frame, self._latest = self._latest, None
+            self._held = frame
+            self._cond.notify_all()  # an unpaced source waits for the slot to empty
+            return frame
+
+    def release(self) -> None:
+        """Hand the held frame's buffer back before the next get()."""
+        with self._cond:
+            self._release_locked()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("ended", "failed")
+
+    def stop(self, timeout: float = 1.5) -> bool:
+        """Stop the thread; True if it exited (and closed the source) within `timeout`."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        t = self._thread
+        if t is None:
+            return True
+        t.join(timeout)
+        if t.is_alive():
+            log.warning("capture thread still blocked in %s read after %.1f s; leaving it", self.source_name, timeout)
+            return False
+        return True
+
+    def __enter__(self) -> "FrameGrabber":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- capture thread ----------------------------------------------------------------------
+    def _release_locked(self) -> None:
+        if self._held is not None:
+            self._recycle_locked(self._held.image)
+            self._held = None
+
+    def _recycle_locked(self, arr: np.ndarray) -> None:
+        if len(self._free) < POOL_SIZE:
+            self._free.append(arr)
+
+    def _take_buffer(self) -> np.ndarray | None:
+        with self._cond:
+            return self._free.pop() if self._free else None
+
+    def _give_back(self, arr: np.ndarray | None) -> None:
+        if arr is not None:
+            with self._cond:
+                self._recycle_locked(arr)
+
+    def _set_state(self, state: str) -> None:
+        with self._cond:
+            self.state = state
+            self._cond.notify_all()
+
+    def _delay(self) -> float:
+        return backoff_delay(self._attempt, self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
+
+    def _run(self) -> None:
+        opened_before = False
+        while not self._stop.is_set():
+            src: FrameSource | None = None
+            self.stats.open_attempt_times.append(time.monotonic())
+            try:
+                src = self._factory()
+                self.source_name = src.describe()
+                src.open()
+            except SourceError as e:
+                self._open_failed(src, e)
+                continue
+            except FaceedgeError as e:  # a configuration mistake: retrying cannot fix it
+                self._close_quietly(src)
+                self.error = e
+                log.error("source: %s", e)
+                self._set_state("failed")
+                return
+            except Exception as e:  # noqa: BLE001 - camera libraries raise RuntimeError/OSError/...
+                self._open_failed(src, e)
+                continue
+            self.session += 1
+            if opened_before:
+                self.stats.reconnects += 1
+                self.telemetry.inc("reconnects")
+                log.info("%s: reopened (session %d)", self.source_name, self.session)
+            discard = self.cfg.discard_after_reconnect if opened_before else 0
+            opened_before = True
+            with self._cond:
+                self.paced = src.paced
+                if self._latest is not None:  # from before the fault: never classify it
+                    self._recycle_locked(self._latest.image)
+                    self._latest = None
+                    self.stats.discarded += 1
+                    self.telemetry.inc("stale_frames_discarded")
+                self.state = "open"
+            try:
+                ended = self._read_loop(src, discard)
+            except Exception as e:  # noqa: BLE001 - SourceError, OSError, cv2.error, ...
+                self.stats.read_failures += 1
+                self.telemetry.inc("source_errors")
+                self.telemetry.inc("errors")
+                self._attempt += 1
+                delay = self._delay()
+                log.warning("%s: %s; reopening in %.1f s", self.source_name, e, delay)
+                self._set_state("reconnecting")
+                self._close_quietly(src)
+                self._stop.wait(delay)
+                continue
+            self._close_quietly(src)
+            if ended:
+                log.info("%s: end of stream", self.source_name)
+                self._set_state("ended")
+                return
+        self._set_state("ended" if self.state != "failed" else "failed")
+
+    def _open_failed(self, src: FrameSource | None, e: BaseException) -> None:
+        self._close_quietly(src)
+        self._attempt += 1
+        self.stats.open_failures += 1
+        self.telemetry.inc("source_open_failures")
+        self.telemetry.inc("errors")
+        delay = self._delay()
+        log.warning("%s: open failed (attempt %d): %s; retrying in %.1f s",
+                    self.source_name or "source", self._attempt, e, delay)
+        self._set_state("reconnecting")
+        self._stop.wait(delay)
+
+    @staticmethod
+    def _close_quietly(src: FrameSource | None) -> None:
+        if src is None:
+            return
+        try:
+            src.close()
+        except Exception as e:  # noqa: BLE001 - closing a failed device may fail too
+            log.debug("closing source failed: %s", e)
+
+    def _read_loop(self, src: FrameSource, discard: int) -> bool:
+        """Read until stopped (False) or a finite source ends (True); raise on a fault."""
+        last = time.monotonic()
+        stall = self.cfg.stall_seconds
+        timeout = min(self.cfg.read_timeout_s, stall)
+        while not self._stop.is_set():
+            buf = self._take_buffer()
+            self.reading_since = time.monotonic()
+            try:
+                img = src.read(buf, timeout)
+            except TimeoutError:
+                self._give_back(buf)
+                if time.monotonic() - last >= stall:
+                    raise SourceError(f"no frame for {stall:g} s") from None
+                continue
+            finally:
+                self.reading_since = None
+            if img is not buf:
+                self._give_back(buf)
+            if img is None:
+                if src.live:
+                    raise SourceError("stream ended")
+                return True
+            mono, ts = time.monotonic(), time.time()
+            last = mono
+            self._attempt = 0
+            if discard > 0:
+                discard -= 1
+                self.stats.discarded += 1
+                self.telemetry.inc("stale_frames_discarded")
+                self._give_back(img)
+                continue
+            self._publish(img, ts, mono)
+        return False
+
+    def _publish(self, img: np.ndarray, ts: float, mono: float) -> None:
+        dropped = False
+        with self._cond:
+            if not self.paced:  # read one frame ahead of the consumer, never drop
+                self._cond.wait_for(lambda: self._latest is None or self._stop.is_set())
+            if self._latest is not None:
+                self._recycle_locked(self._latest.image)
+                self.stats.dropped += 1
+                dropped = True
+            self._frame_id += 1
+            self._latest = Frame(img, self._frame_id, ts, mono, self.session)
+            self.stats.captured += 1
+            self.last_frame_mono = mono
+            self._cond.notify_all()
+        if dropped:
+            self.telemetry.inc("frames_dropped")
+        self.telemetry.frame_captured(ts)

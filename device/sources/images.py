@@ -1,0 +1,99 @@
+"""Frames from still images: a folder (sorted, optionally recursive) or a glob pattern.
+
+Images are decoded with `device.crop.load_image_rgb`, the loader the parity test holds against
+training, so a folder of training photos classifies here exactly as the conversion stage
+verified it. Unreadable files are skipped with one warning each.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from device.errors import FaceedgeError
+from device.sources.base import FrameSource, Pacer, SourceConfig, register_source
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+class ImagesConfig(SourceConfig):
+    type: Literal["images"] = "images"
+    path: str = Field(description="a folder of images, or a glob pattern such as 'photos/*.jpg'")
+    recursive: bool = False
+    loop: bool = False
+    fps: float = Field(0.0, ge=0, description="0 = as fast as consumed")
+
+
+def list_images(path: str, recursive: bool = False) -> list[Path]:
+    p = Path(path).expanduser()
+    if p.is_dir():
+        it = p.rglob("*") if recursive else p.iterdir()
+        files = [f for f in it if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    elif any(ch in path for ch in "*?["):
+        files = [Path(f) for f in glob.glob(str(p), recursive=recursive) if Path(f).is_file()]
+    elif p.is_file():
+        files = [p]
+    else:
+        raise FaceedgeError(f"source.path {path!r}: no such file or folder")
+    return sorted(files)
+
+
+@register_source("images")
+class ImagesSource(FrameSource):
+    config_cls = ImagesConfig
+    cfg: ImagesConfig
+
+    def __init__(self, cfg: ImagesConfig) -> None:
+        super().__init__(cfg)
+        self.files: list[Path] = []
+        self._i = 0
+        self._pacer = Pacer(cfg.fps)
+        self._bad: set[Path] = set()
+
+    def open(self) -> None:
+        self.files = list_images(self.cfg.path, self.cfg.recursive)
+        if not self.files:
+            raise FaceedgeError(f"source.path {self.cfg.path!r}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self._i = 0
+
+    @property
+    def live(self) -> bool:
+        return False
+
+    @property
+    def paced(self) -> bool:
+        return self.cfg.fps > 0
+
+    def read(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+        from device.crop import load_image_rgb
+
+        while True:
+            if self._i >= len(self.files):
+                if not self.cfg.loop or len(self._bad) == len(self.files):
+                    return None
+                self._i = 0
+            f = self.files[self._i]
+            self._i += 1
+            if f in self._bad:
+                continue
+            try:
+                img = load_image_rgb(f)
+            except Exception as e:  # noqa: BLE001 - one bad file must not stop a folder
+                log.warning("skipping %s: %s", f, e)
+                self._bad.add(f)
+                continue
+            self._pacer.wait()
+            if out is not None and out.shape == img.shape:
+                np.copyto(out, img)
+                return out
+            return img
+
+    def describe(self) -> str:
+        return f"images {self.cfg.path} ({len(self.files)} files{', loop' if self.cfg.loop else ''})"

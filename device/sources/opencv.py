@@ -1,0 +1,134 @@
+"""Frames through `cv2.VideoCapture`: a USB/V4L2 camera index, a video file, or an RTSP/HTTP URL.
+
+- Live sources (camera, URL) ask for a 1-frame driver buffer (`CAP_PROP_BUFFERSIZE`), so a read
+  returns the newest frame rather than one queued seconds ago; URLs get open/read timeouts so a
+  dead stream raises instead of blocking the capture thread forever.
+- A file is paced at its native frame rate by default (it then behaves like a camera, dropping
+  frames the model cannot keep up with); `realtime: false` reads it as fast as it is consumed,
+  every frame classified. `loop: true` restarts it at the end.
+- OpenCV decodes to BGR; the frame is converted to RGB here, once, into a reused buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from device.errors import FaceedgeError
+from device.sources.base import FrameSource, Pacer, SourceConfig, SourceError, fit_out, register_source
+
+log = logging.getLogger(__name__)
+
+BACKENDS = {"any": cv2.CAP_ANY, "v4l2": cv2.CAP_V4L2, "ffmpeg": cv2.CAP_FFMPEG, "gstreamer": cv2.CAP_GSTREAMER}
+
+
+class OpencvConfig(SourceConfig):
+    type: Literal["opencv"] = "opencv"
+    device: int | str = Field(0, description="camera index, video file path, or rtsp:// / http:// URL")
+    width: int | None = Field(None, gt=0, description="cameras: requested frame width")
+    height: int | None = Field(None, gt=0, description="cameras: requested frame height")
+    fps: float | None = Field(None, gt=0, description="cameras: requested frame rate")
+    fourcc: str | None = Field(None, min_length=4, max_length=4, description="cameras: e.g. MJPG")
+    realtime: bool = Field(True, description="files: pace at the file's frame rate; false = as fast as consumed")
+    loop: bool = Field(False, description="files: restart at the end")
+    backend: Literal["any", "v4l2", "ffmpeg", "gstreamer"] = "any"
+    open_timeout_s: float = Field(10.0, gt=0, description="URLs: give up opening after this long")
+    read_timeout_s: float = Field(5.0, gt=0, description="URLs: a read raises after this long without data")
+
+
+def source_kind(device: int | str) -> str:
+    if isinstance(device, int) or (isinstance(device, str) and device.strip().isdigit()):
+        return "camera"
+    if "://" in str(device):
+        return "stream"
+    return "file"
+
+
+@register_source("opencv")
+class OpencvSource(FrameSource):
+    config_cls = OpencvConfig
+    cfg: OpencvConfig
+
+    def __init__(self, cfg: OpencvConfig) -> None:
+        super().__init__(cfg)
+        self.kind = source_kind(cfg.device)
+        self.cap: cv2.VideoCapture | None = None
+        self._bgr: np.ndarray | None = None
+        self._pacer = Pacer(0)
+        self.file_fps = 0.0
+
+    def open(self) -> None:
+        c = self.cfg
+        api = BACKENDS[c.backend]
+        if self.kind == "camera":
+            cap = cv2.VideoCapture(int(c.device), api)
+        elif self.kind == "stream":
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(c.open_timeout_s * 1000),
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(c.read_timeout_s * 1000)]
+            cap = cv2.VideoCapture(str(c.device), api, params)
+        else:
+            path = Path(str(c.device)).expanduser()
+            if not path.is_file():
+                raise FaceedgeError(f"source.device {str(c.device)!r}: no such video file")
+            cap = cv2.VideoCapture(str(path), api)
+            if not cap.isOpened():
+                raise FaceedgeError(f"source.device {str(c.device)!r}: OpenCV cannot decode this file")
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"{self.describe()}: cannot open (busy, absent or unreachable)")
+        if self.kind != "file":
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of stale ones
+        if self.kind == "camera":
+            if c.fourcc:
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*c.fourcc))
+            if c.width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, c.width)
+            if c.height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, c.height)
+            if c.fps:
+                cap.set(cv2.CAP_PROP_FPS, c.fps)
+        if self.kind == "file":
+            self.file_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            if c.realtime:
+                self._pacer = Pacer(self.file_fps if 0 < self.file_fps < 1000 else 30.0)
+        self.cap = cap
+        log.debug("opened %s (%dx%d)", self.describe(), cap.get(cv2.CAP_PROP_FRAME_WIDTH),
+                  cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+
+    @property
+    def live(self) -> bool:
+        return self.kind != "file" or self.cfg.loop
+
+    @property
+    def paced(self) -> bool:
+        return self.kind != "file" or self.cfg.realtime
+
+    def read(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+        if self.cap is None:
+            raise SourceError(f"{self.describe()}: read before open")
+        self._pacer.wait()
+        ok, bgr = self.cap.read(self._bgr)
+        if not ok and self.kind == "file" and self.cfg.loop:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self.cap.read(self._bgr)
+        if not ok:
+            if self.kind == "file":
+                return None
+            raise SourceError(f"{self.describe()}: read failed (device gone or stream ended)")
+        self._bgr = bgr  # decode into the same buffer next time
+        out = fit_out(out, bgr.shape)
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)
+        return out
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+    def describe(self) -> str:
+        return f"opencv {self.kind} {self.cfg.device}"

@@ -1,0 +1,98 @@
+"""Generated frames for tests, demos and benchmarks: no camera, no files, a known content.
+
+Patterns (all cheap: a frame is one memcpy out of a pattern precomputed at open):
+
+- ``halves``: the left or the right half is the brighter one, swapping every `switch_every`
+  frames, with a moving bright bar for motion. The tiny test model's rule ("left half brighter")
+  flips with it, so smoothing and label-change events can be observed end to end.
+- ``bars``: vertical colour bars scrolling sideways over a gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from device.sources.base import FrameSource, Pacer, SourceConfig, fit_out, register_source
+
+
+class SyntheticConfig(SourceConfig):
+    type: Literal["synthetic"] = "synthetic"
+    width: int = Field(640, ge=8, le=7680)
+    height: int = Field(480, ge=8, le=4320)
+    fps: float = Field(30.0, ge=0, description="frames per second; 0 = as fast as consumed")
+    pattern: Literal["halves", "bars"] = "halves"
+    switch_every: int = Field(60, ge=1, description="halves: frames between left/right swaps")
+    frames: int | None = Field(None, ge=1, description="end after this many frames (None = endless)")
+
+
+@register_source("synthetic")
+class SyntheticSource(FrameSource):
+    config_cls = SyntheticConfig
+    cfg: SyntheticConfig
+
+    BAR = 16  # px, width of the moving bar / colour bars
+    STEP = 4  # px the pattern moves per frame
+
+    def __init__(self, cfg: SyntheticConfig) -> None:
+        super().__init__(cfg)
+        self._n = 0
+        self._pacer = Pacer(cfg.fps)
+        self._base: np.ndarray | None = None
+
+    def open(self) -> None:
+        h, w = self.cfg.height, self.cfg.width
+        if self.cfg.pattern == "halves":
+            grad = np.linspace(0, 40, h, dtype=np.float32)[:, None, None]
+            a = np.empty((h, w, 3), np.float32)
+            a[:, : w // 2] = 190
+            a[:, w // 2 :] = 60
+            a += grad
+            b = a[:, ::-1].copy()
+            self._base = np.stack([a, b]).clip(0, 255).astype(np.uint8)
+        else:
+            period = 8 * self.BAR
+            x = np.arange(w + period)
+            colours = np.array(
+                [[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0],
+                 [255, 0, 255], [255, 0, 0], [0, 0, 255], [0, 0, 0]], np.uint8,
+            )
+            row = colours[(x // self.BAR) % 8]
+            shade = np.linspace(0.5, 1.0, h, dtype=np.float32)[:, None, None]
+            self._base = (row[None].astype(np.float32) * shade).astype(np.uint8)
+        self._n = 0
+
+    @property
+    def live(self) -> bool:
+        return self.cfg.frames is None
+
+    @property
+    def paced(self) -> bool:
+        return self.cfg.fps > 0
+
+    def read(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+        assert self._base is not None, "read() before open()"
+        if self.cfg.frames is not None and self._n >= self.cfg.frames:
+            return None
+        self._pacer.wait()
+        h, w = self.cfg.height, self.cfg.width
+        out = fit_out(out, (h, w, 3))
+        n = self._n
+        if self.cfg.pattern == "halves":
+            np.copyto(out, self._base[(n // self.cfg.switch_every) % 2])
+            x = (n * self.STEP) % max(1, w - self.BAR)
+            out[: h // 8, x : x + self.BAR] = 255  # motion confined to the top strip
+        else:
+            off = (n * self.STEP) % (8 * self.BAR)
+            np.copyto(out, self._base[:, off : off + w])
+        self._n += 1
+        return out
+
+    def close(self) -> None:
+        self._base = None
+
+    def describe(self) -> str:
+        c = self.cfg
+        return f"synthetic {c.pattern} {c.width}x{c.height} @ {c.fps:g} fps"
