@@ -335,7 +335,7 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
         log.info("phase %s: epochs %d..%d, lr %g, %d trainable parameters", phase, epochs_from + 1, epochs_to,
                  lr, models.trainable_params(model))
         model.fit(train_ds, validation_data=valid_ds, epochs=epochs_to, initial_epoch=epochs_from,
-                  class_weight=weights, callbacks=cbs, verbose=cfg.training.verbose)
+                  class_weight=weights, callbacks=cbs, verbose=cfg.training.verbose, shuffle=False)
         if best_path.is_file():  # best weights, also across a resume (EarlyStopping only knows this session)
             model.load_weights(str(best_path))
         model.save_weights(str(work / f"phase_{phase}.weights.h5"))
@@ -458,7 +458,8 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
                                 [recs[i].person for i in idx], work / fname,
                                 f"{title}: accuracy {acc:.3f} on {len(recs)} images" if acc is not None else title)
     report.write_report(work, cfg=cfg, info=info, metrics=metrics, summary=split_summary(plan.splits),
-                        history=history, index_info=plan.index_info, fit_info=fit_info)
+                        history=history, index_info=plan.index_info, fit_info=fit_info,
+                        title=plan.final.name)
     # ---- tidy up and publish atomically
     for p in [work / "backup", work / "cache", work / "features", work / STATE_FILE,
               *work.glob("best_*.weights.h5"), *work.glob("phase_*.weights.h5")]:

@@ -263,7 +263,7 @@ def _fmt(v, nd=3) -> str:
 
 
 def write_report(run_dir: Path, *, cfg, info: dict, metrics: dict, summary: dict, history: list[dict],
-                 index_info: dict, fit_info: dict) -> str:
+                 index_info: dict, fit_info: dict, title: str | None = None) -> str:
     """Write report.md in the log's form and return its text."""
     m, t = metrics, metrics["timing"]
     aug = cfg.augment
@@ -277,7 +277,7 @@ def write_report(run_dir: Path, *, cfg, info: dict, metrics: dict, summary: dict
     counts = summary["images"]
     persons = summary["persons"]
     ft = cfg.training.fine_tune
-    lines = [f"# Run {run_dir.name}", ""]
+    lines = [f"# Run {title or run_dir.name}", ""]
     lines += ["## Info", "",
               f"- data: `{index_info['root']}` ({index_info['layout']}), {index_info['images']} images, labels "
               f"{', '.join(f'{k}: {v}' for k, v in index_info['counts'].items())}; "
@@ -351,7 +351,14 @@ def knowledge(cfg, info: dict, m: dict) -> list[str]:
             out.append(f"- Fast path: backbone features computed once in {t['feature_extraction_seconds']:.1f} s; "
                        "head epochs then run on cached features.")
     seen, unseen = m["seen_holdout"].get("accuracy"), m["unseen_persons"].get("accuracy")
-    if seen is not None and unseen is not None:
+    chance = max(m["seen_holdout"].get("balanced_accuracy") or 0, m["unseen_persons"].get("balanced_accuracy") or 0,
+                 m["valid"].get("balanced_accuracy") or 0) < 0.5 + 0.5 / len(m["labels"]) * 0.2
+    if chance:
+        out.append("- **The model did not learn**: balanced accuracy is at chance level on every split. "
+                   + ("With `weights: none` a frozen backbone gives random features; train the backbone "
+                      "(`model.freeze_backbone: false`) or use pretrained weights." if cfg.model.weights == "none"
+                      and cfg.model.freeze_backbone else "Try more epochs, another learning rate or more data."))
+    elif seen is not None and unseen is not None:
         gap = seen - unseen
         if gap > GAP_WARNING:
             out.append(f"- **Seen/unseen gap: {seen:.3f} on new images of seen persons vs {unseen:.3f} on unseen "
