@@ -12,8 +12,8 @@ Four splits, made in this order from a dataset's records:
 
 Everything is deterministic: the records are sorted first and every random choice is drawn from a
 generator seeded with ``(seed, label, person)``, so the same data and seed give the same split
-whatever order the files were listed in, and adding one person's images does not reshuffle the
-others.
+whatever order the files were listed in; and since each person's images are taken in their own
+seeded order, adding a person's images moves only a few of the others (quota rounding).
 """
 
 from __future__ import annotations
@@ -134,12 +134,13 @@ def choose_holdout_persons(
 
     rng = _rng(seed, "holdout-persons")
     best: tuple[int, list[str]] | None = None
-    need = len(all_labels) * 2
+    need = len(all_labels) * 3
     for _attempt in range(500):
         cand = sorted(rng.sample(persons, k))
         held = set().union(*(labels_of[p] for p in cand))
         rest = set().union(*(labels_of[p] for p in persons if p not in cand))
-        score = len(held & all_labels) + len(rest & all_labels)
+        # Training must see every label (weight 2); the unseen set should show every label (weight 1).
+        score = len(held & all_labels) + 2 * len(rest & all_labels)
         if best is None or score > best[0]:
             best = (score, cand)
         if score == need:
@@ -157,7 +158,7 @@ def _warn_uncovered(chosen: list[str], labels_of: Mapping[str, set[str]], all_la
     if all_labels - held:
         log.warning("unseen-person set has no images of label(s) %s", ", ".join(sorted(all_labels - held)))
     if all_labels - rest:
-        log.warning("after holding out %s, no training person has label(s) %s",
+        log.warning("after holding out %s, no other person has label(s) %s",
                     ", ".join(chosen), ", ".join(sorted(all_labels - rest)))
 
 
@@ -236,6 +237,12 @@ def make_splits(
 
     unseen = [r for r in recs if r.person is not None and r.person in held]
     remaining = [r for r in recs if r.person is None or r.person not in held]
+    lost = sorted({r.label for r in recs} - {r.label for r in remaining})
+    if lost:
+        raise FaceedgeError(
+            f"holdout_persons: holding out {', '.join(sorted(held))} leaves no training images of label(s) "
+            f"{', '.join(lost)} (hold out fewer or other persons)"
+        )
     seen_holdout, rest = _carve(remaining, seen_holdout_fraction, seed, "seen_holdout")
     valid, train = _carve(rest, valid_fraction, seed, "valid")
 
@@ -244,9 +251,6 @@ def make_splits(
                                 ("unseen_persons", unseen))
            for r in group]
     out.sort(key=lambda s: (SPLITS.index(s.split), s.path))
-    missing = sorted({r.label for r in recs} - {s.label for s in out if s.split == "train"})
-    if missing:
-        log.warning("train split has no images of label(s) %s", ", ".join(missing))
     return out
 
 
