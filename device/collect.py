@@ -1,0 +1,407 @@
+"""`python -m device collect`: build a training dataset with the camera the model will run on.
+
+    python -m device collect --label L --person P --out ROOT [--config C] [--source S] [--count N] [--every_s 0.2]
+
+Frames come from any source (the Pi camera, a webcam, a video file, a folder of images; the
+config's ``source:`` or ``--source``), go through the daemon's own `Cropper` (the config's
+``crop:``, or ``--mode``), and the crops are saved into the training layout
+``<ROOT>/<label>/<person>/`` — the pixels training will see are the pixels the daemon will crop.
+
+A frame is saved only if it passes, in this order:
+
+1. **rate**: at least ``every_s`` seconds since the last saved crop (paced sources: cameras and
+   real-time video; a folder of images is taken as fast as it is read);
+2. **crop**: face mode found a face (else ``no_face``);
+3. **sharpness**: variance of the Laplacian of the crop, at 128x128 grey, ≥ ``min_sharpness``
+   (motion blur and defocus give low values; else ``blurred``);
+4. **novelty**: the crop's 64-bit difference hash (dHash) differs in ≥ ``min_change`` bits from
+   each of the last ``recent`` saved crops (a person sitting still yields near-identical frames;
+   else ``duplicate``).
+
+Files are named ``<person>-<session time>-<n>.png``, written to a temporary file, fsynced, then
+hard-linked into place, which fails rather than overwrite an existing file (the next number is
+taken). A progress line on stderr shows saved/wanted and the skip counts; Ctrl-C stops cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from collections import deque
+from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+import numpy as np
+
+from device.crop import Cropper
+from device.errors import FaceedgeError
+
+log = logging.getLogger(__name__)
+
+SHARP_SIZE = 128  # crops are measured at this size, so thresholds do not depend on resolution
+HASH_SIZE = 8  # dHash: 8x8 = 64 bits
+DEFAULT_MIN_SHARPNESS = 40.0
+DEFAULT_MIN_CHANGE = 5
+DEFAULT_RECENT = 8
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+SAVED, TOO_SOON, NO_FACE, BLURRED, DUPLICATE = "saved", "too_soon", "no_face", "blurred", "duplicate"
+
+
+# ----------------------------------------------------------------------------- measures (pure)
+
+def grey_thumb(rgb: np.ndarray, size: int = SHARP_SIZE) -> np.ndarray:
+    return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def sharpness(grey: np.ndarray) -> float:
+    """Variance of the Laplacian (Pech-Pacheco et al. 2000): high for in-focus edges, low for blur."""
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def dhash(grey: np.ndarray, size: int = HASH_SIZE) -> int:
+    """Difference hash: is each pixel of a (size+1)x size thumbnail brighter than its right neighbour."""
+    small = cv2.resize(grey, (size + 1, size), interpolation=cv2.INTER_AREA).astype(np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).reshape(-1)
+    return int(np.packbits(bits).view(">u8")[0]) if size == 8 else int("".join("1" if b else "0" for b in bits), 2)
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+# ----------------------------------------------------------------------------- writing
+
+def write_new(path: Path, data: bytes) -> Path:
+    """Write `data` to `path`, or to `path` with the next free number, never overwriting a file.
+
+    Temporary file + fsync + hard link (link() fails if the name exists, atomically); where the
+    filesystem has no hard links (FAT/exFAT media), an O_EXCL reservation + rename.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        candidate = path
+        for n in range(2, 10_000):
+            try:
+                try:
+                    os.link(tmp, candidate)
+                except FileExistsError:
+                    raise
+                except OSError:  # no hard links here: reserve the name exclusively, then rename
+                    os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    os.replace(tmp, candidate)
+                return candidate
+            except FileExistsError:
+                candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
+        raise FaceedgeError(f"{path}: no free file name")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------- the frame loop
+
+@dataclass
+class CollectStats:
+    frames: int = 0
+    saved: int = 0
+    too_soon: int = 0
+    no_face: int = 0
+    blurred: int = 0
+    duplicate: int = 0
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"saved {self.saved} crops from {self.frames} frames in {self.seconds:.1f} s "
+                f"(skipped: {self.duplicate} duplicate, {self.blurred} blurred, {self.no_face} without a face, "
+                f"{self.too_soon} within every_s)")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("files")
+        return d
+
+
+class Collector:
+    """Decides frame by frame what to keep and saves it (the testable core of `collect`)."""
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        cropper: Cropper,
+        *,
+        person: str = "person",
+        every_s: float = 0.2,
+        min_sharpness: float = DEFAULT_MIN_SHARPNESS,
+        min_change: int = DEFAULT_MIN_CHANGE,
+        recent: int = DEFAULT_RECENT,
+        fmt: str = "png",
+        jpeg_quality: int = 95,
+        session: str | None = None,
+    ) -> None:
+        if fmt not in ("png", "jpg"):
+            raise FaceedgeError(f"--format {fmt!r}: choose png or jpg")
+        self.out_dir = Path(out_dir)
+        self.cropper = cropper
+        self.person = person
+        self.every_s = every_s
+        self.min_sharpness = min_sharpness
+        self.min_change = min_change
+        self.recent: deque[int] = deque(maxlen=max(1, recent))
+        self.ext = "." + fmt
+        self.params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpg" else []
+        self.session = session or time.strftime("%Y%m%d-%H%M%S")
+        self.stats = CollectStats()
+        self._last_save: float | None = None
+        self._n = 0
+
+    def offer(self, rgb: np.ndarray, t: float) -> str:
+        """Consider one frame captured at monotonic time `t`; returns what happened to it."""
+        s = self.stats
+        s.frames += 1
+        if self.every_s > 0 and self._last_save is not None and t - self._last_save < self.every_s:
+            s.too_soon += 1
+            return TOO_SOON
+        cut = self.cropper(rgb)
+        if cut.image is None:
+            s.no_face += 1
+            return NO_FACE
+        grey = grey_thumb(cut.image)
+        if sharpness(grey) < self.min_sharpness:
+            s.blurred += 1
+            return BLURRED
+        h = dhash(grey)
+        if any(hamming(h, r) < self.min_change for r in self.recent):
+            s.duplicate += 1
+            return DUPLICATE
+        self._save(cut.image)
+        self.recent.append(h)
+        self._last_save = t
+        return SAVED
+
+    def _save(self, crop: np.ndarray) -> None:
+        ok, buf = cv2.imencode(self.ext, cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2BGR), self.params)
+        if not ok:
+            raise FaceedgeError(f"{self.out_dir}: OpenCV could not encode a {self.ext} crop")
+        self._n += 1
+        path = write_new(self.out_dir / f"{self.person}-{self.session}-{self._n:05d}{self.ext}", buf.tobytes())
+        self.stats.saved += 1
+        self.stats.files.append(str(path))
+        log.debug("saved %s", path)
+
+
+class Progress:
+    """One status line on stderr: redrawn in place on a terminal, a line every few saves otherwise."""
+
+    def __init__(self, title: str, total: int | None, stream: TextIO | None = None, every: int = 10) -> None:
+        self.title, self.total = title, total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every
+        self._last_saved = -1
+        self._last_draw = 0.0
+
+    def line(self, s: CollectStats) -> str:
+        if self.total:
+            done = min(s.saved, self.total)
+            bar = "#" * (20 * done // self.total) + "." * (20 - 20 * done // self.total)
+            head = f"{self.title} [{bar}] {s.saved}/{self.total}"
+        else:
+            head = f"{self.title} {s.saved} saved"
+        return f"{head}  frames {s.frames}, dup {s.duplicate}, blur {s.blurred}, no face {s.no_face}"
+
+    def update(self, s: CollectStats, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if force or s.saved != self._last_saved or now - self._last_draw > 0.5:
+                self.stream.write("\r" + self.line(s) + "\x1b[K")
+                self.stream.flush()
+                self._last_draw = now
+        elif force or (s.saved != self._last_saved and s.saved % self.every == 0):
+            self.stream.write(self.line(s) + "\n")
+            self.stream.flush()
+        self._last_saved = s.saved
+
+    def close(self, s: CollectStats) -> None:
+        self.update(s, force=True)
+        if self.tty:
+            self.stream.write("\n")
+
+
+def collect_frames(
+    frames: Iterable[np.ndarray | tuple[float, np.ndarray]],
+    collector: Collector,
+    *,
+    count: int | None = None,
+    max_seconds: float | None = None,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> CollectStats:
+    """Feed frames (arrays, or (monotonic time, array) pairs) to `collector` until `count` crops are
+    saved, `max_seconds` passed or the frames end. Ctrl-C stops cleanly with what was saved."""
+    t0 = clock()
+    stats = collector.stats
+    try:
+        for item in frames:
+            t, rgb = item if isinstance(item, tuple) else (clock(), item)
+            collector.offer(rgb, t)
+            if progress is not None:
+                progress.update(stats)
+            if count is not None and stats.saved >= count:
+                break
+            if max_seconds is not None and clock() - t0 >= max_seconds:
+                break
+    except KeyboardInterrupt:
+        log.warning("interrupted")
+    stats.seconds = clock() - t0
+    if progress is not None:
+        progress.close(stats)
+    return stats
+
+
+# ----------------------------------------------------------------------------- sources
+
+def source_frames(source, *, read_timeout_s: float = 1.0, stall_seconds: float = 10.0,
+                  open_attempts: int = 4) -> Iterator[tuple[float, np.ndarray]]:
+    """(monotonic time, frame) pairs from a `device.sources` FrameSource, opened here (retrying a
+    busy camera with backoff) and closed when the iteration ends."""
+    from device.sources import SourceError
+
+    for attempt in range(1, open_attempts + 1):
+        try:
+            source.open()
+            break
+        except SourceError as e:
+            if attempt == open_attempts:
+                raise FaceedgeError(f"source {source.describe()}: {e} (gave up after {attempt} attempts)") from None
+            delay = min(8.0, 0.5 * 2 ** (attempt - 1))
+            log.warning("source %s: %s; retrying in %.1f s (attempt %d/%d)", source.describe(), e, delay,
+                        attempt, open_attempts)
+            time.sleep(delay)
+    try:
+        last = time.monotonic()
+        while True:
+            try:
+                img = source.read(timeout=read_timeout_s)
+            except TimeoutError:
+                if time.monotonic() - last > stall_seconds:
+                    raise FaceedgeError(f"source {source.describe()}: no frame for {stall_seconds:g} s") from None
+                continue
+            if img is None:
+                return
+            last = time.monotonic()
+            yield last, img
+    finally:
+        source.close()
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not _NAME_OK.match(value) or value in (".", ".."):
+        raise FaceedgeError(f"--{kind} {value!r}: use letters, digits, '.', '_' or '-' (it becomes a folder name)")
+    return value
+
+
+def run(
+    label: str,
+    person: str,
+    out: str | os.PathLike,
+    *,
+    config: str | os.PathLike | None = None,
+    source: str | None = None,
+    mode: str | None = None,
+    margin: float | None = None,
+    count: int | None = 100,
+    every_s: float = 0.2,
+    max_seconds: float | None = None,
+    min_sharpness: float = DEFAULT_MIN_SHARPNESS,
+    min_change: int = DEFAULT_MIN_CHANGE,
+    fmt: str = "png",
+    progress: bool = True,
+) -> CollectStats:
+    """Collect crops of `person` showing `label` into `<out>/<label>/<person>/`."""
+    from device.config import load_config, source_from_arg
+    from device.sources import build_source
+
+    _check_name("label", label)
+    _check_name("person", person)
+    if count is not None and count < 1:
+        raise FaceedgeError(f"--count {count}: must be >= 1")
+    if every_s < 0:
+        raise FaceedgeError(f"--every_s {every_s}: must be >= 0")
+    cfg = load_config(config)
+    crop_cfg = cfg.crop
+    if mode is not None or margin is not None:
+        update = {k: v for k, v in (("mode", mode), ("margin", margin)) if v is not None}
+        crop_cfg = type(crop_cfg).model_validate({**crop_cfg.model_dump(), **update})
+    src_cfg = source_from_arg(source, cfg.source) if source else cfg.source
+    src = build_source(src_cfg)
+    out_dir = Path(out) / label / person
+    collector = Collector(out_dir, Cropper(crop_cfg), person=person,
+                          every_s=every_s if src.paced else 0.0,
+                          min_sharpness=min_sharpness, min_change=min_change, fmt=fmt)
+    if not src.paced and every_s:
+        log.info("%s is read as fast as it is consumed: every_s does not apply", src.describe())
+    log.info("collecting %s of %s/%s from %s (crop %s) into %s", count or "crops", label, person,
+             src.describe(), crop_cfg.mode, out_dir)
+    bar = Progress(f"{label}/{person}", count) if progress else None
+    frames = source_frames(src, read_timeout_s=cfg.capture.read_timeout_s,
+                           stall_seconds=max(cfg.capture.stall_seconds, 2.0))
+    with closing(frames):  # closes the source as soon as we stop, not at garbage collection
+        stats = collect_frames(frames, collector, count=count, max_seconds=max_seconds, progress=bar)
+    log.info("%s", stats.summary())
+    return stats
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "collect", help="save de-duplicated, sharp crops from a camera/video into <out>/<label>/<person>/",
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--label", type=str, required=True, help="class of what the camera sees, e.g. open")
+    p.add_argument("--person", type=str, required=True, help="who is filmed (keeps persons apart in the splits)")
+    p.add_argument("--out", type=Path, required=True, help="dataset root")
+    p.add_argument("--config", type=Path, default=None, help="device config YAML (its source: and crop:)")
+    p.add_argument("--source", type=str, default=None,
+                   help="override the source: picamera2, a camera index, a video file, an image folder/glob, a URL")
+    p.add_argument("--mode", choices=["full", "center", "face"], default=argparse.SUPPRESS,
+                   help="override crop.mode (default: the config's)")
+    p.add_argument("--margin", type=float, default=argparse.SUPPRESS,
+                   help="override crop.margin for face crops (default: the config's)")
+    p.add_argument("--count", type=int, default=100, help="stop after saving this many crops")
+    p.add_argument("--every_s", "--every-s", dest="every_s", type=float, default=0.2,
+                   help="at least this many seconds between saved crops")
+    p.add_argument("--max_seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--min_sharpness", type=float, default=DEFAULT_MIN_SHARPNESS,
+                   help="variance of the Laplacian (at 128x128) below which a crop is 'blurred'")
+    p.add_argument("--min_change", type=int, default=DEFAULT_MIN_CHANGE,
+                   help="dHash bits (of 64) a crop must differ from recent saves, else 'duplicate'")
+    p.add_argument("--format", dest="fmt", choices=["png", "jpg"], default="png", help="crop file format")
+    p.set_defaults(func=cli)
+    return p
+
+
+def cli(args: argparse.Namespace) -> int:
+    stats = run(args.label, args.person, args.out, config=args.config, source=args.source,
+                mode=getattr(args, "mode", None), margin=getattr(args, "margin", None), count=args.count,
+                every_s=args.every_s, max_seconds=args.max_seconds, min_sharpness=args.min_sharpness,
+                min_change=args.min_change, fmt=args.fmt)
+    print(stats.summary())
+    print(f"crops in {Path(args.out) / args.label / args.person}")
+    return 0
