@@ -126,3 +126,19 @@ def test_validate_in_child(tiny_models, model_copy):
     (model_copy / "model.tflite").write_bytes(b"TFL3 garbage")
     with pytest.raises(FaceedgeError, match="model rejected: .*sha256"):
         check.validate_in_child(model_copy, timeout_s=60)
+
+
+def test_python_m_device_check(tiny_models, images, tmp_path):
+    """The real command line, in a fresh process: exit 0 on the expected label, 1 otherwise."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    cmd = [sys.executable, "-m", "device", "check", "--model-dir", str(tiny_models["int8"]),
+           "--image", str(images / "open.png"), "--json", "--runs", "2"]
+    ok = subprocess.run([*cmd, "--expect", "open"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["label"] == "open"
+    bad = subprocess.run([*cmd, "--expect", "closed"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 1 and "expected 'closed'" in json.loads(bad.stdout)["failure"]
