@@ -92,6 +92,9 @@ def test_config_file_with_crop_block_and_errors(tmp_path):
     cfg = tmp_path / "device.yaml"
     cfg.write_text("source: {type: synthetic}\ncrop:\n  mode: center\n  fraction: 0.5\n")
     assert crop_faces.load_crop_config(cfg) == CropConfig(mode="center", fraction=0.5)
+    no_crop = tmp_path / "device2.yaml"
+    no_crop.write_text("log_level: DEBUG\n")  # a device config without crop: → the device's default crop
+    assert crop_faces.load_crop_config(no_crop) == CropConfig()
     plain = tmp_path / "crop.yaml"
     plain.write_text("mode: face\nmargin: 0.3\n")
     assert crop_faces.load_crop_config(plain).margin == 0.3

@@ -92,15 +92,15 @@ def load_crop_config(path: str | os.PathLike) -> CropConfig:
         raw = {}
     if not isinstance(raw, dict):
         raise FaceedgeError(f"{p}: expected a mapping of crop settings, got {type(raw).__name__}")
-    prefix = ""
-    if "crop" in raw:
-        raw, prefix = raw["crop"] or {}, "crop."
+    if not set(raw) <= set(CropConfig.model_fields):  # a whole device config: validate it all, take crop:
+        from device.config import parse_config
+
+        return parse_config(raw, str(p)).crop
     try:
         return CropConfig.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(root)"
+        key = ".".join(str(x) for x in err["loc"]) or "(root)"
         raise FaceedgeError(f"{p}: key {key!r}: {err['msg']}") from None
 
 
