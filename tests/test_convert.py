@@ -361,3 +361,22 @@ def test_from_h5_with_data_folder_and_int8_io(tiny_run, tmp_path):
     assert summary["calibration"]["split"] == "train" and summary["calibration"]["images"] == 60
     assert summary["variants"]["int8"]["splits"]["unseen_persons"]["agreement"] >= 0.98
     assert (out / "report.md").read_text().startswith("## Conversion")
+
+
+def test_from_saved_model_dir(tiny_run, tmp_path):
+    """A SavedModel is converted as it is, and is its own float reference (its serving signature)."""
+    import keras
+
+    saved = tmp_path / "saved"
+    keras.models.load_model(tiny_run / "model.keras").export(str(saved), verbose=False)
+    out = tmp_path / "out"
+    summary = run(None, from_model=saved, data=tiny_run / "splits.csv", out=out, variants=["float32"],
+                  labels=["closed", "open"], positive_label="open")
+    assert summary["source"]["float_model_kind"] == "saved_model"
+    assert summary["gate"]["passed"]
+    for m in summary["variants"]["float32"]["splits"].values():
+        assert m["agreement"] == 1.0 and m["max_abs_diff"] <= FLOAT32_MAX_ABS_DIFF
+    assert load_manifest(out / "export" / "float32")[0].labels == ["closed", "open"]
+    (saved / "saved_model.pb").unlink()
+    with pytest.raises(FaceedgeError, match="not a SavedModel"):
+        run(None, from_model=saved, data=tiny_run / "splits.csv", out=out)
