@@ -380,3 +380,29 @@ def test_from_saved_model_dir(tiny_run, tmp_path):
     (saved / "saved_model.pb").unlink()
     with pytest.raises(FaceedgeError, match="not a SavedModel"):
         run(None, from_model=saved, data=tiny_run / "splits.csv", out=out)
+
+
+def test_balanced_accuracy_and_report_upsert(tmp_path):
+    from convert.report import HEADING, upsert_section
+    from convert.verify import accuracy, balanced_accuracy
+
+    y = ["a"] * 8 + ["b"] * 2
+    p = ["a"] * 10  # always "a": 80% accurate, but only half the classes recalled
+    assert accuracy(y, p) == pytest.approx(0.8)
+    assert balanced_accuracy(y, p) == pytest.approx(0.5)
+    m = {"n": 10, "accuracy": 0.8, "balanced_accuracy": 0.5, "float_accuracy": 0.8, "accuracy_drop_points": 0.0,
+         "agreement": 1.0, "max_abs_diff": 0.01, "mean_abs_diff": 0.001}
+    summary = {
+        "created": "2026-01-01T00:00:00Z", "versions": {"tensorflow": "x", "device_runtime": "y"},
+        "gate": {"passed": True, "max_drop": 1.0, "min_agreement": 0.98, "failures": []}, "calibration": None,
+        "variants": {"int8": {"splits": {"valid": m}, "size_bytes": 2048, "size_ratio_to_float32": 0.3,
+                              "status": "published", "conversion_seconds": 1.0}},
+        "verification": {"seconds": 0.5}, "seconds": 2.0,
+    }
+    report = tmp_path / "report.md"
+    report.write_text(f"# Run\n\n{HEADING}\n\nold text\n\n## Later section\n\nkept\n")
+    upsert_section(report, summary)
+    text = report.read_text()
+    assert "old text" not in text and text.count(HEADING) == 1
+    assert "| int8 | valid | 10 | 80.00% | 50.00% |" in text
+    assert text.index(HEADING) < text.index("## Later section") and text.rstrip().endswith("kept")
