@@ -48,7 +48,7 @@ DEFAULT_RUNS = 20
 SOFTMAX_SUM_TOLERANCE = 0.05  # an int8 softmax output sums to 1 within a few quantization steps
 
 
-def test_pattern(height: int = 480, width: int = 640) -> np.ndarray:
+def self_test_pattern(height: int = 480, width: int = 640) -> np.ndarray:
     """A deterministic, camera-sized RGB frame (gradients, a bright disc, stripes)."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     img = np.stack([x / width * 255, y / height * 255, 128 + 60 * np.sin(x / 9.0)], -1)
@@ -147,7 +147,7 @@ def run(
             expect_score = float(spec["score"])
             tolerance = float(spec.get("tolerance", tolerance))
     else:
-        rgb, source = test_pattern(), "generated test pattern"
+        rgb, source = self_test_pattern(), "generated test pattern"
     if expect is not None and expect not in manifest.labels:
         raise FaceedgeError(f"--expect {expect!r}: not one of the model's labels {manifest.labels}")
 
