@@ -1,0 +1,673 @@
+"""The device side of `device deploy` / `rollback` / `deploy-model`: runs ON the Raspberry Pi.
+
+The host (`device/deploy.py`) copies a release into ``<remote_dir>/releases/<name>/`` with rsync and
+then runs this file with the Pi's own ``python3`` (stdlib only: it runs before any venv exists, and
+Raspberry Pi OS's python3 may be as old as 3.9)::
+
+    ssh pi@host python3 - '<plan json>' < deploy_remote.py
+
+Everything that must be atomic happens here, on the device, under one lock
+(``<remote_dir>/.deploy.lock``), so a laptop that disconnects halfway cannot leave a half-made state:
+this process ignores SIGHUP and a broken stdout and finishes (or rolls back) on its own; its log is
+also appended to ``<remote_dir>/deploy.log``.
+
+Layout on the device::
+
+    <remote_dir>/releases/<UTC timestamp>-<bundle digest>/   one release, never modified once ready
+        BUNDLE.json  wheels/*.whl  model/{model.tflite,manifest.json}  device.yaml  faceedge.service
+        selftest/<image>  venv/  .ready  (.failed: why it was refused or rolled back)
+    <remote_dir>/current -> releases/<name>    flipped with rename(2): always a whole release
+    <remote_dir>/deploy.log
+
+A release is *ready* once its files matched BUNDLE.json, its venv is built and `device check` passed
+inside it; only ready releases ever become ``current``. The steps of a deploy:
+verify → venv → check → .ready → install unit → flip ``current`` → restart → health gate → prune,
+and on a failed health gate: flip back → restart the previous release → exit 1 saying why.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+BUNDLE_FILE = "BUNDLE.json"
+READY = ".ready"
+FAILED = ".failed"
+LOCK = ".deploy.lock"
+LOG = "deploy.log"
+UNIT_PLACEHOLDER = "%h/faceedge"  # the shipped unit's paths assume remote_dir = ~/faceedge
+STALE_INCOMPLETE_S = 600  # an unready release younger than this may still be receiving rsync
+
+
+class DeployError(Exception):
+    """A failed step; the message is the one line the developer sees."""
+
+
+# ----------------------------------------------------------------------------------------- logging
+
+class Log:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.stdout_ok = True
+
+    def __call__(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}"
+        if self.stdout_ok:
+            try:
+                print(msg, flush=True)
+            except (BrokenPipeError, OSError):  # the host went away: keep going, log to the file only
+                self.stdout_ok = False
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
+
+
+log = Log(os.devnull)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def run(argv: list, *, timeout: float, cwd: str | None = None, env: dict | None = None) -> tuple[int, str]:
+    """Run argv (never through a shell); return (exit code, combined output)."""
+    try:
+        p = subprocess.run(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, timeout=timeout, check=False,
+        )
+    except FileNotFoundError:
+        return 127, f"{argv[0]}: command not found"
+    except subprocess.TimeoutExpired as e:
+        out = e.output.decode("utf-8", "replace") if e.output else ""
+        return 124, out + f"\n(timed out after {timeout:.0f} s)"
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+def tail(text: str, n: int = 15) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join("    " + ln for ln in lines[-n:])
+
+
+# --------------------------------------------------------------------------------------- the layout
+
+class Layout:
+    def __init__(self, remote_dir: str) -> None:
+        self.root = os.path.abspath(remote_dir)
+        self.releases = os.path.join(self.root, "releases")
+        self.current = os.path.join(self.root, "current")
+
+    def release(self, name: str) -> str:
+        if not name or "/" in name or name.startswith("."):
+            raise DeployError(f"bad release name {name!r}")
+        return os.path.join(self.releases, name)
+
+    def current_name(self) -> str | None:
+        try:
+            target = os.readlink(self.current)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                raise DeployError(f"{self.current} exists but is not a symlink; move it away") from None
+            raise
+        return os.path.basename(target.rstrip("/"))
+
+    def names(self) -> list:
+        try:
+            return sorted(n for n in os.listdir(self.releases) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def is_ready(self, name: str) -> bool:
+        d = self.release(name)
+        return os.path.isfile(os.path.join(d, READY)) and not os.path.exists(os.path.join(d, FAILED))
+
+    def previous_ready(self, before: str | None) -> str | None:
+        """The newest ready release older than `before` (the rollback target)."""
+        older = [n for n in self.names() if (before is None or n < before) and self.is_ready(n)]
+        return older[-1] if older else None
+
+    def flip(self, name: str) -> None:
+        """Point `current` at releases/<name> with one rename(2): readers see the old or the new link."""
+        tmp = os.path.join(self.root, f".current.tmp-{os.getpid()}")
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(os.path.join("releases", name), tmp)
+        os.replace(tmp, self.current)
+        fsync_dir(self.root)
+
+    def unflip(self) -> None:
+        """No previous release to go back to: remove `current` (one unlink, also atomic)."""
+        try:
+            os.unlink(self.current)
+        except FileNotFoundError:
+            pass
+        fsync_dir(self.root)
+
+    def mark_failed(self, name: str, why: str) -> None:
+        try:
+            write_atomic(os.path.join(self.release(name), FAILED), why.strip() + "\n")
+        except OSError as e:
+            log(f"could not mark {name} failed: {e}")
+
+    def remove(self, name: str) -> None:
+        """Rename out of releases/ first (atomic), then delete: a half-deleted dir never looks like a release."""
+        trash = os.path.join(self.releases, f".trash-{name}-{os.getpid()}")
+        os.rename(self.release(name), trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def sweep_trash(self) -> None:
+        for n in os.listdir(self.releases) if os.path.isdir(self.releases) else []:
+            if n.startswith(".trash-"):
+                shutil.rmtree(os.path.join(self.releases, n), ignore_errors=True)
+        for n in os.listdir(self.root):
+            if n.startswith(".current.tmp-"):
+                try:
+                    os.unlink(os.path.join(self.root, n))
+                except OSError:
+                    pass
+
+
+class Lock:
+    """flock on <remote_dir>/.deploy.lock; the kernel drops it if this process dies."""
+
+    def __init__(self, path: str, wait_s: float) -> None:
+        self.path, self.wait_s = path, wait_s
+        self.fd = -1
+
+    def __enter__(self) -> "Lock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait_s
+        announced = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+                    raise DeployError(
+                        f"another deploy is running on this device (pid {holder}, lock {self.path})"
+                    ) from None
+                if not announced:
+                    log(f"waiting for another deploy to finish (lock {self.path})")
+                    announced = True
+                time.sleep(0.2)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+# ------------------------------------------------------------------------------------------- steps
+
+def verify(rel: str) -> dict:
+    """Every file listed in BUNDLE.json is there with its sha256; returns the bundle manifest."""
+    path = os.path.join(rel, BUNDLE_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            bundle = json.load(f)
+    except FileNotFoundError:
+        raise DeployError(f"{path}: missing (incomplete copy)") from None
+    except (OSError, ValueError) as e:
+        raise DeployError(f"{path}: unreadable ({e})") from None
+    files = bundle.get("files") or {}
+    if not files:
+        raise DeployError(f"{path}: lists no files")
+    for relpath, meta in sorted(files.items()):
+        full = os.path.normpath(os.path.join(rel, relpath))
+        if not full.startswith(rel + os.sep):
+            raise DeployError(f"{path}: file {relpath!r} points outside the release")
+        try:
+            digest = sha256_file(full)
+        except FileNotFoundError:
+            raise DeployError(f"{full}: listed in {BUNDLE_FILE} but missing") from None
+        if digest != meta["sha256"]:
+            raise DeployError(f"{full}: sha256 {digest[:12]}… != bundle {meta['sha256'][:12]}… (corrupt copy)")
+    log(f"verified {len(files)} files against {BUNDLE_FILE} (sha256)")
+    return bundle
+
+
+def build_venv(rel: str, bundle: dict, plan: dict) -> None:
+    venv = os.path.join(rel, "venv")
+    if os.path.exists(os.path.join(venv, "bin", "python")):
+        shutil.rmtree(venv)  # a killed earlier attempt at this very release: start clean
+    py = plan.get("python") or "python3"
+    inst = plan.get("install") or {}
+    t0 = time.monotonic()
+    mk = [py, "-m", "venv", "--system-site-packages"]
+    if inst.get("venv_pip") == "system":  # pip comes from the system site-packages (python3-pip)
+        mk.append("--without-pip")
+    code, out = run(mk + [venv], timeout=600, cwd=rel)
+    if code != 0:
+        raise DeployError(f"cannot create the venv with {py} -m venv (exit {code}); on Raspberry Pi OS: "
+                          f"sudo apt install python3-venv\n{tail(out)}")
+    argv = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
+            "--no-input"]
+    if not inst.get("deps", True):
+        argv.append("--no-deps")
+    argv += list(inst.get("pip_args") or [])
+    argv.append(os.path.join(rel, bundle["wheel"]))
+    code, out = run(argv, timeout=float(inst.get("timeout_s", 1800)), cwd=rel)
+    if code != 0:
+        raise DeployError(f"pip install of {bundle['wheel']} failed (exit {code})\n{tail(out)}")
+    log(f"venv ready with {os.path.basename(bundle['wheel'])} ({time.monotonic() - t0:.1f} s, "
+        f"{'with' if inst.get('deps', True) else 'without'} dependencies)")
+
+
+def device_cmd(rel_or_current: str, *args: str) -> list:
+    return [os.path.join(rel_or_current, "venv", "bin", "python"), "-m", "device", *args]
+
+
+def check(rel: str, bundle: dict, plan: dict) -> None:
+    argv = device_cmd(rel, "check", "--config", os.path.join(rel, "device.yaml"),
+                      "--model-dir", os.path.join(rel, "model"), "--json")
+    st = bundle.get("selftest")
+    if st:
+        argv += ["--image", os.path.join(rel, st["image"])]
+        if st.get("expect") is not None:
+            argv += ["--expect", st["expect"]]
+        if st.get("score") is not None:  # the host's own answer for this image, within a tolerance
+            argv += ["--expect_score", str(st["score"]), "--tolerance", str(st.get("tolerance", 0.05))]
+    code, out = run(argv, timeout=float(plan.get("check_timeout_s", 180)), cwd=rel)
+    if code != 0:
+        raise DeployError(f"`device check` failed in the new release (exit {code})\n{tail(out)}")
+    summary = out.strip().splitlines()[-1] if out.strip() else ""
+    log(f"device check passed: {summary[:300]}")
+
+
+# ------------------------------------------------------------------------------- service managers
+
+class Service:
+    def __init__(self, plan: dict, lay: Layout) -> None:
+        self.cfg = plan.get("service") or {}
+        self.kind = self.cfg.get("manager", "systemd-user")
+        self.unit = self.cfg.get("unit_name", "faceedge.service")
+        self.lay = lay
+
+    def _systemctl(self) -> list:
+        if self.kind == "systemd-user":
+            return ["systemctl", "--user"]
+        return ["sudo", "-n", "systemctl"]
+
+    def _do(self, argv: list, what: str, timeout: float = 120) -> None:
+        code, out = run(argv, timeout=timeout)
+        if code != 0:
+            hint = ""
+            if self.kind == "systemd-system" and "password" in out.lower():
+                hint = " (sudo wants a password: allow systemctl for this user in sudoers, or use systemd-user)"
+            if self.kind == "systemd-user" and ("bus" in out.lower() or "xdg_runtime_dir" in out.lower()):
+                hint = " (no user systemd session: run `sudo loginctl enable-linger $USER` on the device)"
+            raise DeployError(f"{what}: {' '.join(argv)} exited {code}{hint}\n{tail(out)}")
+
+    def render_unit(self, name: str) -> str | None:
+        src = os.path.join(self.lay.release(name), "faceedge.service")
+        if not os.path.isfile(src):
+            return None
+        with open(src, encoding="utf-8") as f:
+            text = f.read()
+        home = os.path.expanduser("~")
+        if self.lay.root != os.path.join(home, "faceedge"):
+            text = text.replace(UNIT_PLACEHOLDER, self.lay.root)
+        if self.kind == "systemd-system":
+            # %h is /root for the system manager whatever User= says: write absolute paths.
+            import pwd
+
+            user = pwd.getpwuid(os.getuid()).pw_name
+            text = text.replace("%h", home).replace("WantedBy=default.target", "WantedBy=multi-user.target")
+            if "\nUser=" not in text:
+                text = text.replace("[Service]\n", f"[Service]\nUser={user}\n", 1)
+        return text
+
+    def install(self, name: str) -> None:
+        """Install the release's unit (rendered for remote_dir) and reload the manager."""
+        if self.kind == "command":
+            return
+        text = self.render_unit(name)
+        if text is None:
+            raise DeployError(f"release {name} has no faceedge.service")
+        if self.kind == "systemd-user":
+            udir = os.path.expanduser("~/.config/systemd/user")
+            os.makedirs(udir, exist_ok=True)
+            write_atomic(os.path.join(udir, self.unit), text)
+            self._do(self._systemctl() + ["daemon-reload"], "reload systemd")
+            self._do(self._systemctl() + ["enable", self.unit], "enable the unit")
+        else:  # systemd-system: the rendered unit lives in remote_dir; sudo is only ever systemctl
+            path = os.path.join(self.lay.root, self.unit)
+            write_atomic(path, text)
+            self._do(self._systemctl() + ["link", path], "link the unit")
+            self._do(self._systemctl() + ["daemon-reload"], "reload systemd")
+            self._do(self._systemctl() + ["enable", self.unit], "enable the unit")
+
+    def restart(self) -> None:
+        if self.kind == "command":
+            self._do(list(self.cfg["restart"]), "restart command")
+        else:
+            self._do(self._systemctl() + ["restart", self.unit], "restart the service")
+
+    def stop(self) -> None:
+        if self.kind == "command":
+            if self.cfg.get("stop"):
+                self._do(list(self.cfg["stop"]), "stop command")
+        else:
+            self._do(self._systemctl() + ["stop", self.unit], "stop the service")
+
+    def reload(self) -> None:
+        """SIGHUP to the daemon: it re-reads config and model (validating the model in a child first)."""
+        if self.kind == "command":
+            self._do(list(self.cfg["reload"]), "reload command")
+        else:
+            self._do(self._systemctl() + ["kill", "--signal=HUP", "--kill-who=main", self.unit], "send SIGHUP")
+
+    def logs(self) -> str:
+        if self.kind == "command":
+            return ""
+        argv = (["journalctl", "--user"] if self.kind == "systemd-user" else ["journalctl"]) + [
+            "-u", self.unit, "-n", "15", "--no-pager", "-o", "cat"]
+        code, out = run(argv, timeout=20)
+        return f"\n  last log lines ({' '.join(argv)}):\n{tail(out)}" if code == 0 and out.strip() else ""
+
+
+# ------------------------------------------------------------------------------------ health gate
+
+def health_target(rel: str) -> dict:
+    """The release's health gate (BUNDLE.json "health": url, token_file, token_env from its config)."""
+    try:
+        with open(os.path.join(rel, BUNDLE_FILE), encoding="utf-8") as f:
+            return json.load(f).get("health") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def health(plan: dict, rel: str) -> tuple[bool, str]:
+    """Poll the release's /healthz until status ok while serving the release's model, or time out.
+
+    Returns (ok, last state seen). Checking model_sha256 as well as status makes sure the answer
+    comes from a daemon running this release's model, not from one that was never restarted.
+    """
+    target = health_target(rel)
+    url = (plan.get("health") or {}).get("url") or target.get("url") or "http://127.0.0.1:8088/healthz"
+    timeout = float((plan.get("health") or {}).get("timeout_s", 60))
+    want_sha = model_sha(rel)
+    headers = {}
+    token = None
+    if target.get("token_file"):
+        try:
+            with open(os.path.expanduser(target["token_file"]), encoding="utf-8") as f:
+                token = (f.readline() or "").strip()
+        except OSError as e:
+            log(f"cannot read the HTTP token file {target['token_file']}: {e}")
+    elif target.get("token_env"):
+        token = os.environ.get(target["token_env"])
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            req = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(req, timeout=3) as r:
+                body = json.loads(r.read().decode() or "{}")
+        except urllib.error.HTTPError as e:  # 503 while starting/stalled still carries the JSON
+            try:
+                body = json.loads(e.read().decode() or "{}")
+            except ValueError:
+                body = {"status": f"HTTP {e.code}"}
+        except (OSError, ValueError) as e:
+            body = None
+            last = f"no answer ({getattr(e, 'reason', e)})"
+        if body is not None:
+            status = body.get("status")
+            sha = body.get("model_sha256") or ""
+            last = (f"status {status!r}, model {sha[:12] or '?'}"
+                    f"{'' if not want_sha or sha == want_sha else ' (not ' + want_sha[:12] + ')'}, "
+                    f"last_frame_age_s {body.get('last_frame_age_s')}")
+            if status == "ok" and (not want_sha or sha == want_sha):
+                return True, last
+        if time.monotonic() >= deadline:
+            return False, f"{url} after {timeout:.0f} s: {last}"
+        time.sleep(0.5)
+
+
+def model_sha(rel: str) -> str | None:
+    try:
+        with open(os.path.join(rel, "model", "manifest.json"), encoding="utf-8") as f:
+            return json.load(f).get("sha256")
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------ actions
+
+def prune(lay: Layout, keep: int, protect: set) -> None:
+    cur = lay.current_name()
+    protect = set(protect) | {cur, lay.previous_ready(cur)}
+    names = lay.names()
+    ready = [n for n in names if lay.is_ready(n)]
+    keep_set = set(ready[-keep:]) if keep > 0 else set()
+    now = time.time()
+    removed = []
+    for n in names:
+        if n in protect or n in keep_set:
+            continue
+        d = lay.release(n)
+        finished = os.path.exists(os.path.join(d, READY)) or os.path.exists(os.path.join(d, FAILED))
+        if not finished and now - os.path.getmtime(d) < STALE_INCOMPLETE_S:
+            continue  # maybe another deploy's rsync in progress
+        lay.remove(n)
+        removed.append(n)
+    if removed:
+        log(f"pruned {len(removed)} old release(s): {', '.join(removed)}")
+
+
+def activate(lay: Layout, svc: Service, name: str | None) -> None:
+    if name is None:
+        lay.unflip()
+        try:
+            svc.stop()
+        except DeployError as e:
+            log(f"stopping the service failed: {e}")
+        return
+    svc.install(name)
+    lay.flip(name)
+    log(f"current -> releases/{name}")
+    svc.restart()
+
+
+def go_back(lay: Layout, svc: Service, plan: dict, bad: str, prev: str | None, why: str, *, reload: bool) -> str:
+    """The new release failed after the flip: mark it, return to `prev`, and say how that went."""
+    lay.mark_failed(bad, why)
+    if prev is None:
+        activate(lay, svc, None)
+        return "no previous release: service stopped, `current` removed"
+    if reload:
+        lay.flip(prev)
+        svc.reload()
+    else:
+        activate(lay, svc, prev)
+    ok, state = health(plan, lay.release(prev))
+    return f"rolled back to {prev} ({'healthy' if ok else 'NOT healthy either: ' + state})"
+
+
+def do_deploy(plan: dict, lay: Layout, svc: Service, *, model_only: bool) -> None:
+    name = plan["release"]
+    rel = lay.release(name)
+    if not os.path.isdir(rel):
+        raise DeployError(f"{rel}: not found (the copy did not arrive)")
+    if os.path.exists(os.path.join(rel, READY)):
+        raise DeployError(f"{rel}: already deployed once; a deploy always makes a new release")
+    prev = lay.current_name()
+    if prev is not None and not os.path.isdir(lay.release(prev)):
+        log(f"warning: current points at missing release {prev}")
+        prev = None
+    try:
+        bundle = verify(rel)
+        if model_only:
+            if prev is None:
+                raise DeployError("deploy-model needs a running release: run `make deploy` first")
+            bundle = graft_code(lay, prev, rel, bundle)
+        else:
+            build_venv(rel, bundle, plan)
+        check(rel, bundle, plan)
+    except DeployError as e:
+        lay.mark_failed(name, str(e))
+        raise DeployError(f"{e}\n  `current` unchanged ({prev or 'none'}); release {name} marked failed") from None
+    write_atomic(os.path.join(rel, READY), json.dumps({"ready": time.time()}) + "\n")
+    try:
+        if model_only:
+            lay.flip(name)
+            log(f"current -> releases/{name}; reloading the daemon (SIGHUP)")
+            svc.reload()
+        else:
+            activate(lay, svc, name)
+    except DeployError as e:
+        back = go_back(lay, svc, plan, name, prev, str(e), reload=model_only)
+        raise DeployError(f"{e}\n  {back}") from None
+    ok, state = health(plan, rel)
+    if not ok:
+        why = f"health gate failed: {state}"
+        if model_only:
+            why += " (the daemon refused the new model and kept serving the old one?)"
+        logs = svc.logs()
+        back = go_back(lay, svc, plan, name, prev, why + logs, reload=model_only)
+        raise DeployError(f"{why}{logs}\n  {back}")
+    log(f"healthy: {state}")
+    prune(lay, int(plan.get("keep", 3)), {name})
+    log(f"deployed {name}")
+
+
+def graft_code(lay: Layout, prev: str, rel: str, bundle: dict) -> dict:
+    """deploy-model: the new release takes code, venv, config and unit from `prev` (hard links: no
+    copy, and nothing in a release is ever modified in place), its model and self-test from the copy."""
+    src = lay.release(prev)
+    with open(os.path.join(src, BUNDLE_FILE), encoding="utf-8") as f:
+        old = json.load(f)
+    new_files = dict(bundle["files"])
+    for top in sorted(os.listdir(src)):
+        if top in ("model", "selftest", BUNDLE_FILE, READY, FAILED) or top in os.listdir(rel):
+            continue
+        s, d = os.path.join(src, top), os.path.join(rel, top)
+        if os.path.isdir(s) and not os.path.islink(s):
+            shutil.copytree(s, d, symlinks=True, copy_function=os.link)
+        elif os.path.islink(s):
+            os.symlink(os.readlink(s), d)
+        else:
+            os.link(s, d)
+    for relpath, meta in old["files"].items():
+        if not relpath.startswith(("model/", "selftest/")):
+            new_files[relpath] = meta
+    merged = dict(old)
+    merged.update({k: v for k, v in bundle.items() if k in ("model", "selftest", "created", "model_only")})
+    merged["files"] = new_files
+    merged["code_from"] = prev
+    write_atomic(os.path.join(rel, BUNDLE_FILE), json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    log(f"took code, venv and config from {prev} (hard links)")
+    return verify(rel)
+
+
+def do_rollback(plan: dict, lay: Layout, svc: Service) -> None:
+    cur = lay.current_name()
+    if cur is None:
+        raise DeployError(f"nothing deployed here ({lay.current} does not exist)")
+    target = plan.get("to") or lay.previous_ready(cur)
+    if target is None:
+        raise DeployError(f"no ready release older than {cur} to roll back to")
+    if not lay.is_ready(target):
+        raise DeployError(f"release {target} is not a ready release")
+    activate(lay, svc, target)
+    ok, state = health(plan, lay.release(target))
+    if not ok:
+        back = go_back(lay, svc, plan, target, cur, f"health gate failed after rollback: {state}", reload=False)
+        raise DeployError(f"rollback to {target}: health gate failed: {state}\n  {back}")
+    log(f"rolled back {cur} -> {target}: {state}")
+
+
+def do_status(lay: Layout) -> None:
+    cur = lay.current_name()
+    out = {"remote_dir": lay.root, "current": cur, "previous": lay.previous_ready(cur) if cur else None,
+           "releases": []}
+    for n in lay.names():
+        d = lay.release(n)
+        state = "failed" if os.path.exists(os.path.join(d, FAILED)) else (
+            "ready" if os.path.exists(os.path.join(d, READY)) else "incomplete")
+        out["releases"].append({"name": n, "state": state})
+    print(json.dumps(out), flush=True)
+
+
+def main(argv: list | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: deploy_remote.py '<plan json>'", file=sys.stderr)
+        return 2
+    plan = json.loads(argv[0])
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the ssh session may end; the transaction must not
+    lay = Layout(plan["remote_dir"])
+    os.makedirs(lay.releases, exist_ok=True)
+    global log
+    log = Log(os.path.join(lay.root, LOG))
+    action = plan["action"]
+    if action == "status":
+        do_status(lay)
+        return 0
+    svc = Service(plan, lay)
+    try:
+        with Lock(os.path.join(lay.root, LOCK), float(plan.get("lock_wait_s", 60))):
+            lay.sweep_trash()
+            log(f"{action} {plan.get('release') or ''} in {lay.root} (pid {os.getpid()})".replace("  ", " "))
+            if action == "deploy":
+                do_deploy(plan, lay, svc, model_only=False)
+            elif action == "deploy-model":
+                do_deploy(plan, lay, svc, model_only=True)
+            elif action == "rollback":
+                do_rollback(plan, lay, svc)
+            else:
+                raise DeployError(f"unknown action {action!r}")
+    except DeployError as e:
+        log(f"FAILED: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

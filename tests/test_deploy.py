@@ -1,0 +1,375 @@
+"""`device deploy` / `rollback` / `deploy-model` end to end, against a real OpenSSH server.
+
+The "Pi" is this machine: an `sshd` started by the fixture on 127.0.0.1 and a free port (generated
+host key and client key, its own known_hosts), with the release tree under a temp HOME. Its
+"system site-packages" (what `apt install python3-opencv python3-numpy ...` gives a real Pi) is
+the project venv's site-packages, handed to the ssh session by sshd's `SetEnv PYTHONPATH`, so the
+release venvs (`--system-site-packages`, wheel installed `--no-deps`) download nothing.
+
+systemd is not PID 1 here, so the service manager is `command`: SUPERVISOR below, run on the "Pi"
+over ssh, starts the REAL daemon from `<remote_dir>/current` with the ExecStart line of the unit
+shipped in the release (same command line as systemd would run), as a background process with a
+pidfile, and kills the old one. The health gate talks to the daemon's real HTTP /healthz.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, tiny_images
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+SSHD = "/usr/sbin/sshd"
+UNIT = Path(os.environ.get("FACEEDGE_DEV_UNIT", ROOT / "device" / "faceedge.service"))
+PY = sys.executable
+
+SUPERVISOR = r'''
+"""Test supervisor for `--service_manager command`: what systemd does for faceedge.service."""
+import os, shlex, signal, subprocess, sys, time
+
+action, remote_dir, state = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(state, exist_ok=True)
+pidfile = os.path.join(state, "daemon.pid")
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def read_pid():
+    try:
+        return int(open(pidfile).read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def stop():
+    pid = read_pid()
+    if pid and alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        os.unlink(pidfile)
+    except FileNotFoundError:
+        pass
+
+
+def exec_start():
+    """The unit's ExecStart, with the specifiers the deploy renders (%h/faceedge -> remote_dir)."""
+    unit = open(os.path.join(remote_dir, "current", "faceedge.service")).read()
+    lines, cont = [], ""
+    for raw in unit.splitlines():
+        line = cont + raw.strip()
+        cont = ""
+        if line.endswith("\\"):
+            cont = line[:-1] + " "
+            continue
+        lines.append(line)
+    line = [l for l in lines if l.startswith("ExecStart=")][0][len("ExecStart="):].lstrip("-@:+!")
+    home = os.path.expanduser("~")
+    line = line.replace("%h/faceedge", remote_dir).replace("%h", home).replace("%%", "%")
+    return shlex.split(line)
+
+
+if action in ("restart", "stop"):
+    stop()
+if action == "restart":
+    log = open(os.path.join(state, "daemon.log"), "ab")
+    p = subprocess.Popen(exec_start(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         start_new_session=True, cwd="/")
+    tmp = pidfile + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(p.pid))
+    os.replace(tmp, pidfile)
+elif action == "reload":
+    os.kill(read_pid(), signal.SIGHUP)
+'''
+
+
+# ============================================================================ fixtures
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Pi:
+    """The sshd + the ssh options a client needs."""
+
+    def __init__(self, tmp: Path, port: int, key: Path, known_hosts: Path, home: Path, proc):
+        self.tmp, self.port, self.key, self.known_hosts, self.home, self.proc = tmp, port, key, known_hosts, home, proc
+        self.user = getpass.getuser()
+        self.python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+    @property
+    def host(self) -> str:
+        return f"{self.user}@127.0.0.1"
+
+    def ssh_args(self, known_hosts: Path | None = None) -> list[str]:
+        return ["--hosts", self.host, "--port", str(self.port), "--ssh_key", str(self.key),
+                "--known_hosts", str(known_hosts or self.known_hosts), "--remote_python", self.python]
+
+
+@pytest.fixture(scope="module")
+def pi(tmp_path_factory):
+    if not os.path.exists(SSHD) or not shutil.which("rsync") or not shutil.which("ssh-keygen"):
+        pytest.skip("openssh-server / rsync not installed (make setup installs them)")
+    if not os.path.isdir("/run/sshd"):
+        try:
+            os.makedirs("/run/sshd", mode=0o755)
+        except PermissionError:
+            pytest.skip("sshd needs /run/sshd (privilege separation dir) and we cannot create it")
+    tmp = tmp_path_factory.mktemp("pi")
+    for name in ("host_key", "client_key", "other_host_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(tmp / name)], check=True)
+    (tmp / "authorized_keys").write_text((tmp / "client_key.pub").read_text())
+    home = tmp / "home"
+    home.mkdir()
+    port = free_port()
+    site = sysconfig.get_paths()["purelib"]
+    (tmp / "sshd_config").write_text(textwrap.dedent(f"""\
+        ListenAddress 127.0.0.1
+        Port {port}
+        HostKey {tmp / 'host_key'}
+        AuthorizedKeysFile {tmp / 'authorized_keys'}
+        PubkeyAuthentication yes
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        PermitRootLogin prohibit-password
+        StrictModes no
+        UsePAM no
+        UseDNS no
+        PidFile {tmp / 'sshd.pid'}
+        SetEnv PYTHONPATH={site} HOME={home}
+        """))
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")],
+                            stdout=open(tmp / "sshd.log", "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sshd did not start: {(tmp / 'sshd.log').read_text()}")
+            time.sleep(0.05)
+    kh = tmp / "known_hosts"
+    kh.write_text(f"[127.0.0.1]:{port} {(tmp / 'host_key.pub').read_text()}")
+    (tmp / "supervisor.py").write_text(SUPERVISOR)
+    yield Pi(tmp, port, tmp / "client_key", kh, home, proc)
+    for state in tmp.glob("state-*"):
+        subprocess.run([PY, str(tmp / "supervisor.py"), "stop", str(home / "x"), str(state)], check=False)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def make_run(root: Path, model_dir: Path, *, seed: int = 0, n: int = 12) -> Path:
+    """A run dir as train + convert write it: export/<variant>/ and splits.csv with holdout images."""
+    run = root
+    variant = json.loads((model_dir / "manifest.json").read_text())["variant"]
+    shutil.copytree(model_dir, run / "export" / variant)
+    from device.crop import save_image_rgb
+
+    imgs, ys = tiny_images(n, 32, seed=seed + 100)
+    rows = []
+    for i, (img, y) in enumerate(zip(imgs, ys)):
+        p = run / "images" / f"img{i:02d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        save_image_rgb(p, img)
+        rows.append({"path": str(p), "label": "open" if y else "closed", "person": f"p{i % 3}",
+                     "split": "unseen_persons" if i % 2 else "train"})
+    with open(run / "splits.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "label", "person", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    return run
+
+
+def device_yaml(path: Path, http_port: int, source: str = "synthetic") -> Path:
+    src = {
+        "synthetic": "source: {type: synthetic, width: 64, height: 48, fps: 10}",
+        # a camera that is not plugged in: the daemon starts, /healthz never says ok
+        "absent_camera": "source: {type: opencv, device: 9}",
+    }[source]
+    path.write_text(textwrap.dedent(f"""\
+        {src}
+        capture: {{stall_seconds: 2.0, reconnect_initial_s: 0.2, reconnect_max_s: 1.0}}
+        crop: {{mode: full}}
+        model: {{num_threads: 1}}
+        outputs:
+          http: {{host: 127.0.0.1, port: {http_port}}}
+        log_level: INFO
+        """))
+    return path
+
+
+class Target:
+    """One remote_dir on the Pi with its supervisor state and daemon port."""
+
+    def __init__(self, pi: Pi, name: str):
+        self.pi = pi
+        self.name = name
+        self.remote_dir = pi.home / name
+        self.state = pi.tmp / f"state-{name}"
+        self.http_port = free_port()
+
+    def service_args(self) -> list[str]:
+        sup = [self.pi.python, str(self.pi.tmp / "supervisor.py")]
+        cmd = lambda action: " ".join([*sup, action, str(self.remote_dir), str(self.state)])  # noqa: E731
+        return ["--remote_dir", self.name, "--service_manager", "command",
+                "--restart_cmd", cmd("restart"), "--stop_cmd", cmd("stop"), "--reload_cmd", cmd("reload")]
+
+    def current(self) -> str | None:
+        try:
+            return os.path.basename(os.readlink(self.remote_dir / "current"))
+        except FileNotFoundError:
+            return None
+
+    def releases(self) -> list[str]:
+        d = self.remote_dir / "releases"
+        return sorted(n for n in os.listdir(d) if not n.startswith(".")) if d.is_dir() else []
+
+    def healthz(self) -> dict:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=3) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return json.loads(e.read())
+
+    def daemon_pid(self) -> int | None:
+        try:
+            return int((self.state / "daemon.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def deploy_cmd(pi: Pi, t: Target, *args: str, action: str = "deploy", known_hosts: Path | None = None) -> list[str]:
+    extra = ["--health_timeout", "20"] if action != "rollback" else ["--health_timeout", "20"]
+    return [PY, "-m", "device", action, *pi.ssh_args(known_hosts), *t.service_args(), *extra, *args]
+
+
+def run_cli(argv: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def verify_release(t: Target, name: str) -> dict:
+    """The release is complete: .ready and every BUNDLE.json file there with its sha256."""
+    rel = t.remote_dir / "releases" / name
+    assert (rel / ".ready").is_file(), f"{name} is not ready"
+    bundle = json.loads((rel / "BUNDLE.json").read_text())
+    for relpath, meta in bundle["files"].items():
+        assert hashlib.sha256((rel / relpath).read_bytes()).hexdigest() == meta["sha256"], relpath
+    assert (rel / "venv" / "bin" / "python").exists()
+    return bundle
+
+
+def logits_model(tiny_models, out: Path) -> Path:
+    """The tiny model with its sigmoid dropped (a broken export: outputs are logits, not
+    probabilities) under a manifest that still says sigmoid: `device check` must refuse it."""
+    import keras
+
+    from tests.conftest import convert_tiny
+
+    model = keras.models.load_model(tiny_models["keras"])
+    model.layers[-1].activation = keras.activations.linear
+    xs, _ = tiny_images(64, 32, seed=0)
+    return convert_tiny(model, xs.astype(np.float32), out, "float32")
+
+
+@pytest.fixture(scope="module")
+def kit(tiny_models, pi, tmp_path_factory):
+    """One target on the Pi, its configs, runs with different models, and prebuilt bundles."""
+    from device.deploy import build_bundle, build_device_wheel
+
+    tmp = tmp_path_factory.mktemp("kit")
+    t = Target(pi, "faceedge")
+    good = device_yaml(tmp / "device.yaml", t.http_port)
+    runs = {"a": make_run(tmp / "run-a", tiny_models["int8"]),
+            "b": make_run(tmp / "run-b", tiny_models["float32"], seed=1),
+            "bad": make_run(tmp / "run-bad", logits_model(tiny_models, tmp / "logits"), seed=2)}
+    wheel = build_device_wheel(tmp / "wheel")
+    b = {}
+    for key, run, variant, cfg, model_only in [
+        ("b", runs["b"], "float32", good, False),
+        ("bad", runs["bad"], "float32", good, False),
+        ("unhealthy", runs["a"], "int8", device_yaml(tmp / "absent.yaml", t.http_port, "absent_camera"), False),
+        ("model_b", runs["b"], "float32", good, True),
+        ("model_bad", runs["bad"], "float32", good, True),
+    ]:
+        build_bundle(tmp / f"bundle-{key}", run=run, variant=variant, config=cfg, wheel=wheel,
+                     model_only=model_only, unit=UNIT)
+        b[key] = tmp / f"bundle-{key}"
+    sha = {k: json.loads((r / "export" / v / "manifest.json").read_text())["sha256"]
+           for k, r, v in [("a", runs["a"], "int8"), ("b", runs["b"], "float32"), ("bad", runs["bad"], "float32")]}
+    return {"target": t, "config": good, "runs": runs, "bundles": b, "sha": sha, "tmp": tmp}
+
+
+# ============================================================================ the cases (in order: one story)
+
+FAST = ["--venv_without_pip", "--no_deps"]  # after the first deploy: pip from the "system", deps too
+
+
+def test_first_deploy(pi, kit):
+    t: Target = kit["target"]
+    t0 = time.monotonic()
+    p = run_cli(deploy_cmd(pi, t, "--run", str(kit["runs"]["a"]), "--config", str(kit["config"]), "--no_deps",
+                              "--unit", str(UNIT)))
+    took = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout + p.stderr
+    cur = t.current()
+    assert cur is not None and cur in t.releases()
+    bundle = verify_release(t, cur)
+    # the bundle: wheel of the device package only, model + manifest, config, unit, self-test
+    names = set(bundle["files"])
+    assert {"model/model.tflite", "model/manifest.json", "device.yaml", "faceedge.service"} <= names
+    assert bundle["selftest"]["expect"] in ("open", "closed")
+    assert bundle["selftest"]["split"] == "unseen_persons"
+    from device.deploy import wheel_files
+
+    wheel = t.remote_dir / "current" / bundle["wheel"]
+    assert not [n for n in wheel_files(wheel) if n.startswith(("train/", "convert/"))]
+    assert bundle["model"]["sha256"] == kit["sha"]["a"]
+    assert "device check passed" in p.stdout
+    # the daemon runs from the release, with the unit's command line, and is healthy
+    h = t.healthz()
+    assert h["status"] == "ok" and h["model_sha256"] == kit["sha"]["a"]
+    pid = t.daemon_pid()
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert str(t.remote_dir / "current" / "venv" / "bin" / "python").encode() == cmdline[0]
+    assert str(t.remote_dir / "current" / "model").encode() in cmdline
+    # the device package the daemon imported is the release's wheel, not this checkout
+    out = subprocess.run([str(t.remote_dir / "current" / "venv" / "bin" / "python"), "-c",
+                          "import device, sys; print(device.__file__)"], capture_output=True, text=True,
+                         cwd="/", env={**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]})
+    assert os.path.realpath(out.stdout.strip()).startswith(str(t.remote_dir / "releases" / cur / "venv")), out
+    print(f"first deploy: {took:.1f} s")
