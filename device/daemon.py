@@ -23,8 +23,8 @@ the service; STOPPING=1 on exit.
 
 Signals (`install_signal_handlers`, CLI only): SIGTERM/SIGINT set the stop event (clean exit
 within 2 s, camera closed); SIGHUP reloads config and model. The new model is first validated in
-a child process (`validate_model_in_child`: load it, check shapes against its manifest, run one
-inference) so that a truncated or mismatched file - or one that crashes the runtime - is refused
+a child process (`device check` via `device.check.validate_in_child`: manifest and sha256, shapes,
+one inference on its self-test image) so that a truncated or mismatched file - or one that crashes the runtime - is refused
 with one log line while the old model keeps serving.
 """
 
@@ -34,8 +34,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from device.check import validate_in_child
 from device.config import DaemonConfig, load_config, source_from_arg
 from device.crop import Cropper, resize_to_input
 from device.decision import Decider
@@ -302,8 +301,7 @@ class Daemon:
             cfg = load_config(self.config_path) if self.config_path else self.config
             cfg = self._with_source(cfg)
             mdir = self._resolve_model(cfg)
-            threads = cfg.model.num_threads or old.num_threads
-            validate_model_in_child(mdir, threads=threads, timeout=cfg.model.validate_timeout_s)
+            validate_in_child(mdir, config=self.config_path, timeout_s=cfg.model.validate_timeout_s)
             clf = self._load_classifier(mdir, cfg)
         except FaceedgeError as e:
             self.stats["reloads_refused"] += 1
@@ -360,61 +358,6 @@ class Daemon:
     def _make_grabber(self, cfg: DaemonConfig) -> FrameGrabber:
         factory = self._source_factory or (lambda: build_source(cfg.source))
         return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry)
-
-
-# ----------------------------------------------------------------------------------- validation
-
-_CHILD = "from device.daemon import _validate_child; raise SystemExit(_validate_child())"
-
-
-def validate_model_in_child(model_dir: str | os.PathLike, *, threads: int = 1, timeout: float = 60.0) -> dict:
-    """Load `model_dir` and run one inference in a separate Python process.
-
-    A model that is truncated, does not match its manifest, or crashes the runtime (a segfault
-    takes only the child down) raises FaceedgeError with the child's one-line reason.
-    """
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.pop("NOTIFY_SOCKET", None)  # the child must never talk to systemd for us
-    cmd = [sys.executable, "-c", _CHILD, str(model_dir), str(threads)]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise FaceedgeError(f"{model_dir}: validating the model took over {timeout:g} s") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
-        why = lines[-1] if lines else f"exit status {proc.returncode}"
-        if proc.returncode < 0:
-            why = f"the runtime crashed (signal {-proc.returncode})"
-        raise FaceedgeError(why.removeprefix("error: "))
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _validate_child() -> int:
-    """Child process entry: argv = [model_dir, threads]. Prints one JSON line; exit 0 = usable."""
-    try:
-        mdir, threads = sys.argv[1], int(sys.argv[2])
-        clf = Classifier.from_model_dir(mdir, num_threads=threads)
-        m = clf.manifest
-        h, w = clf.input_size
-        probe = np.full((h, w, 3), 128, np.uint8)
-        probe[:, : w // 2] = 200
-        t = time.perf_counter()
-        scores = clf.classify(probe)
-        ms = (time.perf_counter() - t) * 1000.0
-        expected = 1 if m.output_kind == "sigmoid" else len(m.labels)
-        if scores.size != expected:
-            raise FaceedgeError(f"{clf.model_path}: output has {scores.size} values, manifest's "
-                                f"{m.output_kind} with {len(m.labels)} labels needs {expected}")
-        if not np.all(np.isfinite(scores)) or scores.min() < -1e-3 or scores.max() > 1 + 1e-3:
-            raise FaceedgeError(f"{clf.model_path}: output {scores.tolist()} is not a probability")
-    except FaceedgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"ok": True, "model_dir": str(mdir), "sha256": m.sha256, "input": [h, w],
-                      "invoke_ms": round(ms, 3)}))
-    return 0
 
 
 # ----------------------------------------------------------------------------------- signals + CLI

@@ -1,0 +1,121 @@
+"""The daemon loop in-process and `make run-device`: real interpreter, real frames, real outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from device.config import parse_config
+from device.crop import load_image_rgb, resize_to_input
+from device.daemon import Daemon
+from device.runtime import Classifier
+from tests.fakes import picamera2 as fake_picamera2
+from tests.test_device_sources import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_synthetic_run_labels_follow_the_scene_and_events_fire(tiny_models):
+    cfg = parse_config({
+        "source": {"type": "synthetic", "width": 320, "height": 240, "fps": 0, "switch_every": 10},
+        "decision": {"smoothing": "moving_average", "window": 3, "hysteresis": 0.05},
+        "outputs": {"http": {"port": 0}},
+    })
+    results = []
+    with Daemon(cfg, model_dir=tiny_models["int8"]) as d:
+        stats = d.run(max_frames=40, on_result=results.append)
+        http = next(o for o in d.outputs if o.type == "http")
+        code, health = http_get(f"http://127.0.0.1:{http.port}/healthz")
+    assert stats["results"] == 40 and [r.frame_id for r in results] == list(range(1, 41))
+    # frames 1-10 left half bright (the tiny model's "open"), 11-20 right half bright, ...
+    expected = ["open" if ((r.frame_id - 1) // 10) % 2 == 0 else "closed" for r in results]
+    assert [r.label for r in results] == expected
+    # window 3: first decision at frame 3; after a swap at 11, 21, 31 two of three frames outvote the old one
+    assert [r.frame_id for r in results if r.event] == [3, 12, 22, 32]
+    assert all(r.smoothed_label is None for r in results[:2])
+    assert set(results[-1].stages_ms) == {"capture_wait", "crop", "preprocess", "invoke", "postprocess", "latency"}
+    assert all(r.model_sha256 == d.classifier.manifest.sha256 for r in results)
+    assert stats["start_to_first_result_s"] < 1.0
+    assert code == 200 and health["status"] == "ok" and health["model_sha256"] == d.classifier.manifest.sha256
+    assert d.telemetry.counter("results") == 40 and d.telemetry.counter("events") == 4
+
+
+def test_images_source_scores_equal_the_classifier_on_the_same_file(tiny_models, tmp_path):
+    from tests.conftest import tiny_images
+
+    imgs, _ = tiny_images(6, size=48, seed=3)
+    for i, img in enumerate(imgs):
+        import cv2
+
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    cfg = parse_config({"source": {"type": "images", "path": str(tmp_path)}, "decision": {"smoothing": "none"}})
+    with Daemon(cfg, model_dir=tiny_models["int8"]) as d:
+        results = []
+        stats = d.run(on_result=results.append)  # a folder without loop ends the run
+    assert stats["results"] == 6 and stats["capture"]["dropped"] == 0  # unpaced: every image classified
+    clf = Classifier.from_model_dir(tiny_models["int8"])
+    for r, f in zip(results, sorted(tmp_path.glob("*.png"))):
+        rgb = load_image_rgb(f)
+        expected = clf.classify(resize_to_input(rgb[:, :], clf.input_size))  # 48x48 square: full crop = whole image
+        assert r.scores == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_picamera2_camera_is_closed_on_close(tiny_models, monkeypatch):
+    fake_picamera2.STATE.reset()
+    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
+    cfg = parse_config({"source": {"type": "picamera2", "width": 64, "height": 48, "fps": 60}})
+    with Daemon(cfg, model_dir=tiny_models["int8"]) as d:
+        results = []
+        d.run(max_frames=5, on_result=results.append)
+        cam = fake_picamera2.STATE.instances[-1]
+        assert cam.started and not cam.closed
+    assert cam.closed and not cam.started
+    # the fake's scene is red left / blue right in RGB: the crop the model saw was RGB, not BGR
+    assert len(results) == 5
+
+
+def test_stop_event_ends_run_promptly(tiny_models):
+    cfg = parse_config({"source": {"type": "synthetic", "width": 64, "height": 64, "fps": 30}})
+    stop = threading.Event()
+    with Daemon(cfg, model_dir=tiny_models["int8"]) as d:
+        threading.Timer(0.5, stop.set).start()
+        stats = d.run(stop)
+    assert 0.45 <= stats["run_s"] < 0.8 and 8 <= stats["results"] <= 20
+
+
+def test_make_run_device_classifies_a_video(tiny_models, tmp_path):
+    video = tmp_path / "clip.avi"
+    write_video(video, n=30, size=(160, 120), fps=30)
+    cfg = yaml.safe_load((ROOT / "configs" / "device.yaml").read_text())
+    cfg["outputs"]["http"]["port"] = 0  # the sample's 8088 may be taken on a shared machine
+    (tmp_path / "device.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run(
+        ["make", "-s", "run-device", f"DEVICE_CONFIG={tmp_path / 'device.yaml'}", f"RUN={tiny_models['int8']}",
+         f"SOURCE={video}", f"PY={sys.executable}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) >= 25  # 30 frames at the file's own 30 fps; a loaded machine may drop a few
+    ids = [row["frame_id"] for row in rows]
+    assert ids == sorted(ids) and ids[-1] <= 30
+    assert {"time", "label", "score", "smoothed_label", "stages_ms", "frame_id"} <= set(rows[0])
+    assert "end of stream" in r.stderr
