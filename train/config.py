@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from device.errors import FaceedgeError
 from device.manifest import Strict
 
-BACKBONES = ("mobilenet_v2", "vgg16")  # keys of train.models.BACKBONES (kept here so config needs no TF)
+BACKBONES = ("mobilenet_v2", "vgg16", "simple_cnn")  # keys of train.models.BACKBONES (kept here so config needs no TF)
 
 
 class DataConfig(Strict):
@@ -43,12 +43,13 @@ class HeadConfig(Strict):
 DEFAULT_HEADS = {
     "mobilenet_v2": {"pooling": "avg", "fc_units": [], "dropout": 0.0},
     "vgg16": {"pooling": "flatten", "fc_units": [2048, 2048], "dropout": 0.5},
+    "simple_cnn": {"pooling": "avg", "fc_units": [], "dropout": 0.3},
 }
 
 
 class ModelConfig(Strict):
-    backbone: Literal["mobilenet_v2", "vgg16"] = "mobilenet_v2"
-    alpha: float = Field(1.0, gt=0.0, description="MobileNetV2 width multiplier")
+    backbone: Literal["mobilenet_v2", "vgg16", "simple_cnn"] = "mobilenet_v2"
+    alpha: float = Field(1.0, gt=0.0, description="width multiplier (mobilenet_v2, simple_cnn)")
     input_size: int = Field(224, ge=32, le=1024)
     weights: str = Field("imagenet", description="imagenet | none | path to a .h5/.weights.h5 backbone weights file")
     freeze_backbone: bool = Field(True, description="false: the whole backbone trains from the first epoch")

@@ -66,6 +66,25 @@ def _vgg16(input_shape, alpha, weights):
     return keras.applications.VGG16(input_shape=input_shape, include_top=False, weights=weights)
 
 
+def _simple_cnn(input_shape, alpha, weights):
+    """A compact VGG-style ConvNet (4 blocks of 2x [conv3x3-BN-ReLU] + max-pool) that trains from
+    scratch in minutes on a CPU: the offline sample config's backbone, where no ImageNet weights
+    can be downloaded and a randomly initialised MobileNetV2 does not learn a few hundred images."""
+    if weights is not None:
+        raise ValueError("simple_cnn has no pretrained weights (use weights: none or a file it saved)")
+    width = max(4, int(round(32 * alpha)))
+    inp = keras.Input(input_shape)
+    x = inp
+    for block in range(4):
+        for conv in range(2):
+            x = keras.layers.Conv2D(width * 2 ** block, 3, padding="same", use_bias=False,
+                                    name=f"block{block + 1}_conv{conv + 1}")(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{block + 1}_bn{conv + 1}")(x)
+            x = keras.layers.ReLU(name=f"block{block + 1}_relu{conv + 1}")(x)
+        x = keras.layers.MaxPooling2D(name=f"block{block + 1}_pool")(x)
+    return keras.Model(inp, x, name="simple_cnn")
+
+
 BACKBONES: dict[str, Backbone] = {}
 
 
@@ -82,6 +101,9 @@ register(Backbone(
     name="vgg16", build=_vgg16, make_preprocess=_FixedConv(),
     preprocessing="vgg16: RGB->BGR, minus ImageNet mean (103.939, 116.779, 123.68)",
     weights_file_hint="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"))
+register(Backbone(
+    name="simple_cnn", build=_simple_cnn, make_preprocess=mobilenet_v2_preprocess,
+    preprocessing="simple_cnn: x/127.5 - 1", weights_file_hint="simple_cnn.weights.h5", uses_alpha=True))
 
 
 @dataclass
@@ -130,6 +152,12 @@ def build_model(cfg: ModelConfig, num_classes: int, *, mixed_precision: bool = F
     base = _load_backbone(spec, cfg)
     base.trainable = not cfg.freeze_backbone
     pretrained = cfg.weights != "none"
+    if not pretrained and not cfg.freeze_backbone:
+        # Trained from scratch: Keras' MobileNetV2 BatchNorm momentum (0.999) needs thousands of steps
+        # before its moving statistics are usable, so validation would sit at chance for a short run.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = min(layer.momentum, 0.9)
 
     inp = keras.Input((cfg.input_size, cfg.input_size, 3), name="image")
     x = spec.make_preprocess()(inp)
