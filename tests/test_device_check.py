@@ -4,6 +4,7 @@ images through the daemon's crop/resize, and fails on mismatches, bad outputs an
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -137,8 +138,12 @@ def test_python_m_device_check(tiny_models, images, tmp_path):
 
     cmd = [sys.executable, "-m", "device", "check", "--model-dir", str(tiny_models["int8"]),
            "--image", str(images / "open.png"), "--json", "--runs", "2"]
-    ok = subprocess.run([*cmd, "--expect", "open"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    dump = tmp_path / "modules.txt"
+    env = {**os.environ, "FACEEDGE_DUMP_MODULES": str(dump)}
+    ok = subprocess.run([*cmd, "--expect", "open"], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["label"] == "open"
+    imported = {m.split(".")[0] for m in dump.read_text().split()}
+    assert {"device", "cv2"} <= imported and not imported & {"tensorflow", "keras", "train", "convert"}
     bad = subprocess.run([*cmd, "--expect", "closed"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 1 and "expected 'closed'" in json.loads(bad.stdout)["failure"]
