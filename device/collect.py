@@ -72,7 +72,7 @@ def dhash(grey: np.ndarray, size: int = HASH_SIZE) -> int:
     """Difference hash: is each pixel of a (size+1)x size thumbnail brighter than its right neighbour."""
     small = cv2.resize(grey, (size + 1, size), interpolation=cv2.INTER_AREA).astype(np.int16)
     bits = (small[:, 1:] > small[:, :-1]).reshape(-1)
-    return int(np.packbits(bits).view(">u8")[0]) if size == 8 else int("".join("1" if b else "0" for b in bits), 2)
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def hamming(a: int, b: int) -> int:
@@ -97,13 +97,7 @@ def write_new(path: Path, data: bytes) -> Path:
         candidate = path
         for n in range(2, 10_000):
             try:
-                try:
-                    os.link(tmp, candidate)
-                except FileExistsError:
-                    raise
-                except OSError:  # no hard links here: reserve the name exclusively, then rename
-                    os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-                    os.replace(tmp, candidate)
+                _place_exclusive(tmp, candidate)
                 return candidate
             except FileExistsError:
                 candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
@@ -111,6 +105,17 @@ def write_new(path: Path, data: bytes) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _place_exclusive(tmp: str, dst: Path) -> None:
+    """Give the finished file `tmp` the name `dst`; FileExistsError if `dst` exists."""
+    try:
+        os.link(tmp, dst)  # atomic, and fails if dst exists
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this filesystem: reserve the name exclusively, then rename
+        os.close(os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(tmp, dst)
 
 
 # ----------------------------------------------------------------------------- the frame loop

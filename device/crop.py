@@ -45,7 +45,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from device.errors import FaceedgeError
-from device.manifest import Strict
+from device.manifest import Strict, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,6 @@ def load_image_rgb(path: str | os.PathLike) -> np.ndarray:
 
 def save_image_rgb(path: str | os.PathLike, rgb: np.ndarray, *, jpeg_quality: int = 95) -> None:
     """Encode by extension (.png lossless, .jpg/.jpeg with `jpeg_quality`) and write atomically."""
-    from device.manifest import atomic_write_bytes
-
     p = Path(path)
     ext = p.suffix.lower()
     params: list[int] = []

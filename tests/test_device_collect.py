@@ -122,6 +122,18 @@ def test_write_new_never_overwrites(tmp_path):
     assert sorted(os.listdir(tmp_path / "d")) == ["x.png", "x_2.png", "x_3.png"]  # no temp files left
 
 
+def test_write_new_without_hard_links(tmp_path, monkeypatch):
+    """FAT/exFAT media have no hard links: an exclusive reservation + rename, still never overwriting."""
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(collect.os, "link", no_links)
+    p = tmp_path / "x.jpg"
+    assert write_new(p, b"one") == p and write_new(p, b"two") == tmp_path / "x_2.jpg"
+    assert p.read_bytes() == b"one" and (tmp_path / "x_2.jpg").read_bytes() == b"two"
+    assert sorted(os.listdir(tmp_path)) == ["x.jpg", "x_2.jpg"]
+
+
 def test_a_second_session_with_the_same_name_keeps_the_first(tmp_path):
     first = Collector(tmp_path, Cropper(), every_s=0, person="bob", session="same")
     first.offer(scene(1), 0.0)
