@@ -268,3 +268,33 @@ def test_haar_on_a_large_frame_maps_boxes_back(portrait):
     # same face, offset by (700, 200); the coarser detection grid allows ~10 % slack
     assert abs((x + w / 2) - (x0 + w0 / 2 + 700)) < 0.1 * w0
     assert abs(y - (y0 + 200)) < 0.15 * w0 and abs(w - w0) < 0.15 * w0
+
+
+def test_yunet_output_parsing_with_a_faithful_fake_net():
+    """No YuNet ONNX file can be had offline, so the real cv2.FaceDetectorYN cannot run here. This
+    fakes exactly the two calls the detector makes (setInputSize, detect → (n, Nx15 float32 | None))
+    to check size handling, the mapping back from the downscaled copy and the min_size filter."""
+
+    class FakeYN:
+        def __init__(self, faces):
+            self.faces, self.sizes, self.shapes = faces, [], []
+
+        def setInputSize(self, size):  # noqa: N802 - OpenCV's name
+            self.sizes.append(size)
+
+        def detect(self, bgr):
+            self.shapes.append(bgr.shape)
+            return (0, None) if self.faces is None else (len(self.faces), self.faces)
+
+    def row(x, y, w, h, score=0.9):
+        return [x, y, w, h, *([0.0] * 10), score]
+
+    det = YuNetDetector.__new__(YuNetDetector)  # skip __init__: it needs the ONNX file
+    det.detect_width, det.min_size, det._size = 480, 40, None
+    det.net = FakeYN(np.array([row(100, 50, 60.4, 60), row(10, 10, 15, 15)], np.float32))
+    frame = rand_rgb(720, 960)  # downscaled by 0.5 for detection
+    assert det.detect(frame) == [(200, 100, 120, 120)]  # the 30 px face is below min_size once mapped back
+    det.detect(frame)
+    assert det.net.sizes == [(480, 360)] and det.net.shapes == [(360, 480, 3)] * 2  # set once per size
+    det.net.faces = None
+    assert det.detect(rand_rgb(240, 320)) == [] and det.net.sizes[-1] == (320, 240)
