@@ -29,6 +29,7 @@ same seed gives byte-identical files. No TensorFlow.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -117,7 +118,7 @@ def make_identity(seed: int, index: int) -> Identity:
         mouth_curve=float(rng.uniform(-0.2, 0.8)),
         ears=bool(rng.random() < 0.75),
         beard=index % 5 == 3,
-        glasses=index % 4 == 1,
+        glasses=index % 3 == 1,
     )
 
 
@@ -129,11 +130,21 @@ def _col(c, f: float = 1.0) -> tuple[int, int, int]:
     return tuple(int(np.clip(v * f, 0, 255)) for v in c)
 
 
-def _background(rng: np.random.Generator, n: int) -> np.ndarray:
-    kind = int(rng.integers(5))
-    c1 = rng.uniform(0, 255, 3)
-    c2 = rng.uniform(0, 255, 3)
+@functools.lru_cache(maxsize=8)
+def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(yy, xx) in [0, 1), read-only, cached per size."""
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
+def _background(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A background of side `n`, drawn at half resolution (it is smooth) and upscaled."""
+    big, n = n, n // 2
+    kind = int(rng.integers(5))
+    c1 = rng.uniform(0, 255, 3).astype(np.float32)
+    c2 = rng.uniform(0, 255, 3).astype(np.float32)
+    yy, xx = _grid(n)
     if kind == 0:  # flat
         t = np.zeros((n, n), np.float32)
     elif kind == 1:  # linear gradient
@@ -154,8 +165,8 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
         small = rng.random((6, 6)).astype(np.float32)
         t = cv2.resize(small, (n, n), interpolation=cv2.INTER_CUBIC)
         t = np.clip((t - t.min()) / (np.ptp(t) + 1e-6), 0, 1)
-    img = c1[None, None, :] * (1 - t[..., None]) + c2[None, None, :] * t[..., None]
-    return img.astype(np.float32)
+    t = cv2.resize(t.astype(np.float32), (big, big), interpolation=cv2.INTER_LINEAR)
+    return c1 + (c2 - c1) * t[..., None]
 
 
 def _eye(img, ident: Identity, cx: float, cy: float, n: int, is_open: bool, rng, gaze: tuple[float, float],
@@ -171,16 +182,19 @@ def _eye(img, ident: Identity, cx: float, cy: float, n: int, is_open: bool, rng,
         r_iris = min(hh * 0.95, w * 0.5)
         ix = cx + gaze[0] * (w - r_iris) * 0.8
         iy = cy + gaze[1] * max(hh - r_iris, 0) * 0.5
-        # Clip the iris to the sclera: draw it on a copy, keep it only inside the eye ellipse.
-        mask = np.zeros(img.shape[:2], np.uint8)
-        cv2.ellipse(mask, c, (int(w), int(hh)), 0, 0, 360, 255, -1, cv2.LINE_AA)
-        layer = img.copy()
-        cv2.circle(layer, (int(ix), int(iy)), int(r_iris), _col(ident.iris), -1, cv2.LINE_AA)
-        cv2.circle(layer, (int(ix), int(iy)), int(r_iris * 0.5), (12, 10, 10), -1, cv2.LINE_AA)
-        hl = (int(ix + r_iris * 0.35 * (-1 if mirror else 1)), int(iy - r_iris * 0.35))
+        # Clip the iris to the sclera: draw it on a copy of the eye's box, keep it inside the ellipse.
+        x0, y0 = max(0, int(cx - w) - 2), max(0, int(cy - hh) - 2)
+        x1, y1 = min(img.shape[1], int(cx + w) + 3), min(img.shape[0], int(cy + hh) + 3)
+        box = img[y0:y1, x0:x1]
+        mask = np.zeros(box.shape[:2], np.float32)
+        cv2.ellipse(mask, (c[0] - x0, c[1] - y0), (int(w), int(hh)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+        layer = box.copy()
+        ic = (int(ix) - x0, int(iy) - y0)
+        cv2.circle(layer, ic, int(r_iris), _col(ident.iris), -1, cv2.LINE_AA)
+        cv2.circle(layer, ic, int(r_iris * 0.5), (12, 10, 10), -1, cv2.LINE_AA)
+        hl = (int(ic[0] + r_iris * 0.35 * (-1 if mirror else 1)), int(ic[1] - r_iris * 0.35))
         cv2.circle(layer, hl, max(1, int(r_iris * 0.22)), (255, 255, 255), -1, cv2.LINE_AA)
-        m = (mask.astype(np.float32) / 255.0)[..., None]
-        img[:] = img * (1 - m) + layer * m
+        box += (layer - box) * mask[..., None]
         cv2.ellipse(img, c, (int(w), int(hh)), 0, 0, 360, dark, max(1, line // 2), cv2.LINE_AA)
         cv2.ellipse(img, c, (int(w), int(hh)), 0, 185, 355, dark, line + 1, cv2.LINE_AA)  # upper lid
     else:
@@ -315,14 +329,14 @@ def render(ident: Identity, is_open: bool, rng: np.random.Generator, size: int) 
     scale = rng.uniform(0.85, 1.12)
     m = cv2.getRotationMatrix2D((n * 0.5, n * 0.5), angle, scale)
     m[:, 2] += rng.uniform(-0.07, 0.07, 2) * n
-    face = cv2.warpAffine(face, m, (n, n), flags=cv2.INTER_LINEAR, borderValue=0)
-    mask = cv2.warpAffine(mask, m, (n, n), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
-    img = bg * (1 - mask) + face * mask
+    rgba = cv2.warpAffine(np.dstack([face, mask]), m, (n, n), flags=cv2.INTER_LINEAR, borderValue=0)
+    face, mask = rgba[..., :3], rgba[..., 3:]
+    img = bg + (face - bg) * mask
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     # Lighting: gain, contrast, colour cast, a directional light gradient.
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    yy, xx = _grid(size)
     a = rng.uniform(0, 2 * math.pi)
-    grad = 1.0 + rng.uniform(0, 0.6) * (math.cos(a) * xx + math.sin(a) * yy)
+    grad = 1.0 + rng.uniform(0, 0.6) * (math.cos(a) * (xx - 0.5) + math.sin(a) * (yy - 0.5))
     gain = rng.uniform(0.6, 1.3)
     cast = rng.uniform(0.85, 1.15, 3)
     contrast = rng.uniform(0.7, 1.25)
