@@ -158,7 +158,10 @@ class Ssh:
     def rsync_argv(self, host: Host, src: Path, remote_path: str, link_dest: str | None) -> list[str]:
         # rsync splits -e itself (quotes allowed, no shell); paths were checked to hold no quotes.
         e = shlex.join(["ssh", *self.options(host)])
-        argv = ["rsync", "-a", "--checksum", "--chmod=D755,F644", "-e", e]
+        # --checksum: link-dest matches by content, not by size+mtime. --whole-file: no delta transfer
+        # (rsync 3.2.7 discards delta-built files whose basis came from --link-dest: "failed
+        # verification"); bundles are a few MB and unchanged files are not sent at all.
+        argv = ["rsync", "-a", "--checksum", "--whole-file", "--chmod=D755,F644", "-e", e]
         if link_dest:
             argv.append(f"--link-dest={link_dest}")  # unchanged files become hard links: less to send
         return argv + ["--", f"{src}/", f"{host.rsync_dest}:{remote_path}/"]

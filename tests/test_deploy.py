@@ -320,6 +320,7 @@ def kit(tiny_models, pi, tmp_path_factory):
     wheel = build_device_wheel(tmp / "wheel")
     b = {}
     for key, run, variant, cfg, model_only in [
+        ("a", runs["a"], "int8", good, False),
         ("b", runs["b"], "float32", good, False),
         ("bad", runs["bad"], "float32", good, False),
         ("unhealthy", runs["a"], "int8", device_yaml(tmp / "absent.yaml", t.http_port, "absent_camera"), False),
@@ -373,3 +374,209 @@ def test_first_deploy(pi, kit):
                          cwd="/", env={**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]})
     assert os.path.realpath(out.stdout.strip()).startswith(str(t.remote_dir / "releases" / cur / "venv")), out
     print(f"first deploy: {took:.1f} s")
+
+
+def test_second_deploy_then_rollback(pi, kit):
+    t: Target = kit["target"]
+    first = t.current()
+    assert first is not None, "needs test_first_deploy"
+    pid1 = t.daemon_pid()
+    p = run_cli(deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["b"]), *FAST))
+    assert p.returncode == 0, p.stdout + p.stderr
+    second = t.current()
+    assert second != first and second > first
+    verify_release(t, second)
+    h = t.healthz()
+    assert h["status"] == "ok" and h["model_sha256"] == kit["sha"]["b"]
+    assert t.daemon_pid() != pid1  # restarted
+    # unchanged files were hard-linked from the previous release by rsync --link-dest
+    a, b = (t.remote_dir / "releases" / n / "faceedge.service" for n in (first, second))
+    assert os.stat(a).st_ino == os.stat(b).st_ino
+
+    p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health_timeout", "20"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert t.current() == first
+    h = t.healthz()
+    assert h["status"] == "ok" and h["model_sha256"] == kit["sha"]["a"]
+    assert second in t.releases()  # kept: a later deploy prunes it
+
+    # nothing older than the first release: a second rollback refuses, current stays
+    p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args()])
+    assert p.returncode == 1 and "no ready release older than" in p.stdout
+    assert t.current() == first
+
+
+def test_deploy_model_reloads_with_sighup(pi, kit):
+    t: Target = kit["target"]
+    before = t.current()
+    pid = t.daemon_pid()
+    p = run_cli(deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["model_b"]), action="deploy-model"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    now = t.current()
+    assert now != before
+    bundle = verify_release(t, now)
+    assert bundle["code_from"] == before and bundle["model"]["sha256"] == kit["sha"]["b"]
+    # same daemon process (SIGHUP reload, no restart), now serving the new model
+    assert t.daemon_pid() == pid
+    h = t.healthz()
+    assert h["status"] == "ok" and h["model_sha256"] == kit["sha"]["b"]
+    # code and venv are hard links to the previous release's files, not copies
+    rel_a, rel_b = (t.remote_dir / "releases" / n for n in (before, now))
+    assert os.stat(rel_a / bundle["wheel"]).st_ino == os.stat(rel_b / bundle["wheel"]).st_ino
+    assert "SIGHUP" in p.stdout
+
+
+def test_model_failing_check_never_becomes_current(pi, kit):
+    t: Target = kit["target"]
+    before, pid = t.current(), t.daemon_pid()
+    sha_before = t.healthz()["model_sha256"]
+    for action, key in (("deploy", "bad"), ("deploy-model", "model_bad")):
+        n_before = set(t.releases())
+        args = ["--bundle", str(kit["bundles"][key])] + (FAST if action == "deploy" else [])
+        p = run_cli(deploy_cmd(pi, t, *args, action=action))
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "`device check` failed in the new release" in p.stdout
+        assert "not a probability" in p.stdout  # check's own reason, passed through
+        assert t.current() == before
+        (new,) = set(t.releases()) - n_before
+        rel = t.remote_dir / "releases" / new
+        assert (rel / ".failed").is_file() and not (rel / ".ready").exists()
+        # the running daemon was never touched
+        assert t.daemon_pid() == pid and t.healthz()["model_sha256"] == sha_before
+
+
+def test_unhealthy_daemon_is_rolled_back(pi, kit):
+    t: Target = kit["target"]
+    before = t.current()
+    sha_before = t.healthz()["model_sha256"]
+    n_before = set(t.releases())
+    t0 = time.monotonic()
+    p = run_cli(deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["unhealthy"]), *FAST, "--health_timeout", "6"))
+    took = time.monotonic() - t0
+    assert p.returncode == 1, p.stdout + p.stderr
+    out = p.stdout
+    assert "health gate failed" in out and ("'starting'" in out or "'stalled'" in out), out
+    assert f"rolled back to {before} (healthy)" in out
+    assert t.current() == before
+    (new,) = set(t.releases()) - n_before
+    assert "health gate failed" in (t.remote_dir / "releases" / new / ".failed").read_text()
+    h = t.healthz()
+    assert h["status"] == "ok" and h["model_sha256"] == sha_before
+    # a rollback never lands on the refused release
+    assert new not in json.dumps(_status(pi, t)["previous"])
+    print(f"unhealthy deploy + roll back: {took:.1f} s")
+
+
+def _status(pi: Pi, t: Target) -> dict:
+    from device.deploy import Host, Options, Ssh, status
+
+    opts = Options(ssh=Ssh(port=pi.port, key=pi.key, known_hosts=pi.known_hosts), remote_dir=t.name,
+                   remote_python=pi.python)
+    return status([Host.parse(pi.host)], opts)[pi.host]
+
+
+def test_wrong_or_unknown_host_key_is_refused(pi, kit):
+    t: Target = kit["target"]
+    before, n_before = t.current(), t.releases()
+    wrong = pi.tmp / "known_hosts_wrong"
+    wrong.write_text(f"[127.0.0.1]:{pi.port} {(pi.tmp / 'other_host_key.pub').read_text()}")
+    unknown = pi.tmp / "known_hosts_empty"
+    unknown.write_text("")
+    for kh in (wrong, unknown):
+        p = run_cli(deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["b"]), *FAST, known_hosts=kh))
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "host key verification failed" in p.stdout and "Nothing was copied" in p.stdout
+        assert t.current() == before and t.releases() == n_before
+
+
+def test_parallel_hosts_one_unreachable(pi, kit):
+    t: Target = kit["target"]
+    closed = free_port()
+    hosts = f"{pi.host}:{pi.port},{pi.user}@127.0.0.1:{closed}"
+    argv = deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["b"]), *FAST)
+    argv[argv.index("--hosts") + 1] = hosts
+    p = run_cli(argv)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"[{pi.user}@127.0.0.1:{closed}] FAILED: cannot reach 127.0.0.1:{closed}" in p.stdout
+    assert f"ok on {pi.host}:{pi.port}" in p.stdout and f"FAILED on {pi.user}@127.0.0.1:{closed}" in p.stdout
+    assert t.healthz()["model_sha256"] == kit["sha"]["b"]
+
+
+def _remote_deploys(t: Target) -> list:
+    """deploy_remote.py processes working on this target (`python3 - '{"action": ...}'`)."""
+    import psutil
+
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if len(cmd) >= 3 and cmd[1] == "-" and '"action"' in cmd[2] and str(t.remote_dir) in cmd[2]:
+            out.append(proc)
+    return out
+
+
+def _kill_tree(proc) -> None:
+    import psutil
+
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def test_killed_deploys_leave_old_or_new_current_never_a_mix(pi, kit):
+    """SIGKILL at seeded random points: the laptop alone (the device finishes the transaction on its
+    own), or the laptop and the device-side process tree together (power cut / network loss)."""
+    t: Target = kit["target"]
+    log = t.remote_dir / "deploy.log"
+    rng = random.Random(20261128)
+    bundles = [kit["bundles"]["a"], kit["bundles"]["b"]]
+    # a clean deploy first: its duration spreads the kill points over a whole deploy
+    t0 = time.monotonic()
+    p = run_cli(deploy_cmd(pi, t, "--bundle", str(bundles[0]), *FAST))
+    full = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = []
+    points = 10
+    for i in range(points):
+        old = t.current()
+        log_len = len(log.read_text().splitlines())
+        started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        delay = full * (i + rng.random()) / points  # one random point in each tenth of a deploy
+        with_device = rng.random() < 0.5
+        proc = subprocess.Popen(deploy_cmd(pi, t, "--bundle", str(bundles[(i + 1) % 2]), *FAST), cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        remote = _remote_deploys(t) if with_device else []
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for r in remote:
+            _kill_tree(r)
+        at_kill = log.read_text().splitlines()[log_len:]
+        deadline = time.monotonic() + 120
+        while _remote_deploys(t):  # a laptop-only kill: the device side runs on to its end
+            assert time.monotonic() < deadline, "device-side deploy never finished"
+            time.sleep(0.2)
+        now = t.current()
+        new = [n for n in t.releases() if n[:16] >= started]
+        assert now == old or now in new, f"kill {i}: current {now} is neither {old} nor one of {new}"
+        verify_release(t, now)  # a whole release: .ready, every file's sha256, a venv
+        step = at_kill[-1].split(" ", 1)[1][:48] if at_kill else "(device side not started)"
+        rows.append((i, delay, "laptop+device" if with_device else "laptop", step, "old" if now == old else "new"))
+    print(f"\nkill points (a full deploy takes {full:.1f} s):")
+    for r in rows:
+        print("  #%d at %5.2f s, killed %-13s; device log at the kill: %-48s -> %s release current" % r)
+    outcomes = {r[4] for r in rows}
+    assert outcomes == {"old", "new"}, rows
+    # and the device is left deployable: a clean deploy succeeds and serves its model
+    p = run_cli(deploy_cmd(pi, t, "--bundle", str(bundles[1]), *FAST))
+    assert p.returncode == 0, p.stdout + p.stderr
+    verify_release(t, t.current())
+    h = t.healthz()
+    assert h["status"] == "ok" and h["model_sha256"] == kit["sha"]["b"]
+    ready = [n for n in t.releases() if (t.remote_dir / "releases" / n / ".ready").exists()]
+    assert len(ready) <= 3 + 2, ready  # --keep 3, plus current and previous at most
