@@ -119,7 +119,6 @@ class MqttOutput(Output):
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        c.enable_logger(logging.getLogger(__name__ + ".paho"))
         if cfg.username is not None:
             c.username_pw_set(cfg.username, password)
         if cfg.tls is not None:
@@ -136,11 +135,14 @@ class MqttOutput(Output):
         # Before connecting: the broker publishes this if the connection dies without a DISCONNECT.
         c.will_set(self.topic_availability, b"offline", qos=cfg.qos_availability, retain=True)
         c.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)
-        c.max_queued_messages_set(cfg.queue_size)  # paho's own queue of QoS>0 messages, bounded too
+        # paho's own queue of unacknowledged QoS>0 messages, bounded too; when it is full the rest
+        # waits in our deque and is handed over as acknowledgements come in (on_publish).
+        c.max_queued_messages_set(cfg.queue_size)
         c.connect_timeout = cfg.connect_timeout_s
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
+        c.on_publish = self._on_publish
         self.client = c
 
     # ---- state ----
@@ -182,6 +184,10 @@ class MqttOutput(Output):
                 self.cfg.host, self.cfg.port, reason_code, self.cfg.queue_size,
             )
 
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if self._queue:
+            self._drain()
+
     def _on_connect_fail(self, client, userdata) -> None:
         if not self._fail_logged:  # one line per outage, not one per retry
             log.warning(
@@ -201,7 +207,8 @@ class MqttOutput(Output):
     def _drain(self) -> None:
         """Hand queued messages to paho while connected. Never blocks on another drainer."""
         mqtt = self._mqtt
-        while self._queue and self._connected.is_set():
+        blocked = False
+        while self._queue and self._connected.is_set() and not blocked:
             if not self._drain_lock.acquire(blocking=False):
                 return  # the holder loops until the queue is empty, ours included
             try:
@@ -211,11 +218,15 @@ class MqttOutput(Output):
                     except IndexError:
                         break
                     rc = self.client.publish(*msg).rc
-                    if rc == mqtt.MQTT_ERR_NO_CONN and msg[2] == 0:
-                        self._queue.appendleft(msg)  # QoS 0 is not kept by paho: keep it ourselves
+                    # Put it back and stop when paho did not take it: QoS 0 while the connection just
+                    # dropped (paho keeps only QoS>0), or paho's in-flight queue is full (resumed from
+                    # on_publish when the broker acknowledges).
+                    if (rc == mqtt.MQTT_ERR_NO_CONN and msg[2] == 0) or rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                        if len(self._queue) == self._queue.maxlen:
+                            self.telemetry.inc("mqtt_dropped")  # the newest is pushed out instead
+                        self._queue.appendleft(msg)
+                        blocked = True  # resumed by on_connect / on_publish, not by spinning here
                         break
-                    if rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-                        self.telemetry.inc("mqtt_dropped")
             finally:
                 self._drain_lock.release()
         self.telemetry.set_gauge("mqtt_queue_depth", len(self._queue))
@@ -265,5 +276,11 @@ class MqttOutput(Output):
                     pass  # lost the connection meanwhile: the broker sends the last-will instead
             self.client.disconnect()
         finally:
-            self.client.loop_stop()
+            # loop_stop() joins paho's thread without a timeout; that thread may sit in a TCP connect
+            # for up to connect_timeout_s. It is a daemon thread, so bound the wait and move on.
+            stopper = threading.Thread(target=self.client.loop_stop, name="faceedge-mqtt-stop", daemon=True)
+            stopper.start()
+            stopper.join(CLOSE_TIMEOUT_S)
+            if stopper.is_alive():
+                log.warning("mqtt: network thread did not stop within %.1f s; leaving it behind", CLOSE_TIMEOUT_S)
             self._connected.clear()

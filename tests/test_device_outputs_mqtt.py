@@ -1,0 +1,270 @@
+"""MQTT output against a real mosquitto on 127.0.0.1 (fault 5: broker absent at start, killed mid-run,
+client hard-killed → last-will)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from device.errors import FaceedgeError
+from device.outputs import OutputsConfig, build_outputs
+from device.outputs.mqtt import MqttConfig, MqttOutput
+from device.telemetry import Telemetry
+from device.types import Result
+from tests.mosquitto import MOSQUITTO, Mosquitto, Recorder
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (make setup)")
+
+
+def result(i: int, label: str = "face", event: bool = False) -> Result:
+    return Result(i, 1_700_000_000.0 + i / 10, label, 0.9, label, 0.8, event=event, stages_ms={"invoke": 2.0})
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Mosquitto(tmp_path / "broker")
+    b.start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture
+def closing():
+    things = []
+    yield things.append
+    for t in reversed(things):
+        t.close()
+
+
+def make_output(port: int, prefix: str, tel: Telemetry | None = None, **kw) -> MqttOutput:
+    cfg = MqttConfig(
+        port=port, topic_prefix=prefix, client_id=f"faceedge-test-{prefix.replace('/', '-')}",
+        reconnect_min_s=0.2, reconnect_max_s=1.0, **kw,
+    )
+    return MqttOutput(cfg, tel or Telemetry())
+
+
+def frame_ids(rec: Recorder, topic: str) -> list[int]:
+    return [json.loads(m[2])["frame_id"] for m in rec.on(topic)]
+
+
+def test_results_events_and_availability(broker, closing):
+    rec = Recorder(broker.port, "t1/#")
+    closing(rec)
+    assert rec.subscribed.wait(5)
+    tel = Telemetry()
+    out = make_output(broker.port, "t1", tel)
+    out.start()
+    assert out.wait_connected(5)
+    labels = ["face", "face", "face", "no_face", "no_face", "face"]
+    for i, lab in enumerate(labels):
+        out.publish(result(i, lab, event=i in (0, 3, 5)))
+    assert rec.wait_for(lambda m: m[1] == "t1/result" and json.loads(m[2])["frame_id"] == 5, 5)
+    assert frame_ids(rec, "t1/result") == list(range(6))
+    r3 = json.loads(rec.on("t1/result")[3][2])
+    assert r3["label"] == "no_face" and r3["time"] == "2023-11-14T22:13:20.300Z" and r3["stages_ms"] == {"invoke": 2.0}
+    assert rec.wait_for(lambda m: m[1] == "t1/event" and json.loads(m[2])["frame_id"] == 5, 5)
+    events = [json.loads(m[2]) for m in rec.on("t1/event")]
+    assert [(e["previous"], e["label"]) for e in events] == [(None, "face"), ("face", "no_face"), ("no_face", "face")]
+    assert [m[2] for m in rec.on("t1/availability")] == [b"online"]
+    assert tel.gauge("mqtt_connected") == 1
+
+    t0 = time.monotonic()
+    out.close()
+    close_s = time.monotonic() - t0
+    assert close_s < 1.5
+    assert rec.wait_for(lambda m: m[1] == "t1/availability" and m[2] == b"offline", 5)
+    # A newcomer sees the retained "offline" of a clean close.
+    late = Recorder(broker.port, "t1/availability")
+    closing(late)
+    m = late.wait_for(lambda m: True, 5)
+    assert m is not None and m[2] == b"offline" and m[3] is True
+
+
+def test_result_interval_throttles_results_not_events(broker, closing):
+    rec = Recorder(broker.port, "t2/#")
+    closing(rec)
+    assert rec.subscribed.wait(5)
+    out = make_output(broker.port, "t2", result_interval_s=0.5)
+    closing(out)
+    out.start()
+    assert out.wait_connected(5)
+    for i in range(20):  # 8 fps for 2.5 s (timestamps exact in binary)
+        r = result(i, event=i == 7)
+        r.timestamp = 1_700_000_000.0 + i * 0.125
+        out.publish(r)
+    assert rec.wait_for(lambda m: m[1] == "t2/event", 5)
+    assert rec.wait_for(lambda m: m[1] == "t2/result" and json.loads(m[2])["frame_id"] == 19, 5)
+    assert frame_ids(rec, "t2/result") == [0, 4, 7, 11, 15, 19]  # every 0.5 s, plus the event frame
+
+
+@pytest.mark.slow
+def test_broker_absent_at_start_then_appears(tmp_path, closing):
+    """Fault 5a: no broker at start. start() returns at once, publish never blocks, the queue stays at
+    queue_size (drops counted), and when the broker appears the client connects and delivers the newest."""
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    # A watcher with a persistent session, registered and saved to disk, then the broker goes away.
+    broker.start()
+    watcher = Recorder(broker.port, "t3/#", client_id="watcher-t3", persistent=True)
+    assert watcher.subscribed.wait(5)
+    watcher.close()
+    broker.save()
+    broker.kill()
+    try:
+        tel = Telemetry()
+        out = make_output(broker.port, "t3", tel, queue_size=20, qos_result=1)
+        closing(out)
+        t0 = time.perf_counter()
+        out.start()
+        assert time.perf_counter() - t0 < 0.2
+        worst = 0.0
+        for i in range(50):
+            t = time.perf_counter()
+            out.publish(result(i))
+            worst = max(worst, time.perf_counter() - t)
+        assert worst < 0.005, f"publish took {worst * 1000:.1f} ms with no broker"
+        assert out.queue_depth == 20 and tel.counter("mqtt_dropped") == 30
+        assert not out.connected and tel.gauge("mqtt_connected") == 0
+        time.sleep(1.0)  # a few failed connection attempts in the background
+
+        up = broker.start()
+        assert out.wait_connected(5)
+        reconnect_s = time.monotonic() - up
+        print(f"\nconnected {reconnect_s:.2f} s after the broker came up (reconnect_max_s=1.0)")
+        assert reconnect_s < 1.0 + 1.5
+        watcher = Recorder(broker.port, "t3/#", client_id="watcher-t3", persistent=True)
+        closing(watcher)
+        assert watcher.wait_for(lambda m: m[1] == "t3/result" and json.loads(m[2])["frame_id"] == 49, 10)
+        assert frame_ids(watcher, "t3/result") == list(range(30, 50))  # the newest 20, in order
+        assert out.queue_depth == 0
+        broker.kill()  # and gone again: close() still returns promptly
+        t0 = time.monotonic()
+        out.close()
+        assert time.monotonic() - t0 < 1.5
+    finally:
+        broker.kill()
+
+
+@pytest.mark.slow
+def test_broker_killed_mid_run(tmp_path, closing):
+    """Fault 5b: SIGKILL the broker while publishing; the queue stays bounded; it reconnects and delivers."""
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    try:
+        watcher = Recorder(broker.port, "t4/#", client_id="watcher-t4", persistent=True)
+        closing(watcher)
+        assert watcher.subscribed.wait(5)
+        broker.save()  # the watcher's session survives the SIGKILL below
+        tel = Telemetry()
+        out = make_output(broker.port, "t4", tel, queue_size=25, qos_result=1)
+        closing(out)
+        out.start()
+        assert out.wait_connected(5)
+        for i in range(10):
+            out.publish(result(i))
+        assert watcher.wait_for(lambda m: m[1] == "t4/result" and json.loads(m[2])["frame_id"] == 9, 5)
+
+        broker.kill()
+        deadline = time.monotonic() + 5
+        while out.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not out.connected
+        worst, depth = 0.0, []
+        for i in range(10, 110):  # 100 results while the broker is dead
+            t = time.perf_counter()
+            out.publish(result(i))
+            worst = max(worst, time.perf_counter() - t)
+            depth.append(out.queue_depth)
+        assert max(depth) == 25 and out.queue_depth == 25
+        assert tel.counter("mqtt_dropped") == 75
+        assert worst < 0.005
+
+        time.sleep(0.5)
+        up = broker.start()
+        assert out.wait_connected(5)
+        reconnect_s = time.monotonic() - up
+        print(f"\nreconnected {reconnect_s:.2f} s after the broker restarted")
+        assert reconnect_s < 2.5
+        assert tel.counter("mqtt_reconnects") == 1
+        out.publish(result(110))
+        assert watcher.wait_for(lambda m: m[1] == "t4/result" and json.loads(m[2])["frame_id"] == 110, 10)
+        # QoS 1 is at-least-once: the broker may redeliver what was in flight to the watcher at the kill.
+        ids = list(dict.fromkeys(frame_ids(watcher, "t4/result")))
+        assert ids == list(range(10)) + list(range(85, 111))  # before, the newest 25 queued, after
+        avail = [m[2] for m in watcher.on("t4/availability")]
+        assert avail[-1] == b"online" and avail.count(b"online") >= 2
+    finally:
+        broker.kill()
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from device.outputs.mqtt import MqttConfig, MqttOutput
+    from device.telemetry import Telemetry
+    out = MqttOutput(MqttConfig(port=int(sys.argv[1]), topic_prefix="t5", client_id="child-t5"), Telemetry())
+    out.start()
+    assert out.wait_connected(10)
+    print("connected", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.slow
+def test_last_will_on_hard_kill(broker, closing):
+    """Fault 5c: the daemon is SIGKILLed; the broker publishes the retained last-will "offline"."""
+    watcher = Recorder(broker.port, "t5/availability")
+    closing(watcher)
+    assert watcher.subscribed.wait(5)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(broker.port)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert child.stdout.readline().strip() == b"connected"
+        assert watcher.wait_for(lambda m: m[2] == b"online", 5)
+        t_kill = time.monotonic()
+        child.send_signal(signal.SIGKILL)
+        child.wait(5)
+        m = watcher.wait_for(lambda m: m[2] == b"offline", 10)
+        assert m is not None
+        will_s = m[0] - t_kill
+        print(f"\nlast-will 'offline' delivered {will_s * 1000:.0f} ms after SIGKILL")
+        assert will_s < 2.0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    late = Recorder(broker.port, "t5/availability")
+    closing(late)
+    m = late.wait_for(lambda m: True, 5)
+    assert m is not None and m[2] == b"offline" and m[3] is True  # retained for newcomers
+
+
+def test_config_and_secrets(tmp_path, monkeypatch):
+    with pytest.raises(Exception, match="qos_result"):
+        OutputsConfig.model_validate({"mqtt": {"qos_result": 3}})
+    with pytest.raises(Exception, match="topic_prefix"):
+        MqttConfig(topic_prefix="a/#")
+    with pytest.raises(Exception, match="hostname"):
+        OutputsConfig.model_validate({"mqtt": {"hostname": "x"}})
+    monkeypatch.delenv("FACEEDGE_MQTT_PW", raising=False)
+    with pytest.raises(FaceedgeError, match=r"password_env: environment variable \$FACEEDGE_MQTT_PW is not set"):
+        build_outputs(OutputsConfig(mqtt=MqttConfig(username="u", password_env="FACEEDGE_MQTT_PW")), Telemetry())
+    with pytest.raises(FaceedgeError, match="password_file .*nope"):
+        MqttOutput(MqttConfig(username="u", password_file=tmp_path / "nope"), Telemetry())
+    pw = tmp_path / "pw"
+    pw.write_text("hunter2hunter2\n")
+    out = MqttOutput(MqttConfig(username="u", password_file=pw, topic_prefix="p"), Telemetry())
+    assert out.client.username == "u" and out.client.password == "hunter2hunter2"
+    assert out.topic_availability == "p/availability"
+    default = MqttOutput(MqttConfig(), Telemetry())
+    assert default.prefix.startswith("faceedge/") and default.client_id.startswith("faceedge-")
