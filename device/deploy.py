@@ -90,7 +90,7 @@ class Host:
             if not _SAFE_USER.match(user):
                 raise FaceedgeError(f"--hosts {spec!r}: bad user name {user!r}")
         port = None
-        m = re.fullmatch(r"\[([0-9A-Fa-f:.%]+)\](?::(\d+))?", s)
+        m = re.fullmatch(r"\[([0-9A-Za-z:.%]+)\](?::(\d+))?", s)
         if m:
             host, port_s = m.group(1), m.group(2)
         elif s.count(":") == 1:
