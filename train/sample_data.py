@@ -322,17 +322,17 @@ def _face_layer(ident: Identity, rng: np.random.Generator, n: int, is_open: bool
 def render(ident: Identity, is_open: bool, rng: np.random.Generator, size: int) -> np.ndarray:
     """One RGB uint8 image of `ident` with eyes open or closed."""
     n = size * SS
-    bg = _background(rng, n)
-    face, mask = _face_layer(ident, rng, n, is_open)
+    bg = _background(rng, size)
+    face, mask = _face_layer(ident, rng, n, is_open)  # supersampled, then area-downsampled
     # Pose: roll, scale, shift.
     angle = rng.uniform(-15, 15)
     scale = rng.uniform(0.85, 1.12)
     m = cv2.getRotationMatrix2D((n * 0.5, n * 0.5), angle, scale)
     m[:, 2] += rng.uniform(-0.07, 0.07, 2) * n
     rgba = cv2.warpAffine(np.dstack([face, mask]), m, (n, n), flags=cv2.INTER_LINEAR, borderValue=0)
-    face, mask = rgba[..., :3], rgba[..., 3:]
-    img = bg + (face - bg) * mask
-    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    rgba = cv2.resize(rgba, (size, size), interpolation=cv2.INTER_AREA)
+    # The face layer was drawn over black with antialiased edges: it is premultiplied by its mask.
+    img = bg * (1.0 - rgba[..., 3:]) + rgba[..., :3]
     # Lighting: gain, contrast, colour cast, a directional light gradient.
     yy, xx = _grid(size)
     a = rng.uniform(0, 2 * math.pi)
