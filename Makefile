@@ -14,6 +14,8 @@ PI           ?=
 PORT         ?= 22
 SSH_KEY      ?=
 REMOTE_DIR   ?= faceedge
+KNOWN_HOSTS  ?=
+SSH_OPTS      = $(if $(SSH_KEY),--ssh_key $(SSH_KEY)) $(if $(KNOWN_HOSTS),--known_hosts $(KNOWN_HOSTS))
 ARGS         ?=
 PYTEST_ARGS  ?=
 APT_PACKAGES := mosquitto openssh-server rsync systemd
@@ -68,15 +70,15 @@ check-device: | $(PY) ## load the model and run the self-test, as deploy does
 
 deploy: | $(PY) ## deploy daemon + model to PI=user@host[,user@host...]
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device deploy --hosts $(PI) --port $(PORT) $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) --remote-dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
+	$(PY) -m device deploy --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
 
 rollback: | $(PY) ## go back one release on PI
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device rollback --hosts $(PI) --port $(PORT) $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) --remote-dir $(REMOTE_DIR) $(ARGS)
+	$(PY) -m device rollback --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) $(ARGS)
 
 deploy-model: | $(PY) ## ship a new model only and reload it with SIGHUP
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device deploy-model --hosts $(PI) --port $(PORT) $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) --remote-dir $(REMOTE_DIR) --run $(RUN) $(ARGS)
+	$(PY) -m device deploy-model --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
 
 bench: | $(PY) ## on-device latency benchmark here (raw interpreter + whole pipeline)
 	$(PY) -m device bench --model-dir $(RUN) $(ARGS)
