@@ -88,7 +88,9 @@ def run(run_dir: str | os.PathLike | None = None, **kw) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="convert: %(message)s", stream=sys.stderr)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
+    # TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine...); its real errors raise.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     kw = {k: v for k, v in vars(args).items() if k not in ("run", "log_level")}
     try:
         summary = run(args.run, **kw)
