@@ -42,7 +42,17 @@ COUNTER_HELP: dict[str, str] = {
     "events": "Changes of the smoothed label.",
     "errors": "Errors of any kind (source, inference, outputs); see the log for details.",
     "output_errors": "Results an output failed to write or send.",
+    "source_errors": "Failed reads from the frame source.",
+    "source_open_failures": "Failed attempts to open the frame source.",
+    "no_roi": "Frames without a region to classify (e.g. no face in face mode).",
+    "reloads": "Successful SIGHUP reloads of config and model.",
+    "reloads_refused": "SIGHUP reloads refused (the new model or config failed validation).",
     "mqtt_dropped": "MQTT messages dropped because the bounded queue was full.",
+    "mqtt_reconnects": "Times the MQTT client connected again after losing the broker.",
+}
+GAUGE_HELP: dict[str, str] = {
+    "mqtt_connected": "1 while connected to the MQTT broker.",
+    "mqtt_queue_depth": "MQTT messages waiting for the broker.",
 }
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -289,7 +299,7 @@ class Telemetry:
                 gauges["last_score"] = ("Score of the latest result.", self._latest.score)
                 gauges["last_smoothed_score"] = ("Smoothed score of the latest result.", self._latest.smoothed_score)
             for name, value in sorted(self._gauges.items()):
-                gauges.setdefault(name, (f"{name.replace('_', ' ').capitalize()}.", value))
+                gauges.setdefault(name, (GAUGE_HELP.get(name, f"{name.replace('_', ' ').capitalize()}."), value))
             for name, (help_, value) in gauges.items():
                 family(name, "gauge", help_)
                 out.append(f"{PREFIX}_{name} {_fmt(value)}")
