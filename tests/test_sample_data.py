@@ -233,7 +233,11 @@ def test_learnable_from_a_local_feature_on_unseen_persons(arrays):
 
 @pytest.mark.slow
 def test_learnable_by_a_tiny_cnn_on_unseen_persons(arrays):
-    """A 4-conv-layer CNN at 64×64, trained on 7 persons for 10 epochs, is right on 3 new persons."""
+    """A 4-conv-layer CNN at 64×64, trained on 7 persons for 12 epochs, is right on 3 new persons.
+
+    No BatchNormalization on purpose: with ~100 steps its moving statistics are still near their
+    initial values and inference-mode predictions stay at chance (measured: 0.53-0.56).
+    """
     keras = pytest.importorskip("keras")
     x, y, persons = arrays
     held = np.isin(persons, ["p03", "p06", "p09"])
@@ -250,6 +254,6 @@ def test_learnable_by_a_tiny_cnn_on_unseen_persons(arrays):
     h = keras.layers.GlobalMaxPooling2D()(h)
     model = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(h))
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    model.fit(xtr, ytr, epochs=10, batch_size=32, verbose=0)
+    model.fit(xtr, ytr, epochs=12, batch_size=32, verbose=0)
     acc = float(((model.predict(small[held], verbose=0)[:, 0] > 0.5) == y[held]).mean())
     assert acc >= 0.8, acc
