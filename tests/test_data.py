@@ -337,3 +337,10 @@ def test_every_accepted_file_decodes_with_tensorflow_and_truncated_ones_do_not(t
         if kind in ("truncated", "zero-byte", "not-an-image"):
             with pytest.raises(tf.errors.InvalidArgumentError):
                 tf.io.decode_image(tf.io.read_file(str(p)), channels=3, expand_animations=False)
+
+
+def test_symlink_loop_is_walked_once(tmp_path):
+    root = make_tree(tmp_path / "data", n=2)
+    (root / "open" / "ann" / "loop").symlink_to(root / "open" / "ann")
+    idx = index_dataset(root)
+    assert idx.counts() == {"closed": 4, "open": 4}

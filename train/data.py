@@ -22,7 +22,7 @@ import logging
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -71,7 +71,6 @@ class DatasetIndex:
     layout: Layout
     seconds: float = 0.0
     extension_mismatches: int = 0  # accepted files whose content type differs from the extension
-    _extra: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_checked(self) -> int:
@@ -167,9 +166,17 @@ def _visible(p: Path) -> bool:
 
 
 def _files_under(folder: Path) -> list[Path]:
-    """All files below `folder`, recursively, not descending into hidden folders."""
+    """All files below `folder`, recursively, following links (once: a link loop is not an endless walk),
+    not descending into hidden folders."""
     out = []
+    seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            log.warning("%s: already visited through another link, not walked again", dirpath)
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         out.extend(Path(dirpath) / f for f in sorted(filenames))
     return out
