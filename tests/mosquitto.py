@@ -34,7 +34,8 @@ class Mosquitto:
     "subscriber reconnects" and "client under test reconnects and flushes its queue".
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False):
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False,
+                 extra: list[str] | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -43,7 +44,7 @@ class Mosquitto:
         self.conf = self.workdir / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *([] if any(x.startswith("allow_anonymous") for x in extra or []) else ["allow_anonymous true"]),
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "autosave_interval 1",
@@ -51,6 +52,7 @@ class Mosquitto:
             "log_type error",
             "log_type warning",
         ]
+        lines += extra or []  # e.g. TLS files, password_file (they apply to the listener above)
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to `mosquitto`, who cannot enter pytest's 0700 tmp dirs
         self.conf.write_text("\n".join(lines) + "\n")
@@ -107,7 +109,8 @@ class Mosquitto:
 class Recorder:
     """A paho subscriber that records (monotonic time, topic, payload, retain) for every message."""
 
-    def __init__(self, port: int, topic: str, client_id: str = "", persistent: bool = False, qos: int = 1):
+    def __init__(self, port: int, topic: str, client_id: str = "", persistent: bool = False, qos: int = 1,
+                 ca_file: str | None = None, username: str | None = None, password: str | None = None):
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[float, str, bytes, bool]] = []
@@ -120,6 +123,10 @@ class Recorder:
             protocol=mqtt.MQTTv311,
             clean_session=not persistent,
         )
+        if ca_file:
+            self.client.tls_set(ca_certs=ca_file)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(0.05, 0.2)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()

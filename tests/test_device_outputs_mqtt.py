@@ -4,7 +4,9 @@ client hard-killed → last-will)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,3 +270,64 @@ def test_config_and_secrets(tmp_path, monkeypatch):
     assert out.topic_availability == "p/availability"
     default = MqttOutput(MqttConfig(), Telemetry())
     assert default.prefix.startswith("faceedge/") and default.client_id.startswith("faceedge-")
+
+
+def make_tls_files(d: Path) -> dict[str, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl CLI, EC keys: fast)."""
+    d.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def ossl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ossl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=faceedge-test-ca")
+    ossl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    return {"ca": d / "ca.crt", "server": d / "server.crt", "server_key": d / "server.key"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None,
+                    reason="openssl / mosquitto_passwd not installed")
+def test_tls_and_password_from_file(tmp_path, closing, caplog, monkeypatch):
+    files = make_tls_files(tmp_path / "pki")
+    pwfile = tmp_path / "broker" / "passwd"
+    pwfile.parent.mkdir()
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "pi", "correct-horse-battery"], check=True,
+                   capture_output=True, timeout=30)
+    broker = Mosquitto(tmp_path / "broker", extra=[
+        f"cafile {files['ca']}", f"certfile {files['server']}", f"keyfile {files['server_key']}",
+        "allow_anonymous false", f"password_file {pwfile}",
+    ])
+    broker.start()
+    try:
+        rec = Recorder(broker.port, "t6/#", ca_file=str(files["ca"]), username="pi", password="correct-horse-battery")
+        closing(rec)
+        assert rec.subscribed.wait(10)
+        secret = tmp_path / "mqtt_password"
+        secret.write_text("correct-horse-battery\n")
+        out = make_output(broker.port, "t6", username="pi", password_file=secret, tls={"ca_file": files["ca"]})
+        closing(out)
+        out.start()
+        assert out.wait_connected(10)
+        out.publish(result(1))
+        assert rec.wait_for(lambda m: m[1] == "t6/result", 5)
+
+        # A wrong password (from the environment this time): refused, logged once, publish still returns.
+        monkeypatch.setenv("FACEEDGE_TEST_MQTT_PW", "wrong")
+        caplog.set_level(logging.WARNING, logger="device.outputs.mqtt")
+        tel = Telemetry()
+        bad = make_output(broker.port, "t6bad", tel, username="pi", password_env="FACEEDGE_TEST_MQTT_PW",
+                          tls={"ca_file": files["ca"]}, queue_size=5)
+        closing(bad)
+        bad.start()
+        for i in range(10):
+            bad.publish(result(i))
+        time.sleep(1.5)  # several refused attempts
+        assert not bad.connected and bad.queue_depth == 5 and tel.counter("mqtt_dropped") == 5
+        refused = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refused) == 1 and "Not authorized" in refused[0].getMessage()
+    finally:
+        broker.kill()
