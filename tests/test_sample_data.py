@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -129,9 +130,12 @@ def test_refuses_foreign_non_empty_folder_and_replaces_atomically(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_empty_existing_folder_is_fine(tmp_path):
+def test_empty_existing_folder_is_fine_and_output_is_a_normal_folder(tmp_path):
     (tmp_path / "out").mkdir()
     assert generate(tmp_path / "out", persons=2, images_per_person=2, size=32)["images"] == 4
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
 
 
 @pytest.mark.parametrize("kw,word", [(dict(persons=1), "persons"), (dict(images_per_person=1), "images_per_person"),

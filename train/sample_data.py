@@ -394,6 +394,7 @@ def generate(
             raise FaceedgeError(f"output folder {out} is not empty and not a sample dataset (use --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the dataset should be a normal folder
     try:
         idents = [make_identity(seed, p) for p in range(persons)]
         counts: dict[str, dict[str, int]] = {}
@@ -431,6 +432,12 @@ def generate(
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("wrote %d images of %d persons to %s in %.2fs", summary["images"], persons, out, summary["seconds"])
     return summary
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _replace_dir(new: Path, out: Path) -> None:
