@@ -57,7 +57,12 @@ from device.types import Output, Result
 
 log = logging.getLogger(__name__)
 
-STAGES = ("capture_wait", "crop", "preprocess", "invoke", "postprocess", "latency")
+# Per-result timings in ms (Result.stages_ms and Telemetry histograms of the same names):
+# frame_wait (loop blocked waiting for a frame), capture_wait (the frame's age: captured → taken by
+# the loop), crop, preprocess (resize + quantize into the input tensor), invoke, postprocess
+# (dequantize + decide), latency (capture → decided). Telemetry also gets `publish` (outputs) per
+# result and `capture` (one source.read() in the capture thread: decode + colour conversion) per frame.
+STAGES = ("frame_wait", "capture_wait", "crop", "preprocess", "invoke", "postprocess", "latency")
 
 
 class Daemon:
@@ -96,6 +101,7 @@ class Daemon:
         self.latest: Result | None = None
         self.stats: dict[str, Any] = {}
         self._input: np.ndarray | None = None
+        self._prepare_fn: Callable | None = None
         self._reload_requested = threading.Event()
         self._reload_thread: threading.Thread | None = None
         self._pending: tuple[DaemonConfig, Classifier, Path] | None = None
@@ -117,6 +123,7 @@ class Daemon:
         self.decider = Decider(cfg.decision, self.classifier.manifest)
         self.cropper = Cropper(cfg.crop)
         self._input = np.empty(self.classifier.input_size + (3,), np.uint8)
+        self._prepare_fn = self._make_prepare()
         self.telemetry.set_model(self.classifier.manifest.sha256, str(self.classifier.model_path))
         self.telemetry.set_status("starting", "waiting for the first frame")
         self.outputs = self._outputs_given if self._outputs_given is not None else build_outputs(
@@ -184,6 +191,7 @@ class Daemon:
                 g = self.grabber
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            t_wait = time.perf_counter()
             frame = g.get(timeout=poll)
             now = time.monotonic()
             if frame is None:
@@ -213,7 +221,7 @@ class Daemon:
             if stalled:
                 stalled = False
                 log.info("frames resumed from %s", g.source_name)
-            result = self._process(frame)
+            result = self._process(frame, (time.perf_counter() - t_wait) * 1000.0)
             g.release()
             self.notifier.watchdog()  # only here: a fresh frame went through the whole loop
             if result is None:
@@ -226,20 +234,50 @@ class Daemon:
         self.stats["capture"] = g.stats.as_dict()
         return self.stats
 
-    def _process(self, frame) -> Result | None:
-        """One frame through crop → resize → invoke → decide → publish; stage times in ms."""
+    def _make_prepare(self) -> Callable | None:
+        """The crop + resize to run in the capture thread, overlapping inference. Only for the
+        cheap crop modes: a face detector run on every captured frame would waste the CPU on
+        frames that are then dropped, so face mode crops in the loop, on the frames it classifies."""
+        if self.config.crop.mode == "face":
+            return None
+        cropper, size = self.cropper, self.classifier.input_size
+
+        def prepare(image: np.ndarray, out: np.ndarray | None):
+            t0 = time.perf_counter()
+            crop = cropper(image)
+            t1 = time.perf_counter()
+            if crop.image is None:
+                return None, {}
+            if out is None or out.shape[:2] != size:
+                out = np.empty(size + (3,), np.uint8)
+            resize_to_input(crop.image, size, out=out)
+            return out, {"crop": (t1 - t0) * 1000.0, "resize": (time.perf_counter() - t1) * 1000.0}
+
+        return prepare
+
+    def _process(self, frame, wait_ms: float = 0.0) -> Result | None:
+        """One frame through crop → resize → invoke → decide → publish; stage times in ms.
+
+        `wait_ms`: how long the loop blocked for this frame (0 when the capture thread is ahead).
+        Crop and resize were usually done by the capture thread already (`frame.prepared`)."""
         clf = self.classifier
         t0 = time.perf_counter()
-        wait_ms = (time.monotonic() - frame.mono) * 1000.0
-        crop = self.cropper(frame.image)
-        t1 = time.perf_counter()
-        if crop.image is None:  # face mode, no face: nothing to classify in this frame
-            self.stats["no_roi"] += 1
-            self.telemetry.inc("no_roi")
-            self.telemetry.observe("crop", (t1 - t0) * 1000.0)
-            return None
-        resize_to_input(crop.image, clf.input_size, out=self._input)
-        clf.set_input(self._input)
+        age_ms = (time.monotonic() - frame.mono) * 1000.0
+        if frame.prepared is not None and frame.prepared_by is self._prepare_fn:
+            x = frame.prepared
+            clf.set_input(x)
+            t1 = t0 - frame.prep_ms["resize"] / 1000.0  # report the capture thread's timings
+            t0 = t1 - frame.prep_ms["crop"] / 1000.0
+        else:
+            crop = self.cropper(frame.image)
+            t1 = time.perf_counter()
+            if crop.image is None:  # face mode, no face: nothing to classify in this frame
+                self.stats["no_roi"] += 1
+                self.telemetry.inc("no_roi")
+                self.telemetry.observe("crop", (t1 - t0) * 1000.0)
+                return None
+            x = resize_to_input(crop.image, clf.input_size, out=self._input)
+            clf.set_input(x)
         t2 = time.perf_counter()
         clf.invoke()
         t3 = time.perf_counter()
@@ -247,7 +285,8 @@ class Daemon:
         d = self.decider.update(scores)
         t4 = time.perf_counter()
         stages = {
-            "capture_wait": wait_ms,
+            "frame_wait": wait_ms,  # loop idle, waiting for the source
+            "capture_wait": age_ms,  # captured → taken by the loop (the frame's age)
             "crop": (t1 - t0) * 1000.0,
             "preprocess": (t2 - t1) * 1000.0,
             "invoke": (t3 - t2) * 1000.0,
@@ -262,7 +301,7 @@ class Daemon:
         self.telemetry.result_published(result)
         publish_all(self.outputs, result)
         if self.config.expose_images:
-            publish_image(self.outputs, self._input.copy())
+            publish_image(self.outputs, x.copy())
         t5 = time.perf_counter()
         for k, v in stages.items():
             self.telemetry.observe(k, v)
@@ -324,6 +363,8 @@ class Daemon:
         self.decider = Decider(cfg.decision, clf.manifest)
         if cfg.crop != old_cfg.crop:
             self.cropper = Cropper(cfg.crop)
+        self._prepare_fn = self._make_prepare()  # frames prepared by the old hook are redone in the loop
+        self.grabber.prepare = self._prepare_fn
         if cfg.outputs != old_cfg.outputs or cfg.expose_images != old_cfg.expose_images:
             if self._outputs_given is None:
                 close_outputs(self.outputs)
@@ -357,7 +398,7 @@ class Daemon:
 
     def _make_grabber(self, cfg: DaemonConfig) -> FrameGrabber:
         factory = self._source_factory or (lambda: build_source(cfg.source))
-        return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry)
+        return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn)
 
 
 # ----------------------------------------------------------------------------------- signals + CLI

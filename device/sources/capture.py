@@ -5,8 +5,10 @@ in a thread (cv2/picamera2 release the GIL while they wait and decode) overlaps 
 BGR->RGB conversion with inference, and lets the loop always classify the *newest* frame; frames
 overwritten before the loop took them are counted as dropped.
 
-Buffers: a 1-slot mailbox guarded by a condition, plus a small pool of recycled frame arrays, so in
-steady state a source that honours `read(out=...)` allocates nothing per frame. The frame handed to
+Buffers: a 1-slot mailbox guarded by a condition (for an unpaced source - a file read as fast as
+consumed, an image folder - a FIFO of PREFETCH frames instead, nothing dropped), plus a small pool
+of recycled frame arrays, so in steady state a source that honours `read(out=...)` allocates
+nothing per frame. The frame handed to
 the consumer stays valid until its next `get()`/`release()`.
 
 Faults handled here (the daemon reads `state`/`last_frame_mono` for health):
@@ -15,7 +17,7 @@ Faults handled here (the daemon reads `state`/`last_frame_mono` for health):
   attempt;
 - reads time out or fail for `stall_seconds`, or a live stream ends: close, reopen with the same
   backoff, and discard the first `discard_after_reconnect` frames of the new session (auto
-  exposure settling, codec catching up); a frame left in the slot from before the fault is
+  exposure settling, codec catching up); a frame left queued from before the fault is
   thrown away, never classified;
 - a read that never returns cannot be interrupted from Python: the thread stays blocked, the
   daemon reports `stalled`, and the systemd watchdog (pinged only after fresh results) restarts
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +43,8 @@ from device.sources.base import FrameSource, SourceError
 
 log = logging.getLogger(__name__)
 
-POOL_SIZE = 3  # one being written, one in the slot, one held by the consumer
+PREFETCH = 2  # unpaced sources: frames read ahead of the consumer (absorbs thread wake-up jitter)
+POOL_SIZE = PREFETCH + 2  # + one being written + one held by the consumer
 
 
 class CaptureConfig(Strict):
@@ -63,10 +67,14 @@ class Frame:
     timestamp: float  # time.time() when the frame was read
     mono: float  # time.monotonic() when the frame was read
     session: int  # 1 for the first open, +1 on every reopen
+    prepared: np.ndarray | None = None  # the `prepare` hook's output (e.g. the model input), if any
+    prepared_by: Any = None  # the hook that made it (a reload may swap hooks)
+    prep_ms: dict[str, float] = field(default_factory=dict)  # the hook's own stage timings
 
 
 class _NullTelemetry:
     def inc(self, name: str, n: int = 1) -> None: ...
+    def observe(self, stage: str, ms: float) -> None: ...
     def frame_captured(self, ts: float) -> None: ...
 
 
@@ -93,8 +101,13 @@ class FrameGrabber:
         cfg: CaptureConfig | None = None,
         *,
         telemetry: Any = None,
+        prepare: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray | None, dict[str, float]]] | None = None,
     ) -> None:
+        """`prepare(image, out)`, when given, runs in the capture thread on every frame it keeps and
+        returns (array, {stage: ms}) - the daemon crops and resizes there, so that preprocessing
+        overlaps inference. It may write into `out` (a recycled array) and must not keep `image`."""
         self._factory = source_factory
+        self.prepare = prepare
         self.cfg = cfg or CaptureConfig()
         self.telemetry = telemetry or _NullTelemetry()
         self.stats = CaptureStats()
@@ -106,9 +119,10 @@ class FrameGrabber:
         self.last_frame_mono: float | None = None
         self.reading_since: float | None = None  # monotonic start of the read in progress
         self._cond = threading.Condition()
-        self._latest: Frame | None = None
+        self._queue: deque[Frame] = deque()  # paced: ≤ 1 frame (the newest); unpaced: ≤ PREFETCH
         self._held: Frame | None = None
         self._free: list[np.ndarray] = []
+        self._free_prep: list[np.ndarray] = []
         self._frame_id = 0
         self._attempt = 0
         self._stop = threading.Event()
@@ -125,11 +139,11 @@ class FrameGrabber:
         source ended/failed: check `finished`)."""
         with self._cond:
             self._release_locked()
-            if not self._cond.wait_for(lambda: self._latest is not None or self.finished, timeout):
+            if not self._cond.wait_for(lambda: self._queue or self.finished, timeout) or not self._queue:
                 return None
-            frame, self._latest = self._latest, None
+            frame = self._queue.popleft()
             self._held = frame
-            self._cond.notify_all()  # an unpaced source waits for the slot to empty
+            self._cond.notify_all()  # an unpaced source waits for room in the queue
             return frame
 
     def release(self) -> None:
@@ -164,12 +178,17 @@ class FrameGrabber:
     # -- capture thread ----------------------------------------------------------------------
     def _release_locked(self) -> None:
         if self._held is not None:
-            self._recycle_locked(self._held.image)
+            self._recycle_frame_locked(self._held)
             self._held = None
 
     def _recycle_locked(self, arr: np.ndarray) -> None:
         if len(self._free) < POOL_SIZE:
             self._free.append(arr)
+
+    def _recycle_frame_locked(self, frame: Frame) -> None:
+        self._recycle_locked(frame.image)
+        if frame.prepared is not None and len(self._free_prep) < POOL_SIZE:
+            self._free_prep.append(frame.prepared)
 
     def _take_buffer(self) -> np.ndarray | None:
         with self._cond:
@@ -218,9 +237,8 @@ class FrameGrabber:
             opened_before = True
             with self._cond:
                 self.paced = src.paced
-                if self._latest is not None:  # from before the fault: never classify it
-                    self._recycle_locked(self._latest.image)
-                    self._latest = None
+                while self._queue:  # from before the fault: never classify it
+                    self._recycle_frame_locked(self._queue.popleft())
                     self.stats.discarded += 1
                     self.telemetry.inc("stale_frames_discarded")
                 self.state = "open"
@@ -272,7 +290,7 @@ class FrameGrabber:
         timeout = min(self.cfg.read_timeout_s, stall)
         while not self._stop.is_set():
             buf = self._take_buffer()
-            self.reading_since = time.monotonic()
+            t_read = self.reading_since = time.monotonic()
             try:
                 img = src.read(buf, timeout)
             except TimeoutError:
@@ -289,6 +307,7 @@ class FrameGrabber:
                     raise SourceError("stream ended")
                 return True
             mono, ts = time.monotonic(), time.time()
+            self.telemetry.observe("capture", (mono - t_read) * 1000.0)
             last = mono
             self._attempt = 0
             if discard > 0:
@@ -297,20 +316,39 @@ class FrameGrabber:
                 self.telemetry.inc("stale_frames_discarded")
                 self._give_back(img)
                 continue
-            self._publish(img, ts, mono)
+            self._publish(img, ts, mono, *self._prepare(img))
         return False
 
-    def _publish(self, img: np.ndarray, ts: float, mono: float) -> None:
+    def _prepare(self, img: np.ndarray) -> tuple[np.ndarray | None, Any, dict[str, float]]:
+        fn = self.prepare
+        if fn is None:
+            return None, None, {}
+        with self._cond:
+            out = self._free_prep.pop() if self._free_prep else None
+        try:
+            prepared, times = fn(img, out)
+        except Exception as e:  # noqa: BLE001 - the loop then prepares the frame itself, and says why
+            log.warning("capture-thread preprocessing failed (%s); the loop will do it", e)
+            self.prepare = None
+            prepared, times = None, {}
+        if out is not None and prepared is not out:
+            with self._cond:
+                self._free_prep.append(out)
+        return prepared, (fn if prepared is not None else None), times
+
+    def _publish(self, img: np.ndarray, ts: float, mono: float, prepared: np.ndarray | None = None,
+                 prepared_by: Any = None, prep_ms: dict[str, float] | None = None) -> None:
         dropped = False
         with self._cond:
-            if not self.paced:  # read one frame ahead of the consumer, never drop
-                self._cond.wait_for(lambda: self._latest is None or self._stop.is_set())
-            if self._latest is not None:
-                self._recycle_locked(self._latest.image)
+            if not self.paced:  # read a few frames ahead of the consumer, never drop
+                self._cond.wait_for(lambda: len(self._queue) < PREFETCH or self._stop.is_set())
+            elif self._queue:  # a camera: only the newest frame is worth classifying
+                self._recycle_frame_locked(self._queue.popleft())
                 self.stats.dropped += 1
                 dropped = True
             self._frame_id += 1
-            self._latest = Frame(img, self._frame_id, ts, mono, self.session)
+            self._queue.append(Frame(img, self._frame_id, ts, mono, self.session, prepared, prepared_by,
+                                     prep_ms or {}))
             self.stats.captured += 1
             self.last_frame_mono = mono
             self._cond.notify_all()
