@@ -511,7 +511,7 @@ def _check_remote_dir(remote_dir: str) -> str:
 PROBE = r"""
 set -e
 cd
-mkdir -p -- "$1/releases"
+mkdir -p -- "$1/releases" "$1/data"
 cd -- "$1"
 echo "dir=$(pwd -P)"
 echo "current=$(readlink current 2>/dev/null || true)"
@@ -545,7 +545,11 @@ def probe(host: Host, opts: Options) -> dict:
 
 
 def remote_script(host: Host, opts: Options, plan: dict, out: Callable[[str], None]) -> int:
-    """Run deploy_remote.py on the host (sent over stdin) with `plan`; stream its lines."""
+    """Run deploy_remote.py on the host (sent over stdin) with `plan`; stream its lines.
+
+    A script cut short (the laptop dies mid-send) never runs anything: python compiles the whole
+    of stdin before running it, and the only statement with an effect is the last line's main().
+    """
     argv = opts.ssh.ssh_argv(host, [opts.remote_python, "-", json.dumps(plan, separators=(",", ":"))])
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)

@@ -45,6 +45,7 @@ READY = ".ready"
 FAILED = ".failed"
 LOCK = ".deploy.lock"
 LOG = "deploy.log"
+LOG_MAX_BYTES = 1 << 20  # then deploy.log moves to deploy.log.1
 UNIT_PLACEHOLDER = "%h/faceedge"  # the shipped unit's paths assume remote_dir = ~/faceedge
 STALE_INCOMPLETE_S = 600  # an unready release younger than this may still be receiving rsync
 
@@ -398,7 +399,7 @@ class Service:
         if self.kind == "command":
             self._do(list(self.cfg["reload"]), "reload command")
         else:
-            self._do(self._systemctl() + ["kill", "--signal=HUP", "--kill-who=main", self.unit], "send SIGHUP")
+            self._do(self._systemctl() + ["reload", self.unit], "reload (ExecReload sends SIGHUP)")
 
     def logs(self) -> str:
         if self.kind == "command":
@@ -537,6 +538,10 @@ def do_deploy(plan: dict, lay: Layout, svc: Service, *, model_only: bool) -> Non
         raise DeployError(f"{rel}: not found (the copy did not arrive)")
     if os.path.exists(os.path.join(rel, READY)):
         raise DeployError(f"{rel}: already deployed once; a deploy always makes a new release")
+    try:
+        os.unlink(os.path.join(rel, FAILED))  # a retry of this very release name (same bundle, same second)
+    except FileNotFoundError:
+        pass
     prev = lay.current_name()
     if prev is not None and not os.path.isdir(lay.release(prev)):
         log(f"warning: current points at missing release {prev}")
@@ -645,7 +650,13 @@ def main(argv: list | None = None) -> int:
     lay = Layout(plan["remote_dir"])
     os.makedirs(lay.releases, exist_ok=True)
     global log
-    log = Log(os.path.join(lay.root, LOG))
+    log_path = os.path.join(lay.root, LOG)
+    try:
+        if os.path.getsize(log_path) > LOG_MAX_BYTES:
+            os.replace(log_path, log_path + ".1")
+    except OSError:
+        pass
+    log = Log(log_path)
     action = plan["action"]
     if action == "status":
         do_status(lay)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -38,7 +39,7 @@ from tests.conftest import ROOT, tiny_images
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 SSHD = "/usr/sbin/sshd"
-UNIT = Path(os.environ.get("FACEEDGE_DEV_UNIT", ROOT / "device" / "faceedge.service"))
+UNIT = ROOT / "device" / "faceedge.service"
 PY = sys.executable
 
 SUPERVISOR = r'''
@@ -343,8 +344,11 @@ FAST = ["--venv_without_pip", "--no_deps"]  # after the first deploy: pip from t
 def test_first_deploy(pi, kit):
     t: Target = kit["target"]
     t0 = time.monotonic()
-    p = run_cli(deploy_cmd(pi, t, "--run", str(kit["runs"]["a"]), "--config", str(kit["config"]), "--no_deps",
-                              "--unit", str(UNIT)))
+    # through the Makefile, as a user types it (ARGS: the test's supervisor instead of systemd)
+    args = [*t.service_args(), "--remote_python", pi.python, "--health_timeout", "20", "--no_deps"]
+    p = run_cli(["make", "--no-print-directory", "deploy", f"PI={pi.host}", f"PORT={pi.port}", f"SSH_KEY={pi.key}",
+                 f"KNOWN_HOSTS={pi.known_hosts}", f"REMOTE_DIR={t.name}", f"RUN={kit['runs']['a']}",
+                 f"DEVICE_CONFIG={kit['config']}", "ARGS=" + shlex.join(args)])
     took = time.monotonic() - t0
     assert p.returncode == 0, p.stdout + p.stderr
     cur = t.current()
@@ -557,10 +561,15 @@ def test_killed_deploys_leave_old_or_new_current_never_a_mix(pi, kit):
         for r in remote:
             _kill_tree(r)
         at_kill = log.read_text().splitlines()[log_len:]
-        deadline = time.monotonic() + 120
-        while _remote_deploys(t):  # a laptop-only kill: the device side runs on to its end
+        # A laptop-only kill: the device side runs on to its end. sshd may still be starting it
+        # when the laptop dies (the exec request and the script were already sent): wait until
+        # none has been seen for a whole second.
+        deadline, quiet_since = time.monotonic() + 120, time.monotonic()
+        while time.monotonic() - quiet_since < 1.0:
+            if _remote_deploys(t):
+                quiet_since = time.monotonic()
             assert time.monotonic() < deadline, "device-side deploy never finished"
-            time.sleep(0.2)
+            time.sleep(0.1)
         now = t.current()
         new = [n for n in t.releases() if n[:16] >= started]
         assert now == old or now in new, f"kill {i}: current {now} is neither {old} nor one of {new}"
