@@ -39,8 +39,8 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
-def config(tmp_path: Path, data: Path, name: str = "tiny", **sections) -> Path:
-    cfg = {"data": {"root": str(data), "holdout_persons": 1}, **{k: dict(v) for k, v in TINY.items()},
+def config(tmp_path: Path, data_root: Path, name: str = "tiny", **sections) -> Path:
+    cfg = {"data": {"root": str(data_root), "holdout_persons": 1}, **{k: dict(v) for k, v in TINY.items()},
            "run": {"name": name, "runs_dir": str(tmp_path / "runs")}}
     for section, values in sections.items():
         cfg.setdefault(section, {}).update(values)
@@ -171,7 +171,7 @@ def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, dataset, capsy
     cases.append(("empty", config(tmp_path, tmp_path / "empty", name="e"), "empty"))
     one = tmp_path / "one"
     shutil.copytree(dataset / "open", one / "open")
-    cases.append(("single label", config(tmp_path, one, name="o"), "one label"))
+    cases.append(("single label", config(tmp_path, one, name="o"), "single label"))
     nolabel = tmp_path / "nolabel"
     shutil.copytree(dataset, nolabel)
     shutil.rmtree(nolabel / "closed")
@@ -195,10 +195,12 @@ def test_existing_run_name_is_refused_before_anything_is_written(tmp_path, datas
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
 
 
+@pytest.mark.slow
 def test_fast_path_equals_the_normal_path(tmp_path, dataset):
     """Frozen backbone, no augmentation: the head trained on cached features gives the same model
     as the head trained through the backbone (one full batch per epoch, so order does not matter)."""
-    common = {"training": {"epochs": 2, "batch_size": 64, "verbose": 0, "patience": 0}}
+    common = {"training": {"epochs": 2, "batch_size": 64, "verbose": 0, "patience": 0},
+              "model": {"backbone": "simple_cnn", "alpha": 0.25, "input_size": 32, "weights": "none"}}
     fast = fit.run(config(tmp_path, dataset, name="fast", **common))
     slow = fit.run(config(tmp_path, dataset, name="slow", **common, pipeline={"feature_cache": False}))
     mf, ms = (json.loads((d / "metrics.json").read_text()) for d in (fast, slow))
@@ -213,7 +215,7 @@ def test_fast_path_equals_the_normal_path(tmp_path, dataset):
 def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
     cfg = config(tmp_path, dataset, name="killed",
                  training={"epochs": 8, "batch_size": 8, "verbose": 0, "patience": 0},
-                 model={"freeze_backbone": False})  # whole backbone trains: slow enough epochs to kill between
+                 model={"backbone": "simple_cnn", "alpha": 0.25, "freeze_backbone": False})
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen([sys.executable, "-m", "train", "fit", "--config", str(cfg)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -257,3 +259,32 @@ def fit_history(run_dir):
     from train.report import read_history
 
     return read_history(run_dir / "history.csv")
+
+
+def test_resume_refuses_complete_and_unknown_runs(tmp_path):
+    done = tmp_path / "runs" / "x-20260101-120000"
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text("{}")
+    with pytest.raises(FaceedgeError, match="complete"):
+        fit.run(resume=done)
+    with pytest.raises(FaceedgeError, match="no such run directory"):
+        fit.run(resume=tmp_path / "runs" / "nothing.incomplete")
+    early = tmp_path / "runs" / "y-20260101-120000.incomplete"
+    early.mkdir()
+    with pytest.raises(FaceedgeError, match="config.yaml is missing"):
+        fit.run(resume=early)
+
+
+@pytest.mark.slow
+def test_bench_measures_in_one_run(tmp_path, dataset):
+    from train import bench
+
+    r = bench.run(config(tmp_path, dataset, model={"backbone": "simple_cnn", "alpha": 0.25}), max_images=16,
+                  epochs=1)
+    assert r["images"] == 16
+    for key in ("pipeline_plain_s", "pipeline_cached_s", "pipeline_cached_aug_s", "train_step_s",
+                "plain_epoch_s", "feature_epoch_s", "feature_extraction_s"):
+        assert r[key] > 0, key
+    assert r["ratio_cache_speedup"] == pytest.approx(r["pipeline_plain_s"] / r["pipeline_cached_s"])
+    assert r["ratio_plain_vs_feature_epoch"] == pytest.approx(r["plain_epoch_s"] / r["feature_epoch_s"])
+    assert "plain epoch / feature-cache epoch" in bench.format_result(r)

@@ -63,7 +63,7 @@ def load_run(path: str | Path) -> dict:
     aug_on = aug.get("enabled", True) and any(aug.get(k) for k in ("flip", "brightness", "contrast", "hue",
                                                                     "saturation", "noise"))
     backbone = model.get("backbone", "?")
-    if backbone == "mobilenet_v2":
+    if backbone in ("mobilenet_v2", "simple_cnn"):
         backbone += f" a{model.get('alpha')}"
     ft = train.get("fine_tune")
     return {

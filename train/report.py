@@ -150,19 +150,31 @@ def _num(v: str):
     return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
 
 
-def timing_summary(history: list[dict], train_images: int) -> dict:
-    secs = [h["seconds"] for h in history if h.get("seconds") is not None]
-    train_secs = [h["train_seconds"] for h in history if h.get("train_seconds") is not None]
+def _phase_timing(rows: list[dict], train_images: int) -> dict:
+    secs = [h["seconds"] for h in rows if h.get("seconds") is not None]
+    train_secs = [h["train_seconds"] for h in rows if h.get("train_seconds") is not None]
     rest = secs[1:]
-    out = {
+    return {
         "epoch_seconds": [round(s, 3) for s in secs],
         "first_epoch_seconds": round(secs[0], 3) if secs else None,
         "later_epochs_mean_seconds": round(float(np.mean(rest)), 3) if rest else None,
         "first_epoch_extra_seconds": round(secs[0] - float(np.mean(rest)), 3) if rest else None,
-        "train_images": train_images,
         "images_per_s": round(train_images / float(np.median(train_secs)), 1) if train_secs else None,
-        "total_train_seconds": round(float(sum(secs)), 3),
     }
+
+
+def timing_summary(history: list[dict], train_images: int) -> dict:
+    """Epoch wall times, the first epoch apart (it fills the cache and traces the graph), and the
+    training throughput; the top level is the first phase, `phases` has each phase on its own."""
+    phases: dict[str, list[dict]] = {}
+    for h in history:
+        phases.setdefault(h.get("phase") or "train", []).append(h)
+    first = next(iter(phases.values()), [])
+    out = _phase_timing(first, train_images)
+    out["epoch_seconds"] = [round(h["seconds"], 3) for h in history if h.get("seconds") is not None]
+    out["train_images"] = train_images
+    out["total_train_seconds"] = round(float(sum(out["epoch_seconds"])), 3)
+    out["phases"] = {name: _phase_timing(rows, train_images) for name, rows in phases.items()}
     return out
 
 
@@ -347,6 +359,12 @@ def knowledge(cfg, info: dict, m: dict) -> list[str]:
             out.append(f"- Timing (measured): one epoch, {t['first_epoch_seconds']:.1f} s.")
         if t.get("images_per_s"):
             out.append(f"- Training throughput: {t['images_per_s']:.0f} images/s (median epoch, train part).")
+        ft = t.get("phases", {}).get("fine_tune")
+        if ft and ft.get("first_epoch_seconds") is not None:
+            out.append(f"- Fine-tune phase: first epoch {ft['first_epoch_seconds']:.1f} s (a new graph with the "
+                       f"unfrozen layers, and gradients through them)"
+                       + (f", later {ft['later_epochs_mean_seconds']:.1f} s" if ft.get("later_epochs_mean_seconds")
+                          is not None else "") + ".")
         if t.get("feature_extraction_seconds") is not None:
             out.append(f"- Fast path: backbone features computed once in {t['feature_extraction_seconds']:.1f} s; "
                        "head epochs then run on cached features.")
