@@ -131,10 +131,12 @@ def test_token_sources_validated(tmp_path, monkeypatch):
         HttpOutput(HttpConfig(token_file=tmp_path / "missing"), Telemetry())
 
 
-def test_token_checked_on_every_endpoint(served, tmp_path):
+def test_token_checked_on_every_endpoint(served, tmp_path, caplog):
     tok = tmp_path / "token"
     tok.write_text(TOKEN + "\n")
+    tok.chmod(0o644)
     out = served(token_file=tok)
+    assert "readable by others (mode 644)" in caplog.text  # a warning, not a refusal
     for path in ("/healthz", "/metrics", "/latest", "/nope"):
         code, headers, _ = get(out, path)
         assert code == 401 and headers["WWW-Authenticate"].startswith("Bearer"), path

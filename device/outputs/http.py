@@ -71,6 +71,9 @@ def read_token(cfg: HttpConfig) -> str | None:
             raise FaceedgeError(f"outputs.http.token_file {cfg.token_file}: {e.strerror or e}") from e
         token = token[0].strip() if token else ""
         where = f"outputs.http.token_file {cfg.token_file}"
+        mode = cfg.token_file.stat().st_mode
+        if mode & 0o077:
+            log.warning("%s is readable by others (mode %o): chmod 600 it", where, mode & 0o777)
     elif cfg.token_env is not None:
         token = os.environ.get(cfg.token_env, "").strip()
         where = f"outputs.http.token_env ${cfg.token_env}"
