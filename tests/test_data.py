@@ -344,3 +344,14 @@ def test_symlink_loop_is_walked_once(tmp_path):
     (root / "open" / "ann" / "loop").symlink_to(root / "open" / "ann")
     idx = index_dataset(root)
     assert idx.counts() == {"closed": 4, "open": 4}
+
+
+def test_large_jpeg_fast_path_still_catches_truncation(tmp_path):
+    big = np.kron(_pixels(3, 40), np.ones((30, 30, 1), np.uint8))  # 1200x1200
+    for progressive in (False, True):
+        p = tmp_path / f"big{progressive}.jpg"
+        Image.fromarray(big).save(p, quality=90, progressive=progressive)
+        assert check_image(p) is None
+        t = tmp_path / f"big{progressive}_trunc.jpg"
+        t.write_bytes(p.read_bytes()[: int(p.stat().st_size * 0.9)])
+        assert check_image(t).startswith("truncated"), progressive
