@@ -90,8 +90,8 @@ bench-device: | $(PY) ## the same benchmark on PI over ssh, results brought back
 bench-train: | $(PY) ## training input-pipeline and feature-cache benchmark (ratios)
 	$(PY) -m train bench --config $(CONFIG) $(ARGS)
 
-demo: | $(PY) ## the whole chain offline on generated data
-	$(PY) -m train demo $(ARGS)
+demo: | $(PY) ## the whole chain offline: data, train, convert, daemon on a video, bench, summary
+	$(PY) -m convert.demo --data $(DATA) --config $(CONFIG) --seed $(SEED) $(ARGS)
 
 clean: ## remove generated data, runs and caches
 	rm -rf runs data .pytest_cache .bench

@@ -1,0 +1,299 @@
+"""`make demo` (= `python -m convert.demo`): the whole chain, offline, on generated data.
+
+    data ─► train ─► convert ─► video of unseen persons ─► device daemon on it ─► bench ─► summary
+
+Each stage is the stage's own CLI in a child process (exactly what its Make target runs, printed
+before it starts so it can be re-run alone), its output streamed as it comes (training prints one
+line per epoch). The demo's own files go into the run directory, beside what the stages write:
+
+    runs/<run>/demo/unseen_persons.avi    MJPG video made from the unseen persons' images
+    runs/<run>/demo/unseen_persons.csv    frame → image, label (the video's ground truth)
+    runs/<run>/demo/device.yaml           the daemon config used (video source, JSONL output)
+    runs/<run>/demo/results.jsonl         one line per classified frame (the daemon's output)
+    runs/<run>/demo/summary.json          the headline figures printed at the end
+
+It lives in `convert/` because it drives the training stage (TensorFlow) as well as the device;
+the device package itself never imports TensorFlow, train or convert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from device.errors import FaceedgeError
+from device.manifest import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+DEMO_DIR = "demo"
+VIDEO_NAME = "unseen_persons.avi"
+
+
+class StageFailed(FaceedgeError):
+    exit_code = 1
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def run_stage(number: int, total: int, name: str, argv: list[str], remake: str, *, env: dict | None = None) -> list[str]:
+    """Run one stage CLI, stream its output (indented), return its stdout lines; raise on failure."""
+    _say(f"==> [{number}/{total}] {name}: {shlex.join(argv)}")
+    _say(f"    (re-run alone: {remake})")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env=env)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        lines.append(line)
+        if _noise(line):
+            continue
+        _say(f"    {line}")
+    rc = proc.wait()
+    if rc != 0:
+        raise StageFailed(f"stage {name} failed (exit {rc}); re-run it alone with: {remake}")
+    _say(f"    {name} done in {time.perf_counter() - t0:.1f} s")
+    return lines
+
+
+def _noise(line: str) -> bool:
+    """TensorFlow/absl C++ start-up chatter that says nothing about the stage."""
+    return line.startswith(("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 ")) or \
+        "cuda" in line.lower() and ("cuInit" in line or "Could not find cuda" in line) or \
+        line.startswith(("To enable the following instructions", "fully_quantize:"))
+
+
+def make_video(run_dir: Path, out_dir: Path, *, fps: float, frames_per_image: int, size: int) -> tuple[Path, list[dict]]:
+    """An MJPG .avi of the run's unseen-person images (grouped by person, then label), with its truth."""
+    import cv2
+
+    from device.crop import load_image_rgb, resize_to_input
+
+    rows = [r for r in csv.DictReader(open(run_dir / "splits.csv", newline="")) if r["split"] == "unseen_persons"]
+    if not rows:
+        raise FaceedgeError(f"{run_dir / 'splits.csv'}: no unseen_persons images to make a video of")
+    rows.sort(key=lambda r: (r["person"], r["label"], r["path"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video = out_dir / VIDEO_NAME
+    tmp = out_dir / f".{VIDEO_NAME}.{os.getpid()}.avi"
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size, size))
+    if not writer.isOpened():
+        raise FaceedgeError(f"{video}: OpenCV cannot write an MJPG video here")
+    truth = []
+    try:
+        for r in rows:
+            bgr = cv2.cvtColor(resize_to_input(load_image_rgb(r["path"]), (size, size)), cv2.COLOR_RGB2BGR)
+            for _ in range(frames_per_image):
+                writer.write(bgr)
+                truth.append({"frame": len(truth) + 1, "path": r["path"], "label": r["label"], "person": r["person"]})
+    finally:
+        writer.release()
+    os.replace(tmp, video)
+    with open(out_dir / "unseen_persons.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["frame", "path", "label", "person"])
+        w.writeheader()
+        w.writerows(truth)
+    return video, truth
+
+
+def write_device_config(out_dir: Path, video: Path, results: Path) -> Path:
+    """The daemon config for the demo: the video, every frame classified, results to a JSONL file."""
+    import yaml
+
+    cfg = {
+        "source": {"type": "opencv", "device": str(video), "realtime": False},
+        "crop": {"mode": "full"},
+        "model": {"variant": "int8"},
+        "outputs": {"jsonl": {"path": str(results)}},
+        "log_level": "INFO",
+    }
+    path = out_dir / "device.yaml"
+    atomic_write_bytes(path, ("# written by `make demo`\n" + yaml.safe_dump(cfg, sort_keys=False)).encode())
+    return path
+
+
+def score_results(results: Path, truth: list[dict]) -> dict:
+    """Per-frame accuracy of the daemon's labels against the video's ground truth, and its frame rate."""
+    recs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    if not recs:
+        raise FaceedgeError(f"{results}: the daemon published no results")
+    by_frame = {t["frame"]: t["label"] for t in truth}
+    scored = [(r["label"], by_frame[r["frame_id"]]) for r in recs if r["frame_id"] in by_frame]
+    ts = sorted(r["timestamp"] for r in recs)
+    smoothed = [(r["smoothed_label"], by_frame[r["frame_id"]]) for r in recs
+                if r.get("smoothed_label") is not None and r["frame_id"] in by_frame]
+    return {
+        "frames": len(truth),
+        "results": len(recs),
+        "accuracy": float(np.mean([a == b for a, b in scored])) if scored else float("nan"),
+        "smoothed_accuracy": float(np.mean([a == b for a, b in smoothed])) if smoothed else float("nan"),
+        "events": sum(bool(r.get("event")) for r in recs),
+        "fps": (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else float("nan"),
+        "invoke_ms_median": float(np.median([r["stages_ms"].get("invoke", np.nan) for r in recs])),
+    }
+
+
+def _bench_pipeline_fps(bench_json: Path) -> dict:
+    b = json.loads(bench_json.read_text())
+    eff = b.get("efficiency", {}).get("int8", {})
+    threads = eff.get("default_threads")
+    rows = [p for p in b.get("pipeline", []) if p.get("variant") == "int8"]
+    at = [p for p in rows if p.get("threads") == threads] or rows
+    if not at:
+        return {}
+    p = at[-1]
+    return {"threads": p.get("threads"), "fps": p.get("fps"), "fps_p50": p.get("fps_p50"),
+            "peak_rss_mb": p.get("peak_rss_mb")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m convert.demo",
+        description="The whole chain offline: sample data, training, int8 conversion (gated), a video of unseen "
+                    "persons through the device daemon, a short benchmark, then where everything is and the "
+                    "headline figures.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", type=Path, default=Path("data/sample"), help="where the sample dataset is generated")
+    p.add_argument("--config", type=Path, default=Path("configs/sample.yaml"), help="training config")
+    p.add_argument("--seed", type=int, default=0, help="sample data seed")
+    p.add_argument("--data_args", type=str, default="",
+                   help="extra arguments for `train data`, e.g. '--persons 6 --images_per_person 20'")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="training config override, as `train fit --set` (repeatable)")
+    p.add_argument("--convert_args", type=str, default="", help="extra arguments for `python -m convert`")
+    p.add_argument("--video_fps", type=float, default=10.0, help="frame rate written into the video")
+    p.add_argument("--frames_per_image", type=int, default=3, help="frames each unseen-person image is shown")
+    p.add_argument("--video_size", type=int, default=128, help="video frame side in pixels")
+    p.add_argument("--bench_seconds", type=float, default=2.0, help="bench: seconds per pipeline measurement")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    py = sys.executable
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env["PYTHONUNBUFFERED"] = "1"
+    t_all = time.perf_counter()
+    total = 6
+    data, config = args.data, args.config
+    if not config.is_file():
+        raise FaceedgeError(f"{config}: training config not found")
+    extra_data = shlex.split(args.data_args)
+    make_extra = f" ARGS={shlex.quote(args.data_args)}" if args.data_args else ""
+    run_stage(1, total, "data", [py, "-m", "train", "data", "--out", str(data), "--seed", str(args.seed), *extra_data],
+              f"make data DATA={data} SEED={args.seed}{make_extra}", env=env)
+
+    sets = [f"data.root={data}", *args.overrides]
+    set_args = [a for s in sets for a in ("--set", s)]
+    lines = run_stage(2, total, "train", [py, "-m", "train", "fit", "--config", str(config), *set_args],
+                      f"make train CONFIG={config} ARGS={shlex.quote(shlex.join(set_args))}", env=env)
+    runs = [ln.split("run: ", 1)[1].strip() for ln in lines if ln.startswith("run: ")]
+    if not runs:
+        raise StageFailed("stage train printed no `run: <dir>` line")
+    run_dir = Path(runs[-1])
+
+    convert_extra = shlex.split(args.convert_args)
+    run_stage(3, total, "convert", [py, "-m", "convert", "--run", str(run_dir), *convert_extra],
+              f"make convert RUN={run_dir}" + (f" ARGS={shlex.quote(args.convert_args)}" if convert_extra else ""),
+              env=env)
+
+    out = run_dir / DEMO_DIR
+    _say(f"==> [4/{total}] video: unseen persons' images → {out / VIDEO_NAME}")
+    video, truth = make_video(run_dir, out, fps=args.video_fps, frames_per_image=args.frames_per_image,
+                              size=args.video_size)
+    _say(f"    {len(truth)} frames ({len(truth) // args.frames_per_image} images × {args.frames_per_image}) "
+         f"at {args.video_fps:g} fps, MJPG")
+
+    results = out / "results.jsonl"
+    if results.exists():
+        results.unlink()
+    device_cfg = write_device_config(out, video, results)
+    run_stage(5, total, "device", [py, "-m", "device", "run", "--config", str(device_cfg), "--model-dir", str(run_dir)],
+              f"make run-device DEVICE_CONFIG={device_cfg} RUN={run_dir}", env=env)
+    daemon = score_results(results, truth)
+
+    bench_out = run_dir / "bench"
+    bench_args = ["--variants", "int8", "--min_seconds", "1", "--pipeline_seconds", f"{args.bench_seconds:g}",
+                  "--out", str(bench_out)]
+    run_stage(6, total, "bench", [py, "-m", "device", "bench", "--model-dir", str(run_dir), *bench_args],
+              f"make bench RUN={run_dir} ARGS={shlex.quote(shlex.join(bench_args))}", env=env)
+    bench = _bench_pipeline_fps(bench_out / "bench.json")
+
+    conv = json.loads((run_dir / "convert.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    int8 = conv["variants"]["int8"]
+    summary = {
+        "run": str(run_dir),
+        "seconds": round(time.perf_counter() - t_all, 1),
+        "keras_accuracy": {s: metrics[s]["accuracy"] for s in ("seen_holdout", "unseen_persons") if s in metrics},
+        "int8_accuracy": {s: m["accuracy"] for s, m in int8["splits"].items()},
+        "int8_vs_float_agreement": min(m["agreement"] for m in int8["splits"].values()),
+        "int8_size_ratio": int8["size_ratio_to_float32"],
+        "int8_size_bytes": int8["size_bytes"],
+        "daemon_on_video": daemon,
+        "bench_pipeline": bench,
+        "paths": {
+            "report": str(run_dir / "report.md"), "models": str(run_dir / "export"),
+            "convert": str(run_dir / "convert.json"), "daemon_results": str(results),
+            "video": str(video), "bench": str(bench_out / "bench.md"),
+        },
+    }
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    _print_summary(summary)
+    return summary
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _print_summary(s: dict) -> None:
+    k, q, d, b = s["keras_accuracy"], s["int8_accuracy"], s["daemon_on_video"], s["bench_pipeline"]
+    p = s["paths"]
+    _say("")
+    _say(f"==> demo done in {s['seconds']:.0f} s — run {s['run']}")
+    _say(f"    report          {p['report']}")
+    _say(f"    models          {p['models']}/int8/ (+ float32), figures {p['convert']}")
+    _say(f"    daemon results  {p['daemon_results']} (video {p['video']})")
+    _say(f"    benchmark       {p['bench']}")
+    _say("")
+    _say(f"    unseen-person accuracy  {_pct(q.get('unseen_persons'))} int8 on the device runtime "
+         f"(Keras {_pct(k.get('unseen_persons'))})")
+    _say(f"    seen-person accuracy    {_pct(q.get('seen_holdout'))} int8 (Keras {_pct(k.get('seen_holdout'))}), "
+         "new images of persons seen in training")
+    _say(f"    int8 vs float agreement {_pct(s['int8_vs_float_agreement'])} (lowest split)")
+    _say(f"    int8 size               {s['int8_size_bytes'] / 1024:.0f} KiB = {s['int8_size_ratio']:.3f} of float32")
+    fps = f"{b['fps']:.1f} fps at {b['threads']} threads (bench, synthetic 640x480 frames)" if b.get("fps") else "n/a"
+    _say(f"    pipeline fps            {fps}")
+    _say(f"    daemon on the video     {d['results']} frames, per-frame accuracy {_pct(d['accuracy'])}, "
+         f"smoothed {_pct(d['smoothed_accuracy'])}, {d['events']} events, {d['fps']:.1f} fps")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="demo: %(message)s")
+    try:
+        run(args)
+    except FaceedgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
