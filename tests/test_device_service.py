@@ -205,3 +205,33 @@ def test_unit_security_exposure(tmp_path):
     text = render(tmp_path).read_text().split("# ---- hardening")[0] + "\n[Install]\nWantedBy=default.target\n"
     (bare / "faceedge.service").write_text(text)
     assert exposure(bare / "faceedge.service") >= 9.0
+
+
+MDWE_CHILD = r"""
+import ctypes, mmap, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN (Linux >= 6.3)
+    print("unsupported"); sys.exit(0)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    print("W+X still allowed"); sys.exit(1)
+except OSError:
+    pass
+from device.daemon import run
+stats = run(None, model_dir=sys.argv[1], source="synthetic", max_frames=20)
+cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x + 1)  # a libffi closure
+print("results", stats["results"], "callback", cb(41))
+"""
+
+
+@pytest.mark.slow
+def test_daemon_runs_without_writable_executable_memory(tiny_models):
+    """Backs MemoryDenyWriteExecute=yes in the unit: with W+X mappings refused by the kernel (the
+    prctl equivalent of systemd's seccomp filter), the daemon loads LiteRT + XNNPACK and classifies."""
+    env = {**os.environ, "PYTHONPATH": str(UNIT.parents[1])}
+    p = subprocess.run([sys.executable, "-c", MDWE_CHILD, str(tiny_models["int8"])], capture_output=True,
+                       text=True, timeout=120, env=env)
+    if p.stdout.strip() == "unsupported":
+        pytest.skip("kernel without PR_SET_MDWE (Linux < 6.3)")
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "results 20 callback 42"
