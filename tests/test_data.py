@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from device.errors import FaceedgeError
-from train.data import (IMAGE_EXTENSIONS, DatasetIndex, Record, check_image, index_dataset, read_skipped_csv,
-                        write_skipped_csv)
+from train.data import (IMAGE_EXTENSIONS, DatasetIndex, Record, check_image, index_dataset, inspect_image,
+                        read_skipped_csv, write_skipped_csv)
 
 
 def _pixels(seed: int = 0, size: int = 24) -> np.ndarray:
@@ -100,7 +100,24 @@ def test_extension_case_and_content_mismatch_are_accepted(tmp_path):
     assert check_image(write_image(tmp_path / "UPPER.JPG")) is None
     # A PNG named .jpg decodes fine (the pipeline sniffs content); accepted and counted.
     mixed = write_image(tmp_path / "png_named.jpg", fmt="PNG")
-    assert check_image(mixed) == "ok-mismatch:PNG"
+    assert inspect_image(mixed) == (None, ("extension-mismatch",))
+    assert check_image(mixed) is None
+
+
+def test_exif_orientation_is_accepted_counted_and_warned(tmp_path, caplog):
+    root = make_tree(tmp_path / "data", n=2)
+    im = Image.fromarray(_pixels(5))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    p = root / "open" / "ann" / "phone.jpg"
+    im.save(p, exif=exif)
+    assert inspect_image(p) == (None, ("exif-orientation",))
+    write_image(root / "closed" / "bob" / "png_named.jpg", fmt="PNG")
+    with caplog.at_level(logging.WARNING, logger="train.data"):
+        idx = index_dataset(root)
+    assert idx.exif_rotated == 1 and str(p.resolve()) in {r.path for r in idx.records}
+    assert idx.extension_mismatches == 1 and not idx.skipped
+    assert "EXIF orientation" in caplog.text and "does not match their extension" in caplog.text
 
 
 def test_index_skips_bad_files_and_lists_them(tmp_path):
@@ -330,7 +347,7 @@ def test_every_accepted_file_decodes_with_tensorflow_and_truncated_ones_do_not(t
     accepted.append(write_image(d / "png_named.jpg", fmt="PNG"))
     bad = _bad_files(tmp_path / "bad")
     for p in accepted:
-        assert check_image(p) in (None, "ok-mismatch:PNG")
+        assert check_image(p) is None
         img = tf.io.decode_image(tf.io.read_file(str(p)), channels=3, expand_animations=False)
         assert img.shape == (24, 24, 3)
     for name, (p, kind) in bad.items():

@@ -71,6 +71,7 @@ class DatasetIndex:
     layout: Layout
     seconds: float = 0.0
     extension_mismatches: int = 0  # accepted files whose content type differs from the extension
+    exif_rotated: int = 0  # accepted JPEGs with an EXIF orientation other than "normal"
 
     @property
     def n_checked(self) -> int:
@@ -105,60 +106,75 @@ class DatasetIndex:
 # Checking one file
 
 
+# Notes on accepted files (counted and logged, not skipped).
+NOTE_EXT_MISMATCH = "extension-mismatch"  # e.g. a PNG named .jpg: decode_image goes by content
+NOTE_EXIF_ORIENTATION = "exif-orientation"  # rotated/mirrored by EXIF: decode_image ignores the tag
+
+
 def check_image(path: str | os.PathLike, allowed_ext: Iterable[str] = IMAGE_EXTENSIONS) -> str | None:
-    """Return None if `path` is an image the training pipeline can decode, else the skip reason.
+    """Return None if `path` is an image the training pipeline can decode, else the skip reason."""
+    return inspect_image(path, allowed_ext)[0]
+
+
+def inspect_image(path: str | os.PathLike, allowed_ext: Iterable[str] = IMAGE_EXTENSIONS) -> tuple[str | None, tuple[str, ...]]:
+    """(skip reason or None, notes on an accepted file) for one file.
 
     One read of the file, one full decode. Thread-safe (Pillow releases the GIL while decoding).
     """
-    p = Path(path)
+    return _inspect(Path(path), tuple(e.lower() for e in allowed_ext))
+
+
+def _inspect(p: Path, allowed: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+    notes: list[str] = []
     ext = p.suffix.lower()
-    allowed = tuple(e.lower() for e in allowed_ext)
     if ext not in allowed:
         shown = ext or p.name
-        return f"{BAD_EXTENSION}: {shown!r} is not an image extension ({', '.join(allowed)})"
+        return f"{BAD_EXTENSION}: {shown!r} is not an image extension ({', '.join(allowed)})", ()
     try:
         data = p.read_bytes()
     except OSError as e:
-        return f"{UNREADABLE}: {e.strerror or e}"
+        return f"{UNREADABLE}: {e.strerror or e}", ()
     if not data:
-        return f"{ZERO_BYTE}: empty file"
+        return f"{ZERO_BYTE}: empty file", ()
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format
             if fmt not in TF_DECODABLE_FORMATS:
-                return f"{UNSUPPORTED}: {fmt} cannot be decoded by the training pipeline (JPEG, PNG, BMP, GIF only)"
+                return f"{UNSUPPORTED}: {fmt} cannot be decoded by the training pipeline (JPEG, PNG, BMP, GIF only)", ()
             w, h = im.size
+            if fmt == "JPEG" and im.getexif().get(0x0112, 1) not in (1, None):  # 0x0112 = Orientation
+                notes.append(NOTE_EXIF_ORIENTATION)
             if fmt == "JPEG" and max(w, h) > 512:
                 # Big photos: let libjpeg decode at 1/2..1/8 scale. Every entropy-coded byte is still
                 # read, so truncation is still caught; about twice as fast on 12 MP files.
                 im.draft(None, (max(1, w // 8), max(1, h // 8)))
             im.load()  # full decode; truncated data raises (LOAD_TRUNCATED_IMAGES is False)
     except UnidentifiedImageError:
-        return f"{NOT_IMAGE}: content is not a recognised image"
+        return f"{NOT_IMAGE}: content is not a recognised image", ()
     except Image.DecompressionBombError as e:
-        return f"{UNSUPPORTED}: {e}"
+        return f"{UNSUPPORTED}: {e}", ()
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e).replace("\n", " ")
         if "truncated" in msg.lower() or isinstance(e, EOFError):
-            return f"{TRUNCATED}: {msg}"
-        return f"{NOT_IMAGE}: corrupt image data ({msg})"
+            return f"{TRUNCATED}: {msg}", ()
+        return f"{NOT_IMAGE}: corrupt image data ({msg})", ()
     if w < 1 or h < 1:
-        return f"{NOT_IMAGE}: image has no pixels ({w}x{h})"
+        return f"{NOT_IMAGE}: image has no pixels ({w}x{h})", ()
     if ext not in TF_DECODABLE_FORMATS[fmt]:
-        return f"ok-mismatch:{fmt}"  # accepted: decode_image sniffs the content, not the name
-    return None
+        notes.append(NOTE_EXT_MISMATCH)
+    return None, tuple(notes)
 
 
-def _check_all(paths: list[str], allowed_ext: tuple[str, ...], workers: int | None) -> list[str | None]:
+def _check_all(paths: list[str], allowed: tuple[str, ...], workers: int | None) -> list[tuple[str | None, tuple[str, ...]]]:
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone switched it on globally; we need it off
         log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES was True; truncated images would pass — switching it off")
         ImageFile.LOAD_TRUNCATED_IMAGES = False
     if workers is None:
         workers = min(8, (os.cpu_count() or 1) * 2)
     if workers <= 1 or len(paths) < 64:
-        return [check_image(p, allowed_ext) for p in paths]
+        return [_inspect(Path(p), allowed) for p in paths]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceedge-check") as pool:
-        return list(pool.map(lambda p: check_image(p, allowed_ext), paths, chunksize=32))
+        return list(pool.map(lambda p: _inspect(Path(p), allowed), paths, chunksize=32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,13 +317,14 @@ def index_dataset(
     results = _check_all([c[0] for c in cands], allowed, workers)
     records: list[Record] = []
     skipped = list(early)
-    mismatches = 0
-    for (path, label, person), reason in zip(cands, results):
-        if reason is None or reason.startswith("ok-mismatch:"):
-            mismatches += reason is not None
+    notes: Counter[str] = Counter()
+    for (path, label, person), (reason, file_notes) in zip(cands, results):
+        if reason is None:
+            notes.update(file_notes)
             records.append(Record(os.path.abspath(path), label, person))
         else:
             skipped.append((os.path.abspath(path), reason))
+    mismatches = notes[NOTE_EXT_MISMATCH]
     records.sort(key=lambda r: (r.label, r.person or "", r.path))
     skipped.sort()
     labels = sorted({r.label for r in records} | {d.name for d in label_dirs})
@@ -315,6 +332,7 @@ def index_dataset(
     index = DatasetIndex(
         records=records, skipped=skipped, labels=labels, has_persons=has_persons, source=str(root),
         layout=layout, seconds=time.perf_counter() - t0, extension_mismatches=mismatches,
+        exif_rotated=notes[NOTE_EXIF_ORIENTATION],
     )
     if skipped_csv is not None:
         write_skipped_csv(index, skipped_csv)
@@ -322,6 +340,10 @@ def index_dataset(
     if mismatches:
         log.warning("%s: %d images have content that does not match their extension (accepted; "
                     "the pipeline decodes by content)", root, mismatches)
+    if index.exif_rotated:
+        log.warning("%s: %d JPEGs carry an EXIF orientation (rotated/mirrored); the pipeline ignores it "
+                    "(as the camera on the device does), so they are trained as stored — rotate the pixels "
+                    "if they look sideways", root, index.exif_rotated)
     if skipped:
         log.warning("%s: skipped %d of %d files (%s)%s", root, len(skipped), index.n_checked,
                     ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items()),
