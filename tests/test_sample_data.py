@@ -261,3 +261,18 @@ def test_learnable_by_a_tiny_cnn_on_unseen_persons(arrays):
     model.fit(xtr, ytr, epochs=12, batch_size=32, verbose=0)
     acc = float(((model.predict(small[held], verbose=0)[:, 0] > 0.5) == y[held]).mean())
     assert acc >= 0.8, acc
+
+
+def test_python_m_train_data(tmp_path, capsys):
+    """Through the real stage CLI (`python -m train data`, as `make data` runs it)."""
+    from train.cli import main
+
+    out = tmp_path / "d"
+    assert main(["data", "--out", str(out), "--seed", "1", "--persons", "2", "--images_per_person", "2",
+                 "--size", "32"]) == 0
+    assert len(list(out.glob("*/*/*.jpg"))) == 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    assert main(["data", "--out", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path / "other") in err and err.count("\n") == 1
