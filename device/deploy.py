@@ -593,7 +593,8 @@ def ship(host: Host, opts: Options, bundle_dir: Path, release: str, action: str,
     if p.returncode != 0:
         if "Host key verification failed" in p.stderr:
             raise HostFailed(explain_ssh_failure(host, opts.ssh, p.stderr))
-        raise HostFailed(f"rsync to {host.dest} failed (exit {p.returncode}): {p.stderr.strip()[-400:]}")
+        hint = " (install it on the device: sudo apt install rsync)" if "command not found" in p.stderr else ""
+        raise HostFailed(f"rsync to {host.dest} failed (exit {p.returncode}){hint}: {p.stderr.strip()[-400:]}")
     out(f"copied in {time.monotonic() - t0:.1f} s")
     plan = base_plan(opts, action, remote_dir)
     plan["release"] = release
@@ -811,7 +812,9 @@ def run_cli(action: str, a: argparse.Namespace) -> int:
         st = meta["selftest"]
         print(f"bundle {bundle_dir}: {len(meta['files'])} files, model {meta['model']['sha256'][:12]} "
               f"({meta['model']['variant']}), self-test "
-              + (f"{st['image']} expects {st['expect']!r} ({st['score']:.3f})" if st else "(none: check's default)"),
+              + (f"{st['image']} ({st['split']} image {Path(st['from']).name}) must give {st['expect']!r} "
+                 f"({st['score']:.3f} ± {st['tolerance']})" if st else
+                 "(none: no splits.csv next to the model; device check uses its test pattern)"),
               flush=True)
         if a.build_only:
             return 0

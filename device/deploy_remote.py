@@ -314,8 +314,19 @@ def check(rel: str, bundle: dict, plan: dict) -> None:
     code, out = run(argv, timeout=float(plan.get("check_timeout_s", 180)), cwd=rel)
     if code != 0:
         raise DeployError(f"`device check` failed in the new release (exit {code})\n{tail(out)}")
-    summary = out.strip().splitlines()[-1] if out.strip() else ""
-    log(f"device check passed: {summary[:300]}")
+    log(f"device check passed: {check_summary(out)}")
+
+
+def check_summary(out: str) -> str:
+    """One line from `device check --json`'s report."""
+    try:
+        r = json.loads(out.strip().splitlines()[-1])
+        got = f"{r['label']!r} ({r['score']:.3f})"
+        want = f" as expected from {os.path.basename(str(r.get('image', '')))}" if r.get("expected") else ""
+        return (f"{got}{want}; model load {r['load_ms']:.0f} ms, inference {r['mean_inference_ms']:.2f} ms mean "
+                f"({r['runtime']} {r['runtime_version']}, {r['threads']} threads)")
+    except (ValueError, KeyError, IndexError, TypeError):
+        return out.strip()[-300:]
 
 
 # ------------------------------------------------------------------------------- service managers
