@@ -34,6 +34,8 @@ def test_vgg16_default_head_is_the_logs_fc6_fc7(tmp_path):
     cfg = load_config(write(tmp_path, "data: {root: d}\nmodel: {backbone: vgg16}\n"))
     assert cfg.model.head.fc_units == [2048, 2048] and cfg.model.head.dropout == 0.5
     assert cfg.model.head.pooling == "flatten"
+    cfg = load_config(write(tmp_path, "data: {root: d}\nmodel: {backbone: vgg16}\n"), ["model.head.dropout=0.3"])
+    assert cfg.model.head.fc_units == [2048, 2048] and cfg.model.head.dropout == 0.3  # merged, not replaced
 
 
 @pytest.mark.parametrize("text, key", [

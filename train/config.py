@@ -65,6 +65,16 @@ class ModelConfig(Strict):
             raise ValueError(f"{v!r}: expected imagenet, none, or a .h5/.weights.h5 file")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_head(cls, data):
+        """`head` keys that are given override the backbone's default head; the rest is kept."""
+        if isinstance(data, dict) and isinstance(data.get("head"), dict):
+            default = DEFAULT_HEADS.get(data.get("backbone", "mobilenet_v2"))
+            if default is not None:
+                data = {**data, "head": {**default, **data["head"]}}
+        return data
+
     @model_validator(mode="after")
     def _default_head(self) -> "ModelConfig":
         if self.head is None:

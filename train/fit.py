@@ -268,6 +268,7 @@ def _train(plan: Plan, index) -> Path:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
         else:
+            shutil.rmtree(work / "cache", ignore_errors=True)  # a killed run may leave a half-written file cache
             _save_state(plan, phases_done=plan.extra.get("phases_done", []))
             log.info("resuming %s (attempt %d)", work, plan.attempt)
         result = _fit_and_report(plan, built, strategy, strategy_text, started)

@@ -390,7 +390,7 @@ def knowledge(cfg, info: dict, m: dict) -> list[str]:
         else:
             out.append(f"- Seen-person holdout {seen:.3f} and unseen persons {unseen:.3f}: no large gap "
                        f"({gap:+.3f}), so the model generalises to new persons on this data.")
-    elif unseen is None:
+    if unseen is None:
         out.append("- No unseen-person set (the data has no persons or none was held out): generalisation to new "
                    "persons was NOT measured.")
     if info["backbone"] == "mobilenet_v2":
