@@ -170,12 +170,14 @@ def test_cli_parser(tmp_path, capsys):
 
 
 def colour_features(x: np.ndarray) -> np.ndarray:
-    """Per image: mean and std of R, G, B and the 8-bin grey histogram."""
-    f = x.astype(np.float32)
-    grey = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
-    bins = np.clip(grey // 32, 0, 7).astype(np.int64).reshape(len(x), -1)  # 8 bins of 32 grey levels
-    hist = np.stack([np.bincount(b, minlength=8) for b in bins]) / bins.shape[1]
-    return np.hstack([f.mean((1, 2)), f.std((1, 2)), hist])
+    """Per image: mean and std of R, G, B and the 8-bin grey histogram (bins of 32 levels)."""
+    rows = []
+    for img in x:
+        mean, std = cv2.meanStdDev(img)
+        grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)  # 0.299 R + 0.587 G + 0.114 B
+        hist = np.bincount((grey >> 5).ravel(), minlength=8) / grey.size
+        rows.append(np.concatenate([mean.ravel(), std.ravel(), hist]))
+    return np.array(rows)
 
 
 _HOG = cv2.HOGDescriptor((64, 64), (16, 16), (8, 8), (8, 8), 9)
