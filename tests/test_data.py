@@ -372,3 +372,14 @@ def test_large_jpeg_fast_path_still_catches_truncation(tmp_path):
         t = tmp_path / f"big{progressive}_trunc.jpg"
         t.write_bytes(p.read_bytes()[: int(p.stat().st_size * 0.9)])
         assert check_image(t).startswith("truncated"), progressive
+
+
+def test_unreadable_label_folder_is_one_line_error(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads every folder")
+    root = make_tree(tmp_path / "data", n=2)
+    (root / "open").chmod(0)
+    try:
+        _one_line_error(lambda: index_dataset(root), root / "open")
+    finally:
+        (root / "open").chmod(0o755)

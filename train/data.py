@@ -312,7 +312,10 @@ def index_dataset(
         cands, early = _read_csv(root)
         label_dirs: list[Path] = []
     else:
-        layout, cands, early, label_dirs = _walk_folder(root)
+        try:
+            layout, cands, early, label_dirs = _walk_folder(root)
+        except OSError as e:
+            raise FaceedgeError(f"data folder {e.filename or root} cannot be read ({e.strerror or e})") from None
 
     results = _check_all([c[0] for c in cands], allowed, workers)
     records: list[Record] = []
