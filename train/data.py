@@ -190,7 +190,10 @@ def _files_under(folder: Path) -> list[Path]:
     not descending into hidden folders."""
     out = []
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    def unreadable(err: OSError) -> None:  # os.walk would skip an unreadable folder silently
+        raise err
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
             dirnames[:] = []
