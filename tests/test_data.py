@@ -59,7 +59,8 @@ def _bad_files(d: Path) -> dict[str, tuple[Path, str]]:
         "trunc.bmp": (bmp[: len(bmp) // 2], "truncated"),
         "notes.txt": (b"hello", "bad-extension"),
         "noext": (good, "bad-extension"),
-        ".DS_Store": (b"\x00\x00\x00\x01Bud1", "bad-extension"),
+        ".DS_Store": (b"\x00\x00\x00\x01Bud1", "hidden-file"),
+        "._apple_double.jpg": (b"\x00\x05\x16\x07resource fork", "hidden-file"),
     }
     out = {}
     for name, (data, kind) in files.items():
@@ -383,3 +384,17 @@ def test_unreadable_label_folder_is_one_line_error(tmp_path):
         _one_line_error(lambda: index_dataset(root), root / "open")
     finally:
         (root / "open").chmod(0o755)
+
+
+def test_hidden_files_are_listed_but_not_counted_as_bad(tmp_path):
+    """A folder copied from a Mac holds a "._name.jpg" resource fork per image: listed, not fatal."""
+    root = make_tree(tmp_path / "data", n=5)
+    forks = []
+    for img in list(root.rglob("*.jpg")):
+        fork = img.with_name("._" + img.name)
+        fork.write_bytes(b"\x00\x05\x16\x07 Mac OS X resource fork")
+        forks.append(str(fork))
+    (root / "open" / "ann" / "bad.jpg").write_bytes(b"")
+    idx = index_dataset(root, max_bad_fraction=0.05)  # 1 bad of 21: 4.8 %
+    assert len(idx.records) == 20 and idx.n_bad == 1 and idx.bad_fraction == pytest.approx(1 / 21)
+    assert {p for p, r in idx.skipped if r.startswith("hidden-file")} == set(forks)

@@ -50,6 +50,9 @@ UNREADABLE = "unreadable"
 MISSING = "missing"
 DUPLICATE = "duplicate"
 MISPLACED = "not-in-person-folder"
+# Hidden files (.DS_Store, macOS "._name.jpg" resource forks, ...) are listed as skipped but are not
+# counted as bad: a folder copied from a Mac can hold one "._" file per image.
+HIDDEN = "hidden-file"
 
 
 @dataclass(frozen=True)
@@ -75,11 +78,17 @@ class DatasetIndex:
 
     @property
     def n_checked(self) -> int:
-        return len(self.records) + len(self.skipped)
+        """Files looked at, hidden ones excluded."""
+        return len(self.records) + self.n_bad
+
+    @property
+    def n_bad(self) -> int:
+        """Skipped files, hidden ones excluded."""
+        return sum(not reason.startswith(HIDDEN) for _, reason in self.skipped)
 
     @property
     def bad_fraction(self) -> float:
-        return len(self.skipped) / self.n_checked if self.n_checked else 0.0
+        return self.n_bad / self.n_checked if self.n_checked else 0.0
 
     @property
     def persons(self) -> list[str]:
@@ -126,6 +135,8 @@ def inspect_image(path: str | os.PathLike, allowed_ext: Iterable[str] = IMAGE_EX
 
 def _inspect(p: Path, allowed: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
     notes: list[str] = []
+    if p.name.startswith("."):
+        return f"{HIDDEN}: {p.name!r} is a hidden (system or metadata) file", ()
     ext = p.suffix.lower()
     if ext not in allowed:
         shown = ext or p.name
@@ -190,6 +201,7 @@ def _files_under(folder: Path) -> list[Path]:
     not descending into hidden folders."""
     out = []
     seen: set[str] = set()
+
     def unreadable(err: OSError) -> None:  # os.walk would skip an unreadable folder silently
         raise err
 
@@ -228,7 +240,7 @@ def _walk_folder(root: Path) -> tuple[Layout, list[tuple[str, str, str | None]],
                     if _visible(c):
                         cands.extend((str(f), d.name, c.name) for f in _files_under(c))
                 elif c.name.startswith("."):
-                    early.append((str(c), f"{BAD_EXTENSION}: hidden file {c.name!r}"))
+                    early.append((str(c), f"{HIDDEN}: {c.name!r} is a hidden (system or metadata) file"))
                 else:
                     early.append((str(c), f"{MISPLACED}: directly in label folder, but this dataset has person folders"))
         return "label/person", cands, early, label_dirs
@@ -351,7 +363,7 @@ def index_dataset(
                     "(as the camera on the device does), so they are trained as stored — rotate the pixels "
                     "if they look sideways", root, index.exif_rotated)
     if skipped:
-        log.warning("%s: skipped %d of %d files (%s)%s", root, len(skipped), index.n_checked,
+        log.warning("%s: skipped %d files (%s)%s", root, len(skipped),
                     ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items()),
                     f"; list in {skipped_csv}" if skipped_csv else "")
     if not has_persons:
@@ -368,12 +380,13 @@ def _validate(index: DatasetIndex, max_bad_fraction: float, skipped_csv: str | P
     root = index.source
     total = index.n_checked
     if total == 0:
-        raise FaceedgeError(f"data folder {root} has no files in its label folders")
-    if index.skipped and index.bad_fraction > max_bad_fraction:
-        kinds = ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items())
-        where = f"see {skipped_csv}" if skipped_csv else f"first: {index.skipped[0][0]} ({index.skipped[0][1]})"
+        raise FaceedgeError(f"data folder {root} has no image files in its label folders")
+    if index.n_bad and index.bad_fraction > max_bad_fraction:
+        kinds = ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items() if k != HIDDEN)
+        first = next((p, r) for p, r in index.skipped if not r.startswith(HIDDEN))
+        where = f"see {skipped_csv}" if skipped_csv else f"first: {first[0]} ({first[1]})"
         raise FaceedgeError(
-            f"data {root}: {len(index.skipped)} of {total} files are bad ({index.bad_fraction:.1%} > "
+            f"data {root}: {index.n_bad} of {total} files are bad ({index.bad_fraction:.1%} > "
             f"max_bad_fraction {max_bad_fraction:.1%}: {kinds}); {where}"
         )
     counts = index.counts()
