@@ -66,6 +66,8 @@ def test_layout_counts_and_persons(sample):
     assert "eyes are open or closed" in (root / "README.txt").read_text()
     meta = json.loads((root / "sample.json").read_text())
     assert meta["seed"] == 0 and len(meta["identities"]) == 10
+    preview = cv2.imread(str(root / "preview.jpg"))
+    assert preview.shape[0] > 10 * 96 and preview.shape[1] > 8 * 96  # 10 rows, 4 open + 4 closed
     assert summary["seconds"] < 30
 
 
@@ -83,8 +85,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     generate(tmp_path / "b", seed=7, **kw)
     generate(tmp_path / "c", seed=8, **kw)
     a, b, c = (_digests(tmp_path / d) for d in "abc")
-    assert a == b and len(a) == 3 * 5 + 2
-    images = [k for k in a if k.endswith(".jpg")]
+    assert a == b and len(a) == 3 * 5 + 3  # images, README.txt, sample.json, preview.jpg
+    images = [k for k in a if k.endswith(".jpg") and k != "preview.jpg"]
     assert all(a[k] != c.get(k) for k in images)
     # Odd count: one extra image of a seeded label, so 2+3 or 3+2 per person.
     for p in ("p01", "p02", "p03"):
@@ -97,7 +99,7 @@ def test_more_images_keep_the_first_ones(tmp_path):
     generate(tmp_path / "a", seed=1, persons=2, images_per_person=4, size=48)
     generate(tmp_path / "b", seed=1, persons=3, images_per_person=4, size=48)
     a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
-    assert all(b[k] == v for k, v in a.items() if k.endswith(".jpg"))
+    assert all(b[k] == v for k, v in a.items() if k.endswith(".jpg") and k != "preview.jpg")
 
 
 def test_refuses_foreign_non_empty_folder_and_replaces_atomically(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@
     <out>/<label>/<person>/<nnnn>.jpg      labels: closed, open
     <out>/README.txt                       what this is, how it was made, the counts
     <out>/sample.json                      the generator's parameters and summary
+    <out>/preview.jpg                      a contact sheet: a row per person, eyes open | closed
 
 Why it is built this way: the point of the sample is that *seen-person* and *unseen-person*
 accuracy mean something, as they did in the original log. So
@@ -398,6 +399,7 @@ def generate(
     try:
         idents = [make_identity(seed, p) for p in range(persons)]
         counts: dict[str, dict[str, int]] = {}
+        thumbs: dict[tuple[int, str], list[np.ndarray]] = {}
         for p, ident in enumerate(idents):
             plan = _label_plan(seed, p, images_per_person)
             counts[ident.name] = {lbl: plan.count(lbl) for lbl in LABELS}
@@ -411,6 +413,8 @@ def generate(
                 if not ok:  # pragma: no cover - cv2 always encodes a uint8 image
                     raise FaceedgeError(f"could not encode {tmp / lbl / ident.name / f'{k:04d}.jpg'}")
                 (tmp / lbl / ident.name / f"{k:04d}.jpg").write_bytes(buf.tobytes())
+                if p < PREVIEW_PERSONS and len(thumbs.setdefault((p, lbl), [])) < PREVIEW_PER_LABEL:
+                    thumbs[(p, lbl)].append(rgb)
         summary = {
             "out": str(out),
             "seed": seed,
@@ -425,6 +429,8 @@ def generate(
         meta.update(generator="train.sample_data", identities=[asdict(i) for i in idents])
         (tmp / MARKER).write_text(json.dumps(meta, indent=1) + "\n")
         (tmp / "README.txt").write_text(_readme(summary, idents))
+        cv2.imwrite(str(tmp / "preview.jpg"), cv2.cvtColor(_preview(thumbs, size), cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 90])
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -432,6 +438,27 @@ def generate(
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("wrote %d images of %d persons to %s in %.2fs", summary["images"], persons, out, summary["seconds"])
     return summary
+
+
+PREVIEW_PERSONS = 12
+PREVIEW_PER_LABEL = 4
+
+
+def _preview(thumbs: dict[tuple[int, str], list[np.ndarray]], size: int) -> np.ndarray:
+    """A contact sheet: one row per person, its first open-eyed then closed-eyed images."""
+    t = min(size, 96)
+    gap = max(2, t // 16)
+    rows = sorted({p for p, _ in thumbs})
+    cols = [(lbl, i) for lbl in ("open", "closed") for i in range(PREVIEW_PER_LABEL)]
+    sheet = np.full((len(rows) * (t + gap) + gap, len(cols) * (t + gap) + 3 * gap, 3), 255, np.uint8)
+    for r, p in enumerate(rows):
+        for c, (lbl, i) in enumerate(cols):
+            imgs = thumbs.get((p, lbl), [])
+            if i < len(imgs):
+                y = gap + r * (t + gap)
+                x = gap + c * (t + gap) + (2 * gap if lbl == "closed" else 0)
+                sheet[y : y + t, x : x + t] = cv2.resize(imgs[i], (t, t), interpolation=cv2.INTER_AREA)
+    return sheet
 
 
 def _umask() -> int:
@@ -466,6 +493,7 @@ def _readme(summary: dict, idents: list[Identity]) -> str:
         "The same seed gives byte-identical files.",
         "",
         "Layout: <label>/<person>/<nnnn>.jpg   labels: " + ", ".join(LABELS),
+        "preview.jpg: a row per person, four images with eyes open, then four closed.",
         f"Images: {summary['images']} ({', '.join(f'{k} {v}' for k, v in summary['labels'].items())}), "
         f"{summary['size']}x{summary['size']} RGB JPEG",
         "",
