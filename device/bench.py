@@ -979,6 +979,10 @@ def write_plot(report: dict[str, Any], path: Path) -> str:
     return "matplotlib"
 
 
+# Stages that are waits or spans, not per-frame work: drawn apart from the work stages.
+SPAN_STAGES = ("frame_wait", "capture_wait", "latency", "end_to_end")
+
+
 def _raw_series(report: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     return [(f"{r['variant']} {r['threads']}t" + (f" r{r['round']}" if report["settings"]["repeat"] > 1 else ""),
              r["latency_ms"]) for r in report["raw"]]
@@ -987,7 +991,29 @@ def _raw_series(report: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
 def _stage_series(report: dict[str, Any]) -> tuple[list[str], list[tuple[str, dict[str, dict]]]]:
     pipes = report["pipeline"]
     stages = pipes[0]["stage_names"] if pipes else []
-    return stages, [(f"{p['variant']} {p['threads']}t", p["stages_ms"]) for p in pipes]
+    multi = report["settings"]["repeat"] > 1
+    return stages, [(f"{p['variant']} {p['threads']}t" + (f" r{p['round']}" if multi else ""), p["stages_ms"])
+                    for p in pipes]
+
+
+def _percentile_bars(ax: Any, series: list[tuple[str, dict[str, float]]], xlabel: str, title: str) -> None:
+    """p50 bars with p95/p99 ticks; a log axis when the tail is > 20× the fastest median."""
+    y = np.arange(len(series))
+    ax.barh(y, [s["p50"] for _, s in series], color="#4c72b0", label="p50")
+    ax.scatter([s["p95"] for _, s in series], y, marker="|", s=200, color="#dd8452", label="p95", zorder=3)
+    ax.scatter([s["p99"] for _, s in series], y, marker="|", s=200, color="#c44e52", label="p99", zorder=3)
+    ax.set_yticks(y, [n for n, _ in series])
+    ax.invert_yaxis()
+    lo = min(s["p50"] for _, s in series)
+    if lo > 0 and max(s["p99"] for _, s in series) > 20 * lo:
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        xlabel += " (log)"
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
 
 
 def _plot_matplotlib(report: dict[str, Any], path: Path) -> None:
@@ -995,37 +1021,35 @@ def _plot_matplotlib(report: dict[str, Any], path: Path) -> None:
 
     raw = _raw_series(report)
     stages, pipes = _stage_series(report)
-    ncols = 2 if pipes else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 0.45 * max(len(raw), 6) + 1.8), squeeze=False)
-    ax = axes[0][0]
-    y = np.arange(len(raw))
-    ax.barh(y, [s["p50"] for _, s in raw], color="#4c72b0", label="p50")
-    ax.scatter([s["p95"] for _, s in raw], y, marker="|", s=200, color="#dd8452", label="p95", zorder=3)
-    ax.scatter([s["p99"] for _, s in raw], y, marker="|", s=200, color="#c44e52", label="p99", zorder=3)
-    ax.set_yticks(y, [n for n, _ in raw])
-    ax.invert_yaxis()
-    ax.set_xlabel("ms per invoke")
-    ax.set_title("raw interpreter latency")
-    ax.legend(loc="lower right", fontsize=8)
+    work = [s for s in stages if s not in SPAN_STAGES]
+    ncols = 3 if pipes else 1
+    rows = max(len(raw), len(pipes) * len(work) / 3, 6)
+    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 0.42 * rows + 1.8), squeeze=False)
+    _percentile_bars(axes[0][0], raw, "ms per invoke", "raw interpreter latency")
     if pipes:
         ax = axes[0][1]
-        n = len(stages)
+        n = len(work)
         height = 0.8 / max(1, len(pipes))
         yb = np.arange(n)
         for i, (name, st) in enumerate(pipes):
-            p50 = [st.get(s, {}).get("p50", 0.0) for s in stages]
-            err = [max(0.0, st.get(s, {}).get("p95", 0.0) - st.get(s, {}).get("p50", 0.0)) for s in stages]
+            p50 = [st.get(s, {}).get("p50", 0.0) for s in work]
+            err = [max(0.0, st.get(s, {}).get("p95", 0.0) - st.get(s, {}).get("p50", 0.0)) for s in work]
             ax.barh(yb + i * height, p50, height=height, xerr=[np.zeros(n), err], capsize=2, label=name)
-        ax.set_yticks(yb + height * (len(pipes) - 1) / 2, stages)
+        ax.set_yticks(yb + height * (len(pipes) - 1) / 2, work)
         ax.invert_yaxis()
-        ax.set_xlabel("ms (bar p50, whisker p95)")
-        ax.set_title("pipeline per stage")
+        ax.set_xlabel("ms per frame (bar p50, whisker p95)")
+        ax.set_title("pipeline: work per stage")
         ax.legend(fontsize=7, loc="lower right")
+        e2e = [(f"{name} · {p['fps_p50']:.0f} fps", st["end_to_end"]) for (name, st), p in
+               zip(pipes, report["pipeline"]) if "end_to_end" in st]
+        if e2e:
+            _percentile_bars(axes[0][2], e2e, "ms, capture → published", "pipeline: end-to-end latency")
     m = report["machine"]
-    fig.suptitle(f"{m.get('board') or m['cpu_model']} · {m['runtime']} {m['runtime_version']}", fontsize=9)
+    fig.suptitle(f"{m.get('board') or m['cpu_model']} · {m['runtime']} {m['runtime_version']} · "
+                 f"{report['created']}", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
 
@@ -1145,7 +1169,8 @@ def run(
     warnings: list[str] = []
     if machine["load_avg_start"] and machine["load_avg_start"][0] > 0.5 * cores:
         warnings.append(f"the machine was busy at start (load average {machine['load_avg_start'][0]:.2f} on "
-                        f"{cores} cores): absolute figures are pessimistic, ratios measured back to back hold better")
+                        f"{cores} cores): absolute figures are pessimistic; the interleaved pipeline ÷ raw "
+                        "ratios (p50) hold better")
     if machine["cpu_governor"] not in (None, "performance"):
         warnings.append(f"CPU governor is {machine['cpu_governor']!r}: frequency scaling widens the spread "
                         "(`echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor`)")
