@@ -578,8 +578,9 @@ def do_deploy(plan: dict, lay: Layout, svc: Service, *, model_only: bool) -> Non
         else:
             activate(lay, svc, name)
     except DeployError as e:
-        back = go_back(lay, svc, plan, name, prev, str(e), reload=model_only)
-        raise DeployError(f"{e}\n  {back}") from None
+        logs = svc.logs()
+        back = go_back(lay, svc, plan, name, prev, str(e) + logs, reload=model_only)
+        raise DeployError(f"{e}{logs}\n  {back}") from None
     ok, state = health(plan, rel)
     if not ok:
         why = f"health gate failed: {state}"

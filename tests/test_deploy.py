@@ -532,34 +532,55 @@ def _kill_tree(proc) -> None:
             pass
 
 
+def _timed_deploy(t: Target, argv: list[str]) -> tuple[float, float]:
+    """Run one deploy to its end; (whole duration, duration of its device side)."""
+    t0, t_dev = time.monotonic(), None
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while proc.poll() is None:
+        if t_dev is None and _remote_deploys(t):
+            t_dev = time.monotonic()
+        time.sleep(0.02)
+    out = proc.stdout.read()
+    assert proc.returncode == 0 and t_dev is not None, out
+    end = time.monotonic()
+    return end - t0, end - t_dev
+
+
 def test_killed_deploys_leave_old_or_new_current_never_a_mix(pi, kit):
-    """SIGKILL at seeded random points: the laptop alone (the device finishes the transaction on its
-    own), or the laptop and the device-side process tree together (power cut / network loss)."""
+    """SIGKILL at seeded random points. Either the laptop alone (at a point of the whole deploy: the
+    device side, once started, finishes the transaction on its own), or the laptop and the device-side
+    process tree together (a power cut: at a point of the device side's run)."""
     t: Target = kit["target"]
     log = t.remote_dir / "deploy.log"
     rng = random.Random(20261128)
     bundles = [kit["bundles"]["a"], kit["bundles"]["b"]]
-    # a clean deploy first: its duration spreads the kill points over a whole deploy
-    t0 = time.monotonic()
-    p = run_cli(deploy_cmd(pi, t, "--bundle", str(bundles[0]), *FAST))
-    full = time.monotonic() - t0
-    assert p.returncode == 0, p.stdout + p.stderr
+    # a clean deploy first: its timeline spreads the kill points
+    full, device_side = _timed_deploy(t, deploy_cmd(pi, t, "--bundle", str(bundles[0]), *FAST))
+    plan = [("laptop", k, 4) for k in range(4)] + [("laptop+device", k, 6) for k in range(6)]
+    rng.shuffle(plan)
     rows = []
-    points = 10
-    for i in range(points):
+    for i, (who, k, n) in enumerate(plan):
         old = t.current()
         log_len = len(log.read_text().splitlines())
         started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        delay = full * (i + rng.random()) / points  # one random point in each tenth of a deploy
-        with_device = rng.random() < 0.5
         proc = subprocess.Popen(deploy_cmd(pi, t, "--bundle", str(bundles[(i + 1) % 2]), *FAST), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(delay)
-        remote = _remote_deploys(t) if with_device else []
+        t0 = time.monotonic()
+        remote = []
+        if who == "laptop":
+            delay = full * (k + rng.random()) / n  # a random point in each k-th slice of the whole deploy
+            time.sleep(delay)
+        else:
+            while not remote and time.monotonic() - t0 < 60:  # the device side has started
+                remote = _remote_deploys(t)
+                time.sleep(0.01)
+            assert remote, "the device side never started"
+            time.sleep(device_side * (k + rng.random()) / n)
+            delay = time.monotonic() - t0
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
         for r in remote:
             _kill_tree(r)
+        proc.wait()
         at_kill = log.read_text().splitlines()[log_len:]
         # A laptop-only kill: the device side runs on to its end. sshd may still be starting it
         # when the laptop dies (the exec request and the script were already sent): wait until
@@ -574,11 +595,11 @@ def test_killed_deploys_leave_old_or_new_current_never_a_mix(pi, kit):
         new = [n for n in t.releases() if n[:16] >= started]
         assert now == old or now in new, f"kill {i}: current {now} is neither {old} nor one of {new}"
         verify_release(t, now)  # a whole release: .ready, every file's sha256, a venv
-        step = at_kill[-1].split(" ", 1)[1][:48] if at_kill else "(device side not started)"
-        rows.append((i, delay, "laptop+device" if with_device else "laptop", step, "old" if now == old else "new"))
-    print(f"\nkill points (a full deploy takes {full:.1f} s):")
+        step = at_kill[-1].split(" ", 1)[1][:44] if at_kill else "(device side not started)"
+        rows.append((i, delay, who, step, "old" if now == old else "new"))
+    print(f"\nkill points (a full deploy takes {full:.1f} s, its device side {device_side:.1f} s):")
     for r in rows:
-        print("  #%d at %5.2f s, killed %-13s; device log at the kill: %-48s -> %s release current" % r)
+        print("  #%d at %5.2f s, killed %-13s; device log at the kill: %-44s -> %s release current" % r)
     outcomes = {r[4] for r in rows}
     assert outcomes == {"old", "new"}, rows
     # and the device is left deployable: a clean deploy succeeds and serves its model
