@@ -62,6 +62,11 @@ class DaemonConfig(Strict):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     expose_images: bool = Field(False, description="let the HTTP output serve the latest crop (/latest.jpg)")
+    opencv_threads: int | None = Field(
+        None, ge=0, le=64,
+        description="OpenCV's thread pool (cv2.setNumThreads); None = 1 in full/center crop modes, where "
+                    "OpenCV only converts and resizes small images and its pool would compete with the "
+                    "interpreter's threads, and OpenCV's default in face mode (the detector uses it)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

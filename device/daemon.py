@@ -120,6 +120,7 @@ class Daemon:
         cfg = self.config
         self.model_dir = self._resolve_model(cfg)
         self.classifier = self._load_classifier(self.model_dir, cfg)
+        apply_opencv_threads(cfg)
         self.decider = Decider(cfg.decision, self.classifier.manifest)
         self.cropper = Cropper(cfg.crop)
         self._input = np.empty(self.classifier.input_size + (3,), np.uint8)
@@ -363,6 +364,7 @@ class Daemon:
         self.decider = Decider(cfg.decision, clf.manifest)
         if cfg.crop != old_cfg.crop:
             self.cropper = Cropper(cfg.crop)
+        apply_opencv_threads(cfg)
         self._prepare_fn = self._make_prepare()  # frames prepared by the old hook are redone in the loop
         self.grabber.prepare = self._prepare_fn
         if cfg.outputs != old_cfg.outputs or cfg.expose_images != old_cfg.expose_images:
@@ -399,6 +401,17 @@ class Daemon:
     def _make_grabber(self, cfg: DaemonConfig) -> FrameGrabber:
         factory = self._source_factory or (lambda: build_source(cfg.source))
         return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn)
+
+
+def apply_opencv_threads(cfg: DaemonConfig) -> int:
+    """Size OpenCV's thread pool (see DaemonConfig.opencv_threads); returns the value set."""
+    import cv2
+
+    n = cfg.opencv_threads
+    if n is None:
+        n = -1 if cfg.crop.mode == "face" else 1  # -1: OpenCV's default (all cores)
+    cv2.setNumThreads(n)
+    return n
 
 
 # ----------------------------------------------------------------------------------- signals + CLI

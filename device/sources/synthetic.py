@@ -44,14 +44,13 @@ class SyntheticSource(FrameSource):
 
     def open(self) -> None:
         h, w = self.cfg.height, self.cfg.width
+        # built in place in uint8: no full-frame float temporaries (they would show in peak RSS)
         if self.cfg.pattern == "halves":
-            grad = np.linspace(0, 40, h, dtype=np.float32)[:, None, None]
-            a = np.empty((h, w, 3), np.float32)
-            a[:, : w // 2] = 190
-            a[:, w // 2 :] = 60
-            a += grad
-            b = a[:, ::-1].copy()
-            self._base = np.stack([a, b]).clip(0, 255).astype(np.uint8)
+            base = np.empty((2, h, w, 3), np.uint8)
+            grad = np.linspace(0, 40, h).astype(np.uint8)[:, None, None]
+            base[0, :, : w // 2] = 190 + grad
+            base[0, :, w // 2 :] = 60 + grad
+            base[1] = base[0, :, ::-1]
         else:
             period = 8 * self.BAR
             x = np.arange(w + period)
@@ -61,7 +60,9 @@ class SyntheticSource(FrameSource):
             )
             row = colours[(x // self.BAR) % 8]
             shade = np.linspace(0.5, 1.0, h, dtype=np.float32)[:, None, None]
-            self._base = (row[None].astype(np.float32) * shade).astype(np.uint8)
+            base = np.empty((h, w + period, 3), np.uint8)
+            np.multiply(row[None], shade, out=base, casting="unsafe")
+        self._base = base
         self._n = 0
 
     @property
