@@ -406,3 +406,49 @@ def test_balanced_accuracy_and_report_upsert(tmp_path):
     assert "old text" not in text and text.count(HEADING) == 1
     assert "| int8 | valid | 10 | 80.00% | 50.00% |" in text
     assert text.index(HEADING) < text.index("## Later section") and text.rstrip().endswith("kept")
+
+
+def _three_class_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label = which of the three vertical bands is brightest (by a clear margin)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    levels = rng.uniform(30, 120, (n, 3))
+    levels[np.arange(n), y] += rng.uniform(80, 120, n)
+    img = np.empty((n, size, size, 3))
+    for b in range(3):
+        img[:, :, b * size // 3 : (b + 1) * size // 3] = levels[:, b, None, None, None]
+    img[:, :, 3 * (size // 3) :] = levels[:, 2, None, None, None]
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), y
+
+
+@pytest.mark.slow
+def test_softmax_model_from_keras_file_and_folder(tmp_path):
+    """A 3-label softmax model: per-class outputs verified, argmax decisions compared."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    size = 24
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Flatten()(keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x))  # keeps position
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    xs, ys = _three_class_images(600, size, 0)
+    model.fit(xs.astype(np.float32), ys, epochs=15, batch_size=32, verbose=0)
+    model.save(tmp_path / "three.keras")
+    labels = ["left", "middle", "right"]
+    for person in range(6):
+        imgs, yy = _three_class_images(24, size, 10 + person)
+        for i, (img, y) in enumerate(zip(imgs, yy)):
+            write_images(tmp_path / "data" / labels[y] / f"p{person}", img[None], f"p{person}_{i:02d}")
+    summary = run(None, from_model=tmp_path / "three.keras", data=tmp_path / "data", out=tmp_path / "out",
+                  variants=["int8", "float32"], calibration_images=50)
+    man, _ = load_manifest(tmp_path / "out" / "export" / "int8")
+    assert man.output_kind == "softmax" and man.labels == labels and man.positive_label is None
+    assert man.output.shape == [1, 3] and man.output.dtype == "uint8"
+    for split, m in summary["variants"]["int8"]["splits"].items():
+        assert m["float_accuracy"] >= 0.95, (split, m)  # the model learned the rule
+        assert m["max_abs_diff"] <= 0.05 and m["agreement"] >= 0.98, (split, m)
+    assert summary["variants"]["float32"]["splits"]["valid"]["max_abs_diff"] <= FLOAT32_MAX_ABS_DIFF
