@@ -161,7 +161,7 @@ class Ssh:
         # --checksum: link-dest matches by content, not by size+mtime. --whole-file: no delta transfer
         # (rsync 3.2.7 discards delta-built files whose basis came from --link-dest: "failed
         # verification"); bundles are a few MB and unchanged files are not sent at all.
-        argv = ["rsync", "-a", "--checksum", "--whole-file", "--chmod=D755,F644", "-e", e]
+        argv = ["rsync", "-a", "--checksum", "--whole-file", "--timeout=120", "--chmod=D755,F644", "-e", e]
         if link_dest:
             argv.append(f"--link-dest={link_dest}")  # unchanged files become hard links: less to send
         return argv + ["--", f"{src}/", f"{host.rsync_dest}:{remote_path}/"]
@@ -623,6 +623,10 @@ def for_each_host(hosts: list[Host], fn: Callable[[Host, Callable[[str], None]],
         except (OSError, subprocess.SubprocessError, FaceedgeError) as e:
             say(f"FAILED: {e}")
             results[h.spec] = None
+        except Exception as e:  # noqa: BLE001 - one host's surprise must not hide the others' results
+            log.exception("unexpected failure on %s", h.spec)
+            say(f"FAILED: {type(e).__name__}: {e}")
+            results[h.spec] = None
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(hosts)) as ex:
         list(ex.map(one, hosts))
@@ -691,9 +695,9 @@ def _add_ssh_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hosts", required=True, help="comma-separated user@host[:port] (done in parallel)")
     p.add_argument("--port", type=int, default=22, help="ssh port (a host's own :port wins)")
     p.add_argument("--ssh_key", "--ssh-key", type=Path, default=None,
-                   help="private key for ssh (default: ssh's own, e.g. ~/.ssh/id_ed25519 or the agent)")
+                   help="private key for ssh (none: what ssh picks itself, e.g. ~/.ssh/id_ed25519 or the agent)")
     p.add_argument("--known_hosts", "--known-hosts", type=Path, default=None,
-                   help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts); "
+                   help="known_hosts file to check host keys against (none: ~/.ssh/known_hosts); "
                         "checking is never turned off")
     p.add_argument("--connect_timeout", type=int, default=10, help="ssh connect timeout, seconds")
     p.add_argument("--remote_dir", "--remote-dir", default="faceedge",
@@ -759,6 +763,8 @@ def add_parser(subparsers) -> None:
 
 
 def options_from_args(a: argparse.Namespace) -> Options:
+    a.ssh_key = a.ssh_key.expanduser() if a.ssh_key is not None else None
+    a.known_hosts = a.known_hosts.expanduser() if a.known_hosts is not None else None
     if a.ssh_key is not None and not a.ssh_key.is_file():
         raise FaceedgeError(f"--ssh_key {a.ssh_key}: no such file")
     if a.known_hosts is not None and not a.known_hosts.is_file():

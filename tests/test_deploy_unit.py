@@ -258,3 +258,27 @@ def test_unit_rendered_for_the_remote_dir(tmp_path, monkeypatch):
     assert f"ExecStart={lay.root}/current/venv/bin/python" in user
     system = remote.Service({"service": {"manager": "systemd-system"}}, lay).render_unit("r1")
     assert "\nUser=" in system and "WantedBy=multi-user.target" in system and "%h" not in system
+
+
+def test_real_unit_rendered_as_system_unit_verifies(tmp_path, monkeypatch):
+    """`--service_manager systemd-system` renders the shipped unit (absolute paths, User=,
+    multi-user.target); systemd-analyze accepts the result."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze not installed (make setup installs systemd)")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    lay = remote.Layout(str(tmp_path / "home" / "faceedge"))
+    d = _release(lay, "r1")
+    shutil.copy(ROOT / "device" / "faceedge.service", d / "faceedge.service")
+    (d / "venv" / "bin").mkdir(parents=True)
+    os.symlink(sys.executable, d / "venv" / "bin" / "python")
+    lay.flip("r1")
+    text = remote.Service({"service": {"manager": "systemd-system"}}, lay).render_unit("r1")
+    assert "%h" not in text and f"ExecStart={lay.root}/current/venv/bin/python -m device run" in text
+    unit = tmp_path / "faceedge.service"
+    unit.write_text(text)
+    p = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
