@@ -2,9 +2,9 @@
 
 The conversion stage's verification (`convert.verify.tflite_probabilities`) and the device read the
 file with `device.crop.load_image_rgb`, resize with `device.crop.resize_to_input` and run
-`device.runtime.Classifier`; this test holds them to it. The device side is driven the way the
-daemon drives it: frames from the image-folder source, the default crop (full frame, centre
-square), resize, classify; and `device check` (deploy's self-test) on each file. Same code path,
+`device.runtime.Classifier`; this test holds them to it. The device side is the daemon itself
+(`device.daemon.Daemon` on an image-folder source with the default crop: full frame, centre square)
+and `device check` (deploy's self-test) on each file. Same code path,
 so equal to float tolerance (1e-6; `device check` rounds its scores to 6 decimals).
 
 Square files only: for those the daemon's centre-square crop is the whole image, exactly what
@@ -40,25 +40,22 @@ def image_files(tmp_path_factory):
 @pytest.mark.parametrize("variant", ["int8", "float32"])
 def test_daemon_probability_equals_verification(tiny_models, image_files, variant):
     from convert.verify import tflite_probabilities
-    from device.crop import CropConfig, Cropper, resize_to_input
-    from device.runtime import Classifier
-    from device.sources.images import ImagesConfig, ImagesSource
+    from device.config import DaemonConfig
+    from device.daemon import Daemon
 
     folder, paths = image_files
     model_dir = tiny_models[variant]
     verified = tflite_probabilities(model_dir, paths)
     assert verified.shape == (len(paths), 1)
 
-    # the daemon's chain: source frame -> crop -> resize -> classify, one interpreter for all frames
-    clf = Classifier.from_model_dir(model_dir)
-    cropper = Cropper(CropConfig())
-    source = ImagesSource(ImagesConfig(path=str(folder)))
-    source.open()
-    daemon = []
-    while (frame := source.read()) is not None:
-        daemon.append(clf.classify(resize_to_input(cropper(frame).image, clf.input_size)))
-    assert [p.name for p in source.files] == [p.name for p in paths]
-    np.testing.assert_allclose(np.array(daemon), verified, rtol=0, atol=TOL)
+    # the daemon itself: image-folder source (sorted, unpaced: every frame), default crop, no outputs
+    cfg = DaemonConfig.model_validate({"source": {"type": "images", "path": str(folder)}})
+    results = []
+    with Daemon(cfg, model_dir=model_dir, outputs=[]) as daemon:
+        stats = daemon.run(on_result=results.append)
+    assert stats["results"] == len(paths)
+    daemon_scores = np.array([r.scores for r in sorted(results, key=lambda r: r.frame_id)])
+    np.testing.assert_allclose(daemon_scores, verified, rtol=0, atol=TOL)
     # and the probabilities really vary (not a constant that would match anything)
     assert verified.std() > 0.05
 
