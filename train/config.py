@@ -61,8 +61,8 @@ class ModelConfig(Strict):
         v = "none" if v is None else str(v).strip()
         if v.lower() in ("imagenet", "none", "null", ""):
             return "none" if v.lower() in ("none", "null", "") else "imagenet"
-        if not (v.endswith(".h5") or v.endswith(".keras")):
-            raise ValueError(f"{v!r}: expected imagenet, none, or a .h5/.weights.h5 file")
+        if not v.endswith(".h5"):
+            raise ValueError(f"{v!r}: expected imagenet, none, or a backbone weights file (.h5 / .weights.h5)")
         return v
 
     @model_validator(mode="before")

@@ -258,7 +258,10 @@ def _train(plan: Plan, index) -> Path:
         work = plan.work
         started = time.perf_counter()
         if not plan.resumed:
-            work.mkdir(parents=True)
+            try:
+                work.mkdir(parents=True)
+            except FileExistsError:  # another run of the same name started in the same second
+                raise FaceedgeError(f"run directory {work} already exists (choose another run.name)") from None
             try:
                 _write_text(work / "config.yaml", dump_config(cfg))
                 write_splits_csv(plan.splits, work / "splits.csv")

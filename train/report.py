@@ -400,6 +400,10 @@ def knowledge(cfg, info: dict, m: dict) -> list[str]:
     elif info["backbone"] == "vgg16":
         out.append("- Preprocessing: VGG16's ImageNet weights expect caffe-style input (BGR, mean subtracted, "
                    "0..255), not the log's /255; the model does this inside itself and takes raw RGB 0..255.")
+    else:
+        out.append(f"- Preprocessing: the model scales inside itself (`{info['preprocessing']}`) and takes raw RGB "
+                   "0..255, so training, conversion and the device cannot drift apart. (The original log's /255 "
+                   "rescale was wrong for its MobileNetV2, whose ImageNet weights expect [-1, 1].)")
     if cfg.model.weights == "none":
         out.append("- Weights `none`: the backbone started from random initialisation (offline run); "
                    "ImageNet weights would normally learn faster and generalise better.")
