@@ -82,6 +82,9 @@ def test_run_directory_contents(run_dir):
     latest = run_dir.parent / "latest"
     assert latest.is_symlink() and latest.resolve() == run_dir.resolve()
     assert run_dir.name.startswith("tiny-") and len(run_dir.name) == len("tiny-20260101-120000")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run_dir / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 @pytest.mark.slow
@@ -131,6 +134,22 @@ def test_saved_model_takes_raw_pixels_and_matches_metrics(run_dir):
     acc = float(((p >= 0.5) == y).mean())
     m = json.loads((run_dir / "metrics.json").read_text())
     assert acc == pytest.approx(m["unseen_persons"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_compare_prints_runs_side_by_side(run_dir):
+    from train import compare
+
+    text = compare.run([run_dir, run_dir.parent / "latest"])  # the same run twice is shown once
+    lines = text.splitlines()
+    assert run_dir.name in lines[0] and lines[0].count(run_dir.name) == 1
+    row = {ln.split("  ")[0].strip(): ln.split()[-1] for ln in lines[1:]}
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert row["batch"] == "16" and row["augmentation"] == "off" and row["epochs run"] == "2"
+    assert row["unseen-persons acc"] == f"{m['unseen_persons']['accuracy']:.3f}"
+    assert json.loads(compare.run([run_dir], "json"))[0]["trainable_params"] == f"{m['trainable_params']:,}"
+    with pytest.raises(FaceedgeError, match="no runs"):
+        compare.run([])
 
 
 @pytest.mark.slow
