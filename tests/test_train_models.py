@@ -110,3 +110,22 @@ def test_unreachable_imagenet_download_suggests_offline_options(monkeypatch):
     msg = str(e.value)
     assert "could not download the ImageNet weights" in msg
     assert "weights: none" in msg and "no_top.h5" in msg and "\n" not in msg
+
+
+def test_legacy_h5_weights_file_like_keras_release_files(tmp_path):
+    """Keras' own no-top files (e.g. mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5)
+    are legacy HDF5 weights by layer name: what an air-gapped user copies in. A file for another
+    width is a one-line error naming the file."""
+    h5py = pytest.importorskip("h5py")
+    from keras.src.legacy.saving import legacy_h5_format
+
+    cfg = ModelConfig(weights="none", alpha=0.35, input_size=32)
+    src = models.build_model(cfg, 2).backbone
+    path = tmp_path / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_32_no_top.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, src)
+    built = models.build_model(cfg.model_copy(update={"weights": str(path)}), 2)
+    for a, b in zip(src.get_weights(), built.backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FaceedgeError, match=rf"{path.name}: cannot load as mobilenet_v2 backbone weights"):
+        models.build_model(cfg.model_copy(update={"weights": str(path), "alpha": 0.5}), 2)
