@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -119,3 +120,37 @@ def test_make_run_device_classifies_a_video(tiny_models, tmp_path):
     assert ids == sorted(ids) and ids[-1] <= 30
     assert {"time", "label", "score", "smoothed_label", "stages_ms", "frame_id"} <= set(rows[0])
     assert "end of stream" in r.stderr
+
+
+def test_unusable_source_stops_with_one_error_line(tiny_models, tmp_path):
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text(f"source: {{type: opencv, device: {tmp_path / 'gone.mp4'}}}\n")
+    r = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(cfg), "--model-dir",
+                        str(tiny_models["int8"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == f"error: source.device '{tmp_path / 'gone.mp4'}': no such video file"
+
+
+@pytest.mark.slow
+def test_reload_applies_new_config_sections(tiny_models, tmp_path):
+    path = tmp_path / "device.yaml"
+    path.write_text("source: {type: synthetic, width: 64, height: 48, fps: 50}\ndecision: {window: 5}\n")
+    stop = threading.Event()
+    from device.config import load_config
+
+    with Daemon(load_config(path), model_dir=tiny_models["int8"], config_path=path) as d:
+        t = threading.Thread(target=d.run, args=(stop,), daemon=True)
+        t.start()
+        path.write_text("source: {type: synthetic, width: 64, height: 48, fps: 50}\n"
+                        "decision: {window: 1, smoothing: none}\ncrop: {mode: center, fraction: 0.5}\n")
+        n = d.stats["results"]
+        d.request_reload()
+        deadline = time.monotonic() + 30
+        while d.stats["reloads"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        stop.set()
+        t.join(5)
+    assert d.stats["reloads"] == 1 and d.stats["results"] > n + 5
+    assert d.config.decision.window == 1 and d.cropper.cfg.mode == "center"
+    assert d.latest.smoothed_label == d.latest.label  # window 1, no smoothing: the new decider is in use
