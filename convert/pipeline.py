@@ -11,6 +11,7 @@ export untouched and removes the staging folder.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import json
 import logging
 import os
@@ -216,6 +217,8 @@ def run(opts: ConvertOptions) -> dict:
     result's ``gate.passed`` is False and the failing variants are published as rejected.
     """
     t_start = time.perf_counter()
+    if importlib.util.find_spec("tensorflow") is None:  # a device-only install: say what to do, no traceback
+        raise FaceedgeError("the conversion stage needs TensorFlow: pip install -e '.[train]' (or make setup)")
     src = resolve_source(opts)
     variants = list(opts.variants)
     gate = GateConfig(max_drop=opts.max_drop, min_agreement=opts.min_agreement)
