@@ -62,3 +62,30 @@ def test_pick_examples_spreads_over_persons():
     idx = report.pick_examples(persons, n=6)
     assert len(idx) == 6 and {persons[i] for i in idx} == {"a", "b", "c"}
     assert idx == report.pick_examples(persons, n=6)
+
+
+def _metrics(seen, unseen, valid=0.95):
+    def split(acc):
+        return {"accuracy": acc, "balanced_accuracy": acc, "count": 10}
+    return {"labels": ["closed", "open"], "valid": split(valid), "seen_holdout": split(seen),
+            "unseen_persons": split(unseen),
+            "timing": {"first_epoch_seconds": 79.0, "later_epochs_mean_seconds": 20.0,
+                       "first_epoch_extra_seconds": 59.0, "images_per_s": 300.0, "phases": {}}}
+
+
+def _cfg(backbone="mobilenet_v2", weights="imagenet"):
+    from train.config import validate
+
+    return validate({"data": {"root": "d"}, "model": {"backbone": backbone, "weights": weights}})
+
+
+def test_knowledge_calls_out_a_seen_unseen_gap_and_the_logs_rescale():
+    info = {"backbone": "mobilenet_v2", "preprocessing": "mobilenet_v2: x/127.5 - 1"}
+    text = "\n".join(report.knowledge(_cfg(), info, _metrics(seen=0.98, unseen=0.31)))
+    assert "Seen/unseen gap: 0.980" in text and "0.310" in text
+    assert "/255" in text and "[-1, 1]" in text
+    assert "first epoch 79.0 s" in text and "+59.0 s" in text
+    text = "\n".join(report.knowledge(_cfg(), info, _metrics(seen=0.95, unseen=0.93)))
+    assert "no large gap" in text
+    text = "\n".join(report.knowledge(_cfg(weights="none"), info, _metrics(0.5, 0.5, 0.5)))
+    assert "did not learn" in text and "freeze_backbone: false" in text
