@@ -456,10 +456,11 @@ def health(plan: dict, rel: str) -> tuple[bool, str]:
         headers["Authorization"] = f"Bearer {token}"
     deadline = time.monotonic() + timeout
     last = "no answer"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via http_proxy
     while True:
         try:
             req = urllib.request.Request(url, headers=headers)
-            with urllib.request.urlopen(req, timeout=3) as r:
+            with opener.open(req, timeout=3) as r:
                 body = json.loads(r.read().decode() or "{}")
         except urllib.error.HTTPError as e:  # 503 while starting/stalled still carries the JSON
             try:
