@@ -274,7 +274,13 @@ def _train(plan: Plan, index) -> Path:
             shutil.rmtree(work / "cache", ignore_errors=True)  # a killed run may leave a half-written file cache
             _save_state(plan, phases_done=plan.extra.get("phases_done", []))
             log.info("resuming %s (attempt %d)", work, plan.attempt)
-        result = _fit_and_report(plan, built, strategy, strategy_text, started)
+        try:
+            result = _fit_and_report(plan, built, strategy, strategy_text, started)
+        except BaseException as e:
+            if work.is_dir():
+                log.warning("run stopped (%s); the partial run stays in %s: continue it with "
+                            "`python -m train fit --resume %s`, or delete it", type(e).__name__, work, work)
+            raise
     finally:
         models.set_mixed_precision(False)
     return result
