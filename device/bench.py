@@ -9,14 +9,18 @@
 - **pipeline** — the daemon's own code (`device.daemon.Daemon`: source → crop → preprocess →
   invoke → postprocess → output), in a fresh child process so that its peak RSS is the daemon's
   alone, not the benchmark's (which holds other interpreters): per-stage p50/p95/p99, end-to-end
-  fps, dropped frames, peak RSS (VmHWM), CPU use, time from start to first result.
+  fps, dropped frames, peak RSS (VmHWM), CPU use, time from start to first result. Its window
+  alternates slices of the daemon's loop and of raw invokes on the daemon's own interpreter, so
+  pipeline ÷ raw compares two figures taken in the same process at the same moment.
+- **bare loop** — numpy + OpenCV + the runtime in a sequential loop over the same source, in its
+  own process: the floor (fps, RSS, first result) the daemon is held against.
 
 It writes ``bench.json`` (with the machine), ``bench.md`` (tables) and ``bench.png`` (latency
 plot) to ``<run>/bench/`` (or ``--out``), and prints last the pipeline's efficiency: pipeline fps
 ÷ raw fps for the same model and threads, and pipeline fps at the daemon's default thread count ÷
-the best raw fps over all thread counts. Raw and pipeline runs of one (variant, threads) pair are
-measured back to back, so the ratios compare figures taken under the same load; ``--repeat``
-measures every pair again and reports the median ratio.
+the best raw fps over all thread counts, each with two estimators (throughput, and 1000 ÷ the
+median per-frame time, which preemption by other processes hardly moves); ``--repeat`` measures
+everything again and reports the median ratio.
 
 On a Raspberry Pi 4/5 (``/proc/device-tree/model``) the tables get a column with the published
 figures for MobileNetV2 1.0 224 (XNNPACK, 4 threads), so a user sees whether the board is where it
