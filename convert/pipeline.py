@@ -254,9 +254,11 @@ def run(opts: ConvertOptions) -> dict:
     )
 
     export_root = src.out / "export"
+    made = [d for d in (src.out, export_root) if not d.exists()]  # removed again if we fail, when empty
     export_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=export_root))
     results: dict[str, dict] = {}
+    published = False
     try:
         saved = export_saved_model(fm, staging / "saved_model")
         classifiers: dict[str, Classifier] = {}
@@ -337,8 +339,15 @@ def run(opts: ConvertOptions) -> dict:
                 (staging / v / name).chmod(0o644)
             _publish_dir(staging / v, export_root / v)
             results[v]["path"] = str(export_root / v / MODEL_NAME)
+        published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not published:
+            for d in reversed(made):
+                try:
+                    d.rmdir()  # only if empty
+                except OSError:
+                    pass
 
     summary = {
         "created": _now(),

@@ -452,3 +452,15 @@ def test_softmax_model_from_keras_file_and_folder(tmp_path):
         assert m["float_accuracy"] >= 0.95, (split, m)  # the model learned the rule
         assert m["max_abs_diff"] <= 0.05 and m["agreement"] >= 0.98, (split, m)
     assert summary["variants"]["float32"]["splits"]["valid"]["max_abs_diff"] <= FLOAT32_MAX_ABS_DIFF
+
+
+def test_failure_during_conversion_leaves_nothing(tiny_run, tmp_path, capsys):
+    """An image that cannot be decoded, found only while calibrating: error, no export, no staging."""
+    bad_img = tmp_path / "broken.png"
+    bad_img.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    bad = _copy_run(tiny_run, tmp_path / "bad", train_rows=[[str(bad_img), "open", "px", "train"]])
+    assert main(["--run", str(bad), "--log_level", "ERROR"]) == 2
+    line = _error_line(capsys)
+    assert str(bad_img) in line and "calibration image cannot be decoded" in line
+    assert not (bad / "export").exists() and not (bad / "convert.json").exists()
+    assert "## Conversion" not in (bad / "report.md").read_text()
