@@ -461,9 +461,8 @@ def bench_pipeline(
             raise FaceedgeError(f"pipeline bench of {model_dir} ({threads} threads) did not finish in {limit:.0f} s")
         if proc.returncode != 0 or not out_path.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise FaceedgeError(
-                f"pipeline bench of {model_dir} ({threads} threads) failed (exit {proc.returncode}): {tail[0]}"
-            )
+            raise FaceedgeError(f"pipeline bench of {model_dir} ({threads} threads) failed "
+                                f"(exit {proc.returncode}): {tail[0].removeprefix('error: ')}")
         return json.loads(out_path.read_text())
 
 
@@ -1533,8 +1532,11 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m device.bench ...` (the CLI is `python -m device bench`); also the pipeline child."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [CHILD_FLAG]:
-        spec = json.loads(Path(argv[1]).read_text())
-        result = _pipeline_child(spec)
+        try:
+            result = _pipeline_child(json.loads(Path(argv[1]).read_text()))
+        except FaceedgeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
         atomic_write_bytes(argv[2], json.dumps(result).encode())
         return 0
     parser = argparse.ArgumentParser(prog="python -m device.bench")

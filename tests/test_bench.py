@@ -254,6 +254,22 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
         assert "error:" in capsys.readouterr().err
 
 
+def test_pipeline_failure_in_the_child_is_one_line(tiny_models, tmp_path, capsys):
+    """--source config with a config whose video file is gone: the child's one-line reason."""
+    from device.cli import main
+
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text(f"source: {{type: opencv, device: {tmp_path / 'gone.avi'}}}\n")
+    code = main(["bench", "--model-dir", str(tiny_models["int8"]), "--threads", "1", "--runs", "3",
+                 "--min_seconds", "0", "--config", str(cfg), "--source", "config", "--no_baseline",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: pipeline bench of ") and "gone.avi" in err[-1]
+    assert not (tmp_path / "out" / "bench.json").exists()  # nothing half-written
+    with pytest.raises(FaceedgeError, match="--source config needs --config"):
+        bench.run(tiny_models["int8"], source="config", out=tmp_path / "o2")
+
+
 def test_single_model_dir_and_variant_filter(tiny_models):
     assert bench.find_variants(tiny_models["int8"]) == {"int8": tiny_models["int8"]}
     with pytest.raises(FaceedgeError, match="holds a int8 model"):
