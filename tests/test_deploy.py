@@ -396,6 +396,10 @@ def test_second_deploy_then_rollback(pi, kit):
     # unchanged files were hard-linked from the previous release by rsync --link-dest
     a, b = (t.remote_dir / "releases" / n / "faceedge.service" for n in (first, second))
     assert os.stat(a).st_ino == os.stat(b).st_ino
+    # and the new venv's files identical to the previous venv's share their inodes (disk per release)
+    site = "lib/python{}.{}/site-packages/device/daemon.py".format(*sys.version_info[:2])
+    a, b = (t.remote_dir / "releases" / n / "venv" / site for n in (first, second))
+    assert os.stat(a).st_ino == os.stat(b).st_ino and "hard-linked" in p.stdout
 
     p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health_timeout", "20"])
     assert p.returncode == 0, p.stdout + p.stderr

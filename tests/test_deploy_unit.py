@@ -282,3 +282,23 @@ def test_real_unit_rendered_as_system_unit_verifies(tmp_path, monkeypatch):
     unit.write_text(text)
     p = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_share_identical_links_only_byte_identical_files(tmp_path):
+    old, new = tmp_path / "old" / "venv", tmp_path / "new" / "venv"
+    for root in (old, new):
+        (root / "lib").mkdir(parents=True)
+        (root / "lib" / "same.so").write_bytes(b"x" * 20000)
+        (root / "lib" / "small.py").write_bytes(b"y" * 100)
+    (old / "lib" / "changed.so").write_bytes(b"a" * 20000)
+    (new / "lib" / "changed.so").write_bytes(b"a" * 19999 + b"b")  # same size, other content
+    (new / "lib" / "only_new.so").write_bytes(b"z" * 20000)
+    os.symlink("same.so", new / "lib" / "link.so")
+    files, size = remote.share_identical(str(new), str(old))
+    assert (files, size) == (1, 20000)
+    ino = lambda p: os.stat(p).st_ino  # noqa: E731
+    assert ino(new / "lib" / "same.so") == ino(old / "lib" / "same.so")
+    assert ino(new / "lib" / "changed.so") != ino(old / "lib" / "changed.so")
+    assert ino(new / "lib" / "small.py") != ino(old / "lib" / "small.py")
+    assert (new / "lib" / "changed.so").read_bytes().endswith(b"b") and os.path.islink(new / "lib" / "link.so")
+    assert remote.share_identical(str(new), str(old)) == (0, 0)  # already shared: nothing to do
