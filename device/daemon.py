@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 # the loop), crop, preprocess (resize + quantize into the input tensor), invoke, postprocess
 # (dequantize + decide), latency (capture → decided). Telemetry also gets `publish` (outputs) per
 # result and `capture` (one source.read() in the capture thread: decode + colour conversion) per frame.
+MAX_CONSECUTIVE_FAILURES = 10  # frames raising in a row before the loop gives up
+
 STAGES = ("frame_wait", "capture_wait", "crop", "preprocess", "invoke", "postprocess", "latency")
 
 
@@ -171,9 +173,10 @@ class Daemon:
         max_seconds: float | None = None,
         on_result: Callable[[Result], None] | None = None,
     ) -> dict[str, Any]:
-        """Classify frames until `stop_event` is set, `max_frames` results were published,
-        `max_seconds` passed, or a finite source ended. Returns `stats`. Raises FaceedgeError
-        when the source cannot be used at all (e.g. a missing video file)."""
+        """Classify frames until `stop_event` is set, `max_frames` results were published (by
+        this call), `max_seconds` passed, or a finite source ended. Returns `stats` (cumulative
+        over calls: run() may be called repeatedly, e.g. in benchmark slices). Raises
+        FaceedgeError when the source cannot be used at all (e.g. a missing video file)."""
         if not self._started:
             self.start()
         stop = stop_event or threading.Event()
@@ -183,6 +186,8 @@ class Daemon:
         t_run = time.monotonic()
         stalled = False
         session = 0
+        results_at_start = self.stats["results"]
+        failures = 0  # consecutive frames that raised
         g = self.grabber
         while not stop.is_set():
             if self._reload_requested.is_set():
@@ -208,6 +213,7 @@ class Daemon:
                     reason = f"no frame for {now - last:.1f} s from {g.source_name} ({g.state})"
                     self.telemetry.set_status("stalled", reason)
                     self.notifier.status("stalled: " + reason)
+                    self.decider.reset()  # frames from before the gap must not vote after it
                     log.warning("stalled: %s", reason)
                 continue
             self.stats["frames"] += 1
@@ -222,14 +228,25 @@ class Daemon:
             if stalled:
                 stalled = False
                 log.info("frames resumed from %s", g.source_name)
-            result = self._process(frame, (time.perf_counter() - t_wait) * 1000.0)
-            g.release()
+            try:
+                result = self._process(frame, (time.perf_counter() - t_wait) * 1000.0)
+                failures = 0
+            except Exception as e:  # noqa: BLE001 - one bad frame must not end the service...
+                failures += 1
+                self.telemetry.inc("errors")
+                log.exception("frame %d failed (%d in a row)", frame.frame_id, failures)
+                if failures >= MAX_CONSECUTIVE_FAILURES:  # ...but a broken loop must (systemd restarts it)
+                    self.telemetry.set_status("error", f"{failures} frames failed in a row: {e}")
+                    raise
+                continue
+            finally:
+                g.release()
             self.notifier.watchdog()  # only here: a fresh frame went through the whole loop
             if result is None:
                 continue
             if on_result is not None:
                 on_result(result)
-            if max_frames is not None and self.stats["results"] >= max_frames:
+            if max_frames is not None and self.stats["results"] - results_at_start >= max_frames:
                 break
         self.stats["run_s"] = round(time.monotonic() - t_run, 4)
         self.stats["capture"] = g.stats.as_dict()

@@ -154,3 +154,18 @@ def test_reload_applies_new_config_sections(tiny_models, tmp_path):
     assert d.stats["reloads"] == 1 and d.stats["results"] > n + 5
     assert d.config.decision.window == 1 and d.cropper.cfg.mode == "center"
     assert d.latest.smoothed_label == d.latest.label  # window 1, no smoothing: the new decider is in use
+
+
+def test_frames_that_keep_failing_end_the_loop_with_status_error(tiny_models, caplog):
+    from device.sources.synthetic import SyntheticSource, SyntheticConfig
+
+    class GreySource(SyntheticSource):  # test double of a broken source: 2-D frames
+        def read(self, out=None, timeout=None):
+            return np.zeros((48, 64), np.uint8)
+
+    cfg = parse_config({})
+    d = Daemon(cfg, model_dir=tiny_models["int8"], source_factory=lambda: GreySource(SyntheticConfig(fps=100)))
+    with d, pytest.raises(ValueError, match="HxWx3"):
+        d.run(max_seconds=10)
+    assert d.telemetry.status() == "error" and d.telemetry.counter("errors") == 10
+    assert len([r for r in caplog.records if "in a row)" in r.getMessage()]) == 10
