@@ -302,3 +302,16 @@ def test_share_identical_links_only_byte_identical_files(tmp_path):
     assert ino(new / "lib" / "small.py") != ino(old / "lib" / "small.py")
     assert (new / "lib" / "changed.so").read_bytes().endswith(b"b") and os.path.islink(new / "lib" / "link.so")
     assert remote.share_identical(str(new), str(old)) == (0, 0)  # already shared: nothing to do
+
+
+def test_bundle_refuses_a_model_the_conversion_gate_rejected(tiny_models, tmp_path, wheel):
+    import shutil
+
+    mdir = tmp_path / "rejected"
+    shutil.copytree(tiny_models["int8"], mdir)
+    man = json.loads((mdir / "manifest.json").read_text())
+    man.update(status="rejected", notes="int8 agreement 81% < 97%")
+    (mdir / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(FaceedgeError, match="rejected by the conversion gate"):
+        build_bundle(tmp_path / "b", run=mdir, config=_config(tmp_path), wheel=wheel, unit=_unit(tmp_path))
+    assert not (tmp_path / "b").exists()
