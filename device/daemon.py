@@ -387,8 +387,15 @@ class Daemon:
         if cfg.outputs != old_cfg.outputs or cfg.expose_images != old_cfg.expose_images:
             if self._outputs_given is None:
                 close_outputs(self.outputs)
-                self.outputs = build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
-                start_outputs(self.outputs)
+                try:
+                    self.outputs = build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
+                    start_outputs(self.outputs)
+                except FaceedgeError as e:  # e.g. the new port is taken: keep the old outputs
+                    log.error("reload: new outputs refused (%s); keeping the previous ones", e)
+                    self.config = cfg = cfg.model_copy(update={"outputs": old_cfg.outputs,
+                                                                "expose_images": old_cfg.expose_images})
+                    self.outputs = build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
+                    start_outputs(self.outputs)
         if cfg.source != old_cfg.source or cfg.capture != old_cfg.capture:
             self.grabber.stop(timeout=1.0)
             self.telemetry.stall_after_s = cfg.capture.stall_seconds
