@@ -567,11 +567,15 @@ def go_back(lay: Layout, svc: Service, plan: dict, bad: str, prev: str | None, w
     if prev is None:
         activate(lay, svc, None)
         return "no previous release: service stopped, `current` removed"
-    if reload:
-        lay.flip(prev)
-        svc.reload()
-    else:
-        activate(lay, svc, prev)
+    try:
+        if reload:
+            lay.flip(prev)
+            log(f"current -> releases/{prev}; reloading the daemon (SIGHUP)")
+            svc.reload()
+        else:
+            activate(lay, svc, prev)
+    except DeployError as e:
+        return f"`current` is {lay.current_name()}, but restarting it failed too: {e}"
     ok, state = health(plan, lay.release(prev))
     return f"rolled back to {prev} ({'healthy' if ok else 'NOT healthy either: ' + state})"
 

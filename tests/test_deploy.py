@@ -333,7 +333,7 @@ def kit(tiny_models, pi, tmp_path_factory):
         b[key] = tmp / f"bundle-{key}"
     sha = {k: json.loads((r / "export" / v / "manifest.json").read_text())["sha256"]
            for k, r, v in [("a", runs["a"], "int8"), ("b", runs["b"], "float32"), ("bad", runs["bad"], "float32")]}
-    return {"target": t, "config": good, "runs": runs, "bundles": b, "sha": sha, "tmp": tmp}
+    return {"target": t, "config": good, "runs": runs, "bundles": b, "sha": sha, "tmp": tmp, "wheel": wheel}
 
 
 # ============================================================================ the cases (in order: one story)
@@ -473,6 +473,21 @@ def test_unhealthy_daemon_is_rolled_back(pi, kit):
     # a rollback never lands on the refused release
     assert new not in json.dumps(_status(pi, t)["previous"])
     print(f"unhealthy deploy + roll back: {took:.1f} s")
+
+
+def test_first_deploy_that_never_turns_healthy_leaves_nothing_running(pi, kit):
+    from device.deploy import build_bundle
+
+    t = Target(pi, "faceedge-fresh")
+    bundle = kit["tmp"] / "bundle-fresh-unhealthy"
+    build_bundle(bundle, run=kit["runs"]["a"], config=device_yaml(kit["tmp"] / "fresh.yaml", t.http_port,
+                 "absent_camera"), wheel=kit["wheel"], unit=UNIT)
+    p = run_cli(deploy_cmd(pi, t, "--bundle", str(bundle), *FAST, "--health_timeout", "4"))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "no previous release: service stopped, `current` removed" in p.stdout
+    assert t.current() is None and t.daemon_pid() is None
+    (name,) = t.releases()
+    assert (t.remote_dir / "releases" / name / ".failed").is_file()
 
 
 def _status(pi: Pi, t: Target) -> dict:
