@@ -846,7 +846,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Raw: {s['warmup_runs']} warm-up runs, then ≥ {s['runs']} runs and ≥ {s['min_seconds']} s. "
         + (f"Pipeline: {s['pipeline_seconds']} s after {s['pipeline_warmup_seconds']} s of warm-up, source "
            f"`{s['source_desc']}`. " if s["pipeline"] else "")
-        + f"{s['repeat']} round(s). The daemon's default thread count: {s['default_threads']}.",
+        + f"{s['repeat']} round(s). The daemon's default thread count: {s['default_threads']}."
+        + (f" Pinned to CPUs {','.join(map(str, s['cpus']))}." if s.get("cpus") else ""),
         "",
         "## Raw interpreter (invoke only)",
         "",
@@ -1111,6 +1112,22 @@ def parse_threads(text: str) -> list[int]:
     return vals
 
 
+def parse_cpus(text: str) -> list[int]:
+    """'0-3' / '2,3' / '0,2-3' → sorted CPU ids (for --cpus)."""
+    out: set[int] = set()
+    try:
+        for part in text.replace(" ", "").split(","):
+            if not part:
+                continue
+            lo, _, hi = part.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cpus {text!r}: expected CPU ids such as 0-3 or 2,3") from None
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError(f"cpus {text!r}: no CPU ids")
+    return sorted(out)
+
+
 def daemon_default_threads(config: dict[str, Any] | None = None) -> int:
     """The thread count the daemon runs with: the config's model.num_threads, else the runtime's
     default (all cores)."""
@@ -1150,11 +1167,28 @@ def run(
     baseline: bool = True,
     compare_board: str = "auto",
     echo: Any = None,
+    cpus: list[int] | None = None,
+    _pinned: list[int] | None = None,
 ) -> dict[str, Any]:
     """Benchmark every variant × thread count; write bench.json/.md/.png; return the report."""
     from device.runtime import load_runtime
 
     say = echo or (lambda msg: log.info("%s", msg))
+    if cpus:
+        previous = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(0, cpus)  # inherited by every child: the pipeline and the bare loop
+        except (OSError, ValueError) as e:
+            raise FaceedgeError(f"--cpus {','.join(map(str, cpus))}: cannot pin to these CPUs ({e})") from None
+        try:
+            return run(model_dir, out=out, variants=variants, threads=threads, runs=runs, min_seconds=min_seconds,
+                       max_seconds=max_seconds, warmup_runs=warmup_runs, pipeline=pipeline,
+                       pipeline_seconds=pipeline_seconds, pipeline_warmup_seconds=pipeline_warmup_seconds,
+                       source=source, resolution=resolution, config=config, slice_seconds=slice_seconds,
+                       repeat=repeat, baseline=baseline, compare_board=compare_board, echo=echo, cpus=None,
+                       _pinned=cpus)
+        finally:
+            os.sched_setaffinity(0, previous)
     root = Path(model_dir)
     found = find_variants(root, variants)
     out_dir = Path(out) if out else (root if not (root / "manifest.json").is_file() else root.parent) / "bench"
@@ -1192,7 +1226,7 @@ def run(
             "slice_seconds": slice_seconds,
             "source": src, "source_desc": source if source in ("synthetic", "picamera2") else str(source),
             "resolution": list(resolution), "config": str(config) if config else None,
-            "repeat": repeat, "default_threads": default,
+            "repeat": repeat, "default_threads": default, "cpus": _pinned,
             "compare_board": board,
         },
         "models": models,
@@ -1477,6 +1511,9 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=parse_resolution, default=(640, 480),
                    help="pipeline frame size WIDTHxHEIGHT (synthetic/cameras; a file has its own)")
     p.add_argument("--repeat", type=int, default=1, help="measure every (raw, pipeline) pair this many times")
+    p.add_argument("--cpus", type=parse_cpus, default=None,
+                   help="pin the benchmark and its children to these CPUs, e.g. 2-3 (None = no pinning); "
+                        "thread counts then default to 1 … len(cpus)")
     p.add_argument("--no_baseline", "--no-baseline", dest="baseline", action="store_false",
                    help="skip the bare-loop reference (numpy + OpenCV + runtime only) at the default thread count")
     p.add_argument("--compare_board", "--compare-board", dest="compare_board", choices=["auto", "pi4", "pi5", "none"],
@@ -1508,7 +1545,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         pipeline=args.pipeline, pipeline_seconds=args.pipeline_seconds,
         pipeline_warmup_seconds=args.pipeline_warmup_seconds, source=args.source, resolution=args.resolution,
         config=args.config, slice_seconds=args.slice_seconds, repeat=args.repeat, baseline=args.baseline,
-        compare_board=args.compare_board, echo=print,
+        compare_board=args.compare_board, echo=print, cpus=args.cpus,
     )
     print_summary(report)
     return 0

@@ -270,6 +270,19 @@ def test_pipeline_failure_in_the_child_is_one_line(tiny_models, tmp_path, capsys
         bench.run(tiny_models["int8"], source="config", out=tmp_path / "o2")
 
 
+def test_cpus_pinning(tiny_models, tmp_path):
+    assert bench.parse_cpus("0-2,5") == [0, 1, 2, 5] and bench.parse_cpus("3") == [3]
+    for bad in ("", "a", "2-x"):
+        with pytest.raises(Exception):
+            bench.parse_cpus(bad)
+    before = os.sched_getaffinity(0)
+    rep = bench.run(tiny_models["int8"], out=tmp_path, cpus=[min(before)], pipeline=False, runs=5, min_seconds=0)
+    assert rep["settings"]["cpus"] == [min(before)] and rep["machine"]["cores_available"] == 1
+    assert [r["threads"] for r in rep["raw"]] == [1]  # 1 … pinned CPUs
+    assert os.sched_getaffinity(0) == before  # restored
+    assert f"Pinned to CPUs {min(before)}." in (tmp_path / "bench.md").read_text()
+
+
 def test_single_model_dir_and_variant_filter(tiny_models):
     assert bench.find_variants(tiny_models["int8"]) == {"int8": tiny_models["int8"]}
     with pytest.raises(FaceedgeError, match="holds a int8 model"):
