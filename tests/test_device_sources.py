@@ -230,3 +230,62 @@ def test_grabber_fatal_config_error_fails_fast(tmp_path):
         assert g.get(timeout=2.0) is None
     assert g.state == "failed" and "no such video file" in str(g.error)
     assert g.stats.open_failures == 0  # not retried
+
+
+def _serve(data: bytes, cut: float | None, release):
+    """A one-file HTTP server on 127.0.0.1; with `cut`, it sends that fraction of the file and then
+    goes silent without closing (a stalled network stream)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def loop():
+        while not release.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/x-msvideo\r\nContent-Length: %d\r\n\r\n" % len(data))
+            c.sendall(data if cut is None else data[: int(len(data) * cut)])
+            if cut is not None:
+                release.wait()
+            c.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_opencv_http_stream_is_live_rgb_and_a_stall_times_out(tmp_path):
+    import threading
+
+    video = tmp_path / "clip.avi"
+    write_video(video, n=40, size=(160, 120), fps=30)
+    release = threading.Event()
+    srv, port = _serve(video.read_bytes(), None, release)
+    try:
+        with build_source(OpencvConfig(device=f"http://127.0.0.1:{port}/clip.avi", read_timeout_s=1)) as src:
+            assert src.kind == "stream" and src.live and src.paced
+            assert_red_left_blue_right(src.read())
+            n = 1
+            with pytest.raises(SourceError, match="read failed"):  # the end of a live stream is a fault
+                while True:
+                    src.read()
+                    n += 1
+        assert n == 40
+        stalled, port2 = _serve(video.read_bytes(), 0.3, release)
+        with build_source(OpencvConfig(device=f"http://127.0.0.1:{port2}/clip.avi", read_timeout_s=1)) as src:
+            t = time.monotonic()
+            with pytest.raises(SourceError):
+                while True:
+                    src.read()
+            assert time.monotonic() - t < 1.0 + 1.5  # the read timeout fired; no read blocks forever
+        stalled.close()
+    finally:
+        release.set()
+        srv.close()
+    with pytest.raises(SourceError, match="cannot open"):  # nothing listening: retryable, not fatal
+        build_source(OpencvConfig(device="http://127.0.0.1:1/clip.avi", open_timeout_s=1)).open()
