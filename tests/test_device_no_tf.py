@@ -41,11 +41,12 @@ def test_running_the_daemon_never_imports_them(tiny_models, tmp_path):
     dump = tmp_path / "modules.txt"
     cfg = tmp_path / "device.yaml"
     cfg.write_text("source: {type: synthetic, width: 160, height: 120, fps: 0, frames: 20}\n"
-                   "crop: {mode: face}\noutputs: {jsonl: {path: '-'}, http: {port: 0}}\n")
+                   "crop: {mode: face, on_no_face: full}\noutputs: {jsonl: {path: '-'}, http: {port: 0}}\n")
     env = dict(os.environ, FACEEDGE_DUMP_MODULES=str(dump), PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(cfg), "--model-dir",
                         str(tiny_models["int8"])], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 20  # every frame classified (no face: the full frame)
     modules = dump.read_text().split()
     assert "device.daemon" in modules and "ai_edge_litert.interpreter" in modules and "cv2" in modules
     assert [m for m in modules if m.split(".")[0] in FORBIDDEN] == []

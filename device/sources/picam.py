@@ -107,7 +107,9 @@ class Picamera2Source(FrameSource):
     def read(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
         if self.cam is None:
             raise SourceError("picamera2: read before open")
-        arr = self.cam.capture_array("main", wait=timeout if timeout else True)  # TimeoutError passes up
+        # A numeric `wait` raises TimeoutError after that long (recent picamera2); older releases
+        # treat it as "wait forever", which the daemon's stall detection and the watchdog cover.
+        arr = self.cam.capture_array("main", wait=timeout if timeout else True)
         channels, code = FORMATS[self.cfg.format]
         if arr.ndim != 3 or arr.shape[2] != channels:
             raise SourceError(f"picamera2: expected {channels}-channel {self.cfg.format} frames, got {arr.shape}")
