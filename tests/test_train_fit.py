@@ -307,3 +307,22 @@ def test_bench_measures_in_one_run(tmp_path, dataset):
     assert r["ratio_cache_speedup"] == pytest.approx(r["pipeline_plain_s"] / r["pipeline_cached_s"])
     assert r["ratio_plain_vs_feature_epoch"] == pytest.approx(r["plain_epoch_s"] / r["feature_epoch_s"])
     assert "plain epoch / feature-cache epoch" in bench.format_result(r)
+
+
+def test_class_weights_auto_only_when_skewed(tmp_path):
+    from train.config import validate
+    from train.splits import SplitRecord
+
+    def plan(n_open, mode):
+        recs = [SplitRecord(f"/c{i}.jpg", "closed", "a", "train") for i in range(30)]
+        recs += [SplitRecord(f"/o{i}.jpg", "open", "a", "train") for i in range(n_open)]
+        cfg = validate({"data": {"root": "d", "class_weights": mode}})
+        return fit.Plan(cfg=cfg, final=tmp_path / "x", work=tmp_path / "x.incomplete", splits=recs,
+                        labels=["closed", "open"], data_root="d", index_info={})
+
+    w, text = fit._class_weights(plan(28, "auto"))
+    assert w is None and "balanced" in text
+    w, text = fit._class_weights(plan(10, "auto"))
+    assert w == pytest.approx({0: 40 / 60, 1: 40 / 20}) and "auto: skewed" in text
+    assert fit._class_weights(plan(10, "off"))[0] is None
+    assert fit._class_weights(plan(28, "on"))[0] == pytest.approx({0: 58 / 60, 1: 58 / 56})
