@@ -88,8 +88,13 @@ def test_picamera2_camera_is_closed_on_close(tiny_models, monkeypatch):
         cam = fake_picamera2.STATE.instances[-1]
         assert cam.started and not cam.closed
     assert cam.closed and not cam.started
-    # the fake's scene is red left / blue right in RGB: the crop the model saw was RGB, not BGR
-    assert len(results) == 5
+    # the fake's scene is red left / blue right in RGB: the model saw RGB, not BGR
+    clf = Classifier.from_model_dir(tiny_models["int8"])
+    scene = fake_picamera2.scene_rgb(64, 48)[:, 8:56]  # full mode: the centred 48x48 square
+    as_rgb = clf.classify(resize_to_input(scene, clf.input_size)).tolist()
+    as_bgr = clf.classify(resize_to_input(np.ascontiguousarray(scene[:, :, ::-1]), clf.input_size)).tolist()
+    assert as_rgb != as_bgr
+    assert len(results) == 5 and all(r.scores == pytest.approx(as_rgb, abs=1e-6) for r in results)
 
 
 def test_stop_event_ends_run_promptly(tiny_models):
