@@ -243,9 +243,8 @@ def run(config_path: str | Path | None = None, overrides: list[str] | None = Non
 
 def _train(plan: Plan, index) -> Path:
     import keras
-    import tensorflow as tf
 
-    from train import models, pipeline
+    from train import models
 
     cfg = plan.cfg
     keras.utils.set_random_seed(cfg.training.seed)
