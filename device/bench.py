@@ -776,6 +776,7 @@ def efficiency(pipeline: list[dict], default_threads: int, bare: list[dict] | No
             entry[f"pipeline_over_raw{suffix}"] = dict(sorted(per.items(), key=lambda kv: int(kv[0])))
             if str(default_threads) in per:
                 entry[f"pipeline_over_raw{suffix}_at_default"] = per[str(default_threads)]
+                entry[f"pipeline_over_raw{suffix}_rounds"] = a[f"t{default_threads}"]
             if a.get("default_over_best"):
                 entry[f"pipeline_default_over_best_raw{suffix}"] = float(np.median(a["default_over_best"]))
                 bt = a["best_threads"]
@@ -951,8 +952,11 @@ def efficiency_lines(report: dict[str, Any], md: bool = False) -> list[str]:
         s = (f"efficiency {v}: pipeline ÷ raw fps at {d} threads = "
              f"{_fmt(e.get('pipeline_over_raw_p50_at_default'), 3)}"
              f" (throughput {_fmt(e.get('pipeline_over_raw_at_default'), 3)})")
+        rr = e.get("pipeline_over_raw_p50_rounds") or []
+        if len(rr) > 1:
+            s += f" [rounds {min(rr):.3f}–{max(rr):.3f}]"
         if "pipeline_default_over_best_raw_p50" in e:
-            s += (f"; pipeline at default ({d}) ÷ best raw ({e['best_raw_threads_p50']} threads) = "
+            s += (f"; pipeline at default ({d}) ÷ best raw ({e['best_raw_threads_p50']} thr) = "
                   f"{e['pipeline_default_over_best_raw_p50']:.3f} "
                   f"(throughput {e['pipeline_default_over_best_raw']:.3f})")
         if "pipeline_over_bare_p50" in e:
@@ -1272,6 +1276,11 @@ def run(
                             f"p95/p50 {st['p95_over_p50']:.2f}): another process competed for the CPU, or it throttled")
     if pipeline:
         report["efficiency"] = efficiency(report["pipeline"], default, report["bare"])
+        for v, e in report["efficiency"].items():
+            rr = e.get("pipeline_over_raw_p50_rounds") or []
+            if len(rr) > 1 and max(rr) - min(rr) > 0.1:
+                warnings.append(f"{v}: pipeline ÷ raw (p50) at {default} threads varied from {min(rr):.2f} to "
+                                f"{max(rr):.2f} over the rounds: the median is the figure, the range its spread")
         for p in report["pipeline"]:
             if p["fps"] < 0.85 * p["fps_p50"]:
                 warnings.append(f"pipeline {p['variant']} {p['threads']} threads: throughput {p['fps']:.0f} fps is "

@@ -96,7 +96,8 @@ def test_bench_json_structure(bench_run):
             assert ordered(st), st
         assert p["threads_used"] == p["threads"]
         assert p["frames"] >= 2 and p["seconds"] >= 0.4 and p["fps"] > 0 and p["fps_p50"] > 0
-        assert p["dropped_frames"] >= 0 and p["frames_captured"] >= p["frames"] - 2  # one frame read ahead at each end
+        # the capture thread reads up to two frames ahead of each slice
+        assert p["dropped_frames"] >= 0 and p["frames_captured"] >= p["frames"] - 2 * p["slices"]
         assert 20 < p["peak_rss_mb"] < 2000
         assert p["cpu_percent"] > 0
         assert 0 < p["first_result_s"] < p["first_result_from_exec_s"]
