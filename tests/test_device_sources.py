@@ -71,7 +71,7 @@ def test_synthetic_paces_at_fps_and_ends_after_frames():
             n += 1
         dt = time.monotonic() - t
     assert n == 10 and not src.live
-    assert 0.16 <= dt <= 0.5  # 10 frames at 50 fps = 0.18 s (first frame immediate)
+    assert 0.16 <= dt <= 1.0  # 10 frames at 50 fps = 0.18 s (first frame immediate)
 
 
 def test_pacer_does_not_burst_after_falling_behind():
@@ -141,7 +141,7 @@ def test_opencv_file_not_realtime_reads_fast_and_loops(tmp_path):
     with build_source(OpencvConfig(device=str(video), realtime=False, loop=True)) as src:
         t = time.monotonic()
         frames = [src.read() for _ in range(12)]
-        assert time.monotonic() - t < 1.0  # not paced at 2 fps
+        assert time.monotonic() - t < 2.0  # not paced at 2 fps (that would take 6 s)
     assert all(f is not None and f.shape == (48, 64, 3) for f in frames)
 
 
@@ -193,7 +193,7 @@ def test_picamera2_busy_is_retryable_and_timeout_raises(picam):
         t = time.monotonic()
         with pytest.raises(TimeoutError):
             src.read(timeout=0.2)
-        assert 0.18 <= time.monotonic() - t < 0.5
+        assert 0.18 <= time.monotonic() - t < 1.0
 
 
 # ----------------------------------------------------------------------------- capture thread
