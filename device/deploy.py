@@ -186,7 +186,13 @@ def explain_ssh_failure(host: Host, ssh: Ssh, stderr: str) -> str:
 
 def device_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
     """The base dependencies plus the `device` extra, read from the project's pyproject.toml."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise FaceedgeError("building the device wheel needs Python >= 3.11 here (or pip install tomli)") from None
 
     try:
         data = tomllib.loads(pyproject.read_text())
