@@ -764,7 +764,8 @@ def add_parser(subparsers) -> None:
     r = subparsers.add_parser("rollback", help="go back one release on the device(s)",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_ssh_args(r)
-    r.add_argument("--to", default=None, help="a release name to go back to (none: the newest ready release older than current)")
+    r.add_argument("--to", default=None,
+                   help="a release name to go back to (none: the newest ready release older than current)")
     r.set_defaults(func=lambda a: run_cli("rollback", a))
 
 
