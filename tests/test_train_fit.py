@@ -302,7 +302,8 @@ def test_bench_measures_in_one_run(tmp_path, dataset):
                   epochs=1)
     assert r["images"] == 16
     for key in ("pipeline_plain_s", "pipeline_cached_s", "pipeline_cached_aug_s", "train_step_s",
-                "plain_epoch_s", "feature_epoch_s", "feature_extraction_s"):
+                "plain_epoch_s", "feature_epoch_s", "feature_extraction_s", "epoch_nocache_s", "epoch_cache_s",
+                "epoch_cache_prefetch_aug_s"):
         assert r[key] > 0, key
     assert r["ratio_cache_speedup"] == pytest.approx(r["pipeline_plain_s"] / r["pipeline_cached_s"])
     assert r["ratio_plain_vs_feature_epoch"] == pytest.approx(r["plain_epoch_s"] / r["feature_epoch_s"])
