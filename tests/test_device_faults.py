@@ -138,8 +138,7 @@ def test_1_stall_is_reported_source_reopened_with_backoff_and_nothing_stale(tiny
     assert t_detect - t_stall <= 0.6 + 0.35
     # capped exponential backoff between failed reopen attempts: 0.2, 0.4, 0.4, ... (initial 0.1 went first)
     assert len(gaps) >= 3
-    assert gaps[0] == pytest.approx(0.2, abs=0.08) and gaps[1] == pytest.approx(0.4, abs=0.1)
-    assert all(g <= 0.4 + 0.1 for g in gaps)
+    assert all(d - 0.005 <= g <= d + 0.15 for g, d in zip(gaps, [0.2, 0.4, 0.4, 0.4, 0.4])), gaps
     busy_lines = [r for r in caplog.records if "open failed (attempt" in r.getMessage()]
     assert len(busy_lines) >= len(opens) - 1  # one log line per failed attempt
     # frames resume once the camera is back: within one capped backoff + the discarded frames
@@ -229,7 +228,9 @@ def test_3_camera_busy_at_open_retries_with_backoff(tiny_models, picam, caplog):
     FIGURES["busy"] = {"open_gaps_s": [round(g, 3) for g in gaps], "first_result_s": first_s}
     print(FIGURES["busy"])
     assert code == 503 and health["status"] == "starting"  # not ok while it cannot get the camera
-    assert len(gaps) == 3 and gaps == pytest.approx([0.1, 0.2, 0.4], abs=0.08)
+    assert len(gaps) == 3
+    # never sooner than the backoff (0.1, 0.2, 0.4 s); late by at most a loaded box's scheduling delay
+    assert all(d - 0.005 <= g <= d + 0.15 for g, d in zip(gaps, [0.1, 0.2, 0.4])), gaps
     assert len(lines) == 3 and all("Device or resource busy" in ln for ln in lines)  # one line per attempt
     assert [f"attempt {i}" in ln for i, ln in enumerate(lines, 1)] == [True] * 3
 
