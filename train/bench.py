@@ -5,8 +5,12 @@ Measured on the config's data, input size, backbone and batch size, with the bac
 1. input pipeline images/s: decode+resize without cache or prefetch, then with cache + prefetch
    (first pass fills the cache, second pass reads it), with and without the augmentations;
 2. the train step's own images/s (one batch held in memory, so no input cost at all);
-3. an epoch of the plain model (images through the frozen backbone every epoch) against an epoch
+3. whole training epochs through the frozen backbone with no cache / cache / cache + prefetch /
+   + augmentation, so what each costs or saves per epoch is seen (the log's run-2 figures);
+4. an epoch of the plain model (images through the frozen backbone every epoch) against an epoch
    of the fast path (the head on backbone features computed once), plus that one-off extraction.
+
+Timings are the best of a few repeats (the machine may be shared).
 
 Everything is printed as seconds and images/s and, what the log wanted to know, as ratios: is the
 input pipeline faster than the train step (then it is not the bottleneck)?
