@@ -172,7 +172,8 @@ def explain_ssh_failure(host: Host, ssh: Ssh, stderr: str) -> str:
     if "Host key verification failed" in s or "REMOTE HOST IDENTIFICATION HAS CHANGED" in s:
         kh = ssh.known_hosts or Path("~/.ssh/known_hosts")
         return (f"host key verification failed for {host.host}: its key is not in {kh} or has CHANGED. "
-                f"Nothing was copied. Check the fingerprint on the Pi (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) "
+                "Nothing was copied. Check the fingerprint on the Pi "
+                "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) "
                 f"and add it, e.g. `ssh-keyscan -p {host.port or ssh.port} {host.host} >> {kh}` after comparing")
     if "Permission denied" in s:
         return (f"ssh key refused by {host.dest}: copy your public key there first "
@@ -430,8 +431,8 @@ def build_bundle(
         dest = out / "selftest" / f"selftest{st.image.suffix.lower() or '.png'}"
         shutil.copy2(st.image, dest)
         meta["selftest"] = {"image": dest.relative_to(out).as_posix(), "expect": st.expect,
-                            "score": round(st.score, 6), "tolerance": SELFTEST_TOLERANCE, "true_label": st.true_label, "split": st.split,
-                            "from": str(st.image)}
+                            "score": round(st.score, 6), "tolerance": SELFTEST_TOLERANCE,
+                            "true_label": st.true_label, "split": st.split, "from": str(st.image)}
     if not model_only:
         if not Path(unit).is_file():
             raise FaceedgeError(f"{unit}: systemd unit not found")
