@@ -347,7 +347,7 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
                   class_weight=weights, callbacks=cbs, verbose=cfg.training.verbose, shuffle=False)
         if best_path.is_file():  # best weights, also across a resume (EarlyStopping only knows this session)
             model.load_weights(str(best_path))
-        model.save_weights(str(work / f"phase_{phase}.weights.h5"))
+        built.model.save_weights(str(work / f"phase_{phase}.weights.h5"))  # the full model (head layers shared)
         done = plan.extra.get("phases_done", []) + [phase]
         _save_state(plan, phases_done=done)
 
