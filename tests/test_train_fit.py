@@ -232,9 +232,12 @@ def test_fast_path_equals_the_normal_path(tmp_path, dataset):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
-    cfg = config(tmp_path, dataset, name="killed",
-                 training={"epochs": 10, "batch_size": 2, "verbose": 0, "patience": 0},  # ~11 steps an epoch
-                 model={"backbone": "simple_cnn", "alpha": 0.25, "freeze_backbone": False})
+    """Two phases: the head on cached features (fast path), then fine-tuning the whole backbone.
+    The process is SIGKILLed after two fine-tune epochs; --resume skips the finished head phase and
+    continues fine-tuning at the epoch after the last one backed up."""
+    cfg = config(tmp_path, dataset, name="killed", model={"backbone": "simple_cnn", "alpha": 0.25},
+                 training={"epochs": 2, "batch_size": 2, "verbose": 0, "patience": 0,  # ~11 steps an epoch
+                           "fine_tune": {"layers": "all", "epochs": 8, "learning_rate": 1e-4}})
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen([sys.executable, "-m", "train", "fit", "--config", str(cfg)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -246,32 +249,34 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
             found = list(runs.glob("killed-*.incomplete")) if runs.exists() else []
             if found and (found[0] / "history.csv").is_file():
                 work = found[0]
-                if len((work / "history.csv").read_text().splitlines()) >= 3:  # header + 2 epochs
+                if (work / "history.csv").read_text().count(",fine_tune,") >= 2:
                     break
             time.sleep(0.01)
         else:
-            pytest.fail(f"run did not reach epoch 2 (rc {proc.poll()}): {proc.stderr.read().decode()[-2000:]}")
+            pytest.fail(f"run did not reach 2 fine-tune epochs (rc {proc.poll()}): "
+                        f"{proc.stderr.read().decode()[-2000:]}")
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
-    meta = json.loads((work / "backup" / "train" / "training_metadata.json").read_text())
-    backed_up = meta["epoch"]  # epochs completed and saved before the kill
-    assert 2 <= backed_up < 10
+    meta = json.loads((work / "backup" / "fine_tune" / "training_metadata.json").read_text())
+    backed_up = meta["epoch"]  # epochs (both phases) completed and saved before the kill
+    assert 4 <= backed_up < 10
     assert not (runs / work.name.removesuffix(".incomplete")).exists()
     assert not (runs / "latest").exists()
 
     final = fit.run(resume=work)
     rows = list(csv.DictReader(open(final / "history.csv")))
-    resumed = [int(r["epoch"]) for r in rows if r["attempt"] == "1"]
-    first = [int(r["epoch"]) for r in rows if r["attempt"] == "0"]
-    assert resumed[0] == backed_up + 1  # continued, not restarted
-    assert first[:2] == [1, 2]
-    assert [int(r["epoch"]) for r in fit_history(final)] == list(range(1, 11))
+    first = [(int(r["epoch"]), r["phase"]) for r in rows if r["attempt"] == "0"]
+    resumed = [(int(r["epoch"]), r["phase"]) for r in rows if r["attempt"] == "1"]
+    assert first[:4] == [(1, "head"), (2, "head"), (3, "fine_tune"), (4, "fine_tune")]
+    assert resumed[0] == (backed_up + 1, "fine_tune")  # continued, not restarted; the head phase not redone
+    assert [(int(r["epoch"]), r["phase"]) for r in fit_history(final)] == \
+        [(1, "head"), (2, "head")] + [(e, "fine_tune") for e in range(3, 11)]
     assert (runs / "latest").resolve() == final.resolve()
     assert not work.exists()
     m = json.loads((final / "metrics.json").read_text())
-    assert m["epochs_run"] == 10
+    assert m["epochs_run"] == 10 and set(m["timing"]["phases"]) == {"head", "fine_tune"}
 
 
 def fit_history(run_dir):
