@@ -213,7 +213,8 @@ def _strategy(cfg: TrainConfig):
     mode = cfg.training.distribute
     if mode == "mirrored" or (mode == "auto" and len(gpus) > 1):
         strategy = tf.distribute.MirroredStrategy()
-        return strategy, f"MirroredStrategy over {strategy.num_replicas_in_sync} devices"
+        n = strategy.num_replicas_in_sync
+        return strategy, f"MirroredStrategy over {n} device{'s' if n != 1 else ''}"
     return tf.distribute.get_strategy(), f"default strategy ({len(gpus)} GPU{'s' if len(gpus) != 1 else ''})"
 
 
