@@ -522,8 +522,9 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
     daemon's loop (`Daemon.run(max_seconds=slice)`) and of raw invokes on the daemon's very
     interpreter (same model, same threads, same process). Both therefore see the same
     neighbours on a shared machine, and pipeline ÷ raw compares the code, not the moment.
-    Between slices the capture thread keeps its one frame ready (an unpaced source blocks), so
-    the first result of each slice is counted for fps but left out of the latency statistics.
+    Between slices the capture thread keeps its frames ready (an unpaced source reads up to two
+    ahead, then blocks), so results of frames captured before their slice began are counted for
+    fps but left out of the per-stage statistics (their age is the raw slice's length).
     """
     import threading
 
@@ -542,6 +543,7 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
     rows: list[dict[str, float]] = []
     stamps: list[list[float]] = []  # per slice: publish times
     current: list[float] = []
+    slice_wall = [0.0]  # time.time() when the current pipeline slice began
 
     def on_first(result: Any) -> None:
         first_wall.append(time.time())
@@ -549,7 +551,7 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
     def on_result(result: Any) -> None:
         now = perf()
         e2e = (time.time() - result.timestamp) * 1e3  # capture → published (outputs included)
-        if current:  # the first result of a slice waited in the slot during the raw slice
+        if result.timestamp >= slice_wall[0]:  # not a frame that waited through the raw slice
             stages = dict(result.stages_ms)
             stages["publish"] = max(0.0, e2e - stages.get("latency", e2e))
             stages["end_to_end"] = e2e
@@ -575,6 +577,7 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
             g = daemon.grabber
             d0, c0, k0, cpu0, t0 = g.stats.dropped, g.stats.captured, len(capture_ms), os.times(), perf()
             current = []
+            slice_wall[0] = time.time()
             daemon.run(threading.Event(), max_seconds=slice_s, on_result=on_result)
             t1, cpu1 = perf(), os.times()
             if g.finished:
@@ -919,9 +922,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             rows.append(row)
         lines += _table(head, rows)
         lines += ["", "capture: `source.read()` in the capture thread (decode + colour conversion; on a paced "
-                  "source it includes the wait for the next frame); capture_wait: frame age when the loop took it; "
-                  "crop, preprocess (resize + set_input), invoke, postprocess (dequantize + decision); publish: "
-                  "outputs; latency: capture → decided; end_to_end: capture → published.", ""]
+                  "source it includes the wait for the next frame); frame_wait: the loop idle, waiting for a frame; "
+                  "capture_wait: frame age when the loop took it; crop, preprocess (resize + set_input; the daemon "
+                  "crops and resizes in the capture thread and reports those times here), invoke, postprocess "
+                  "(dequantize + decision); publish: outputs; latency: capture → decided; end_to_end: capture → "
+                  "published. Frames captured before their slice began are left out of these statistics.", ""]
 
     if report.get("efficiency"):
         lines += ["## Efficiency", ""]
