@@ -1044,10 +1044,12 @@ def _plot_matplotlib(report: dict[str, Any], path: Path) -> None:
         n = len(work)
         height = 0.8 / max(1, len(pipes))
         yb = np.arange(n)
+        colours = plt.get_cmap("tab10" if len(pipes) <= 10 else "tab20").colors
         for i, (name, st) in enumerate(pipes):
             p50 = [st.get(s, {}).get("p50", 0.0) for s in work]
             err = [max(0.0, st.get(s, {}).get("p95", 0.0) - st.get(s, {}).get("p50", 0.0)) for s in work]
-            ax.barh(yb + i * height, p50, height=height, xerr=[np.zeros(n), err], capsize=2, label=name)
+            ax.barh(yb + i * height, p50, height=height, xerr=[np.zeros(n), err], capsize=2, label=name,
+                    color=colours[i % len(colours)])
         ax.set_yticks(yb + height * (len(pipes) - 1) / 2, work)
         ax.invert_yaxis()
         ax.set_xlabel("ms per frame (bar p50, whisker p95)")
