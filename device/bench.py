@@ -569,7 +569,13 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
         daemon.run(threading.Event(), max_frames=1, max_seconds=limit, on_result=on_first)
         if not first_wall:
             raise FaceedgeError(f"pipeline produced no result ({daemon.stats.get('capture')})")
-        daemon.run(threading.Event(), max_seconds=warmup)
+        warm: list[float] = []
+        t_warm = perf()
+        daemon.run(threading.Event(), max_seconds=warmup, on_result=lambda r: warm.append(perf()))
+        # A slow model (float32 or VGG16 on a Pi: 0.1-2 s per frame) gets slices long enough for
+        # about eight results each, so that every slice has intervals to measure.
+        period = (perf() - t_warm) / max(1, len(warm))
+        slice_s = max(slice_s, 8 * period)
         clf = daemon.classifier
         for _ in range(3):  # the raw slices' warm-up
             clf.invoke()
@@ -619,6 +625,7 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
         "frames": n,
         "seconds": pipe_s,
         "slices": len(stamps),
+        "slice_seconds": slice_s,
         "fps": n / pipe_s,
         "fps_p50": 1000.0 / float(np.median(intervals)),
         "frames_captured": captured,
@@ -1289,6 +1296,11 @@ def run(
                 warnings.append(f"{v}: pipeline ÷ raw (p50) at {default} threads varied from {min(rr):.2f} to "
                                 f"{max(rr):.2f} over the rounds: the median is the figure, the range its spread")
         for p in report["pipeline"]:
+            fw = p["stages_ms"].get("frame_wait", {}).get("p50", 0.0)
+            if p["fps_p50"] > 0 and fw > 0.25 * 1000.0 / p["fps_p50"]:
+                warnings.append(f"pipeline {p['variant']} {p['threads']} threads: the loop waited {fw:.1f} ms per "
+                                f"frame for the source (p50): it is source-bound at {p['fps_p50']:.1f} fps (a camera's frame "
+                                "rate?), so pipeline ÷ raw measures the source, not the model")
             if p["fps"] < 0.85 * p["fps_p50"]:
                 warnings.append(f"pipeline {p['variant']} {p['threads']} threads: throughput {p['fps']:.0f} fps is "
                                 f"{1 - p['fps'] / p['fps_p50']:.0%} below the median frame rate {p['fps_p50']:.0f}: "
