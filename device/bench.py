@@ -1299,8 +1299,8 @@ def run(
             fw = p["stages_ms"].get("frame_wait", {}).get("p50", 0.0)
             if p["fps_p50"] > 0 and fw > 0.25 * 1000.0 / p["fps_p50"]:
                 warnings.append(f"pipeline {p['variant']} {p['threads']} threads: the loop waited {fw:.1f} ms per "
-                                f"frame for the source (p50): it is source-bound at {p['fps_p50']:.1f} fps (a camera's frame "
-                                "rate?), so pipeline ÷ raw measures the source, not the model")
+                                f"frame for the source (p50): it is source-bound at {p['fps_p50']:.1f} fps (a camera's "
+                                "frame rate?), so pipeline ÷ raw measures the source, not the model")
             if p["fps"] < 0.85 * p["fps_p50"]:
                 warnings.append(f"pipeline {p['variant']} {p['threads']} threads: throughput {p['fps']:.0f} fps is "
                                 f"{1 - p['fps'] / p['fps_p50']:.0%} below the median frame rate {p['fps_p50']:.0f}: "
