@@ -260,8 +260,21 @@ def slow_model(tmp_path_factory, tiny_models) -> Path:
 def test_4_back_pressure_latency_bounded_drops_counted_memory_flat(slow_model):
     import psutil
 
+    from device.runtime import Classifier
+
+    # The camera must outrun the model on whatever machine runs this: measure the model first and
+    # run the source at three times its rate (at least 30 fps, as a camera would).
+    clf = Classifier.from_model_dir(slow_model, num_threads=1)
+    img = np.zeros((*clf.input_size, 3), np.uint8)
+    times = []
+    for _ in range(8):
+        t = time.perf_counter()
+        clf.classify(img)
+        times.append((time.perf_counter() - t) * 1000)
+    del clf
+    fps = max(30.0, 3000.0 / float(np.median(times[2:])))
     cfg = parse_config({
-        "source": {"type": "synthetic", "width": 640, "height": 480, "fps": 30},
+        "source": {"type": "synthetic", "width": 640, "height": 480, "fps": fps},
         "model": {"num_threads": 1},
         "outputs": {"http": {"port": 0}},
     })
@@ -285,7 +298,8 @@ def test_4_back_pressure_latency_bounded_drops_counted_memory_flat(slow_model):
         "results": len(run.results), "captured": stats["captured"], "dropped": stats["dropped"],
         "rss_growth_mb": round(warm[-1] - warm[0], 2), "rss_max_growth_mb": round(max(warm) - warm[0], 2),
     }
-    assert period > 1000 / 30  # the model really is slower than the camera
+    FIGURES["backpressure"]["source_fps"] = round(fps, 1)
+    assert period > 1000 / fps  # the model really is slower than the camera
     # Newest frame, never a queue: capture → decision stays within two inference periods. Judged per
     # result against that result's own invoke, because on a shared machine invoke itself spikes.
     ratio = latency / invoke
@@ -293,8 +307,8 @@ def test_4_back_pressure_latency_bounded_drops_counted_memory_flat(slow_model):
     print(FIGURES["backpressure"])
     # (p90, not the max: on a loaded 2-core CI box the loop thread itself is sometimes descheduled)
     assert np.percentile(ratio, 90) <= 2.0 and np.median(ratio) <= 1.5 and np.median(latency) <= 2 * period
-    assert np.median(latency - invoke) <= 1000 / 30 + 10  # the frame waited at most ~one camera period
-    assert stats["captured"] >= 150  # the 30 fps source kept its rate (6 s)
+    assert np.median(latency - invoke) <= 1000 / fps + 10  # the frame waited at most ~one camera period
+    assert stats["captured"] >= 0.8 * 6 * fps  # the source kept its rate (6 s)
     assert stats["dropped"] >= stats["captured"] - len(run.results) - 2 and stats["dropped"] > 50
     assert dropped_metric == stats["dropped"]
     assert max(warm) - warm[0] < 3.0  # memory flat: no queue grows behind the slow model
