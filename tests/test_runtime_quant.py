@@ -72,3 +72,17 @@ def test_manifest_sha_mismatch(tiny_models, tmp_path):
     (d / "model.tflite").write_bytes(bytes(data))
     with pytest.raises(FaceedgeError, match="sha256"):
         load_manifest(d)
+
+
+def test_atomic_write_has_the_mode_of_a_plain_file(tmp_path):
+    import os
+
+    from device.manifest import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind
