@@ -21,15 +21,27 @@ How the daemon drives them::
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
+from typing import Any
 
 from device.manifest import Strict
-from device.outputs.http import HttpConfig, HttpOutput
+from device.outputs.configs import HttpConfig, MqttConfig
 from device.outputs.jsonl import JsonlConfig, JsonlOutput
-from device.outputs.mqtt import MqttConfig, MqttOutput
 from device.telemetry import Telemetry
 from device.types import OUTPUT_TYPES, Output, Result
+
+# The HTTP and MQTT outputs import http.server/ssl and paho (~7 MB resident): imported only when a
+# config enables them (build_outputs) or when their class is asked for (`device.outputs.HttpOutput`).
+_MODULES = {"jsonl": "device.outputs.jsonl", "http": "device.outputs.http", "mqtt": "device.outputs.mqtt"}
+_LAZY = {"HttpOutput": "device.outputs.http", "MqttOutput": "device.outputs.mqtt"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +78,7 @@ def build_outputs(cfg: OutputsConfig | None, telemetry: Telemetry, *, expose_ima
     for name in OutputsConfig.model_fields:
         section = getattr(cfg, name)
         if section is not None:
+            importlib.import_module(_MODULES[name])  # registers the output class
             outputs.append(OUTPUT_TYPES[name](section, telemetry, expose_images=expose_images))
     return outputs
 

@@ -13,20 +13,16 @@ No endpoint returns image data unless the daemon was started with `expose_images
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
-
 from device.errors import FaceedgeError
-from device.manifest import Strict
+from device.outputs.configs import HttpConfig, is_loopback  # noqa: F401 - re-exported (config lives apart)
 from device.telemetry import Telemetry
 from device.types import Output, Result, register_output
 
@@ -34,32 +30,6 @@ log = logging.getLogger(__name__)
 
 MIN_TOKEN_CHARS = 16
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: assume it may be reachable from elsewhere
-
-
-class HttpConfig(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8088, ge=0, le=65535)  # 0 = an ephemeral port (tests); see HttpOutput.port
-    token_file: Path | None = None  # file holding the bearer token (first line)
-    token_env: str | None = None  # or: name of the environment variable holding it
-
-    @model_validator(mode="after")
-    def _token_off_loopback(self):
-        if self.token_file is not None and self.token_env is not None:
-            raise ValueError("set only one of token_file and token_env")
-        if not is_loopback(self.host) and self.token_file is None and self.token_env is None:
-            raise ValueError(
-                f"host {self.host!r} is not loopback: a token is required (set token_file or token_env)"
-            )
-        return self
 
 
 def read_token(cfg: HttpConfig) -> str | None:

@@ -24,10 +24,8 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from pydantic import Field, model_validator
-
 from device.errors import FaceedgeError
-from device.manifest import Strict
+from device.outputs.configs import MqttConfig, MqttTls  # noqa: F401 - re-exported (config lives apart)
 from device.outputs.jsonl import iso_time
 from device.telemetry import Telemetry
 from device.types import Output, Result, register_output
@@ -37,44 +35,6 @@ log = logging.getLogger(__name__)
 # Shutdown budget (the daemon has 2 s for everything): get "offline" acknowledged, then stop paho's thread.
 OFFLINE_TIMEOUT_S = 1.0
 STOP_JOIN_S = 0.5
-
-
-class MqttTls(Strict):
-    ca_file: Path | None = None  # None = the system's trust store
-    cert_file: Path | None = None  # client certificate (mutual TLS), with key_file
-    key_file: Path | None = None
-    insecure: bool = False  # skip host name verification (self-signed lab brokers only)
-
-
-class MqttConfig(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    client_id: str = ""  # "" = faceedge-<hostname>
-    topic_prefix: str = ""  # "" = faceedge/<hostname>
-    username: str | None = None
-    password_file: Path | None = None  # file holding the password (first line)
-    password_env: str | None = None  # or: name of the environment variable holding it
-    tls: MqttTls | None = None
-    keepalive_s: int = Field(30, ge=5, le=3600)
-    qos_result: int = Field(0, ge=0, le=2)
-    qos_event: int = Field(1, ge=0, le=2)
-    qos_availability: int = Field(1, ge=0, le=2)
-    retain_event: bool = False
-    result_interval_s: float = Field(0.0, ge=0.0)  # 0 = publish every result
-    queue_size: int = Field(1000, ge=1)  # messages kept while the broker is away
-    reconnect_min_s: float = Field(1.0, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.password_file is not None and self.password_env is not None:
-            raise ValueError("set only one of password_file and password_env")
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
-        if any(c in self.topic_prefix for c in "+#") or self.topic_prefix.endswith("/"):
-            raise ValueError(f"topic_prefix {self.topic_prefix!r} must not contain + or # nor end with /")
-        return self
 
 
 def read_secret(path: Path | None, env: str | None, what: str) -> str | None:
