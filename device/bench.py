@@ -481,9 +481,9 @@ def _peak_rss_mb() -> float:
 
 
 class _TimedSource:
-    """Wraps the daemon's real source to time `read()` in the capture thread (decode + colour
-    conversion; on a paced source, a camera, it includes the wait for the next frame). Every
-    other call goes straight to the wrapped source."""
+    """Wraps the daemon's real source to time `read()`/`read_native()` in the capture thread
+    (decode, plus the colour conversion of sources read as RGB; on a paced source, a camera, it
+    includes the wait for the next frame). Every other call goes straight to the wrapped source."""
 
     def __init__(self, src: Any, samples: list[float]) -> None:
         self._src = src
@@ -492,6 +492,13 @@ class _TimedSource:
     def read(self, out=None, timeout=None):
         t = time.perf_counter()
         img = self._src.read(out, timeout)
+        if img is not None:
+            self._samples.append((time.perf_counter() - t) * 1e3)
+        return img
+
+    def read_native(self, out=None, timeout=None):  # what the capture thread calls on a BGR source
+        t = time.perf_counter()
+        img = self._src.read_native(out, timeout)
         if img is not None:
             self._samples.append((time.perf_counter() - t) * 1e3)
         return img

@@ -2,9 +2,11 @@
 
 Load once, infer many: the interpreter, the face detector and every buffer are made in `start()`;
 the per-frame path allocates nothing that matters (the resize writes into one preallocated input
-buffer, the capture thread recycles its frame buffers). Capture and BGR→RGB conversion run in the
-capture thread (device/sources/capture.py), overlapping inference; the loop always takes the
-newest frame, so latency stays bounded whatever the camera's rate.
+buffer, the capture thread recycles its frame buffers). Capture, crop and resize run in the
+capture thread (device/sources/capture.py), overlapping inference; a BGR source (OpenCV,
+picamera2 "RGB888") is read as is and the channels are swapped after the resize, on the model's
+input rather than the whole frame. The loop always takes the newest frame, so latency stays
+bounded whatever the camera's rate.
 
 Use it from code (the benchmark does)::
 
@@ -40,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from device.check import validate_in_child
@@ -259,18 +262,23 @@ class Daemon:
         if self.config.crop.mode == "face":
             return None
         cropper, size = self.cropper, self.classifier.input_size
+        scratch = np.empty(size + (3,), np.uint8)  # BGR frames: resized here, then swapped into `out`
 
-        def prepare(image: np.ndarray, out: np.ndarray | None):
+        def prepare(image: np.ndarray, out: np.ndarray | None, bgr: bool = False):
             t0 = time.perf_counter()
-            crop = cropper(image)
+            crop = cropper(image)  # a view: the crop geometry does not depend on the channel order
             t1 = time.perf_counter()
             if crop.image is None:
                 return None, {}
             if out is None or out.shape[:2] != size:
                 out = np.empty(size + (3,), np.uint8)
-            resize_to_input(crop.image, size, out=out)
+            if bgr:  # resize treats channels independently: resize-then-swap == swap-then-resize
+                cv2.cvtColor(resize_to_input(crop.image, size, out=scratch), cv2.COLOR_BGR2RGB, dst=out)
+            else:
+                resize_to_input(crop.image, size, out=out)
             return out, {"crop": (t1 - t0) * 1000.0, "resize": (time.perf_counter() - t1) * 1000.0}
 
+        prepare.swaps_channels = True  # the grabber may hand it BGR frames (bgr=True)
         return prepare
 
     def _process(self, frame, wait_ms: float = 0.0) -> Result | None:
@@ -287,7 +295,14 @@ class Daemon:
             t1 = t0 - frame.prep_ms["resize"] / 1000.0  # report the capture thread's timings
             t0 = t1 - frame.prep_ms["crop"] / 1000.0
         else:
-            crop = self.cropper(frame.image)
+            image = frame.image
+            if image is None:  # prepared by the hook a reload replaced; its pixels already recycled
+                self.stats["stale"] += 1
+                self.telemetry.inc("stale_frames_discarded")
+                return None
+            if frame.channel_order == "BGR":  # read natively for a hook a reload replaced: rare
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            crop = self.cropper(image)
             t1 = time.perf_counter()
             if crop.image is None:  # face mode, no face: nothing to classify in this frame
                 self.stats["no_roi"] += 1
@@ -314,16 +329,14 @@ class Daemon:
         result = Result(
             frame_id=frame.frame_id, timestamp=frame.timestamp, label=d.label, score=d.score,
             smoothed_label=d.smoothed_label, smoothed_score=d.smoothed_score, event=d.event,
-            stages_ms=stages, scores=[float(s) for s in scores], model_sha256=clf.manifest.sha256,
+            stages_ms=stages, scores=scores.tolist(), model_sha256=clf.manifest.sha256,
         )
         self.telemetry.result_published(result)
         publish_all(self.outputs, result)
         if self.config.expose_images:
             publish_image(self.outputs, x.copy())
         t5 = time.perf_counter()
-        for k, v in stages.items():
-            self.telemetry.observe(k, v)
-        self.telemetry.observe("publish", (t5 - t4) * 1000.0)
+        self.telemetry.observe_many({**stages, "publish": (t5 - t4) * 1000.0})  # one lock, not eight
         self.latest = result
         self.stats["results"] += 1
         if self.stats["start_to_first_result_s"] is None:
@@ -424,7 +437,10 @@ class Daemon:
 
     def _make_grabber(self, cfg: DaemonConfig) -> FrameGrabber:
         factory = self._source_factory or (lambda: build_source(cfg.source))
-        return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn)
+        # keep_images=False: the loop uses the prepared input, not the frame (face mode has no hook
+        # and keeps its frames): one full-size buffer in flight instead of up to four
+        return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn,
+                            keep_images=False)
 
 
 def apply_opencv_threads(cfg: DaemonConfig) -> int:

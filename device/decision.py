@@ -18,6 +18,7 @@ label so that re-deciding the same label is not reported as a change.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,22 +52,38 @@ class Decision:
 
 
 class Decider:
-    """Stateful per-stream decision; `update(scores)` once per classified frame."""
+    """Stateful per-stream decision; `update(scores)` once per classified frame.
+
+    O(1) per frame whatever the window: a ring of the last `window` values plus their running
+    sum (binary: Python floats; softmax: one float64 vector per frame, updated in place; majority:
+    0/1 votes, so the sums are exact counts). The running sum is recomputed exactly (`math.fsum`,
+    `ndarray.sum`) each time the ring wraps, so rounding cannot accumulate over a long run; the
+    smoothed score equals the mean of the window to within a few ulps
+    (tests/test_device_perf.py holds it against `np.mean`).
+    """
 
     def __init__(self, cfg: DecisionConfig, manifest: Manifest) -> None:
         self.cfg = cfg
         self.labels = list(manifest.labels)
         self.binary = manifest.output_kind == "sigmoid"
         self.threshold = manifest.threshold if cfg.threshold is None else cfg.threshold
+        self.majority = cfg.smoothing == "majority"
         if self.binary:
             self.positive = manifest.positive_label
             self.negative = manifest.negative_label
-            width = 1
-        else:
-            width = len(self.labels)
         self.window = 1 if cfg.smoothing == "none" else cfg.window
         self.min_frames = 1 if cfg.smoothing == "none" else (cfg.min_frames or cfg.window)
-        self._buf = np.zeros((self.window, width), np.float64)  # ring buffer, no per-frame allocation
+        # binary: majority compares the fraction of positive votes with 1/2, averages the threshold
+        self._cut = 0.5 if self.majority else self.threshold
+        self._index = {lbl: i for i, lbl in enumerate(self.labels)}
+        if self.binary:
+            self._ring: list[float] = [0.0] * self.window
+            self._sum = 0.0
+        else:
+            k = len(self.labels)
+            self._vring = np.zeros((self.window, k), np.float64)  # no per-frame allocation
+            self._vsum = np.zeros(k, np.float64)
+            self._onehot = np.zeros(k, np.float64)
         self._n = 0  # frames in the window (≤ window)
         self._i = 0  # next slot
         self.state: str | None = None  # smoothed label of the current window
@@ -77,25 +94,32 @@ class Decider:
         self._n = 0
         self._i = 0
         self.state = None
-
-    def update(self, scores: np.ndarray) -> Decision:
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         if self.binary:
-            p = float(scores[0])
-            label = self.positive if p >= self.threshold else self.negative
-            vote = np.array([1.0 if p >= self.threshold else 0.0]) if self.cfg.smoothing == "majority" else p
-            self._push(vote)
+            self._sum = 0.0
+        else:
+            self._vsum.fill(0.0)
+
+    def update(self, scores) -> Decision:
+        if self.binary:
+            if type(scores) is np.ndarray and scores.ndim == 1:  # the daemon's case: no conversion
+                p = float(scores[0])
+            else:
+                p = float(np.asarray(scores, dtype=np.float64).reshape(-1)[0])
+            positive = p >= self.threshold
+            label = self.positive if positive else self.negative
+            self._push((1.0 if positive else 0.0) if self.majority else p)
             smoothed, sscore = self._decide_binary()
             out_score = p
         else:
+            scores = np.asarray(scores, dtype=np.float64).reshape(-1)
             k = int(np.argmax(scores))
             label, out_score = self.labels[k], float(scores[k])
-            if self.cfg.smoothing == "majority":
-                onehot = np.zeros(len(self.labels))
-                onehot[k] = 1.0
-                self._push(onehot)
+            if self.majority:
+                self._onehot.fill(0.0)
+                self._onehot[k] = 1.0
+                self._push_vector(self._onehot)
             else:
-                self._push(scores)
+                self._push_vector(scores)
             smoothed, sscore = self._decide_softmax()
         event = smoothed is not None and smoothed != self.last_decided
         if smoothed is not None:
@@ -105,19 +129,37 @@ class Decider:
         return Decision(label, out_score, smoothed, sscore, event)
 
     # -- internals ---------------------------------------------------------------------------
-    def _push(self, value) -> None:
-        self._buf[self._i] = value
-        self._i = (self._i + 1) % self.window
-        self._n = min(self._n + 1, self.window)
+    def _advance(self) -> bool:
+        """Move to the next slot; True when the ring just wrapped (time to resync the sum)."""
+        if self._n < self.window:
+            self._n += 1
+        self._i += 1
+        if self._i == self.window:
+            self._i = 0
+            return True
+        return False
 
-    def _mean(self) -> np.ndarray:
-        return self._buf[: self._n].mean(axis=0) if self._n < self.window else self._buf.mean(axis=0)
+    def _push(self, value: float) -> None:
+        ring, i = self._ring, self._i
+        if self._n == self.window:
+            self._sum -= ring[i]
+        ring[i] = value
+        self._sum += value
+        if self._advance():
+            self._sum = math.fsum(ring)  # exact again: no drift over a long run
+
+    def _push_vector(self, value: np.ndarray) -> None:
+        row = self._vring[self._i]
+        if self._n == self.window:
+            np.subtract(self._vsum, row, out=self._vsum)
+        row[:] = value
+        np.add(self._vsum, row, out=self._vsum)
+        if self._advance():
+            self._vring.sum(axis=0, out=self._vsum)
 
     def _decide_binary(self) -> tuple[str | None, float]:
-        s = float(self._mean()[0])
-        # majority: the fraction of positive votes is compared with 1/2; averages with the threshold
-        t = 0.5 if self.cfg.smoothing == "majority" else self.threshold
-        h = self.cfg.hysteresis
+        s = self._sum / self._n
+        t, h = self._cut, self.cfg.hysteresis
         if self._n < self.min_frames:
             return None, s
         if self.state is None:
@@ -129,14 +171,14 @@ class Decider:
         return self.state, s
 
     def _decide_softmax(self) -> tuple[str | None, float]:
-        mean = self._mean()
+        mean = self._vsum / self._n
         if self._n < self.min_frames:
             return None, float(mean.max())
         best = int(np.argmax(mean))
         if self.state is None:
             self.state = self.labels[best]
         else:
-            cur = self.labels.index(self.state)
+            cur = self._index[self.state]
             if best != cur and mean[best] >= mean[cur] + self.cfg.hysteresis:
                 self.state = self.labels[best]
-        return self.state, float(mean[self.labels.index(self.state)])
+        return self.state, float(mean[self._index[self.state]])

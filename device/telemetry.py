@@ -1,8 +1,8 @@
 """Counters, per-stage latency histograms, rates and health state of the running daemon.
 
 One `Telemetry` object is shared by the capture thread, the main loop and the outputs. Writers
-(`inc`, `observe`, `frame_captured`, `result_published`) take one short lock and do O(log buckets)
-work, so they are cheap on the per-frame path. Readers (`snapshot`, `prometheus_text`) are what
+(`inc`, `observe`, `observe_many`, `frame_captured`, `result_published`) take one short lock and
+do O(log buckets) work, so they are cheap on the per-frame path. Readers (`snapshot`, `prometheus_text`) are what
 `/healthz`, `/metrics` and the logs call; they never wait on the main loop, so the HTTP thread
 still answers when the loop is stuck.
 
@@ -167,6 +167,17 @@ class Telemetry:
             if h is None:
                 h = self._hists[stage] = _Histogram()
             h.observe(float(ms))
+
+    def observe_many(self, stages_ms: dict[str, float]) -> None:
+        """`observe(stage, ms)` for every item, under one lock (the loop records ~8 stages per
+        result: one acquisition instead of eight)."""
+        with self._lock:
+            hists = self._hists
+            for stage, ms in stages_ms.items():
+                h = hists.get(stage)
+                if h is None:
+                    h = hists[stage] = _Histogram()
+                h.observe(float(ms))
 
     def frame_captured(self, ts: float | None = None) -> None:
         """A frame arrived from the source; `ts` is its wall-clock capture time (time.time())."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,23 @@ class Result:
     model_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stages_ms"] = {k: round(v, 3) for k, v in self.stages_ms.items()}
-        d["score"] = round(self.score, 6)
-        d["smoothed_score"] = round(self.smoothed_score, 6)
-        d["scores"] = [round(s, 6) for s in self.scores]
-        return d
+        """The JSON-able form every output publishes (scores rounded to 1e-6, stages to 1 µs).
+
+        Built field by field: `dataclasses.asdict` deep-copies recursively and cost ~20 µs of the
+        ~26 µs of one JSON line, on every frame. Same keys, order and values as `asdict` + rounding
+        (tests/test_device_perf.py holds the two equal)."""
+        return {
+            "frame_id": self.frame_id,
+            "timestamp": self.timestamp,
+            "label": self.label,
+            "score": round(self.score, 6),
+            "smoothed_label": self.smoothed_label,
+            "smoothed_score": round(self.smoothed_score, 6),
+            "event": self.event,
+            "stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
+            "scores": [round(s, 6) for s in self.scores],
+            "model_sha256": self.model_sha256,
+        }
 
 
 class Output(abc.ABC):

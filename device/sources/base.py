@@ -1,8 +1,12 @@
 """The one interface every frame source implements, and the registry keyed by config `type`.
 
-A source delivers frames as HxWx3 uint8 **RGB** arrays: byte-order conversion (OpenCV's BGR,
-picamera2's BGR-ordered "RGB888") happens once, inside the source, so nothing downstream ever
-guesses the channel order.
+A source delivers frames as HxWx3 uint8 **RGB** arrays from `read()`: byte-order conversion
+(OpenCV's BGR, picamera2's BGR-ordered "RGB888") happens once, inside the source, so nothing
+downstream ever guesses the channel order. A source whose device produces another order also
+declares it (`channel_order`) and offers the frame as produced (`read_native`): the daemon's
+capture thread then swaps the channels after crop + resize, on the model's 224×224 input instead
+of the whole frame (`cv2.resize` treats channels independently, so the pixels are identical). What
+reaches the model, and any crop an output publishes, is RGB either way.
 
 Errors a source may raise, and what the capture thread does with them:
 
@@ -62,6 +66,16 @@ class FrameSource(abc.ABC):
         stream (a video file or an image folder without `loop`). Raises TimeoutError when no
         frame came within `timeout` seconds, SourceError when the device failed.
         """
+
+    def read_native(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+        """`read()` without the conversion to RGB: the frame in `channel_order`. Same buffer,
+        end-of-stream and error rules as `read`. Default: `read()` (sources that produce RGB)."""
+        return self.read(out, timeout)
+
+    @property
+    def channel_order(self) -> str:
+        """Channel order of what `read_native` returns: "RGB" (the default) or "BGR"."""
+        return "RGB"
 
     def close(self) -> None:
         """Release the device. Idempotent."""

@@ -2,8 +2,14 @@
 
 Why a thread: a camera produces frames at its own pace whether or not the model keeps up. Reading
 in a thread (cv2/picamera2 release the GIL while they wait and decode) overlaps capture and the
-BGR->RGB conversion with inference, and lets the loop always classify the *newest* frame; frames
-overwritten before the loop took them are counted as dropped.
+`prepare` hook (the daemon's crop + resize) with inference, and lets the loop always classify the
+*newest* frame; frames overwritten before the loop took them are counted as dropped.
+
+Channel order: frames are read with `source.read()` (RGB), except when the `prepare` hook says it
+swaps channels itself (`prepare.swaps_channels = True`) and the source produces BGR
+(`source.channel_order`): the frame is then read with `source.read_native()` and the hook gets
+`bgr=True`, so the swap happens on the small resized image, not the whole frame. `Frame.image`
+then holds BGR and says so (`Frame.channel_order`); `Frame.prepared` is RGB in every case.
 
 Buffers: a 1-slot mailbox guarded by a condition (for an unpaced source - a file read as fast as
 consumed, an image folder - a FIFO of PREFETCH frames instead, nothing dropped), plus a small pool
@@ -62,7 +68,8 @@ def backoff_delay(attempt: int, initial: float, cap: float) -> float:
 
 @dataclass
 class Frame:
-    image: np.ndarray  # HxWx3 uint8 RGB; valid until the consumer's next get()/release()
+    image: np.ndarray | None  # HxWx3 uint8 in `channel_order`, valid until the consumer's next
+    # get()/release(); None when the grabber was made with keep_images=False and `prepared` is set
     frame_id: int  # 1, 2, ... over the grabber's life (across reconnects)
     timestamp: float  # time.time() when the frame was read
     mono: float  # time.monotonic() when the frame was read
@@ -70,6 +77,7 @@ class Frame:
     prepared: np.ndarray | None = None  # the `prepare` hook's output (e.g. the model input), if any
     prepared_by: Any = None  # the hook that made it (a reload may swap hooks)
     prep_ms: dict[str, float] = field(default_factory=dict)  # the hook's own stage timings
+    channel_order: str = "RGB"  # of `image`: "BGR" only when a channel-swapping hook read it natively
 
 
 class _NullTelemetry:
@@ -102,12 +110,20 @@ class FrameGrabber:
         *,
         telemetry: Any = None,
         prepare: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray | None, dict[str, float]]] | None = None,
+        keep_images: bool = True,
     ) -> None:
         """`prepare(image, out)`, when given, runs in the capture thread on every frame it keeps and
         returns (array, {stage: ms}) - the daemon crops and resizes there, so that preprocessing
-        overlaps inference. It may write into `out` (a recycled array) and must not keep `image`."""
+        overlaps inference. It may write into `out` (a recycled array) and must not keep `image`.
+        A hook with `swaps_channels = True` is also given `bgr=True` for BGR frames (see the module
+        docstring) and must return RGB.
+
+        `keep_images=False`: a frame the hook prepared hands its full-size buffer back to the pool
+        at once (`Frame.image` is None): a consumer that only needs `prepared` (the daemon) then
+        holds one full frame in flight instead of up to four, ~2.7 MB less at 640×480."""
         self._factory = source_factory
         self.prepare = prepare
+        self.keep_images = keep_images
         self.cfg = cfg or CaptureConfig()
         self.telemetry = telemetry or _NullTelemetry()
         self.stats = CaptureStats()
@@ -186,7 +202,8 @@ class FrameGrabber:
             self._free.append(arr)
 
     def _recycle_frame_locked(self, frame: Frame) -> None:
-        self._recycle_locked(frame.image)
+        if frame.image is not None:
+            self._recycle_locked(frame.image)
         if frame.prepared is not None and len(self._free_prep) < POOL_SIZE:
             self._free_prep.append(frame.prepared)
 
@@ -290,9 +307,11 @@ class FrameGrabber:
         timeout = min(self.cfg.read_timeout_s, stall)
         while not self._stop.is_set():
             buf = self._take_buffer()
+            fn = self.prepare  # one hook per frame, even if a reload swaps it meanwhile
+            bgr = fn is not None and getattr(fn, "swaps_channels", False) and src.channel_order == "BGR"
             t_read = self.reading_since = time.monotonic()
             try:
-                img = src.read(buf, timeout)
+                img = src.read_native(buf, timeout) if bgr else src.read(buf, timeout)
             except TimeoutError:
                 self._give_back(buf)
                 if time.monotonic() - last >= stall:
@@ -316,17 +335,21 @@ class FrameGrabber:
                 self.telemetry.inc("stale_frames_discarded")
                 self._give_back(img)
                 continue
-            self._publish(img, ts, mono, *self._prepare(img))
+            prepared, prepared_by, prep_ms = self._prepare(img, fn, bgr)
+            if prepared is not None and not self.keep_images:
+                self._give_back(img)
+                img = None
+            self._publish(img, ts, mono, prepared, prepared_by, prep_ms, "BGR" if bgr else "RGB")
         return False
 
-    def _prepare(self, img: np.ndarray) -> tuple[np.ndarray | None, Any, dict[str, float]]:
-        fn = self.prepare
+    def _prepare(self, img: np.ndarray, fn: Callable | None = None,
+                 bgr: bool = False) -> tuple[np.ndarray | None, Any, dict[str, float]]:
         if fn is None:
             return None, None, {}
         with self._cond:
             out = self._free_prep.pop() if self._free_prep else None
         try:
-            prepared, times = fn(img, out)
+            prepared, times = fn(img, out, bgr=True) if bgr else fn(img, out)
         except Exception as e:  # noqa: BLE001 - the loop then prepares the frame itself, and says why
             log.warning("capture-thread preprocessing failed (%s); the loop will do it", e)
             self.prepare = None
@@ -336,8 +359,9 @@ class FrameGrabber:
                 self._free_prep.append(out)
         return prepared, (fn if prepared is not None else None), times
 
-    def _publish(self, img: np.ndarray, ts: float, mono: float, prepared: np.ndarray | None = None,
-                 prepared_by: Any = None, prep_ms: dict[str, float] | None = None) -> None:
+    def _publish(self, img: np.ndarray | None, ts: float, mono: float, prepared: np.ndarray | None = None,
+                 prepared_by: Any = None, prep_ms: dict[str, float] | None = None,
+                 channel_order: str = "RGB") -> None:
         dropped = False
         with self._cond:
             if not self.paced:  # read a few frames ahead of the consumer, never drop
@@ -348,7 +372,7 @@ class FrameGrabber:
                 dropped = True
             self._frame_id += 1
             self._queue.append(Frame(img, self._frame_id, ts, mono, self.session, prepared, prepared_by,
-                                     prep_ms or {}))
+                                     prep_ms or {}, channel_order))
             self.stats.captured += 1
             self.last_frame_mono = mono
             self._cond.notify_all()

@@ -6,7 +6,9 @@
 - A file is paced at its native frame rate by default (it then behaves like a camera, dropping
   frames the model cannot keep up with); `realtime: false` reads it as fast as it is consumed,
   every frame classified. `loop: true` restarts it at the end.
-- OpenCV decodes to BGR; the frame is converted to RGB here, once, into a reused buffer.
+- OpenCV decodes to BGR; `read()` converts it to RGB, once, into a reused buffer. The daemon's
+  capture thread uses `read_native()` instead (BGR, decoded straight into its recycled buffer)
+  and swaps the channels on the resized model input: ~0.02 ms instead of a full-frame pass.
 """
 
 from __future__ import annotations
@@ -108,18 +110,32 @@ class OpencvSource(FrameSource):
     def paced(self) -> bool:
         return self.kind != "file" or self.cfg.realtime
 
-    def read(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+    @property
+    def channel_order(self) -> str:
+        return "BGR"
+
+    def _read_bgr(self, dst: np.ndarray | None) -> np.ndarray | None:
+        """Decode the next frame as BGR, into `dst` when it has the frame's shape."""
         if self.cap is None:
             raise SourceError(f"{self.describe()}: read before open")
         self._pacer.wait()
-        ok, bgr = self.cap.read(self._bgr)
+        ok, bgr = self.cap.read(dst)
         if not ok and self.kind == "file" and self.cfg.loop:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, bgr = self.cap.read(self._bgr)
+            ok, bgr = self.cap.read(dst)
         if not ok:
             if self.kind == "file":
                 return None
             raise SourceError(f"{self.describe()}: read failed (device gone or stream ended)")
+        return bgr
+
+    def read_native(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+        return self._read_bgr(out)
+
+    def read(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+        bgr = self._read_bgr(self._bgr)
+        if bgr is None:
+            return None
         self._bgr = bgr  # decode into the same buffer next time
         out = fit_out(out, bgr.shape)
         cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)

@@ -104,15 +104,31 @@ class Picamera2Source(FrameSource):
             raise SourceError(f"picamera2 camera {c.camera_num}: cannot configure/start: {e}") from None
         self.cam = cam
 
-    def read(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+    def _capture(self, timeout: float | None) -> np.ndarray:
         if self.cam is None:
             raise SourceError("picamera2: read before open")
         # A numeric `wait` raises TimeoutError after that long (recent picamera2); older releases
         # treat it as "wait forever", which the daemon's stall detection and the watchdog cover.
         arr = self.cam.capture_array("main", wait=timeout if timeout else True)
-        channels, code = FORMATS[self.cfg.format]
+        channels = FORMATS[self.cfg.format][0]
         if arr.ndim != 3 or arr.shape[2] != channels:
             raise SourceError(f"picamera2: expected {channels}-channel {self.cfg.format} frames, got {arr.shape}")
+        return arr
+
+    @property
+    def channel_order(self) -> str:
+        """BGR for format RGB888 (its arrays hold [B, G, R]): offered as is by `read_native`, the
+        daemon swaps the channels after resize. RGB for the others."""
+        return "BGR" if self.cfg.format == "RGB888" else "RGB"
+
+    def read_native(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+        if self.channel_order == "BGR":
+            return self._capture(timeout)  # already a fresh copy made by picamera2
+        return self.read(out, timeout)
+
+    def read(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
+        arr = self._capture(timeout)
+        code = FORMATS[self.cfg.format][1]
         if code is None:
             return arr  # already RGB, and already a fresh copy made by picamera2
         out = fit_out(out, arr.shape[:2] + (3,))
