@@ -41,10 +41,14 @@ def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# One encoder for every line: json.dumps with non-default arguments builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def result_line(result: Result) -> bytes:
     d = result.to_dict()
     d = {"time": iso_time(result.timestamp), **d}
-    return (json.dumps(d, separators=(",", ":"), allow_nan=False) + "\n").encode()
+    return (_ENCODER.encode(d) + "\n").encode()
 
 
 @register_output("jsonl")
