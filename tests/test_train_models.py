@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from device.errors import FaceedgeError
-from train.config import ModelConfig
+from train.config import ModelConfig, validate
 
 keras = pytest.importorskip("keras")
 from train import models  # noqa: E402
@@ -57,6 +57,24 @@ def test_more_than_two_labels_is_softmax():
     assert built.model.output_shape == (None, 3) and built.output_kind == "softmax"
     p = built.model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+def _bn_momenta(built) -> set[float]:
+    return {layer.momentum for layer in built.backbone.layers if isinstance(layer, keras.layers.BatchNormalization)}
+
+
+def test_bn_momentum_of_a_backbone_trained_from_scratch():
+    small = {"weights": "none", "alpha": 0.35, "input_size": 32}
+    assert _bn_momenta(models.build_model(ModelConfig(**small, freeze_backbone=False), 2)) == {0.9}
+    built = models.build_model(ModelConfig(**small, freeze_backbone=False, bn_momentum=0.8), 2)
+    assert _bn_momenta(built) == {0.8}
+    # the value is what the saved model carries (and what training used: Keras reads it at call time)
+    assert {layer["config"]["momentum"] for layer in built.backbone.get_config()["layers"]
+            if layer["class_name"] == "BatchNormalization"} == {0.8}
+    # frozen (BatchNorm in inference mode): Keras' own MobileNetV2 momentum is kept
+    assert _bn_momenta(models.build_model(ModelConfig(**small, bn_momentum=0.8), 2)) == {0.999}
+    with pytest.raises(FaceedgeError, match=r"model\.bn_momentum"):
+        validate({"data": {"root": "faces"}, "model": {"bn_momentum": 1.0}})
 
 
 def test_head_model_shares_weights_with_full_model():

@@ -53,6 +53,11 @@ class ModelConfig(Strict):
     input_size: int = Field(224, ge=32, le=1024)
     weights: str = Field("imagenet", description="imagenet | none | path to a .h5/.weights.h5 backbone weights file")
     freeze_backbone: bool = Field(True, description="false: the whole backbone trains from the first epoch")
+    bn_momentum: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="BatchNorm momentum of a backbone trained from scratch (weights none, not frozen); null: "
+                    "0.9 (Keras' MobileNetV2 0.999 leaves the moving statistics unusable after a short run). "
+                    "Pretrained or frozen backbones run BatchNorm in inference mode, where it does not apply")
     head: HeadConfig | None = Field(None, description="null: the backbone's default head (see DEFAULT_HEADS)")
 
     @field_validator("weights", mode="before")

