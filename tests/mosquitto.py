@@ -14,10 +14,7 @@ from pathlib import Path
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.sshd import free_port  # noqa: E402,F401 - one free-port helper for every server fixture
 
 
 def port_open(port: int) -> bool:

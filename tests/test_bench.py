@@ -4,14 +4,10 @@ speed), the statistics, the published-figure column, the plots, and a real ssh r
 from __future__ import annotations
 
 import copy
-import getpass
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -23,6 +19,7 @@ from device import bench
 from device.errors import FaceedgeError
 from device.runtime import default_threads
 from tests.conftest import ROOT
+from tests.sshd import start_sshd
 
 # the daemon's own stages (Result.stages_ms) plus the bench's capture (timed source.read), publish, end_to_end
 PIPELINE_STAGES = {"capture", "capture_wait", "crop", "preprocess", "invoke", "postprocess", "publish", "latency",
@@ -306,64 +303,13 @@ def test_passthrough_flags_round_trip():
 
 # ------------------------------------------------------------------------------------------ remote (real sshd)
 
-SSHD = "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     """An OpenSSH server on 127.0.0.1 (generated keys, its own known_hosts), the 'Pi'."""
-    if not os.path.exists(SSHD) or not shutil.which("rsync") or not shutil.which("ssh-keygen"):
-        pytest.skip("openssh-server / rsync not installed (make setup installs them)")
-    if not os.path.isdir("/run/sshd"):
-        try:
-            os.makedirs("/run/sshd", mode=0o755)
-        except PermissionError:
-            pytest.skip("sshd needs /run/sshd and we cannot create it")
-    tmp = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(tmp / name)], check=True)
-    (tmp / "authorized_keys").write_text((tmp / "client_key.pub").read_text())
-    home = tmp / "home"
-    home.mkdir()
-    port = _free_port()
-    (tmp / "sshd_config").write_text(textwrap.dedent(f"""\
-        ListenAddress 127.0.0.1
-        Port {port}
-        HostKey {tmp / 'host_key'}
-        AuthorizedKeysFile {tmp / 'authorized_keys'}
-        PubkeyAuthentication yes
-        PasswordAuthentication no
-        KbdInteractiveAuthentication no
-        PermitRootLogin prohibit-password
-        StrictModes no
-        UsePAM no
-        UseDNS no
-        PidFile {tmp / 'sshd.pid'}
-        SetEnv PYTHONPATH={ROOT} HOME={home}
-        """))
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")],
-                            stdout=open(tmp / "sshd.log", "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sshd did not start: {(tmp / 'sshd.log').read_text()}")
-            time.sleep(0.05)
-    kh = tmp / "known_hosts"
-    kh.write_text(f"[127.0.0.1]:{port} {(tmp / 'host_key.pub').read_text()}")
-    yield {"port": port, "key": tmp / "client_key", "known_hosts": kh, "home": home,
-           "host": f"{getpass.getuser()}@127.0.0.1"}
-    proc.terminate()
-    proc.wait(timeout=10)
+    server = start_sshd(tmp_path_factory.mktemp("sshd"), env={"PYTHONPATH": str(ROOT)})
+    yield {"port": server.port, "key": server.key, "known_hosts": server.known_hosts, "home": server.home,
+           "host": server.host}
+    server.stop()
 
 
 @pytest.mark.slow

@@ -23,7 +23,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -35,10 +34,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, tiny_images
+from tests.sshd import free_port, keygen, start_sshd
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
-SSHD = "/usr/sbin/sshd"
 UNIT = ROOT / "device" / "faceedge.service"
 PY = sys.executable
 
@@ -115,12 +114,6 @@ elif action == "reload":
 
 # ============================================================================ fixtures
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Pi:
     """The sshd + the ssh options a client needs."""
 
@@ -140,49 +133,11 @@ class Pi:
 
 @pytest.fixture(scope="module")
 def pi(tmp_path_factory):
-    if not os.path.exists(SSHD) or not shutil.which("rsync") or not shutil.which("ssh-keygen"):
-        pytest.skip("openssh-server / rsync not installed (make setup installs them)")
-    if not os.path.isdir("/run/sshd"):
-        try:
-            os.makedirs("/run/sshd", mode=0o755)
-        except PermissionError:
-            pytest.skip("sshd needs /run/sshd (privilege separation dir) and we cannot create it")
     tmp = tmp_path_factory.mktemp("pi")
-    for name in ("host_key", "client_key", "other_host_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(tmp / name)], check=True)
-    (tmp / "authorized_keys").write_text((tmp / "client_key.pub").read_text())
-    home = tmp / "home"
-    home.mkdir()
-    port = free_port()
-    site = sysconfig.get_paths()["purelib"]
-    (tmp / "sshd_config").write_text(textwrap.dedent(f"""\
-        ListenAddress 127.0.0.1
-        Port {port}
-        HostKey {tmp / 'host_key'}
-        AuthorizedKeysFile {tmp / 'authorized_keys'}
-        PubkeyAuthentication yes
-        PasswordAuthentication no
-        KbdInteractiveAuthentication no
-        PermitRootLogin prohibit-password
-        StrictModes no
-        UsePAM no
-        UseDNS no
-        PidFile {tmp / 'sshd.pid'}
-        SetEnv PYTHONPATH={site} HOME={home}
-        """))
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")],
-                            stdout=open(tmp / "sshd.log", "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sshd did not start: {(tmp / 'sshd.log').read_text()}")
-            time.sleep(0.05)
-    kh = tmp / "known_hosts"
-    kh.write_text(f"[127.0.0.1]:{port} {(tmp / 'host_key.pub').read_text()}")
+    # The Pi's "system site-packages" (numpy, OpenCV, LiteRT from apt there) are this venv's.
+    server = start_sshd(tmp, env={"PYTHONPATH": sysconfig.get_paths()["purelib"]})
+    keygen(tmp / "other_host_key", "other_host_key")
+    port, kh, home, proc = server.port, server.known_hosts, server.home, server.proc
     (tmp / "supervisor.py").write_text(SUPERVISOR)
     yield Pi(tmp, port, tmp / "client_key", kh, home, proc)
     for state in tmp.glob("state-*"):
