@@ -316,13 +316,16 @@ def write_report(run_dir: Path, *, cfg, info: dict, metrics: dict, summary: dict
               f"- pipeline: decode+resize (parallel) → cache ({cfg.pipeline.cache}) → shuffle → batch → "
               f"{'augment → ' if aug.active else ''}{'prefetch → ' if cfg.pipeline.prefetch else ''}train"
               + ("; head trained on cached backbone features (fast path)" if fit_info["fast_path"] else ""),
-              f"- train: up to {cfg.training.epochs} epochs, early stopping on {fit_info['monitor']} "
-              f"(patience {cfg.training.patience}, best weights restored), {fit_info['strategy']}"
+              f"- train: up to {cfg.training.epochs} epochs, "
+              + (f"early stopping on {fit_info['monitor']} (patience {cfg.training.patience}, best weights restored)"
+                 if cfg.training.patience > 0 else "no early stopping (patience 0): the last epoch's weights are kept")
+              + f", {fit_info['strategy']}"
               + (", mixed precision" if cfg.training.mixed_precision else ""),
               ""]
     lines += ["## Result", "", "![curves](curves.png)", "",
-              f"- epochs run: {fit_info['epochs_run']}, best epoch: {fit_info['best_epoch']}"
-              + (f" (stopped early)" if fit_info.get("stopped_early") else ""), ""]
+              f"- epochs run: {fit_info['epochs_run']}, best epoch (lowest {fit_info['monitor']}): {fit_info['best_epoch']}"
+              + (" (stopped early)" if fit_info.get("stopped_early") else "")
+              + ("" if cfg.training.patience > 0 else "; the saved model has the last epoch's weights"), ""]
     lines += ["| epoch | phase | loss | accuracy | val_loss | val_accuracy | seconds |", "|---|---|---|---|---|---|---|"]
     for h in history:
         lines.append(f"| {h['epoch']} | {h['phase']} | {_fmt(h.get('loss'))} | {_fmt(h.get('accuracy'))} | "
