@@ -1617,16 +1617,9 @@ def main(argv: list[str] | None = None) -> int:
             return e.exit_code
         atomic_write_bytes(argv[2], json.dumps(result).encode())
         return 0
-    parser = argparse.ArgumentParser(prog="python -m device.bench")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    add_parser(sub)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except FaceedgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    from device.cli import standalone
+
+    return standalone(add_parser, "python -m device.bench", argv)
 
 
 if __name__ == "__main__":

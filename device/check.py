@@ -300,12 +300,9 @@ def cli(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry, `python -m device.check` (what validate_in_child runs)."""
-    parser = argparse.ArgumentParser(prog="python -m device.check")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["check", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return cli(args)
+    from device.cli import standalone
+
+    return standalone(add_parser, "python -m device.check", argv, command="check", log_level="WARNING")
 
 
 if __name__ == "__main__":

@@ -42,14 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log level on stderr (default: the config's log_level, else INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # not written (yet): the others still work
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(name).add_parser(sub)
     return parser
+
+
+def standalone(add_parser, prog: str, argv: list[str] | None = None, *, command: str | None = None,
+               log_level: str = "INFO") -> int:
+    """`python -m device.<module>`: the same subcommand(s) without the dispatcher.
+
+    `command` is prepended to argv for modules with a single subcommand (`python -m device.check ...`).
+    """
+    parser = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args([command, *argv] if command else argv)
+    logging.basicConfig(level=log_level, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except FaceedgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 def validate_config(path: Path) -> int:

@@ -841,16 +841,9 @@ def run_cli(action: str, a: argparse.Namespace) -> int:
 
 def main(argv: Iterable[str] | None = None) -> int:
     """Standalone entry (python -m device.deploy ...); `python -m device deploy` goes through device.cli."""
-    parser = argparse.ArgumentParser(prog="python -m device.deploy")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    add_parser(sub)
-    a = parser.parse_args(list(argv) if argv is not None else None)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return a.func(a)
-    except FaceedgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    from device.cli import standalone
+
+    return standalone(add_parser, "python -m device.deploy", None if argv is None else list(argv))
 
 
 if __name__ == "__main__":
