@@ -85,7 +85,7 @@ bench: | $(PY) ## on-device latency benchmark here (raw interpreter + whole pipe
 
 bench-device: | $(PY) ## the same benchmark on PI over ssh, results brought back
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device bench-remote --hosts $(PI) --port $(PORT) $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) --remote-dir $(REMOTE_DIR) $(ARGS)
+	$(PY) -m device bench-remote --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) $(ARGS)
 
 bench-train: | $(PY) ## training input-pipeline and feature-cache benchmark (ratios)
 	$(PY) -m train bench --config $(CONFIG) $(ARGS)

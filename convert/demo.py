@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> dict:
     run_stage(1, total, "data", [py, "-m", "train", "data", "--out", str(data), "--seed", str(args.seed), *extra_data],
               f"make data DATA={data} SEED={args.seed}{make_extra}", env=env)
 
-    sets = [f"data.root={data}", *args.overrides]
+    # One line per epoch (Keras verbose 2): a progress bar piped through the demo is ~17 lines an epoch.
+    sets = [f"data.root={data}", "training.verbose=2", *args.overrides]
     set_args = [a for s in sets for a in ("--set", s)]
     lines = run_stage(2, total, "train", [py, "-m", "train", "fit", "--config", str(config), *set_args],
                       f"make train CONFIG={config} ARGS={shlex.quote(shlex.join(set_args))}", env=env)

@@ -1534,7 +1534,7 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
                    help="raw: stop after this long whatever --runs says")
     p.add_argument("--warmup_runs", "--warmup-runs", dest="warmup_runs", type=int, default=10,
                    help="raw: untimed invokes before timing")
-    p.add_argument("--no_pipeline", "--no-pipeline", dest="pipeline", action="store_false", help="raw interpreter only")
+    p.add_argument("--no_pipeline", "--no-pipeline", dest="pipeline", action="store_false", help="raw interpreter only (pipeline measured: %(default)s)")
     p.add_argument("--pipeline_seconds", "--pipeline-seconds", dest="pipeline_seconds", type=float, default=5.0,
                    help="pipeline: measured window per run")
     p.add_argument("--pipeline_warmup_seconds", "--pipeline-warmup-seconds", dest="pipeline_warmup_seconds",
@@ -1556,7 +1556,8 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
                    help="pin the benchmark and its children to these CPUs, e.g. 2-3 (None = no pinning); "
                         "thread counts then default to 1 … len(cpus)")
     p.add_argument("--no_baseline", "--no-baseline", dest="baseline", action="store_false",
-                   help="skip the bare-loop reference (numpy + OpenCV + runtime only) at the default thread count")
+                   help="skip the bare-loop reference (numpy + OpenCV + runtime only) at the default thread count "
+                        "(bare loop measured: %(default)s)")
     p.add_argument("--compare_board", "--compare-board", dest="compare_board", choices=["auto", "pi4", "pi5", "none"],
                    default="auto",
                    help="add the published figures of this board (auto: /proc/device-tree/model)")
