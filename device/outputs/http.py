@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from device.errors import FaceedgeError
-from device.outputs.configs import HttpConfig, is_loopback  # noqa: F401 - re-exported (config lives apart)
+from device.outputs.configs import HttpConfig
 from device.telemetry import Telemetry
 from device.types import Output, Result, register_output
 

@@ -25,7 +25,7 @@ from collections import deque
 from pathlib import Path
 
 from device.errors import FaceedgeError
-from device.outputs.configs import MqttConfig, MqttTls  # noqa: F401 - re-exported (config lives apart)
+from device.outputs.configs import MqttConfig
 from device.outputs.jsonl import iso_time
 from device.telemetry import Telemetry
 from device.types import Output, Result, register_output
