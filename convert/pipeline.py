@@ -28,7 +28,6 @@ from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateConfig
 from convert.quantize import DEFAULT_CALIBRATION_STEPS, MIN_RECOMMENDED_CALIBRATION, QuantizationConfig
 from device.errors import FaceedgeError
 from device.manifest import (
-    MANIFEST_NAME,
     MODEL_NAME,
     VARIANTS,
     Manifest,
@@ -335,8 +334,6 @@ def run(opts: ConvertOptions) -> dict:
                 all_failures += fails
             write_manifest(staging / v, manifests[v])
         for v in variants:
-            for name in (MODEL_NAME, MANIFEST_NAME):  # mkstemp makes 0600 files; a model is for reading
-                (staging / v / name).chmod(0o644)
             _publish_dir(staging / v, export_root / v)
             results[v]["path"] = str(export_root / v / MODEL_NAME)
         published = True
@@ -370,7 +367,6 @@ def run(opts: ConvertOptions) -> dict:
         "seconds": round(time.perf_counter() - t_start, 3),
     }
     atomic_write_bytes(src.out / CONVERT_JSON, (json.dumps(summary, indent=2) + "\n").encode())
-    (src.out / CONVERT_JSON).chmod(0o644)
     from convert.report import upsert_section
 
     upsert_section(src.out / REPORT_MD, summary)

@@ -71,4 +71,3 @@ def upsert_section(report: Path, summary: dict) -> None:
     else:
         new = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
     atomic_write_bytes(report, new.encode("utf-8"))
-    report.chmod(0o644)

@@ -477,20 +477,10 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
             shutil.rmtree(p, ignore_errors=True)
         elif p.exists():
             p.unlink()
-    _normal_permissions(work)
     os.rename(work, plan.final)
     update_latest(plan.final)
     log.info("run written to %s", plan.final)
     return plan.final
-
-
-def _normal_permissions(root: Path) -> None:
-    """atomic_write_bytes writes 0600 temp files; a published run is readable as the umask allows."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in [root, *root.rglob("*")]:
-        if not p.is_symlink():
-            p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def _best_epoch(history: list[dict], monitor: str) -> int | None:
