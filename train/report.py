@@ -277,7 +277,7 @@ def _fmt(v, nd=3) -> str:
 def write_report(run_dir: Path, *, cfg, info: dict, metrics: dict, summary: dict, history: list[dict],
                  index_info: dict, fit_info: dict, title: str | None = None) -> str:
     """Write report.md in the log's form and return its text."""
-    m, t = metrics, metrics["timing"]
+    m = metrics
     aug = cfg.augment
     aug_text = ("none" if not aug.active else ", ".join(filter(None, [
         "RandomHorizontalFlip" if aug.flip else "",
