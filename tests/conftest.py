@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,14 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     dirs["keras"] = out / "model.keras"
     (out / "info.json").write_text(json.dumps({"size": 32}))
     return dirs
+
+
+@pytest.fixture
+def picam(monkeypatch):
+    """The fake picamera2 (tests/fakes/picamera2.py) installed as `picamera2`, fresh; yields its STATE."""
+    from tests.fakes import picamera2 as fake_picamera2
+
+    fake_picamera2.STATE.reset()
+    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
+    yield fake_picamera2.STATE
+    fake_picamera2.STATE.stalled.clear()

@@ -78,9 +78,7 @@ def test_images_source_scores_equal_the_classifier_on_the_same_file(tiny_models,
         assert r.scores == pytest.approx(expected.tolist(), abs=1e-6)
 
 
-def test_picamera2_camera_is_closed_on_close(tiny_models, monkeypatch):
-    fake_picamera2.STATE.reset()
-    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
+def test_picamera2_camera_is_closed_on_close(tiny_models, picam):
     cfg = parse_config({"source": {"type": "picamera2", "width": 64, "height": 48, "fps": 60}})
     with Daemon(cfg, model_dir=tiny_models["int8"]) as d:
         results = []

@@ -29,7 +29,6 @@ from device.manifest import load_manifest, sha256_file, write_manifest
 from device.service import Notifier
 from device.sources import SourceError, SyntheticConfig
 from device.sources.synthetic import SyntheticSource
-from tests.fakes import picamera2 as fake_picamera2
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES: dict[str, object] = {}  # printed at the end of each test (pytest -s shows them)
@@ -85,14 +84,6 @@ class Runner:
     @property
     def http(self) -> str:
         return next(o for o in self.d.outputs if o.type == "http").url
-
-
-@pytest.fixture
-def picam(monkeypatch):
-    fake_picamera2.STATE.reset()
-    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
-    yield fake_picamera2.STATE
-    fake_picamera2.STATE.stalled.clear()
 
 
 PICAM = {"type": "picamera2", "width": 64, "height": 48, "fps": 30}

@@ -14,13 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from device import quant
 from device.config import parse_config
-from device.crop import CropConfig, Cropper, load_image_rgb, resize_to_input, save_image_rgb
+from device.crop import CropConfig, Cropper, resize_to_input, save_image_rgb
 from device.daemon import Daemon
 from device.decision import Decider, DecisionConfig
 from device.manifest import Manifest, TensorSpec
@@ -224,13 +223,6 @@ def test_observe_many_equals_repeated_observe():
 
 
 # ----------------------------------------------------------------------------- channel order
-
-@pytest.fixture()
-def picam(monkeypatch):
-    fake_picamera2.STATE.reset()
-    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
-    yield fake_picamera2.STATE
-
 
 def test_opencv_read_native_is_bgr_decoded_into_the_given_buffer(tmp_path):
     write_video(tmp_path / "v.avi", n=3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import cv2
@@ -11,7 +10,6 @@ import pytest
 
 from device.errors import FaceedgeError
 from device.sources import (
-    CaptureConfig,
     FrameGrabber,
     ImagesConfig,
     OpencvConfig,
@@ -153,14 +151,6 @@ def test_opencv_missing_file_and_dead_camera(tmp_path):
 
 
 # ----------------------------------------------------------------------------- picamera2 (fake)
-
-@pytest.fixture
-def picam(monkeypatch):
-    fake_picamera2.STATE.reset()
-    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
-    yield fake_picamera2.STATE
-    fake_picamera2.STATE.stalled.clear()
-
 
 @pytest.mark.parametrize("fmt", ["BGR888", "RGB888", "XBGR8888", "XRGB8888"])
 def test_picamera2_every_format_arrives_as_rgb(picam, fmt):
