@@ -118,8 +118,9 @@ class FloatModel:
 
 
 def load_float_model(path: str | os.PathLike) -> FloatModel:
-    """Check then load `.keras`, `.h5` or a SavedModel dir; errors are one line naming the file."""
-    p = check_model_path(path)
+    """Load `.keras`, `.h5` or a SavedModel dir that `check_model_path` has passed (the pipeline checks
+    it first, before TensorFlow is imported); errors are one line naming the file."""
+    p = Path(path)
     import tensorflow as tf
 
     keras_model = serving_fn = None
