@@ -82,11 +82,12 @@ def make_video(run_dir: Path, out_dir: Path, *, fps: float, frames_per_image: in
     import cv2
 
     from device.crop import load_image_rgb, resize_to_input
+    from train.splits import read_splits_csv
 
-    rows = [r for r in csv.DictReader(open(run_dir / "splits.csv", newline="")) if r["split"] == "unseen_persons"]
+    rows = [r for r in read_splits_csv(run_dir / "splits.csv") if r.split == "unseen_persons"]
     if not rows:
         raise FaceedgeError(f"{run_dir / 'splits.csv'}: no unseen_persons images to make a video of")
-    rows.sort(key=lambda r: (r["person"], r["label"], r["path"]))
+    rows.sort(key=lambda r: (r.person or "", r.label, r.path))
     out_dir.mkdir(parents=True, exist_ok=True)
     video = out_dir / VIDEO_NAME
     tmp = out_dir / f".{VIDEO_NAME}.{os.getpid()}.avi"
@@ -96,10 +97,10 @@ def make_video(run_dir: Path, out_dir: Path, *, fps: float, frames_per_image: in
     truth = []
     try:
         for r in rows:
-            bgr = cv2.cvtColor(resize_to_input(load_image_rgb(r["path"]), (size, size)), cv2.COLOR_RGB2BGR)
+            bgr = cv2.cvtColor(resize_to_input(load_image_rgb(r.path), (size, size)), cv2.COLOR_RGB2BGR)
             for _ in range(frames_per_image):
                 writer.write(bgr)
-                truth.append({"frame": len(truth) + 1, "path": r["path"], "label": r["label"], "person": r["person"]})
+                truth.append({"frame": len(truth) + 1, "path": r.path, "label": r.label, "person": r.person or ""})
     finally:
         writer.release()
     os.replace(tmp, video)
