@@ -24,8 +24,3 @@ __all__ = [
     "ImagesConfig", "ImagesSource", "OpencvConfig", "OpencvSource",
     "Picamera2Config", "Picamera2Source", "SyntheticConfig", "SyntheticSource",
 ]
-
-
-def source_config_types() -> tuple[type[SourceConfig], ...]:
-    """The config model of every registered source (for the config's discriminated union)."""
-    return tuple(cls.config_cls for cls in SOURCE_TYPES.values())

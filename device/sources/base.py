@@ -47,7 +47,6 @@ class FrameSource(abc.ABC):
     """Open once, read many, close. Use as a context manager."""
 
     type: ClassVar[str] = ""
-    config_cls: ClassVar[type[SourceConfig]] = SourceConfig
 
     def __init__(self, cfg: SourceConfig) -> None:
         self.cfg = cfg

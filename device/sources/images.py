@@ -47,7 +47,6 @@ def list_images(path: str, recursive: bool = False) -> list[Path]:
 
 @register_source("images")
 class ImagesSource(FrameSource):
-    config_cls = ImagesConfig
     cfg: ImagesConfig
 
     def __init__(self, cfg: ImagesConfig) -> None:

@@ -53,7 +53,6 @@ def source_kind(device: int | str) -> str:
 
 @register_source("opencv")
 class OpencvSource(FrameSource):
-    config_cls = OpencvConfig
     cfg: OpencvConfig
 
     def __init__(self, cfg: OpencvConfig) -> None:

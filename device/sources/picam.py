@@ -68,7 +68,6 @@ class Picamera2Config(SourceConfig):
 
 @register_source("picamera2")
 class Picamera2Source(FrameSource):
-    config_cls = Picamera2Config
     cfg: Picamera2Config
 
     def __init__(self, cfg: Picamera2Config) -> None:

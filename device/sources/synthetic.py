@@ -30,7 +30,6 @@ class SyntheticConfig(SourceConfig):
 
 @register_source("synthetic")
 class SyntheticSource(FrameSource):
-    config_cls = SyntheticConfig
     cfg: SyntheticConfig
 
     BAR = 16  # px, width of the moving bar / colour bars
