@@ -316,7 +316,6 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
     monitor = "val_loss" if valid_recs else "loss"
     loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
     hist_path = work / "history.csv"
-    history = report.read_history(hist_path)
 
     def image_ds(recs, y, training, tag):
         return pipeline.image_dataset(
@@ -441,7 +440,8 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
     metrics["best_epoch"] = best
     metrics["trainable_params"] = fit_info["trainable_params"]
     metrics["total_params"] = fit_info["total_params"]
-    metrics["splits"] = split_summary(plan.splits)["images"]
+    summary = split_summary(plan.splits)
+    metrics["splits"] = summary["images"]
     metrics["fast_path"] = fast
 
     # ---- artefacts
@@ -467,7 +467,7 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
         report.plot_predictions(imgs, [recs[i].label for i in idx], [plan.labels[pred[i]] for i in idx], conf,
                                 [recs[i].person for i in idx], work / fname,
                                 f"{title}: accuracy {acc:.3f} on {len(recs)} images" if acc is not None else title)
-    report.write_report(work, cfg=cfg, info=info, metrics=metrics, summary=split_summary(plan.splits),
+    report.write_report(work, cfg=cfg, info=info, metrics=metrics, summary=summary,
                         history=history, index_info=plan.index_info, fit_info=fit_info,
                         title=plan.final.name)
     # ---- tidy up and publish atomically
