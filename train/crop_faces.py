@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from device.crop import CropConfig, Cropper, load_image_rgb, save_image_rgb
 from device.errors import FaceedgeError
 from device.manifest import atomic_write_bytes
+from train.config import load_raw
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,7 @@ class CropFacesResult:
 def load_crop_config(path: str | os.PathLike) -> CropConfig:
     """A YAML file of CropConfig keys, or any config with a `crop:` block (e.g. the device config)."""
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise FaceedgeError(f"{p}: config file not found") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise FaceedgeError(f"{p}: not a readable YAML file ({str(e).splitlines()[0]})") from None
-    if raw is None:
-        raw = {}
+    raw = load_raw(p)
     if not isinstance(raw, dict):
         raise FaceedgeError(f"{p}: expected a mapping of crop settings, got {type(raw).__name__}")
     if not set(raw) <= set(CropConfig.model_fields):  # a whole device config: validate it all, take crop:
