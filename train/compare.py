@@ -74,7 +74,7 @@ def load_run(path: str | Path) -> dict:
         "batch": train.get("batch_size"),
         "aug": "on" if aug_on else "off",
         "trainable_params": f"{m.get('trainable_params', 0):,}",
-        "epochs_run": m.get("epochs_run", len(read_history(real / "history.csv"))),
+        "epochs_run": m["epochs_run"] if "epochs_run" in m else len(read_history(real / "history.csv")),
         "best_epoch": m.get("best_epoch"),
         "valid": m.get("valid", {}).get("accuracy"),
         "seen_holdout": m.get("seen_holdout", {}).get("accuracy"),
