@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
+from convert.probe import DEFAULT_TIMEOUT_S
 from convert.quantize import DEFAULT_CALIBRATION_STEPS
 from device.errors import FaceedgeError
 from device.manifest import VARIANTS
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: model_info's or 0.5)")
     p.add_argument("--preprocessing", type=str, default=None,
                    help="--from: text for the manifest describing the model's in-model preprocessing")
-    p.add_argument("--child_timeout", type=float, default=120.0,
+    p.add_argument("--child_timeout", type=float, default=DEFAULT_TIMEOUT_S,
                    help="seconds allowed for loading each model in a child process")
     p.add_argument("--log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
     return p

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from convert import data as cdata
 from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateConfig
+from convert.probe import DEFAULT_TIMEOUT_S
 from convert.quantize import DEFAULT_CALIBRATION_STEPS, MIN_RECOMMENDED_CALIBRATION, QuantizationConfig
 from device.errors import FaceedgeError
 from device.manifest import (
@@ -64,7 +65,7 @@ class ConvertOptions(Strict):
     positive_label: str | None = None
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     preprocessing: str | None = None
-    child_timeout: float = Field(120.0, gt=0)
+    child_timeout: float = Field(DEFAULT_TIMEOUT_S, gt=0)
 
     @field_validator("variants")
     @classmethod
