@@ -1417,7 +1417,7 @@ def run_remote(
         if not abs_out:
             raise FaceedgeError(f"{host.dest}: the remote bench did not say where its results are")
         src = f"{host.rsync_dest}:{abs_out}/"
-        sync = ["rsync", "-a", "-e", shlex_join(["ssh", *ssh.options(host)]), "--", src, f"{local}/"]
+        sync = ["rsync", "-a", "-e", ssh.rsync_shell(host), "--", src, f"{local}/"]
         p = subprocess.run(sync, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if p.returncode != 0:
             raise FaceedgeError(f"{host.dest}: fetching {src} failed (exit {p.returncode}): "
@@ -1436,12 +1436,6 @@ def run_remote(
         atomic_write_bytes(local / "bench.json", (json.dumps(report, indent=2) + "\n").encode())
         reports[host.spec] = report
     return reports
-
-
-def shlex_join(argv: list[str]) -> str:
-    import shlex
-
-    return shlex.join(argv)
 
 
 def _service_commands(manager: str | None) -> tuple[str, str]:

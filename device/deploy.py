@@ -155,9 +155,13 @@ class Ssh:
         # ssh hands the remote login shell one string: quote every word.
         return ["ssh", *self.options(host), "--", host.dest, shlex.join(remote_argv)]
 
+    def rsync_shell(self, host: Host) -> str:
+        """rsync's `-e` value: rsync splits it itself (quotes allowed, no shell)."""
+        return shlex.join(["ssh", *self.options(host)])
+
     def rsync_argv(self, host: Host, src: Path, remote_path: str, link_dest: str | None) -> list[str]:
-        # rsync splits -e itself (quotes allowed, no shell); paths were checked to hold no quotes.
-        e = shlex.join(["ssh", *self.options(host)])
+        # paths were checked to hold no quotes.
+        e = self.rsync_shell(host)
         # --checksum: link-dest matches by content, not by size+mtime. --whole-file: no delta transfer
         # (rsync 3.2.7 discards delta-built files whose basis came from --link-dest: "failed
         # verification"); bundles are a few MB and unchanged files are not sent at all.
