@@ -12,7 +12,6 @@ the saved full model uses; nothing has to be copied.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -218,7 +217,3 @@ def unfreeze_top(backbone: keras.Model, layers: int | str) -> int:
 
 def set_mixed_precision(enabled: bool) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
-
-
-def keras_cache_dir() -> Path:
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
