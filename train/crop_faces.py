@@ -39,6 +39,7 @@ from device.crop import CropConfig, Cropper, load_image_rgb, save_image_rgb
 from device.errors import FaceedgeError
 from device.manifest import atomic_write_bytes
 from train.config import load_raw
+from train.data import write_skipped_csv
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,7 @@ def _write_reports(result: CropFacesResult) -> None:
     for r in result.rows:
         w.writerow([r.src, r.out, r.status, r.faces, *(r.box if r.box else ("", "", "", ""))])
     atomic_write_bytes(result.out / REPORT_NAME, buf.getvalue().encode())
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "reason"])
-    for r in result.skipped:
-        w.writerow([r.src, r.reason])
-    atomic_write_bytes(result.out / SKIPPED_NAME, buf.getvalue().encode())
+    write_skipped_csv([(r.src, r.reason) for r in result.skipped], result.out / SKIPPED_NAME)
 
 
 # ----------------------------------------------------------------------------- CLI
