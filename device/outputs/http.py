@@ -119,9 +119,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if latest is None:
                     self._json(404, {"error": "no result yet"}, send_body)
                 else:
-                    from device.outputs.jsonl import iso_time
+                    from device.outputs.jsonl import result_dict
 
-                    self._json(200, {"time": iso_time(latest.timestamp), **latest.to_dict()}, send_body)
+                    self._json(200, result_dict(latest), send_body)
             elif path == "/latest.jpg" and out.expose_images:
                 jpeg = out.latest_jpeg()
                 if jpeg is None:

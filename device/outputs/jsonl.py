@@ -45,10 +45,13 @@ def iso_time(ts: float) -> str:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
+def result_dict(result: Result) -> dict:
+    """What every output publishes for a result: `Result.to_dict()` with `time` (ISO 8601) first."""
+    return {"time": iso_time(result.timestamp), **result.to_dict()}
+
+
 def result_line(result: Result) -> bytes:
-    d = result.to_dict()
-    d = {"time": iso_time(result.timestamp), **d}
-    return (_ENCODER.encode(d) + "\n").encode()
+    return (_ENCODER.encode(result_dict(result)) + "\n").encode()
 
 
 @register_output("jsonl")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from device.errors import FaceedgeError
 from device.outputs.configs import MqttConfig
-from device.outputs.jsonl import iso_time
+from device.outputs.jsonl import result_dict
 from device.telemetry import Telemetry
 from device.types import Output, Result, register_output
 
@@ -204,23 +204,25 @@ class MqttOutput(Output):
 
     def publish(self, result: Result) -> None:
         try:
-            d = {"time": iso_time(result.timestamp), **result.to_dict()}
+            previous = self._previous_label
+            if result.smoothed_label is not None:
+                self._previous_label = result.smoothed_label
+            if not result.event and result.timestamp - self._last_result_t < self.cfg.result_interval_s:
+                return  # rate-limited, no event: nothing to build or send (most frames)
+            d = result_dict(result)
             if result.event:
                 event = {
                     "time": d["time"],
                     "timestamp": result.timestamp,
                     "frame_id": result.frame_id,
                     "label": result.smoothed_label,
-                    "previous": self._previous_label,
+                    "previous": previous,
                     "score": d["smoothed_score"],
                     "model_sha256": result.model_sha256,
                 }
                 self._enqueue(self.topic_event, json.dumps(event).encode(), self.cfg.qos_event, self.cfg.retain_event)
-            if result.smoothed_label is not None:
-                self._previous_label = result.smoothed_label
-            if result.timestamp - self._last_result_t >= self.cfg.result_interval_s or result.event:
-                self._last_result_t = result.timestamp
-                self._enqueue(self.topic_result, json.dumps(d).encode(), self.cfg.qos_result, False)
+            self._last_result_t = result.timestamp
+            self._enqueue(self.topic_result, json.dumps(d).encode(), self.cfg.qos_result, False)
         except Exception:  # never into the loop
             self.telemetry.inc("errors")
             self.telemetry.inc("output_errors")
