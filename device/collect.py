@@ -286,6 +286,7 @@ def source_frames(source, *, read_timeout_s: float = 1.0, stall_seconds: float =
     """(monotonic time, frame) pairs from a `device.sources` FrameSource, opened here (retrying a
     busy camera with backoff) and closed when the iteration ends."""
     from device.sources import SourceError
+    from device.sources.capture import backoff_delay
 
     for attempt in range(1, open_attempts + 1):
         try:
@@ -294,7 +295,7 @@ def source_frames(source, *, read_timeout_s: float = 1.0, stall_seconds: float =
         except SourceError as e:
             if attempt == open_attempts:
                 raise FaceedgeError(f"source {source.describe()}: {e} (gave up after {attempt} attempts)") from None
-            delay = min(8.0, 0.5 * 2 ** (attempt - 1))
+            delay = backoff_delay(attempt, 0.5, 8.0)
             log.warning("source %s: %s; retrying in %.1f s (attempt %d/%d)", source.describe(), e, delay,
                         attempt, open_attempts)
             time.sleep(delay)
