@@ -93,9 +93,7 @@ def load_data_arg(data: Path, seed: int | None = None) -> ConvertData:
     from train.data import index_dataset
     from train.splits import DEFAULT_SEED, make_splits
 
-    index = index_dataset(data)
-    if not index.records:
-        raise FaceedgeError(f"{data}: no usable images")
+    index = index_dataset(data)  # raises unless every label has usable images
     try:
         recs = make_splits(index.records, seed=DEFAULT_SEED if seed is None else seed)
         samples = [Sample(r.path, r.label, r.person, r.split) for r in recs]

@@ -49,9 +49,7 @@ def run(config_path, overrides: list[str] | None = None, *, max_images: int = 51
     from train.splits import make_splits
 
     cfg = load_config(config_path, overrides)
-    index = index_dataset(cfg.data.root, max_bad_fraction=cfg.data.max_bad_fraction)
-    if len(index.labels) < 2:
-        raise FaceedgeError(f"data {index.source}: need at least two labels")
+    index = index_dataset(cfg.data.root, max_bad_fraction=cfg.data.max_bad_fraction)  # ≥ 2 labels, checked
     splits = make_splits(index.records, holdout_persons=cfg.data.holdout_persons,
                          valid_fraction=cfg.data.valid_fraction,
                          seen_holdout_fraction=cfg.data.seen_holdout_fraction, seed=cfg.data.split_seed)

@@ -164,13 +164,7 @@ def prepare(config_path: str | Path | None, overrides: list[str] | None = None, 
     cfg = cfg or load_config(config_path, overrides)
     final = new_run_path(cfg, timestamp)
     index = index_dataset(cfg.data.root, max_bad_fraction=cfg.data.max_bad_fraction)
-    counts = index.counts()
-    if len(index.labels) < 2:
-        raise FaceedgeError(f"data {index.source}: only one label ({', '.join(index.labels) or 'none'}); "
-                            "a classifier needs at least two label folders")
-    empty = [lbl for lbl, n in counts.items() if n == 0]
-    if empty:
-        raise FaceedgeError(f"data {index.source}: label folder(s) {', '.join(empty)} have no usable images")
+    counts = index.counts()  # index_dataset has checked: at least two labels, none without images
     splits = make_splits(index.records, holdout_persons=cfg.data.holdout_persons,
                          valid_fraction=cfg.data.valid_fraction,
                          seen_holdout_fraction=cfg.data.seen_holdout_fraction, seed=cfg.data.split_seed)
