@@ -42,7 +42,7 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
-from device.crop import Cropper
+from device.crop import Cropper, encode_image_rgb
 from device.errors import FaceedgeError
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class Collector:
         self.min_change = min_change
         self.recent: deque[int] = deque(maxlen=max(1, recent))
         self.ext = "." + fmt
-        self.params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpg" else []
+        self.jpeg_quality = jpeg_quality
         self.session = session or time.strftime("%Y%m%d-%H%M%S")
         self.stats = CollectStats()
         self._last_save: float | None = None
@@ -200,11 +200,11 @@ class Collector:
         return SAVED
 
     def _save(self, crop: np.ndarray) -> None:
-        ok, buf = cv2.imencode(self.ext, cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2BGR), self.params)
-        if not ok:
+        data = encode_image_rgb(crop, self.ext, jpeg_quality=self.jpeg_quality)
+        if data is None:
             raise FaceedgeError(f"{self.out_dir}: OpenCV could not encode a {self.ext} crop")
         self._n += 1
-        path = write_new(self.out_dir / f"{self.person}-{self.session}-{self._n:05d}{self.ext}", buf.tobytes())
+        path = write_new(self.out_dir / f"{self.person}-{self.session}-{self._n:05d}{self.ext}", data)
         self.stats.saved += 1
         self.stats.files.append(str(path))
         log.debug("saved %s", path)

@@ -83,19 +83,24 @@ def load_image_rgb(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def encode_image_rgb(rgb: np.ndarray, ext: str, *, jpeg_quality: int = 95) -> bytes | None:
+    """HxWx3 uint8 RGB → the bytes of an `ext` file (".png", ".jpg", ...; `jpeg_quality` for JPEG);
+    None when OpenCV cannot encode it."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params)
+    return buf.tobytes() if ok else None
+
+
 def save_image_rgb(path: str | os.PathLike, rgb: np.ndarray, *, jpeg_quality: int = 95) -> None:
     """Encode by extension (.png lossless, .jpg/.jpeg with `jpeg_quality`) and write atomically."""
     p = Path(path)
     ext = p.suffix.lower()
-    params: list[int] = []
-    if ext in (".jpg", ".jpeg"):
-        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
-    elif ext not in (".png", ".bmp"):
+    if ext not in (".jpg", ".jpeg", ".png", ".bmp"):
         raise FaceedgeError(f"{p}: unsupported image extension {ext!r} (use .png, .jpg or .bmp)")
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params)
-    if not ok:
+    data = encode_image_rgb(rgb, ext, jpeg_quality=jpeg_quality)
+    if data is None:
         raise FaceedgeError(f"{p}: OpenCV could not encode the image")
-    atomic_write_bytes(p, buf.tobytes())
+    atomic_write_bytes(p, data)
 
 
 def resize_to_input(rgb: np.ndarray, size_hw: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:

@@ -208,12 +208,11 @@ class HttpOutput(Output):
             return None
         if cached is not None and cached[0] == seq:
             return cached[1]
-        import cv2
+        from device.crop import encode_image_rgb
 
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if not ok:
+        jpeg = encode_image_rgb(img, ".jpg", jpeg_quality=90)
+        if jpeg is None:
             return None
-        jpeg = buf.tobytes()
         with self._image_lock:
             self._jpeg_cache = (seq, jpeg)
         return jpeg
