@@ -19,20 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import FaceedgeError
+from train.splits import DEFAULT_SEED, make_splits, read_splits_csv
+from train.splits import SplitRecord as Sample  # a row of splits.csv: path, label, person, split
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_SPLIT = "train"
 VERIFY_SPLITS = ("valid", "seen_holdout", "unseen_persons")
 ALL_SPLIT = "all"  # --data without a way to split: everything is verified as one split
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: str
-    label: str
-    person: str | None
-    split: str
 
 
 @dataclass
@@ -71,16 +65,13 @@ def check_files_exist(samples: list[Sample], source: str) -> None:
 
 def load_run_splits(splits_csv: Path) -> ConvertData:
     """A run's splits.csv (path,label,person,split, absolute paths), every file checked to exist."""
-    from train.splits import read_splits_csv
-
     if not splits_csv.is_file():
         raise FaceedgeError(f"{splits_csv}: splits file not found (is this a finished training run?)")
     recs = read_splits_csv(splits_csv)
     if not recs:
         raise FaceedgeError(f"{splits_csv}: lists no images")
-    samples = [Sample(r.path, r.label, r.person, r.split) for r in recs]
-    check_files_exist(samples, str(splits_csv))
-    return ConvertData(samples, str(splits_csv), sorted({s.label for s in samples}))
+    check_files_exist(recs, str(splits_csv))
+    return ConvertData(recs, str(splits_csv), sorted({s.label for s in recs}))
 
 
 def load_data_arg(data: Path, seed: int | None = None) -> ConvertData:
@@ -91,12 +82,10 @@ def load_data_arg(data: Path, seed: int | None = None) -> ConvertData:
     if data.is_file() and data.suffix.lower() == ".csv" and "split" in _csv_header(data):
         return load_run_splits(data)
     from train.data import index_dataset
-    from train.splits import DEFAULT_SEED, make_splits
 
     index = index_dataset(data)  # raises unless every label has usable images
     try:
-        recs = make_splits(index.records, seed=DEFAULT_SEED if seed is None else seed)
-        samples = [Sample(r.path, r.label, r.person, r.split) for r in recs]
+        samples = make_splits(index.records, seed=DEFAULT_SEED if seed is None else seed)
     except FaceedgeError as e:
         # Too few images or persons to split: verify (and calibrate) on everything, say so.
         log.warning("%s: cannot make person-aware splits (%s); verifying all %d images as one split",
