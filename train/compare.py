@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from device.errors import FaceedgeError
-from train.report import read_history
+from train.report import _fmt, read_history
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,6 @@ ROWS = (
     ("later epochs s", "later_epoch_s"),
     ("images/s", "images_per_s"),
 )
-
-
-def _f(v, nd=3):
-    if v is None:
-        return "–"
-    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
 
 def load_run(path: str | Path) -> dict:
@@ -89,7 +83,7 @@ def load_run(path: str | Path) -> dict:
 
 def table(runs: list[dict], fmt: str = "text") -> str:
     header = ["", *[r["run"] for r in runs]]
-    body = [[label, *[_f(r[key], 1 if key.endswith("_s") else 3) for r in runs]] for label, key in ROWS]
+    body = [[label, *[_fmt(r[key], 1 if key.endswith("_s") else 3) for r in runs]] for label, key in ROWS]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
