@@ -97,8 +97,9 @@ class Notifier:
         return self.notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
 
     def watchdog(self) -> bool:
-        """Call after each fresh result; sends WATCHDOG=1 at most every WATCHDOG_USEC/4."""
-        if self.address is None:
+        """Call after each fresh result; sends WATCHDOG=1 at most every WATCHDOG_USEC/4, and
+        nothing when systemd asked this process for no watchdog (no datagram per frame for nothing)."""
+        if self.address is None or self.watchdog_s is None:
             return False
         now = self._clock()
         if self._last_watchdog is not None and now - self._last_watchdog < self.watchdog_min_gap_s:
