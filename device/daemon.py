@@ -445,8 +445,6 @@ class Daemon:
 
 def apply_opencv_threads(cfg: DaemonConfig) -> int:
     """Size OpenCV's thread pool (see DaemonConfig.opencv_threads); returns the value set."""
-    import cv2
-
     n = cfg.opencv_threads
     if n is None:
         n = -1 if cfg.crop.mode == "face" else 1  # -1: OpenCV's default (all cores)
