@@ -163,13 +163,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def _read_first(path: str) -> str | None:
     try:
         return Path(path).read_text().strip()
@@ -216,6 +209,8 @@ def _mem_total_mb() -> float | None:
 
 def machine_info(runtime: Any | None = None) -> dict[str, Any]:
     """What a reader needs to compare two bench.json files: CPU, cores, OS, Python, runtime, board."""
+    from device.runtime import default_threads  # the cores this process may run on (affinity mask)
+
     board = board_model()
     try:
         import cv2
@@ -231,7 +226,7 @@ def machine_info(runtime: Any | None = None) -> dict[str, Any]:
         "hostname": platform.node(),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count() or 1,
-        "cores_available": available_cores(),
+        "cores_available": default_threads(),
         "arch": platform.machine(),
         "os": _os_name(),
         "python": platform.python_version(),
