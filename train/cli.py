@@ -26,13 +26,7 @@ SUBCOMMANDS = [
 
 def _register(subparsers, entry: str) -> None:
     module_name, _, func_name = entry.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:  # a real missing dependency inside the module
-            raise
-        return  # not written yet / not installed: the command is simply absent
-    getattr(module, func_name or "add_parser")(subparsers)
+    getattr(importlib.import_module(module_name), func_name or "add_parser")(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
