@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from device.crop import CropConfig, Cropper, load_image_rgb, resize_to_input
+from device.crop import CropConfig, Cropper, CropResult, load_image_rgb, resize_to_input
 from device.errors import FaceedgeError
 from device.manifest import load_manifest, resolve_model_dir
 
@@ -72,6 +72,15 @@ def _selftest_from_model_dir(model_dir: Path) -> dict[str, Any] | None:
         raise FaceedgeError(f"{p}: key {sorted(unknown)[0]!r}: unknown (expected image, expect, score, tolerance)")
     spec["image"] = str(model_dir / spec["image"])
     return spec
+
+
+def crop_for_check(cropper: Cropper, rgb: np.ndarray) -> tuple[CropResult, bool]:
+    """The daemon's crop of a self-test image, and whether it fell back: in face mode without a
+    face, the full frame is classified instead (the check is about the model, not the detector)."""
+    cut = cropper(rgb)
+    if cut.image is not None:
+        return cut, False
+    return Cropper(CropConfig(mode="full", square=cropper.cfg.square))(rgb), True
 
 
 def _output_problem(scores: np.ndarray, manifest) -> str | None:
@@ -152,11 +161,9 @@ def run(
         raise FaceedgeError(f"--expect {expect!r}: not one of the model's labels {manifest.labels}")
 
     t1 = time.perf_counter()
-    cropper = Cropper(crop_cfg)
-    cut = cropper(rgb)
+    cut, fell_back = crop_for_check(Cropper(crop_cfg), rgb)
     crop_desc = crop_cfg.mode if crop_cfg.mode != "full" else f"full/{crop_cfg.square}"
-    if cut.image is None:  # face mode, no face: the check is about the model, classify the full frame
-        cut = Cropper(CropConfig(mode="full", square=crop_cfg.square))(rgb)
+    if fell_back:
         crop_desc = f"face (no face found in the self-test image: full/{crop_cfg.square} used)"
     x = resize_to_input(cut.image, clf.input_size)
     preprocess_ms = (time.perf_counter() - t1) * 1e3

@@ -302,14 +302,13 @@ def health_spec(cfg, config_path: Path) -> dict:
     }
 
 
-def _classify_like_check(clf, cropper, crop_cfg, rgb):
-    """What `device check` computes for an image: the daemon's crop (face mode without a face falls
-    back to the full frame, as check does), resize, classify. Returns (label, score, scores)."""
-    from device.crop import CropConfig, Cropper, resize_to_input
+def _classify_like_check(clf, cropper, rgb):
+    """What `device check` computes for an image: its crop (`check.crop_for_check`), resize,
+    classify. Returns (label, score, scores)."""
+    from device.check import crop_for_check
+    from device.crop import resize_to_input
 
-    cut = cropper(rgb)
-    if cut.image is None:
-        cut = Cropper(CropConfig(mode="full", square=crop_cfg.square))(rgb)
+    cut, _ = crop_for_check(cropper, rgb)
     scores = clf.classify(resize_to_input(cut.image, clf.input_size))
     label, score = clf.label_of(scores)
     return label, score, scores
@@ -345,7 +344,7 @@ def choose_selftest(run_dir: Path, model_dir: Path, cfg, *, limit: int = SELFTES
             rgb = load_image_rgb(p)
         except FaceedgeError:
             continue
-        label, score, scores = _classify_like_check(clf, cropper, cfg.crop, rgb)
+        label, score, scores = _classify_like_check(clf, cropper, rgb)
         if scores.size == 1:
             margin = abs(float(scores[0]) - clf.manifest.threshold)
         else:
@@ -362,7 +361,7 @@ def selftest_from_image(image: Path, expect: str | None, model_dir: Path, cfg) -
     from device.runtime import Classifier
 
     clf = Classifier.from_model_dir(model_dir, num_threads=1)
-    label, score, _ = _classify_like_check(clf, Cropper(cfg.crop), cfg.crop, load_image_rgb(image))
+    label, score, _ = _classify_like_check(clf, Cropper(cfg.crop), load_image_rgb(image))
     if expect is not None and expect != label:
         raise FaceedgeError(f"--selftest_image {image}: this model says {label!r} ({score:.3f}) here, "
                             f"not --selftest_expect {expect!r}; the deploy would fail its own check")
