@@ -48,8 +48,8 @@ def probe(model_path: str) -> dict:
     return {
         "runtime": clf.runtime.name,
         "runtime_version": clf.runtime.version,
-        "input": _tensor(clf._in),  # noqa: SLF001 - the tensor details the Classifier itself uses
-        "output": _tensor(clf._out),  # noqa: SLF001
+        "input": _tensor(clf.input_details),
+        "output": _tensor(clf.output_details),
         "scores": [float(s) for s in scores],
     }
 

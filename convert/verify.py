@@ -35,7 +35,7 @@ def load_model_images(paths: Sequence[str | os.PathLike], size_hw: tuple[int, in
 
 def classifier_probabilities(clf: Classifier, images: np.ndarray) -> np.ndarray:
     """(N, K) dequantized outputs, one `Classifier.classify` per image (batch 1, as on the device)."""
-    k = int(np.prod(clf._out["shape"][1:]))  # noqa: SLF001
+    k = int(np.prod(clf.output_details["shape"][1:]))
     out = np.empty((len(images), k), np.float32)
     for i, img in enumerate(images):
         out[i] = clf.classify(img)

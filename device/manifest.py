@@ -160,7 +160,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             # mkstemp makes the file 0600; give it the mode a plain open() would have (0666 & ~umask).
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -171,7 +171,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask, read without changing it (os.umask() would, briefly, for every thread)."""
     try:
         with open("/proc/self/status") as f:

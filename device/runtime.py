@@ -130,6 +130,16 @@ class Classifier:
         return cls(model_path, manifest, **kw)
 
     @property
+    def input_details(self) -> dict[str, Any]:
+        """The interpreter's input tensor details (name, shape, dtype, quantization) this classifier uses."""
+        return self._in
+
+    @property
+    def output_details(self) -> dict[str, Any]:
+        """The interpreter's output tensor details this classifier reads."""
+        return self._out
+
+    @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) the crop must be resized to."""
         return self.input_height, self.input_width

@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from device.errors import FaceedgeError
+from device.manifest import current_umask
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +396,7 @@ def generate(
             raise FaceedgeError(f"output folder {out} is not empty and not a sample dataset (use --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the dataset should be a normal folder
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the dataset should be a normal folder
     try:
         idents = [make_identity(seed, p) for p in range(persons)]
         counts: dict[str, dict[str, int]] = {}
@@ -459,12 +460,6 @@ def _preview(thumbs: dict[tuple[int, str], list[np.ndarray]], size: int) -> np.n
                 x = gap + c * (t + gap) + (2 * gap if lbl == "closed" else 0)
                 sheet[y : y + t, x : x + t] = cv2.resize(imgs[i], (t, t), interpolation=cv2.INTER_AREA)
     return sheet
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _replace_dir(new: Path, out: Path) -> None:
