@@ -36,6 +36,7 @@ from device.manifest import (
     Strict,
     TensorSpec,
     atomic_write_bytes,
+    first_error,
     sha256_file,
     write_manifest,
 )
@@ -103,9 +104,8 @@ def options_from(**kw) -> ConvertOptions:
     try:
         return ConvertOptions(**kw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(options)"
-        raise FaceedgeError(f"option {loc!r}: {err['msg']}") from None
+        loc, msg = first_error(e, "(options)")
+        raise FaceedgeError(f"option {loc!r}: {msg}") from None
 
 
 def _read_model_info(path: Path) -> ModelInfo:
@@ -116,9 +116,8 @@ def _read_model_info(path: Path) -> ModelInfo:
     try:
         return ModelInfo.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-        raise FaceedgeError(f"{path}: key {loc!r}: {err['msg']}") from None
+        loc, msg = first_error(e, "(root)")
+        raise FaceedgeError(f"{path}: key {loc!r}: {msg}") from None
 
 
 @dataclass

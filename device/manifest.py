@@ -96,6 +96,12 @@ class Manifest(Strict):
         return next(lbl for lbl in self.labels if lbl != self.positive_label)
 
 
+def first_error(e: ValidationError, root: str = "(root)") -> tuple[str, str]:
+    """(dotted key, message) of a pydantic error's first problem, for one-line FaceedgeErrors."""
+    err = e.errors()[0]
+    return ".".join(str(x) for x in err["loc"]) or root, err["msg"]
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -135,9 +141,8 @@ def load_manifest(path: str | os.PathLike, *, verify_sha256: bool = True) -> tup
     try:
         man = Manifest.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-        raise FaceedgeError(f"{mpath}: key {loc!r}: {err['msg']}") from None
+        loc, msg = first_error(e)
+        raise FaceedgeError(f"{mpath}: key {loc!r}: {msg}") from None
     model_path = (mpath.parent / man.model_file).resolve()
     if not model_path.is_file():
         raise FaceedgeError(f"{model_path}: model file named by {mpath} is missing")

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from device.crop import CropConfig, Cropper, load_image_rgb, save_image_rgb
 from device.errors import FaceedgeError
-from device.manifest import atomic_write_bytes
+from device.manifest import atomic_write_bytes, first_error
 from train.config import load_raw
 from train.data import write_skipped_csv
 
@@ -93,9 +93,8 @@ def load_crop_config(path: str | os.PathLike) -> CropConfig:
     try:
         return CropConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"]) or "(root)"
-        raise FaceedgeError(f"{p}: key {key!r}: {err['msg']}") from None
+        key, msg = first_error(e)
+        raise FaceedgeError(f"{p}: key {key!r}: {msg}") from None
 
 
 def list_sources(src: Path) -> list[Path]:
@@ -233,9 +232,8 @@ def config_from_args(args: argparse.Namespace) -> CropConfig:
     try:
         return CropConfig.model_validate(base)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "crop"
-        raise FaceedgeError(f"--{loc}: {err['msg']}") from None
+        loc, msg = first_error(e, "crop")
+        raise FaceedgeError(f"--{loc}: {msg}") from None
 
 
 def _cli(args: argparse.Namespace) -> int:
