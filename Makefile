@@ -22,7 +22,7 @@ APT_PACKAGES := mosquitto openssh-server rsync systemd
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast data train compare convert crop-faces run-device check-device \
-        deploy rollback deploy-model bench bench-train bench-device demo clean
+        deploy rollback deploy-model bench bench-train bench-device demo clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -93,5 +93,8 @@ bench-train: | $(PY) ## training input-pipeline and feature-cache benchmark (rat
 demo: | $(PY) ## the whole chain offline: data, train, convert, daemon on a video, bench, summary
 	$(PY) -m convert.demo --data $(DATA) --config $(CONFIG) --seed $(SEED) $(ARGS)
 
-clean: ## remove generated data, runs and caches
-	rm -rf runs data .pytest_cache .bench
+clean: ## remove what the project generated (data/sample, runs it wrote, caches); never your files
+	@$(PYTHON) tools/clean.py
+
+distclean: ## clean + .venv and build leftovers; lists them and asks (FORCE=1: no question)
+	@$(PYTHON) tools/clean.py --dist
