@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -510,20 +511,33 @@ class Printer:
 
 
 def _check_remote_dir(remote_dir: str) -> str:
+    """A relative path under the device user's home (or an absolute one, checked there to be inside it).
+
+    Refused here: the home itself (`.`, `~`, empty), `/`, `..` anywhere, odd characters. The device
+    side checks again against its real $HOME (`deploy_remote.check_root`), before creating anything.
+    """
     d = remote_dir.strip()
     if d.startswith("~/"):
         d = d[2:]
     if not d or not _SAFE_REMOTE_DIR.match(d) or ".." in d.split("/"):
         raise FaceedgeError(f"--remote_dir {remote_dir!r}: use letters, digits and ._/+- only (relative = under ~)")
-    return d.rstrip("/") or "/"
+    d = posixpath.normpath(d)
+    if d in (".", "/"):
+        raise FaceedgeError(f"--remote_dir {remote_dir!r}: give a folder inside the home on the device "
+                            "(default faceedge), not the home itself or /")
+    return d
 
 
 PROBE = r"""
 set -e
+umask 077
 cd
+case "$1" in
+  /*) case "$1" in "${HOME%/}"/?*) ;; *) echo "error: --remote_dir $1 is not inside the home $HOME" >&2; exit 3;; esac;;
+esac
 mkdir -p -- "$1/releases" "$1/data"
 cd -- "$1"
-echo "dir=$(pwd -P)"
+echo "dir=$(pwd -L)"
 echo "current=$(readlink current 2>/dev/null || true)"
 if command -v "$2" >/dev/null 2>&1; then
   echo "python=$("$2" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"

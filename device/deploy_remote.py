@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,9 @@ LOG_MAX_BYTES = 1 << 20  # then deploy.log moves to deploy.log.1
 UNIT_PLACEHOLDER = "%h/faceedge"  # the shipped unit's paths assume remote_dir = ~/faceedge
 DEDUP_MIN_BYTES = 16 * 1024  # smaller files are not worth a compare (and .pyc differ anyway)
 STALE_INCOMPLETE_S = 600  # an unready release younger than this may still be receiving rsync
+# What `device/deploy.py` names a release: <UTC time>-<first 8 hex digits of the bundle digest>.
+# Prune only ever touches folders with such a name AND a readable BUNDLE.json.
+RELEASE_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 
 
 class DeployError(Exception):
@@ -127,6 +131,20 @@ def tail(text: str, n: int = 15) -> str:
     return "\n".join("    " + ln for ln in lines[-n:])
 
 
+def check_root(remote_dir: str, home: str | None = None) -> str:
+    """The absolute remote_dir, which must be a folder strictly inside the user's home.
+
+    Lexical (no symlinks resolved): `~/faceedge` may itself be a link to another disk. Refused:
+    the home itself (then `releases/` would be a folder of the user's), `/`, and anything outside.
+    """
+    home = os.path.normpath(home or os.path.expanduser("~"))
+    root = os.path.normpath(os.path.join(home, os.path.expanduser(remote_dir)))
+    if root == home or not root.startswith(home.rstrip("/") + "/"):
+        raise DeployError(f"remote_dir {remote_dir!r} ({root}) must be a folder inside your home ({home}), "
+                          "not the home itself, / or anything outside it")
+    return root
+
+
 # --------------------------------------------------------------------------------------- the layout
 
 class Layout:
@@ -156,6 +174,21 @@ class Layout:
             return sorted(n for n in os.listdir(self.releases) if not n.startswith("."))
         except FileNotFoundError:
             return []
+
+    def is_release(self, name: str) -> bool:
+        """A folder deploy made: a release name and a BUNDLE.json that parses and lists files.
+        Anything else in releases/ is someone's and is never pruned."""
+        if not RELEASE_NAME.match(name):
+            return False
+        d = self.release(name)
+        if os.path.islink(d) or not os.path.isdir(d):
+            return False
+        try:
+            with open(os.path.join(d, BUNDLE_FILE), encoding="utf-8") as f:
+                bundle = json.load(f)
+        except (OSError, ValueError):
+            return False
+        return isinstance(bundle, dict) and isinstance(bundle.get("files"), dict) and bool(bundle["files"])
 
     def is_ready(self, name: str) -> bool:
         d = self.release(name)
@@ -537,6 +570,8 @@ def prune(lay: Layout, keep: int, protect: set) -> None:
     for n in names:
         if n in protect or n in keep_set:
             continue
+        if not lay.is_release(n):
+            continue  # not made by deploy (or not complete enough to tell): never ours to delete
         d = lay.release(n)
         finished = os.path.exists(os.path.join(d, READY)) or os.path.exists(os.path.join(d, FAILED))
         if not finished and now - os.path.getmtime(d) < STALE_INCOMPLETE_S:
@@ -701,7 +736,12 @@ def main(argv: list | None = None) -> int:
         return 2
     plan = json.loads(argv[0])
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the ssh session may end; the transaction must not
-    lay = Layout(plan["remote_dir"])
+    try:
+        root = check_root(plan["remote_dir"])
+    except DeployError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    lay = Layout(root)
     os.makedirs(lay.releases, exist_ok=True)
     global log
     log_path = os.path.join(lay.root, LOG)

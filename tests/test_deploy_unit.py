@@ -222,15 +222,17 @@ def test_rollback_target_skips_failed_and_unready(tmp_path):
 def test_prune_keeps_current_previous_newest_and_fresh_incomplete(tmp_path, monkeypatch):
     monkeypatch.setattr(remote, "log", lambda msg: None)
     lay = remote.Layout(str(tmp_path))
+    t0 = 1_700_000_000
+    r = {i: release_name("%064x" % i, t0 + 60 * i) for i in range(9)}
     for i in range(1, 7):
-        _release(lay, f"r{i}")
-    _release(lay, "r7", failed=True)
-    old_incomplete = _release(lay, "r0", ready=False)
+        _release(lay, r[i])
+    _release(lay, r[7], failed=True)
+    old_incomplete = _release(lay, r[0], ready=False)
     os.utime(old_incomplete, (time.time() - 3600, time.time() - 3600))
-    _release(lay, "r8", ready=False)  # maybe another deploy's rsync in progress: kept
-    lay.flip("r2")  # rolled back far: r2 current, r1 its previous
+    _release(lay, r[8], ready=False)  # maybe another deploy's rsync in progress: kept
+    lay.flip(r[2])  # rolled back far: r2 current, r1 its previous
     remote.prune(lay, keep=2, protect=set())
-    assert lay.names() == ["r1", "r2", "r5", "r6", "r8"]
+    assert lay.names() == [r[1], r[2], r[5], r[6], r[8]]
 
 
 def test_verify_catches_changed_missing_and_escaping_files(tmp_path):
@@ -315,3 +317,68 @@ def test_bundle_refuses_a_model_the_conversion_gate_rejected(tiny_models, tmp_pa
     with pytest.raises(FaceedgeError, match="rejected by the conversion gate"):
         build_bundle(tmp_path / "b", run=mdir, config=_config(tmp_path), wheel=wheel, unit=_unit(tmp_path))
     assert not (tmp_path / "b").exists()
+
+
+# ============================================================================ prune and remote_dir safety
+
+def _real_release(lay: remote.Layout, when: float, *, ready: bool = True, age_s: float = 3600) -> str:
+    """A release as deploy makes it: <UTC time>-<digest> with a BUNDLE.json, older than the prune grace."""
+    name = release_name(("%064x" % int(when)), when)
+    d = _release(lay, name, ready=ready)
+    os.utime(d, (time.time() - age_s, time.time() - age_s))
+    return name
+
+
+def test_prune_removes_only_releases_never_a_users_folder(tmp_path, monkeypatch):
+    """The reproduction: `--remote_dir .` made ~/releases/ the release folder, and prune deleted a
+    user's `releases/my-photos-2024` because it was older than 10 minutes."""
+    monkeypatch.setattr(remote, "log", lambda msg: None)
+    lay = remote.Layout(str(tmp_path))
+    t0 = 1_700_000_000
+    names = [_real_release(lay, t0 + i) for i in range(6)]
+    photos = Path(lay.releases) / "my-photos-2024"
+    (photos / "2024-07").mkdir(parents=True)
+    (photos / "2024-07" / "beach.jpg").write_bytes(b"precious")
+    fake = Path(lay.releases) / release_name("ff" * 32, t0 - 10)  # release-like name, but not a release
+    fake.mkdir()
+    (fake / "notes.txt").write_bytes(b"precious")
+    garbage = Path(lay.releases) / release_name("ee" * 32, t0 - 20)
+    garbage.mkdir()
+    (garbage / "BUNDLE.json").write_text("not json")
+    for d in (photos, fake, garbage):
+        os.utime(d, (time.time() - 86400 * 30, time.time() - 86400 * 30))
+    lay.flip(names[-1])
+    remote.prune(lay, keep=2, protect=set())
+    assert (photos / "2024-07" / "beach.jpg").read_bytes() == b"precious"
+    assert (fake / "notes.txt").read_bytes() == b"precious" and (garbage / "BUNDLE.json").exists()
+    left = set(lay.names())
+    assert set(names[:4]).isdisjoint(left) and set(names[4:]) <= left  # the newest 2 (current, previous)
+
+
+@pytest.mark.parametrize("bad", [".", "./", "/", "~", "~/", "", "/etc/..", "a/../..", "faceedge/.."])
+def test_remote_dir_that_is_home_or_root_is_refused_before_any_connection(bad, capsys):
+    from device.cli import main
+    from tests.sshd import free_port
+
+    closed = free_port()  # nothing listens there: a connection attempt would say "cannot reach"
+    code = main(["rollback", "--hosts", f"pi@127.0.0.1:{closed}", "--service_manager", "command",
+                 "--restart_cmd", "true", "--remote_dir", bad])
+    err = capsys.readouterr()
+    assert code == 2, err
+    assert err.err.startswith(f"error: --remote_dir {bad!r}") and err.err.count("\n") == 1
+    assert "cannot reach" not in err.out
+
+
+@pytest.mark.parametrize("where", ["home", "outside"])
+def test_device_side_refuses_a_remote_dir_outside_the_home(tmp_path, monkeypatch, capsys, where):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    target = {"home": home, "outside": tmp_path / "srv" / "faceedge"}[where]
+    code = remote.main([json.dumps({"action": "status", "remote_dir": str(target)})])
+    out = capsys.readouterr()
+    assert code == 2 and "must be a folder inside your home" in out.err, out
+    assert not (home / "releases").exists() and not (tmp_path / "srv").exists()
+    # inside the home it works (and creates the layout)
+    assert remote.main([json.dumps({"action": "status", "remote_dir": str(home / "faceedge")})]) == 0
+    assert (home / "faceedge" / "releases").is_dir()
