@@ -142,3 +142,79 @@ def test_unwritable_path_is_a_clear_error(tmp_path):
 def test_config_rejects_unknown_key():
     with pytest.raises(Exception, match="max_byte"):
         OutputsConfig.model_validate({"jsonl": {"max_byte": 10}})
+
+
+FSIZE_CHILD = r"""
+import json, resource, sys
+from device.outputs.jsonl import JsonlConfig, JsonlOutput, result_line
+from device.telemetry import Telemetry
+from device.types import Result
+
+def result(i):
+    return Result(frame_id=i, timestamp=1_700_000_000.25 + i, label="face", score=0.9, smoothed_label="face",
+                  smoothed_score=0.8, stages_ms={"invoke": 4.5}, scores=[0.9], model_sha256="ab" * 32)
+
+path = sys.argv[1]
+tel = Telemetry()
+out = JsonlOutput(JsonlConfig(path=path), tel)
+out.start()
+line = len(result_line(result(0)))
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+# the "disk" holds two and a half lines: line 3 is cut short, lines 4 and 5 get nothing
+resource.setrlimit(resource.RLIMIT_FSIZE, (2 * line + line // 2, hard))
+for i in range(5):
+    out.publish(result(i))
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+for i in range(5, 7):
+    out.publish(result(i))
+out.close()
+print(json.dumps({"output_errors": tel.counter("output_errors"), "line": line}))
+"""
+
+
+def test_short_write_leaves_no_torn_line(tmp_path):
+    """A nearly full disk (RLIMIT_FSIZE in a child: the kernel writes part of a line, then refuses):
+    the part is cut off again, so every line in the file parses and later lines follow whole."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = tmp_path / "r.jsonl"
+    p = subprocess.run([sys.executable, "-c", FSIZE_CHILD, str(path)], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    info = json.loads(p.stdout.strip().splitlines()[-1])
+    data = path.read_bytes()
+    assert data.endswith(b"\n")
+    ids = [json.loads(x)["frame_id"] for x in data.decode().splitlines()]  # a torn line would not parse
+    assert ids == [0, 1, 5, 6]
+    assert info["output_errors"] == 3
+    assert len(data) == 4 * info["line"]
+
+
+def test_torn_tail_from_an_earlier_crash_is_cut_at_start(tmp_path, caplog):
+    from device.outputs.jsonl import result_line
+
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(result_line(result(1)) + result_line(result(2))[:40])  # power lost in the middle of a write
+    out = JsonlOutput(JsonlConfig(path=str(path)), Telemetry())
+    caplog.set_level(logging.WARNING, logger="device.outputs.jsonl")
+    out.start()
+    out.publish(result(3))
+    out.close()
+    ids = [json.loads(x)["frame_id"] for x in path.read_text().splitlines()]
+    assert ids == [1, 3]
+    assert any("incomplete last line" in r.getMessage() for r in caplog.records)
+
+
+def test_a_file_that_is_not_ours_is_never_cut(tmp_path):
+    """An existing file that does not end in one of our lines keeps every byte; ours start on a new line."""
+    path = tmp_path / "notes.jsonl"
+    path.write_bytes(b"my own notes, no newline at the end")
+    out = JsonlOutput(JsonlConfig(path=str(path)), Telemetry())
+    out.start()
+    out.publish(result(3))
+    out.close()
+    first, second = path.read_bytes().split(b"\n")[:2]
+    assert first == b"my own notes, no newline at the end" and json.loads(second)["frame_id"] == 3

@@ -1,8 +1,11 @@
 """JSON lines output: one line per result, to stdout or to a size-capped, rotating file.
 
 Each line is `Result.to_dict()` plus `time` (ISO 8601, UTC, milliseconds) beside the epoch
-`timestamp`. A file is opened unbuffered in append mode and each line is one `write()`, so a line is
-either fully in the file or not at all. When the next line would take the file past `max_bytes`,
+`timestamp`. A file is opened unbuffered in append mode and each line is one `write()`. A nearly
+full disk can still take only part of a line (a short write): the part is then cut off again with
+`ftruncate` to the end of the last whole line, so every line in the file parses. A file that ends
+in an incomplete line when it is opened (power lost mid-write) is cut back the same way, with a
+warning. When the next line would take the file past `max_bytes`,
 the file is rotated by renaming (`out.jsonl` → `out.jsonl.1` → ... → `out.jsonl.<backups>`, the
 oldest deleted), like logging's RotatingFileHandler.
 
@@ -41,6 +44,9 @@ def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+LINE_START = b'{"time":'  # how every line we write begins (result_dict puts `time` first)
+TORN_TAIL_MAX = 1 << 20  # longest incomplete last line cut at start; a line is ~0.5 KB
+
 # One encoder for every line: json.dumps with non-default arguments builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
@@ -62,6 +68,7 @@ class JsonlOutput(Output):
         self._fd: int | None = None
         self._size = 0
         self._rotatable = False
+        self._regular = False
         self._failing = False  # True between the first failed write and the next good one
 
     @property
@@ -81,8 +88,47 @@ class JsonlOutput(Output):
             path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         st = os.fstat(self._fd)
-        self._rotatable = stat.S_ISREG(st.st_mode) and self.cfg.max_bytes > 0
-        self._size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        self._regular = stat.S_ISREG(st.st_mode)
+        self._rotatable = self._regular and self.cfg.max_bytes > 0
+        self._size = st.st_size if self._regular else 0
+        if self._regular and self._size:
+            self._cut_torn_tail()
+
+    def _cut_torn_tail(self) -> None:
+        """The file ends inside a line (a crash mid-write). A tail that is the start of one of our
+        lines is cut back to the last newline; anything else (not ours) is kept and a newline is
+        appended, so our next line starts on a line of its own."""
+        size = self._size
+        rfd = os.open(self.cfg.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            start = max(0, size - TORN_TAIL_MAX)
+            chunk = os.pread(rfd, size - start, start)
+        finally:
+            os.close(rfd)
+        if chunk.endswith(b"\n"):
+            return
+        nl = chunk.rfind(b"\n")
+        tail = chunk[nl + 1:]
+        if (nl >= 0 or start == 0) and tail.startswith(LINE_START):
+            keep = start + nl + 1
+            os.ftruncate(self._fd, keep)
+            self._size = keep
+            log.warning("jsonl: %s ended in an incomplete last line (%d bytes): cut back to the last whole line",
+                        self.cfg.path, size - keep)
+        else:
+            self._size += os.write(self._fd, b"\n")
+            log.warning("jsonl: %s did not end with a newline; appended one", self.cfg.path)
+
+    def _undo_partial(self, good_size: int) -> None:
+        """After a short or failed write: cut what part of the line did land (best effort)."""
+        if self._fd is None or not self._regular:
+            return
+        try:
+            if os.fstat(self._fd).st_size > good_size:
+                os.ftruncate(self._fd, good_size)
+        except OSError as e:
+            log.debug("jsonl: could not cut a partial line from %s: %s", self.cfg.path, e)
+        self._size = good_size
 
     def _rotate(self) -> None:
         if self._fd is not None:
@@ -113,10 +159,16 @@ class JsonlOutput(Output):
                     self._open()
                 if self._rotatable and self._size > 0 and self._size + len(line) > self.cfg.max_bytes:
                     self._rotate()
-                written = os.write(self._fd, line)
-                self._size += written
+                good = self._size
+                try:
+                    written = os.write(self._fd, line)
+                except OSError:
+                    self._undo_partial(good)
+                    raise
                 if written != len(line):
-                    raise OSError(f"short write ({written} of {len(line)} bytes)")
+                    self._undo_partial(good)
+                    raise OSError(f"short write ({written} of {len(line)} bytes; cut off again)")
+                self._size = good + written
         except (OSError, ValueError) as e:  # ValueError: write to a closed stdout
             self.telemetry.inc("errors")
             self.telemetry.inc("output_errors")
