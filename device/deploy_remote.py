@@ -17,12 +17,20 @@ Layout on the device::
         BUNDLE.json  wheels/*.whl  model/{model.tflite,manifest.json}  device.yaml  faceedge.service
         selftest/<image>  venv/  .ready  (.failed: why it was refused or rolled back)
     <remote_dir>/current -> releases/<name>    flipped with rename(2): always a whole release
+    <remote_dir>/.deploy.pending               the flip in progress: {release, previous}
     <remote_dir>/deploy.log
 
-A release is *ready* once its files matched BUNDLE.json, its venv is built and `device check` passed
-inside it; only ready releases ever become ``current``. The steps of a deploy:
-verify → venv → check → .ready → install unit → flip ``current`` → restart → health gate → prune,
-and on a failed health gate: flip back → restart the previous release → exit 1 saying why.
+A release is *ready* (``.ready``) once it has served as ``current`` and passed the health gate: its
+files matched BUNDLE.json, its venv was built, `device check` passed inside it, the service restarted
+on it and /healthz said ok with its model. Only ready releases are rollback targets. The steps:
+verify → venv → check → write .deploy.pending → install unit → flip ``current`` → restart → health
+gate → .ready → remove .deploy.pending → prune; on a failed gate: flip back → restart the previous
+release → mark the new one failed → exit 1 saying why.
+
+A deploy killed between the flip and the end of its health gate (power cut, OOM killer) leaves
+``.deploy.pending``; the next deploy or rollback (they take the lock first) finishes that
+transaction before anything else: the release that never passed its gate is marked failed and the
+previous one is installed and restarted again.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ BUNDLE_FILE = "BUNDLE.json"
 READY = ".ready"
 FAILED = ".failed"
 LOCK = ".deploy.lock"
+PENDING = ".deploy.pending"
 LOG = "deploy.log"
 LOG_MAX_BYTES = 1 << 20  # then deploy.log moves to deploy.log.1
 UNIT_PLACEHOLDER = "%h/faceedge"  # the shipped unit's paths assume remote_dir = ~/faceedge
@@ -273,6 +282,37 @@ class Lock:
 
     def __exit__(self, *exc) -> None:
         os.close(self.fd)
+
+
+# ----------------------------------------------------------------------------- the flip in progress
+
+def pending_path(lay: "Layout") -> str:
+    return os.path.join(lay.root, PENDING)
+
+
+def read_pending(lay: "Layout") -> dict | None:
+    try:
+        with open(pending_path(lay), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"release": None, "previous": None, "action": "?", "unreadable": True}
+
+
+def begin_flip(lay: "Layout", action: str, release: str, previous: str | None, *, mark_failed: bool) -> None:
+    """Record, durably, what to go back to should this process die before the health gate passed."""
+    write_atomic(pending_path(lay), json.dumps({"action": action, "release": release, "previous": previous,
+                                                "mark_failed": mark_failed, "pid": os.getpid(),
+                                                "time": time.time()}) + "\n")
+
+
+def end_flip(lay: "Layout") -> None:
+    try:
+        os.unlink(pending_path(lay))
+    except FileNotFoundError:
+        return
+    fsync_dir(lay.root)
 
 
 # ------------------------------------------------------------------------------------------- steps
@@ -646,7 +686,7 @@ def do_deploy(plan: dict, lay: Layout, svc: Service, *, model_only: bool) -> Non
     except DeployError as e:
         lay.mark_failed(name, str(e))
         raise DeployError(f"{e}\n  `current` unchanged ({prev or 'none'}); release {name} marked failed") from None
-    write_atomic(os.path.join(rel, READY), json.dumps({"ready": time.time()}) + "\n")
+    begin_flip(lay, "deploy-model" if model_only else "deploy", name, prev, mark_failed=True)
     try:
         if model_only:
             lay.flip(name)
@@ -657,6 +697,7 @@ def do_deploy(plan: dict, lay: Layout, svc: Service, *, model_only: bool) -> Non
     except DeployError as e:
         logs = svc.logs()
         back = go_back(lay, svc, plan, name, prev, str(e) + logs, reload=model_only)
+        end_flip(lay)
         raise DeployError(f"{e}{logs}\n  {back}") from None
     ok, state = health(plan, rel)
     if not ok:
@@ -665,7 +706,11 @@ def do_deploy(plan: dict, lay: Layout, svc: Service, *, model_only: bool) -> Non
             why += " (the daemon refused the new model and kept serving the old one?)"
         logs = svc.logs()
         back = go_back(lay, svc, plan, name, prev, why + logs, reload=model_only)
+        end_flip(lay)
         raise DeployError(f"{why}{logs}\n  {back}")
+    # Healthy while serving: only now is it a release to keep and to roll back to.
+    write_atomic(os.path.join(rel, READY), json.dumps({"ready": time.time(), "health": state}) + "\n")
+    end_flip(lay)
     log(f"healthy: {state}")
     prune(lay, int(plan.get("keep", 3)), {name})
     log(f"deployed {name}")
@@ -708,19 +753,63 @@ def do_rollback(plan: dict, lay: Layout, svc: Service) -> None:
     if target is None:
         raise DeployError(f"no ready release older than {cur} to roll back to")
     if not lay.is_ready(target):
-        raise DeployError(f"release {target} is not a ready release")
+        raise DeployError(f"release {target} is not a ready release (never passed its health gate, or failed)")
+    begin_flip(lay, "rollback", target, cur, mark_failed=False)
     activate(lay, svc, target)
     ok, state = health(plan, lay.release(target))
     if not ok:
         back = go_back(lay, svc, plan, target, cur, f"health gate failed after rollback: {state}", reload=False)
+        end_flip(lay)
         raise DeployError(f"rollback to {target}: health gate failed: {state}\n  {back}")
+    end_flip(lay)
     log(f"rolled back {cur} -> {target}: {state}")
+
+
+def recover(plan: dict, lay: Layout, svc: Service) -> str | None:
+    """Finish a transaction a killed deploy/rollback left between its flip and its health gate.
+
+    The release it was switching to never passed the gate: it is marked failed (a deploy's new
+    release; a rollback's target keeps its state) and the release that was current before is
+    installed and restarted again, whatever `current` and the running daemon were left at.
+    Returns what was done, or None when there was nothing to finish.
+    """
+    p = read_pending(lay)
+    if p is None:
+        return None
+    rel, prev = p.get("release"), p.get("previous")
+    if p.get("unreadable"):  # cannot tell what it was doing: keep a ready current, else its previous
+        cur = lay.current_name()
+        rel = None if cur is None or lay.is_ready(cur) else cur
+        prev = cur if rel is None else lay.previous_ready(cur)
+    if (rel and p.get("action") in ("deploy", "deploy-model") and lay.current_name() == rel
+            and lay.is_ready(rel)):  # it passed its gate; only the cleanup was cut short
+        end_flip(lay)
+        log(f"the {p.get('action')} of {rel} had passed its health gate; finishing it")
+        return None
+    if prev is not None and not lay.is_ready(prev):
+        log(f"warning: {prev}, current before the interrupted {p.get('action')}, is not a ready release")
+        prev = lay.previous_ready(rel) if rel else None
+    log(f"the {p.get('action')} of {rel} (pid {p.get('pid')}) was interrupted before its health gate passed; "
+        f"going back to {prev or 'nothing'}")
+    if rel and p.get("mark_failed") and os.path.isdir(lay.release(rel)) and not lay.is_ready(rel):
+        lay.mark_failed(rel, f"interrupted before its health gate passed ({p.get('action')} by pid {p.get('pid')})")
+    if prev is None:
+        activate(lay, svc, None)
+        end_flip(lay)
+        return f"interrupted {p.get('action')} of {rel} undone: no previous release, service stopped"
+    activate(lay, svc, prev)
+    ok, state = health(plan, lay.release(prev))
+    end_flip(lay)
+    msg = f"interrupted {p.get('action')} of {rel} undone: current is {prev} again " + (
+        f"(healthy: {state})" if ok else f"(NOT healthy: {state})")
+    log(msg)
+    return msg
 
 
 def do_status(lay: Layout) -> None:
     cur = lay.current_name()
     out = {"remote_dir": lay.root, "current": cur, "previous": lay.previous_ready(cur) if cur else None,
-           "releases": []}
+           "interrupted": read_pending(lay), "releases": []}
     for n in lay.names():
         d = lay.release(n)
         state = "failed" if os.path.exists(os.path.join(d, FAILED)) else (
@@ -760,6 +849,10 @@ def main(argv: list | None = None) -> int:
         with Lock(os.path.join(lay.root, LOCK), float(plan.get("lock_wait_s", 60))):
             lay.sweep_trash()
             log(f"{action} {plan.get('release') or ''} in {lay.root} (pid {os.getpid()})".replace("  ", " "))
+            if recover(plan, lay, svc) is not None and action == "rollback":
+                log("rollback: the interrupted transaction was rolled back instead; run rollback again to go "
+                    "further back")
+                return 0
             if action == "deploy":
                 do_deploy(plan, lay, svc, model_only=False)
             elif action == "deploy-model":

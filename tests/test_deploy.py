@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -228,6 +229,32 @@ class Target:
         except (OSError, ValueError):
             return None
 
+    def served(self) -> str | None:
+        """The release whose model the running daemon has loaded: LiteRT maps the model file, and
+        /proc/<pid>/maps shows the resolved path (releases/<name>/..., not `current`)."""
+        pid = self.daemon_pid()
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text() if pid else ""
+        except OSError:  # not running
+            return None
+        names = set(re.findall(r"/releases/([^/\s]+)/model/model\.tflite", maps))
+        return names.pop() if len(names) == 1 else None
+
+    def wait_served(self, name: str, timeout: float = 30.0) -> dict:
+        """Wait until the daemon serves release `name`, healthy and with its model; returns /healthz."""
+        want = json.loads((self.remote_dir / "releases" / name / "model" / "manifest.json").read_text())["sha256"]
+        deadline = time.monotonic() + timeout
+        while True:
+            served, h = self.served(), None
+            try:
+                h = self.healthz()
+            except OSError:
+                pass
+            if served == name and h and h["status"] == "ok" and h["model_sha256"] == want:
+                return h
+            assert time.monotonic() < deadline, f"daemon serves {served}, health {h}; wanted {name} ({want[:12]})"
+            time.sleep(0.2)
+
 
 def deploy_cmd(pi: Pi, t: Target, *args: str, action: str = "deploy", known_hosts: Path | None = None) -> list[str]:
     extra = ["--health_timeout", "20"] if action != "rollback" else ["--health_timeout", "20"]
@@ -430,6 +457,52 @@ def test_unhealthy_daemon_is_rolled_back(pi, kit):
     print(f"unhealthy deploy + roll back: {took:.1f} s")
 
 
+def test_deploy_killed_in_its_health_gate_is_never_ready_nor_a_rollback_target(pi, kit):
+    """A power cut while the health gate waits: the new release is `current` and running, but it never
+    passed the gate, so it is not ready and never a rollback target; the next rollback (or deploy)
+    finishes the interrupted transaction: the new release is marked failed and the old one serves again."""
+    t: Target = kit["target"]
+    old = t.current()
+    t.wait_served(old)
+    proc = subprocess.Popen(deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["unhealthy"]), *FAST,
+                                       "--health_timeout", "120"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while t.current() == old:  # the device side flips, restarts, then waits in the gate (absent camera)
+        assert proc.poll() is None and time.monotonic() < deadline, "the deploy never flipped"
+        time.sleep(0.05)
+    new = t.current()
+    while t.served() != new:  # the daemon was restarted on the new release
+        assert time.monotonic() < deadline, "the new release never started"
+        time.sleep(0.05)
+    remote = _remote_deploys(t)
+    assert remote, "the device side is not in its health gate"
+    os.killpg(proc.pid, signal.SIGKILL)
+    for r in remote:
+        _kill_tree(r)
+    proc.wait()
+    rel = t.remote_dir / "releases" / new
+    assert not (rel / ".ready").exists(), "a release that never passed its health gate is marked ready"
+    st = _status(pi, t)
+    assert st["current"] == new and st["previous"] == old and st["interrupted"]["release"] == new
+    assert t.served() == new  # what runs now is the unproven release...
+    p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health_timeout", "20"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "interrupted before its health gate passed" in p.stdout
+    assert t.current() == old and (rel / ".failed").is_file() and not (rel / ".ready").exists()
+    t.wait_served(old)  # ...until the next deploy or rollback put the last healthy one back
+    assert _status(pi, t)["interrupted"] is None
+
+
+def test_remote_dir_outside_the_home_is_refused_on_the_device(pi, kit):
+    outside = pi.tmp / "not-in-home" / "faceedge"
+    p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), "--service_manager", "command",
+                 "--restart_cmd", "true", "--remote_dir", str(outside)])
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "is not inside the home" in p.stdout
+    assert not (pi.tmp / "not-in-home").exists()
+
+
 def test_first_deploy_that_never_turns_healthy_leaves_nothing_running(pi, kit):
     from device.deploy import build_bundle
 
@@ -568,13 +641,24 @@ def test_killed_deploys_leave_old_or_new_current_never_a_mix(pi, kit):
         now = t.current()
         new = [n for n in t.releases() if n[:16] >= started]
         assert now == old or now in new, f"kill {i}: current {now} is neither {old} nor one of {new}"
-        verify_release(t, now)  # a whole release: .ready, every file's sha256, a venv
         step = at_kill[-1].split(" ", 1)[1][:44] if at_kill else "(device side not started)"
-        rows.append((i, delay, who, step, "old" if now == old else "new"))
+        interrupted = _status(pi, t)["interrupted"]
+        if interrupted is not None:
+            # killed between the flip and the end of the health gate: `current` may be the unproven
+            # release, which is not ready and not a rollback target; the next rollback undoes it
+            assert interrupted["previous"] == old and now in (old, interrupted["release"]), (i, interrupted, now)
+            assert _status(pi, t)["previous"] != interrupted["release"]  # never the rollback target
+            p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health_timeout", "20"])
+            assert p.returncode == 0, p.stdout + p.stderr
+            now = t.current()
+            assert now == old, (i, p.stdout)
+        verify_release(t, now)  # a whole release: .ready, every file's sha256, a venv
+        t.wait_served(now)  # and the running daemon serves exactly that release, healthy
+        rows.append((i, delay, who, step, ("old" if now == old else "new") + (" (undone)" if interrupted else "")))
     print(f"\nkill points (a full deploy takes {full:.1f} s, its device side {device_side:.1f} s):")
     for r in rows:
-        print("  #%d at %5.2f s, killed %-13s; device log at the kill: %-44s -> %s release current" % r)
-    outcomes = {r[4] for r in rows}
+        print("  #%d at %5.2f s, killed %-13s; device log at the kill: %-44s -> %s release current and served" % r)
+    outcomes = {r[4].split()[0] for r in rows}
     assert outcomes == {"old", "new"}, rows
     # and the device is left deployable: a clean deploy succeeds and serves its model
     p = run_cli(deploy_cmd(pi, t, "--bundle", str(bundles[1]), *FAST))
