@@ -130,7 +130,7 @@ class Daemon:
         self.cropper = Cropper(cfg.crop)
         self._input = np.empty(self.classifier.input_size + (3,), np.uint8)
         self._prepare_fn = self._make_prepare()
-        self.telemetry.set_model(self.classifier.manifest.sha256, str(self.classifier.model_path))
+        self.telemetry.set_model(self.classifier.manifest.sha256)
         self.telemetry.set_status("starting", "waiting for the first frame")
         self.outputs = self._outputs_given if self._outputs_given is not None else build_outputs(
             cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
@@ -413,7 +413,7 @@ class Daemon:
             self.grabber.stop(timeout=1.0)
             self.telemetry.stall_after_s = cfg.capture.stall_seconds
             self.grabber = self._make_grabber(cfg).start()
-        self.telemetry.set_model(clf.manifest.sha256, str(clf.model_path))
+        self.telemetry.set_model(clf.manifest.sha256)
         self.stats["reloads"] += 1
         self.telemetry.inc("reloads")
         log.info("reloaded: model %s (sha256 %s), source %s, crop %s", mdir, clf.manifest.sha256[:12],

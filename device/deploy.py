@@ -166,7 +166,9 @@ class Ssh:
         # --checksum: link-dest matches by content, not by size+mtime. --whole-file: no delta transfer
         # (rsync 3.2.7 discards delta-built files whose basis came from --link-dest: "failed
         # verification"); bundles are a few MB and unchanged files are not sent at all.
-        argv = ["rsync", "-a", "--checksum", "--whole-file", "--timeout=120", "--chmod=D755,F644", "-e", e]
+        # --chmod: the release (model, config, self-test image) is the deploying user's alone on the
+        # device; the daemon runs as that user.
+        argv = ["rsync", "-a", "--checksum", "--whole-file", "--timeout=120", "--chmod=D700,F600", "-e", e]
         if link_dest:
             argv.append(f"--link-dest={link_dest}")  # unchanged files become hard links: less to send
         return argv + ["--", f"{src}/", f"{host.rsync_dest}:{remote_path}/"]

@@ -825,6 +825,7 @@ def main(argv: list | None = None) -> int:
         return 2
     plan = json.loads(argv[0])
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the ssh session may end; the transaction must not
+    os.umask(0o077)  # venvs, marks, logs, the unit: the deploying user's alone
     try:
         root = check_root(plan["remote_dir"])
     except DeployError as e:

@@ -143,7 +143,6 @@ class Telemetry:
         self._reason = ""
         self._status_since = self._t0
         self._model_sha256 = ""
-        self._model_path = ""
 
     # ---- writers (per-frame path: keep them cheap) ----
     def inc(self, name: str, n: int = 1) -> None:
@@ -211,10 +210,11 @@ class Telemetry:
             self._status = status
             self._reason = reason
 
-    def set_model(self, sha256: str, path: str = "") -> None:
+    def set_model(self, sha256: str) -> None:
+        """The loaded model, by its sha256: what /healthz and /metrics publish (never its path:
+        where files live on the device is nobody's business; the log has it)."""
         with self._lock:
             self._model_sha256 = sha256
-            self._model_path = str(path)
 
     # ---- readers ----
     @property
@@ -270,7 +270,6 @@ class Telemetry:
                 else round(now - self._last_result_mono, 3),
                 "last_label": None if latest is None else latest.smoothed_label,
                 "model_sha256": self._model_sha256,
-                "model_path": self._model_path,
                 "uptime_s": round(now - self._t0, 3),
                 "started": self._started_wall,
                 "counters": dict(self._counters),
@@ -318,10 +317,8 @@ class Telemetry:
             family("status", "gauge", "1 for the current health status, 0 for the others.")
             for s in STATUSES:
                 out.append(f'{PREFIX}_status{{status="{s}"}} {1 if s == status else 0}')
-            family("model_info", "gauge", "The loaded model (value is always 1).")
-            out.append(
-                f'{PREFIX}_model_info{{sha256="{_escape(self._model_sha256)}",path="{_escape(self._model_path)}"}} 1'
-            )
+            family("model_info", "gauge", "The loaded model, by sha256 (value is always 1).")
+            out.append(f'{PREFIX}_model_info{{sha256="{_escape(self._model_sha256)}"}} 1')
 
             family("stage_latency_seconds", "histogram", "Time spent per pipeline stage, per frame.")
             for stage in sorted(self._hists):

@@ -83,6 +83,9 @@ def test_rsync_uses_the_same_ssh_options():
     assert e[0] == "ssh" and _opts(e)["StrictHostKeyChecking"] == "yes" and _opts(e)["BatchMode"] == "yes"
     assert "--link-dest=../r0" in argv
     assert argv[-2:] == ["/b/", "pi@[::1]:/home/pi/faceedge/releases/r1/"]
+    # release files are the owner's alone: the model and config are nobody else's business on the Pi
+    (chmod,) = [a.split("=", 1)[1] for a in argv if a.startswith("--chmod=")]
+    assert sorted(chmod.split(",")) == ["D700", "F600"]
 
 
 def test_release_names_sort_by_time():

@@ -49,7 +49,7 @@ def served():
 
 def test_endpoints_and_status_codes(served):
     tel = Telemetry()
-    tel.set_model("cd" * 32, "/m/model.tflite")
+    tel.set_model("cd" * 32)
     out = served(tel)
 
     code, headers, body = get(out, "/healthz")
@@ -87,6 +87,32 @@ def test_endpoints_and_status_codes(served):
     assert get(out, "/nope")[0] == 404
     assert get(out, "/latest.jpg")[0] == 404  # images are off unless enabled
     assert headers["Server"].startswith("faceedge")  # no Python version advertised
+
+
+def test_model_path_is_not_published(tiny_models, tmp_path, monkeypatch):
+    """A real daemon's /healthz and /metrics say which model (sha256), never where it lives."""
+    import shutil
+
+    from device.config import parse_config
+    from device.daemon import Daemon
+
+    model_dir = tmp_path / "home" / "pi" / "faceedge" / "releases" / "20260101T000000Z-abcdef01" / "model"
+    shutil.copytree(tiny_models["int8"], model_dir)
+    sha = json.loads((model_dir / "manifest.json").read_text())["sha256"]
+    monkeypatch.setenv("FACEEDGE_TEST_TOKEN", TOKEN)
+    for http, headers in (({"port": 0}, {}),
+                          ({"host": "0.0.0.0", "port": 0, "token_env": "FACEEDGE_TEST_TOKEN"},
+                           {"Authorization": f"Bearer {TOKEN}"})):
+        cfg = parse_config({"source": {"type": "synthetic", "width": 64, "height": 48, "fps": 0},
+                            "outputs": {"http": http}})
+        with Daemon(cfg, model_dir=model_dir) as d:
+            d.run(max_frames=3)
+            (out,) = d.outputs
+            for path in ("/healthz", "/metrics"):
+                code, _, body = get(out, path, headers)
+                assert code == 200 and sha.encode() in body, (path, code)
+                assert str(tmp_path).encode() not in body and b"model.tflite" not in body, path
+            assert "model_path" not in json.loads(get(out, "/healthz", headers)[2])
 
 
 def test_no_image_data_unless_enabled(served):

@@ -90,7 +90,8 @@ def test_counters_and_histogram_figures():
 def test_gauges_status_and_model_info_in_exposition():
     clock = FakeClock()
     t = Telemetry(clock=clock)
-    t.set_model("ab" * 32, '/models/"q"\\x')  # quotes and backslashes must be escaped
+    t.set_model("ab" * 32)
+    t.observe('we"ird\\stage', 1.0)  # quotes and backslashes in a label must be escaped
     t.set_status("ok")
     t.set_gauge("mqtt_connected", 1)
     for i in range(11):
@@ -100,7 +101,9 @@ def test_gauges_status_and_model_info_in_exposition():
     status = {s.labels["status"]: s.value for s in families["faceedge_status"].samples}
     assert status == {"starting": 0, "ok": 1, "stalled": 0, "error": 0}
     (info,) = families["faceedge_model_info"].samples
-    assert info.labels == {"sha256": "ab" * 32, "path": '/models/"q"\\x'}
+    assert info.labels == {"sha256": "ab" * 32}
+    stages = {s.labels["stage"] for s in families["faceedge_stage_latency_seconds"].samples}
+    assert stages == {'we"ird\\stage'}
     assert families["faceedge_camera_fps"].samples[0].value == pytest.approx(10 / 1.1, rel=1e-6)
     assert math.isnan(families["faceedge_last_result_age_seconds"].samples[0].value)
     assert families["faceedge_last_frame_age_seconds"].samples[0].value == pytest.approx(0.1)
