@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import csv
 import hashlib
 import json
@@ -836,9 +837,11 @@ def run_cli(action: str, a: argparse.Namespace) -> int:
     if a.build_only and a.bundle_out is None:
         raise FaceedgeError("--build_only needs --bundle_out DIR")
     if a.bundle is not None:
-        bundle_dir = a.bundle
-    else:
-        bundle_dir = a.bundle_out or Path(tempfile.mkdtemp(prefix="faceedge-bundle-"))
+        return deploy(hosts, opts, a.bundle, action=action)
+    # A bundle built for this deploy only lives in a temp dir that is removed however it ends
+    # (a failed build included); --bundle_out keeps it.
+    with contextlib.ExitStack() as stack:
+        bundle_dir = a.bundle_out or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faceedge-bundle-")))
         meta = build_bundle(bundle_dir, run=a.run, config=a.config, variant=a.variant,
                             unit=getattr(a, "unit", DEFAULT_UNIT), selftest_image=a.selftest_image,
                             selftest_expect=a.selftest_expect, model_only=(action == "deploy-model"))
@@ -851,11 +854,7 @@ def run_cli(action: str, a: argparse.Namespace) -> int:
               flush=True)
         if a.build_only:
             return 0
-    try:
         return deploy(hosts, opts, bundle_dir, action=action)
-    finally:
-        if a.bundle is None and a.bundle_out is None:
-            shutil.rmtree(bundle_dir, ignore_errors=True)
 
 
 def main(argv: Iterable[str] | None = None) -> int:

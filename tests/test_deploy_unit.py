@@ -385,3 +385,23 @@ def test_device_side_refuses_a_remote_dir_outside_the_home(tmp_path, monkeypatch
     # inside the home it works (and creates the layout)
     assert remote.main([json.dumps({"action": "status", "remote_dir": str(home / "faceedge")})]) == 0
     assert (home / "faceedge" / "releases").is_dir()
+
+
+def test_failed_make_deploy_leaves_no_bundle_dir(tmp_path, tiny_models):
+    """Every failed `make deploy` used to leave an empty /tmp/faceedge-bundle-* behind."""
+    import subprocess
+
+    from tests.sshd import free_port
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    closed = free_port()
+    bad_config = tmp_path / "device.yaml"
+    bad_config.write_text("source: {type: synthetic}\n")  # no outputs.http: the bundle build refuses it
+    for run, config in ((tmp_path / "no-such-run", ROOT / "configs" / "device.yaml"),
+                        (tiny_models["int8"], bad_config)):
+        p = subprocess.run(["make", "--no-print-directory", "deploy", f"PI=pi@127.0.0.1:{closed}", f"RUN={run}",
+                            f"DEVICE_CONFIG={config}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "TMPDIR": str(tmpdir)})
+        assert p.returncode != 0 and "error:" in p.stderr, p.stdout + p.stderr
+        assert list(tmpdir.iterdir()) == [], p.stderr
