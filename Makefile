@@ -18,7 +18,7 @@ KNOWN_HOSTS  ?=
 SSH_OPTS      = $(if $(SSH_KEY),--ssh_key $(SSH_KEY)) $(if $(KNOWN_HOSTS),--known_hosts $(KNOWN_HOSTS))
 ARGS         ?=
 PYTEST_ARGS  ?=
-APT_PACKAGES := mosquitto openssh-server rsync systemd
+APT_PACKAGES := mosquitto openssh-server rsync systemd openssl
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast data train compare convert crop-faces run-device check-device \

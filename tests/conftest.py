@@ -105,3 +105,19 @@ def picam(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2)
     yield fake_picamera2.STATE
     fake_picamera2.STATE.stalled.clear()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """List what was NOT tested in this run and why, one line per reason (a skip is easy to miss in
+    the `-ra` lines). Tools `make setup` installs never skip under CI: they fail (tests/tools.py)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    by_reason: dict[str, list[str]] = {}
+    for rep in skipped:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        by_reason.setdefault(reason.removeprefix("Skipped: "), []).append(rep.nodeid)
+    terminalreporter.write_sep("=", f"{len(skipped)} skipped: not tested here")
+    for reason, ids in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        shown = ", ".join(ids[:3]) + (f", ... ({len(ids) - 3} more)" if len(ids) > 3 else "")
+        terminalreporter.write_line(f"{len(ids):3d} x {reason}: {shown}")

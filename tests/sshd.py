@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import socket
 import subprocess
 import textwrap
@@ -17,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-SSHD = "/usr/sbin/sshd"
+from tests import tools
+
+PRIVSEP_DIR = "/run/sshd"  # sshd's privilege separation directory
 
 
 def free_port() -> int:
@@ -26,20 +27,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def require_sshd() -> None:
-    """Skip where openssh-server/rsync are missing, except in CI, where `make setup` installs them."""
-    missing = [n for n, ok in (("sshd", os.path.exists(SSHD)), ("rsync", shutil.which("rsync")),
-                               ("ssh-keygen", shutil.which("ssh-keygen"))) if not ok]
-    if missing:
-        msg = f"{', '.join(missing)} not installed (make setup installs openssh-server and rsync)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    if not os.path.isdir("/run/sshd"):  # sshd's privilege separation directory
-        try:
-            os.makedirs("/run/sshd", mode=0o755)
-        except PermissionError:
-            pytest.skip("sshd needs /run/sshd and we cannot create it")
+def require_sshd() -> str:
+    """The sshd binary; skip (fail under CI, where `make setup` installs them) without sshd/rsync."""
+    sshd = tools.require("sshd", "rsync", "ssh-keygen")["sshd"]
+    # Another test run on this machine may create it between a check and our mkdir: no check.
+    try:
+        os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
+    except PermissionError:
+        pytest.skip(f"sshd needs {PRIVSEP_DIR} and we cannot create it")
+    return sshd
 
 
 def keygen(path: Path, comment: str) -> Path:
@@ -71,7 +67,7 @@ class SshServer:
 
 def start_sshd(tmp: Path, *, env: dict[str, str] | None = None) -> SshServer:
     """Start `sshd -D` on a free loopback port; `env` becomes its SetEnv (e.g. PYTHONPATH, HOME)."""
-    require_sshd()
+    sshd = require_sshd()
     keygen(tmp / "host_key", "host_key")
     keygen(tmp / "client_key", "client_key")
     (tmp / "authorized_keys").write_text((tmp / "client_key.pub").read_text())
@@ -94,7 +90,7 @@ def start_sshd(tmp: Path, *, env: dict[str, str] | None = None) -> SshServer:
         PidFile {tmp / 'sshd.pid'}
         SetEnv {setenv}
         """))
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")],
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(tmp / "sshd_config")],
                             stdout=open(tmp / "sshd.log", "wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while True:

@@ -8,18 +8,14 @@ import logging
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from device.config import parse_config
 from device.daemon import Daemon
-from tests.mosquitto import MOSQUITTO, Mosquitto, Recorder
+from tests.mosquitto import Mosquitto, Recorder
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (make setup)"),
-]
+pytestmark = pytest.mark.slow
 
 
 def wait_until(pred, timeout: float) -> bool:

@@ -100,11 +100,11 @@ def test_model_path_is_not_published(tiny_models, tmp_path, monkeypatch):
     shutil.copytree(tiny_models["int8"], model_dir)
     sha = json.loads((model_dir / "manifest.json").read_text())["sha256"]
     monkeypatch.setenv("FACEEDGE_TEST_TOKEN", TOKEN)
-    for http, headers in (({"port": 0}, {}),
+    for http_cfg, headers in (({"port": 0}, {}),
                           ({"host": "0.0.0.0", "port": 0, "token_env": "FACEEDGE_TEST_TOKEN"},
                            {"Authorization": f"Bearer {TOKEN}"})):
         cfg = parse_config({"source": {"type": "synthetic", "width": 64, "height": 48, "fps": 0},
-                            "outputs": {"http": http}})
+                            "outputs": {"http": http_cfg}})
         with Daemon(cfg, model_dir=model_dir) as d:
             d.run(max_frames=3)
             (out,) = d.outputs

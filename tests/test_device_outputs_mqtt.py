@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,10 +20,10 @@ from device.outputs import OutputsConfig, build_outputs
 from device.outputs.mqtt import MqttConfig, MqttOutput
 from device.telemetry import Telemetry
 from device.types import Result
-from tests.mosquitto import MOSQUITTO, Mosquitto, Recorder
+from tests import tools
+from tests.mosquitto import Mosquitto, Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (make setup)")
 
 
 def result(i: int, label: str = "face", event: bool = False) -> Result:
@@ -289,9 +288,8 @@ def make_tls_files(d: Path) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None,
-                    reason="openssl / mosquitto_passwd not installed")
 def test_tls_and_password_from_file(tmp_path, closing, caplog, monkeypatch):
+    tools.require("mosquitto", "openssl", "mosquitto_passwd")
     files = make_tls_files(tmp_path / "pki")
     pwfile = tmp_path / "broker" / "passwd"
     pwfile.parent.mkdir()

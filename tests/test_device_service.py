@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from device.service import Notifier, watchdog_interval
+from tests import tools
 
 UNIT = Path(__file__).resolve().parents[1] / "device" / "faceedge.service"
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 MAX_EXPOSURE = 2.5  # systemd's scale: 0 = fully locked down ... 10 = unprotected; <= 3.9 is "OK"
 
 
@@ -164,13 +163,13 @@ def render(tmp_path: Path, user: str | None = None) -> Path:
     return path
 
 
-needs_systemd_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed (make setup)")
+def systemd_analyze() -> str:
+    return tools.require("systemd-analyze")["systemd-analyze"]
 
 
-@needs_systemd_analyze
 def test_unit_verifies_cleanly(tmp_path):
     unit = render(tmp_path)
-    p = subprocess.run([SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60,
+    p = subprocess.run([systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60,
                        cwd=tmp_path)
     # verify exits 0 even for unknown keys or bad values; it warns on stderr. Nothing may be said.
     assert p.returncode == 0 and p.stderr.strip() == "" and p.stdout.strip() == "", p.stderr
@@ -178,19 +177,18 @@ def test_unit_verifies_cleanly(tmp_path):
     bad = tmp_path / "bad" / "faceedge.service"
     bad.parent.mkdir()
     bad.write_text(unit.read_text().replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"))
-    p = subprocess.run([SYSTEMD_ANALYZE, "verify", str(bad)], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([systemd_analyze(), "verify", str(bad)], capture_output=True, text=True, timeout=60)
     assert "Unknown key 'NoNewPrivilege'" in p.stderr
 
 
 def exposure(unit: Path) -> float:
-    p = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=yes", str(unit)], capture_output=True,
+    p = subprocess.run([systemd_analyze(), "security", "--offline=yes", str(unit)], capture_output=True,
                        text=True, timeout=60, cwd=unit.parent)
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", p.stdout)
     assert m, p.stdout + p.stderr
     return float(m.group(1))
 
 
-@needs_systemd_analyze
 def test_unit_security_exposure(tmp_path):
     as_shipped = exposure(render(tmp_path))  # evaluated without User= (as if root): the worst case
     system = tmp_path / "system"
