@@ -147,10 +147,12 @@ def test_broker_absent_at_start_then_appears(tmp_path, closing):
         assert watcher.wait_for(lambda m: m[1] == "t3/result" and json.loads(m[2])["frame_id"] == 49, 10)
         assert frame_ids(watcher, "t3/result") == list(range(30, 50))  # the newest 20, in order
         assert out.queue_depth == 0
-        broker.kill()  # and gone again: close() still returns promptly
+        broker.kill()  # and gone again: close() still returns within its budget (+ scheduling slack)
+        from device.outputs.mqtt import OFFLINE_TIMEOUT_S, STOP_JOIN_S
+
         t0 = time.monotonic()
         out.close()
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < OFFLINE_TIMEOUT_S + STOP_JOIN_S + 0.5
     finally:
         broker.kill()
 
@@ -264,11 +266,59 @@ def test_config_and_secrets(tmp_path, monkeypatch):
         MqttOutput(MqttConfig(username="u", password_file=tmp_path / "nope"), Telemetry())
     pw = tmp_path / "pw"
     pw.write_text("hunter2hunter2\n")
+    pw.chmod(0o600)
     out = MqttOutput(MqttConfig(username="u", password_file=pw, topic_prefix="p"), Telemetry())
     assert out.client.username == "u" and out.client.password == "hunter2hunter2"
     assert out.topic_availability == "p/availability"
     default = MqttOutput(MqttConfig(), Telemetry())
     assert default.prefix.startswith("faceedge/") and default.client_id.startswith("faceedge-")
+
+
+def test_password_file_readable_by_others_is_refused(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("hunter2hunter2\n")
+    for mode in (0o644, 0o640, 0o604):
+        pw.chmod(mode)
+        with pytest.raises(FaceedgeError, match=rf"password_file {pw}: readable by other users \(mode {mode:o}\)"):
+            MqttOutput(MqttConfig(username="u", password_file=pw), Telemetry())
+    pw.chmod(0o400)
+    assert MqttOutput(MqttConfig(username="u", password_file=pw), Telemetry()).client.password == "hunter2hunter2"
+
+
+@pytest.mark.parametrize("host, tls, warned", [
+    ("192.0.2.10", False, True),  # TEST-NET-1: never contacted (the output is not started)
+    ("broker.example", False, True),
+    ("192.0.2.10", True, False),
+    ("127.0.0.1", False, False),
+    ("::1", False, False),
+])
+def test_password_in_clear_to_a_remote_broker_warns_once(tmp_path, caplog, monkeypatch, host, tls, warned):
+    monkeypatch.setenv("FACEEDGE_TEST_MQTT_PW", "hunter2hunter2")
+    caplog.set_level(logging.WARNING, logger="device.outputs.mqtt")
+    out = MqttOutput(MqttConfig(host=host, username="pi", password_env="FACEEDGE_TEST_MQTT_PW",
+                                tls={} if tls else None), Telemetry())  # {}: the system's trust store
+    for i in range(5):  # publishing (queued: never started, nothing is sent) says nothing more
+        out.publish(result(i))
+    clear = [r for r in caplog.records if "without TLS" in r.getMessage()]
+    assert len(clear) == (1 if warned else 0), [r.getMessage() for r in caplog.records]
+    if warned:
+        assert host in clear[0].getMessage() and "tls:" in clear[0].getMessage()
+
+
+def test_tls_files_are_checked_one_by_one(tmp_path):
+    with pytest.raises(FaceedgeError, match=rf"outputs.mqtt.tls.ca_file {tmp_path}/nope.crt: "):
+        MqttOutput(MqttConfig(tls={"ca_file": tmp_path / "nope.crt"}), Telemetry())
+    with pytest.raises(FaceedgeError, match=rf"outputs.mqtt.tls.cert_file {tmp_path}/client.crt: "):
+        MqttOutput(MqttConfig(tls={"cert_file": tmp_path / "client.crt", "key_file": tmp_path / "client.key"}),
+                   Telemetry())
+    key = tmp_path / "client.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    key.chmod(0o644)
+    (tmp_path / "client.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(FaceedgeError, match=rf"outputs.mqtt.tls.key_file {key}: readable by other users"):
+        MqttOutput(MqttConfig(tls={"cert_file": tmp_path / "client.crt", "key_file": key}), Telemetry())
+    with pytest.raises(Exception, match="key_file needs cert_file"):
+        MqttConfig(tls={"key_file": key})
 
 
 def make_tls_files(d: Path) -> dict[str, Path]:
@@ -284,7 +334,16 @@ def make_tls_files(d: Path) -> dict[str, Path]:
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
          "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
-    return {"ca": d / "ca.crt", "server": d / "server.crt", "server_key": d / "server.key"}
+    # a client certificate from the same CA (mutual TLS), and one from a CA the broker does not trust
+    ossl("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=faceedge-pi1")
+    ossl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "client.crt", "-days", "2")
+    ossl("req", "-x509", *ec, "-keyout", "rogue.key", "-out", "rogue.crt", "-days", "2", "-subj", "/CN=rogue")
+    for key in ("ca.key", "server.key", "client.key", "rogue.key"):
+        (d / key).chmod(0o600)
+    return {"ca": d / "ca.crt", "server": d / "server.crt", "server_key": d / "server.key",
+            "client": d / "client.crt", "client_key": d / "client.key", "rogue": d / "rogue.crt",
+            "rogue_key": d / "rogue.key"}
 
 
 @pytest.mark.slow
@@ -306,6 +365,7 @@ def test_tls_and_password_from_file(tmp_path, closing, caplog, monkeypatch):
         assert rec.subscribed.wait(10)
         secret = tmp_path / "mqtt_password"
         secret.write_text("correct-horse-battery\n")
+        secret.chmod(0o600)
         out = make_output(broker.port, "t6", username="pi", password_file=secret, tls={"ca_file": files["ca"]})
         closing(out)
         out.start()
@@ -327,5 +387,51 @@ def test_tls_and_password_from_file(tmp_path, closing, caplog, monkeypatch):
         assert not bad.connected and bad.queue_depth == 5 and tel.counter("mqtt_dropped") == 5
         refused = [r for r in caplog.records if "refused" in r.getMessage()]
         assert len(refused) == 1 and "Not authorized" in refused[0].getMessage()
+    finally:
+        broker.kill()
+
+
+@pytest.mark.slow
+def test_mutual_tls_with_a_client_certificate(tmp_path, closing, caplog):
+    """A broker that requires a client certificate from its CA: ours gets in, a rogue one and none do not."""
+    tools.require("mosquitto", "openssl")
+    files = make_tls_files(tmp_path / "pki")
+    broker = Mosquitto(tmp_path / "broker", extra=[
+        f"cafile {files['ca']}", f"certfile {files['server']}", f"keyfile {files['server_key']}",
+        "require_certificate true", "use_identity_as_username true", "allow_anonymous false",
+    ])
+    broker.start()
+    try:
+        tls = {"ca_file": files["ca"], "cert_file": files["client"], "key_file": files["client_key"]}
+        out = make_output(broker.port, "t7", tls=tls)
+        closing(out)
+        out.start()
+        assert out.wait_connected(10)
+        caplog.set_level(logging.WARNING, logger="device.outputs.mqtt")
+        for key, cert in (("rogue", {"cert_file": files["rogue"], "key_file": files["rogue_key"]}), ("none", {})):
+            bad = make_output(broker.port, f"t7{key}", tls={"ca_file": files["ca"], **cert})
+            closing(bad)
+            bad.start()
+            time.sleep(1.0)
+            assert not bad.connected, key
+        # what the accepted client publishes arrives: a second connection with the same certificate listens
+        import paho.mqtt.client as mqtt
+
+        got = []
+        listener = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t7-listener")
+        listener.tls_set(ca_certs=str(files["ca"]), certfile=str(files["client"]), keyfile=str(files["client_key"]))
+        listener.on_connect = lambda c, *a: c.subscribe("t7/result", qos=1)
+        listener.on_message = lambda c, u, m: got.append(json.loads(m.payload)["frame_id"])
+        listener.connect("127.0.0.1", broker.port)
+        listener.loop_start()
+        try:
+            deadline = time.monotonic() + 10
+            while 3 not in got and time.monotonic() < deadline:
+                out.publish(result(3))
+                time.sleep(0.2)
+            assert 3 in got
+        finally:
+            listener.disconnect()
+            listener.loop_stop()
     finally:
         broker.kill()

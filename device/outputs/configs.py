@@ -44,9 +44,15 @@ class HttpConfig(Strict):
 
 class MqttTls(Strict):
     ca_file: Path | None = None  # None = the system's trust store
-    cert_file: Path | None = None  # client certificate (mutual TLS), with key_file
-    key_file: Path | None = None
+    cert_file: Path | None = None  # client certificate (mutual TLS), with key_file (or the key inside)
+    key_file: Path | None = None  # must be readable by its owner only
     insecure: bool = False  # skip host name verification (self-signed lab brokers only)
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self):
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate)")
+        return self
 
 
 class MqttConfig(Strict):

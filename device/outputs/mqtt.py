@@ -25,7 +25,7 @@ from collections import deque
 from pathlib import Path
 
 from device.errors import FaceedgeError
-from device.outputs.configs import MqttConfig
+from device.outputs.configs import MqttConfig, is_loopback
 from device.outputs.jsonl import result_dict
 from device.telemetry import Telemetry
 from device.types import Output, Result, register_output
@@ -37,8 +37,19 @@ OFFLINE_TIMEOUT_S = 1.0
 STOP_JOIN_S = 0.5
 
 
+def check_private(path: Path, what: str) -> None:
+    """A secret file (password, private key) must be readable by its owner only."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as e:
+        raise FaceedgeError(f"{what} {path}: {e.strerror or e}") from e
+    if mode & 0o077:
+        raise FaceedgeError(f"{what} {path}: readable by other users (mode {mode:o}); chmod 600 it")
+
+
 def read_secret(path: Path | None, env: str | None, what: str) -> str | None:
     if path is not None:
+        check_private(path, f"{what}_file")
         try:
             lines = path.read_text().splitlines()
         except OSError as e:
@@ -83,17 +94,14 @@ class MqttOutput(Output):
         )
         if cfg.username is not None:
             c.username_pw_set(cfg.username, password)
-        if cfg.tls is not None:
-            try:
-                c.tls_set(
-                    ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                    certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                    keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
+            if password and cfg.tls is None and not is_loopback(cfg.host):
+                log.warning(
+                    "mqtt: the password for %r is sent to %s:%d without TLS, readable by anyone on the network; "
+                    "configure outputs.mqtt.tls: {ca_file: ...} (port 8883 on most brokers)",
+                    cfg.username, cfg.host, cfg.port,
                 )
-            except (OSError, ssl.SSLError) as e:
-                raise FaceedgeError(f"outputs.mqtt.tls: {e}") from e
-            c.tls_insecure_set(cfg.tls.insecure)
+        if cfg.tls is not None:
+            self._set_tls(c, cfg)
         # Before connecting: the broker publishes this if the connection dies without a DISCONNECT.
         c.will_set(self.topic_availability, b"offline", qos=cfg.qos_availability, retain=True)
         c.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)
@@ -106,6 +114,31 @@ class MqttOutput(Output):
         c.on_connect_fail = self._on_connect_fail
         c.on_publish = self._on_publish
         self.client = c
+
+    @staticmethod
+    def _set_tls(client, cfg: MqttConfig) -> None:
+        """TLS with the broker verified (CA file or the system's trust store), and a client certificate
+        for brokers that require one. Each file is checked on its own, so the error names it."""
+        tls = cfg.tls
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(tls, key)
+            if path is not None and not path.is_file():
+                raise FaceedgeError(f"outputs.mqtt.tls.{key} {path}: no such file")
+        if tls.key_file is not None:
+            check_private(tls.key_file, "outputs.mqtt.tls.key_file")
+        try:
+            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        except (OSError, ssl.SSLError) as e:
+            raise FaceedgeError(f"outputs.mqtt.tls.ca_file {tls.ca_file}: not a CA certificate ({e})") from None
+        if tls.cert_file is not None:
+            try:
+                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+            except (OSError, ssl.SSLError) as e:
+                raise FaceedgeError(f"outputs.mqtt.tls.cert_file {tls.cert_file}: cannot load the client "
+                                    f"certificate and key ({e})") from None
+        if tls.insecure:
+            ctx.check_hostname = False
+        client.tls_set_context(ctx)
 
     # ---- state ----
     @property
