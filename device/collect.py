@@ -44,6 +44,7 @@ import numpy as np
 
 from device.crop import Cropper, encode_image_rgb
 from device.errors import FaceedgeError
+from device.manifest import require_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,11 @@ class Collector:
         if data is None:
             raise FaceedgeError(f"{self.out_dir}: OpenCV could not encode a {self.ext} crop")
         self._n += 1
-        path = write_new(self.out_dir / f"{self.person}-{self.session}-{self._n:05d}{self.ext}", data)
+        try:
+            path = write_new(self.out_dir / f"{self.person}-{self.session}-{self._n:05d}{self.ext}", data)
+        except OSError as e:  # e.g. the disk filled up meanwhile: stop with what was saved so far
+            raise FaceedgeError(f"--out {self.out_dir}: cannot write a crop ({e.strerror or e}); "
+                                f"{self.stats.saved} saved before") from None
         self.stats.saved += 1
         self.stats.files.append(str(path))
         log.debug("saved %s", path)
@@ -354,9 +359,10 @@ def run(
     if mode is not None or margin is not None:
         update = {k: v for k, v in (("mode", mode), ("margin", margin)) if v is not None}
         crop_cfg = type(crop_cfg).model_validate({**crop_cfg.model_dump(), **update})
+    out_dir = Path(out) / label / person
+    require_writable_dir(out_dir, "--out")  # before the camera is opened
     src_cfg = source_from_arg(source, cfg.source) if source else cfg.source
     src = build_source(src_cfg)
-    out_dir = Path(out) / label / person
     collector = Collector(out_dir, Cropper(crop_cfg), person=person,
                           every_s=every_s if src.paced else 0.0,
                           min_sharpness=min_sharpness, min_change=min_change, fmt=fmt)

@@ -176,6 +176,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def require_writable_dir(path: str | os.PathLike, what: str) -> None:
+    """A FaceedgeError naming `what` and `path` unless new files can be made in the folder `path`
+    (or, when it does not exist yet, in its nearest existing parent, where it would be created).
+
+    access(2), so read-only mounts and immutable folders count as unwritable, for root too. Used
+    before any slow start-up, so a command that cannot write its output says so at once.
+    """
+    p = Path(path).absolute()
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise FaceedgeError(f"{what} {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        try:
+            ro = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except OSError:
+            ro = False
+        why = "read-only file system" if ro else "permission denied"
+        where = "" if probe == p else f" (in {probe})"
+        raise FaceedgeError(f"{what} {path}: not writable{where}: {why}")
+
+
 def current_umask() -> int:
     """The process umask, read without changing it (os.umask() would, briefly, for every thread)."""
     try:

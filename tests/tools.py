@@ -59,3 +59,39 @@ def require(*names: str) -> dict[str, str]:
     if absent:
         missing(absent)
     return found  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- unwritable folders
+
+_RO_SCRIPT = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+
+
+def _ro_prefix(folder: str) -> list[str]:
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _RO_SCRIPT, "sh", folder]
+
+
+def run_with_readonly(folder, argv: list[str], **kw):
+    """Run argv with `folder` (existing) unwritable for it: a subprocess.CompletedProcess.
+
+    File modes do not stop root (these tests run as root on some machines), so for root `folder`
+    is bind-mounted read-only in a private mount namespace of the child (unshare + mount; the rest
+    of the machine sees nothing). For other users a mode of 0555 is enough. Skips where neither works.
+    """
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(folder)
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode & 0o777
+        folder.chmod(0o555)
+        try:
+            return subprocess.run(argv, **kw)
+        finally:
+            folder.chmod(mode)
+    probe = subprocess.run([*_ro_prefix(str(folder)), "sh", "-c", 'touch "$0/.probe" 2>&1', str(folder)],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode == 0:
+        (folder / ".probe").unlink(missing_ok=True)
+    if "Read-only file system" not in probe.stdout:
+        pytest.skip(f"cannot make a read-only folder for root here (unshare/mount: {probe.stderr.strip()[-200:]})")
+    return subprocess.run([*_ro_prefix(str(folder)), *argv], **kw)
