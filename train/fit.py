@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import FaceedgeError
-from device.manifest import atomic_write_bytes
+from device.manifest import atomic_write_bytes, require_writable_dir
 from train import report
 from train.config import TrainConfig, dump_config, load_config, validate
 from train.data import index_dataset, write_skipped_csv
@@ -163,6 +163,7 @@ def prepare(config_path: str | Path | None, overrides: list[str] | None = None, 
     Returns the plan and the data index (for skipped.csv)."""
     cfg = cfg or load_config(config_path, overrides)
     final = new_run_path(cfg, timestamp)
+    require_writable_dir(cfg.run.runs_dir, "run.runs_dir")  # now, not after TensorFlow's start-up
     index = index_dataset(cfg.data.root, max_bad_fraction=cfg.data.max_bad_fraction)
     counts = index.counts()  # index_dataset has checked: at least two labels, none without images
     splits = make_splits(index.records, holdout_persons=cfg.data.holdout_persons,
@@ -179,6 +180,7 @@ def prepare_resume(run_dir: str | Path) -> Plan:
     work = Path(run_dir)
     if not work.is_dir():
         raise FaceedgeError(f"--resume {work}: no such run directory")
+    require_writable_dir(work, "--resume")
     if not work.name.endswith(INCOMPLETE):
         if (work / "metrics.json").is_file():
             raise FaceedgeError(f"--resume {work}: this run is complete (nothing to resume)")
