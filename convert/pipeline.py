@@ -37,6 +37,7 @@ from device.manifest import (
     TensorSpec,
     atomic_write_bytes,
     first_error,
+    require_writable_dir,
     sha256_file,
     write_manifest,
 )
@@ -219,6 +220,7 @@ def run(opts: ConvertOptions) -> dict:
     if importlib.util.find_spec("tensorflow") is None:  # a device-only install: say what to do, no traceback
         raise FaceedgeError("the conversion stage needs TensorFlow: pip install -e '.[train]' (or make setup)")
     src = resolve_source(opts)
+    require_writable_dir(src.out, "--out" if opts.out is not None else "--run")  # before TensorFlow loads
     variants = list(opts.variants)
     gate = GateConfig(max_drop=opts.max_drop, min_agreement=opts.min_agreement)
 
