@@ -180,6 +180,7 @@ class Daemon:
         this call), `max_seconds` passed, or a finite source ended. Returns `stats` (cumulative
         over calls: run() may be called repeatedly, e.g. in benchmark slices). Raises
         FaceedgeError when the source cannot be used at all (e.g. a missing video file)."""
+        check_limits(max_frames=max_frames, max_seconds=max_seconds)
         if not self._started:
             self.start()
         stop = stop_event or threading.Event()
@@ -369,6 +370,8 @@ class Daemon:
         old = self.classifier
         try:
             cfg = load_config(self.config_path) if self.config_path else self.config
+            if self._outputs_given is None and self.outputs:  # a reload must not turn every output off
+                require_outputs(cfg, self.config_path)
             cfg = self._with_source(cfg)
             mdir = self._resolve_model(cfg)
             validate_in_child(mdir, config=self.config_path, timeout_s=cfg.model.validate_timeout_s)
@@ -452,6 +455,25 @@ def apply_opencv_threads(cfg: DaemonConfig) -> int:
     return n
 
 
+def check_limits(*, max_frames: int | None = None, max_seconds: float | None = None,
+                 num_threads: int | None = None) -> None:
+    """Run limits below 1 are mistakes (0 used to mean one frame, or no limit at all): refuse them."""
+    if max_frames is not None and max_frames < 1:
+        raise FaceedgeError(f"--max_frames {max_frames}: must be >= 1 (leave it out to run until stopped)")
+    if max_seconds is not None and not max_seconds > 0:
+        raise FaceedgeError(f"--max_seconds {max_seconds:g}: must be > 0 (leave it out to run until stopped)")
+    if num_threads is not None and num_threads < 1:
+        raise FaceedgeError(f"--num_threads {num_threads}: must be >= 1 (leave it out for all cores)")
+
+
+def require_outputs(cfg: DaemonConfig, config: str | os.PathLike | None) -> None:
+    """A daemon whose results go nowhere is a mistake, not a run."""
+    if not any(getattr(cfg.outputs, name) is not None for name in type(cfg.outputs).model_fields):
+        where = f"{config}: key 'outputs'" if config else "no --config given, so key 'outputs'"
+        raise FaceedgeError(f"{where}: no output configured, the results would go nowhere; add outputs.jsonl "
+                            "(path: '-' for stdout), outputs.http or outputs.mqtt")
+
+
 # ----------------------------------------------------------------------------------- signals + CLI
 
 def install_signal_handlers(stop: threading.Event, daemon: Daemon | None = None) -> None:
@@ -479,7 +501,9 @@ def run(
     handle_signals: bool = False,
 ) -> dict[str, Any]:
     """`device run`: load config, start the daemon, classify until stopped. Returns stats."""
+    check_limits(max_frames=max_frames, max_seconds=max_seconds, num_threads=num_threads)
     cfg = load_config(config)
+    require_outputs(cfg, config)
     if num_threads is not None:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"num_threads": num_threads})})
     stop = stop or threading.Event()

@@ -127,7 +127,7 @@ def test_make_run_device_classifies_a_video(tiny_models, tmp_path):
 
 def test_unusable_source_stops_with_one_error_line(tiny_models, tmp_path):
     cfg = tmp_path / "device.yaml"
-    cfg.write_text(f"source: {{type: opencv, device: {tmp_path / 'gone.mp4'}}}\n")
+    cfg.write_text(f"source: {{type: opencv, device: {tmp_path / 'gone.mp4'}}}\noutputs: {{jsonl: {{path: '-'}}}}\n")
     r = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(cfg), "--model-dir",
                         str(tiny_models["int8"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
@@ -172,3 +172,80 @@ def test_frames_that_keep_failing_end_the_loop_with_status_error(tiny_models, ca
         d.run(max_seconds=10)
     assert d.telemetry.status() == "error" and d.telemetry.counter("errors") == 10
     assert len([r for r in caplog.records if "in a row)" in r.getMessage()]) == 10
+
+
+# ----------------------------------------------------------------------------- silent successes are errors
+
+def device_run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "device", "run", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *words: str) -> str:
+    assert p.returncode == 2, p.stdout[-500:] + p.stderr[-2000:]
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    (line,) = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    for w in words:
+        assert w in line, line
+    return line
+
+
+def _stdout_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text("outputs: {jsonl: {path: '-'}}\n")
+    return cfg
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_folder_of_corrupt_images_is_an_error_not_zero_results(tiny_models, tmp_path, loop):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        (photos / f"img{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated " * (i + 1))
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text(f"source: {{type: images, path: {photos}, loop: {str(loop).lower()}}}\n"
+                   "capture: {stall_seconds: 1.0, reconnect_initial_s: 0.1, reconnect_max_s: 0.2}\n"
+                   "outputs: {jsonl: {path: '-'}}\n")
+    p = device_run(["--config", str(cfg), "--model-dir", str(tiny_models["int8"]), "--max_seconds", "30"])
+    line = assert_one_line_error(p, str(photos), "4")
+    assert "could be read" in line and p.stdout == ""
+
+
+@pytest.mark.parametrize("flag, value", [("--max_frames", "0"), ("--max_frames", "-1"), ("--max_seconds", "0"),
+                                         ("--max_seconds", "-2"), ("--num_threads", "0")])
+def test_run_limits_below_one_are_refused(tiny_models, tmp_path, flag, value):
+    p = device_run(["--config", str(_stdout_config(tmp_path)), "--model-dir", str(tiny_models["int8"]),
+                    "--source", "synthetic", flag, value])
+    assert_one_line_error(p, f"{flag} {value}")
+    assert p.stdout == ""  # not one frame classified
+
+
+def test_a_daemon_without_outputs_refuses_to_start(tiny_models, tmp_path):
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text("source: {type: synthetic}\n")
+    for args in (["--config", str(cfg)], []):  # a config without outputs:, and no config at all
+        p = device_run([*args, "--model-dir", str(tiny_models["int8"]), "--max_frames", "5"])
+        assert_one_line_error(p, "outputs")
+
+
+def test_a_reload_that_removes_every_output_is_refused(tiny_models, tmp_path):
+    path = tmp_path / "device.yaml"
+    out = tmp_path / "results.jsonl"
+    path.write_text(f"source: {{type: synthetic, width: 64, height: 48, fps: 50}}\noutputs: {{jsonl: {{path: {out}}}}}\n")
+    from device.config import load_config
+
+    stop = threading.Event()
+    with Daemon(load_config(path), model_dir=tiny_models["int8"], config_path=path) as d:
+        t = threading.Thread(target=d.run, args=(stop,), daemon=True)
+        t.start()
+        path.write_text("source: {type: synthetic, width: 64, height: 48, fps: 50}\n")  # outputs: gone
+        d.request_reload()
+        deadline = time.monotonic() + 30
+        while d.stats["reloads_refused"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        n = len(out.read_text().splitlines())
+        time.sleep(0.3)
+        stop.set()
+        t.join(5)
+    assert d.stats["reloads_refused"] == 1 and d.stats["reloads"] == 0
+    assert len(out.read_text().splitlines()) > n  # still writing results where it did

@@ -405,8 +405,11 @@ def test_8_missing_or_corrupt_model_is_one_error_line(tiny_models, tmp_path):
                                                      "size_bytes": 200}))
     cases = {tmp_path / "missing": "no such model directory", corrupt: "does not match manifest",
              truncated: "cannot load this model"}
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text("outputs: {jsonl: {path: '-'}}\n")
     for mdir, why in cases.items():
-        r = subprocess.run([sys.executable, "-m", "device", "run", "--model-dir", str(mdir), "--source", "synthetic"],
+        r = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(cfg), "--model-dir", str(mdir),
+                            "--source", "synthetic"],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2, r.stderr

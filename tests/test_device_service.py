@@ -216,18 +216,20 @@ try:
 except OSError:
     pass
 from device.daemon import run
-stats = run(None, model_dir=sys.argv[1], source="synthetic", max_frames=20)
+stats = run(sys.argv[2], model_dir=sys.argv[1], source="synthetic", max_frames=20)
 cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x + 1)  # a libffi closure
 print("results", stats["results"], "callback", cb(41))
 """
 
 
 @pytest.mark.slow
-def test_daemon_runs_without_writable_executable_memory(tiny_models):
+def test_daemon_runs_without_writable_executable_memory(tiny_models, tmp_path):
     """Backs MemoryDenyWriteExecute=yes in the unit: with W+X mappings refused by the kernel (the
     prctl equivalent of systemd's seccomp filter), the daemon loads LiteRT + XNNPACK and classifies."""
     env = {**os.environ, "PYTHONPATH": str(UNIT.parents[1])}
-    p = subprocess.run([sys.executable, "-c", MDWE_CHILD, str(tiny_models["int8"])], capture_output=True,
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text("outputs: {jsonl: {path: /dev/null}}\n")
+    p = subprocess.run([sys.executable, "-c", MDWE_CHILD, str(tiny_models["int8"]), str(cfg)], capture_output=True,
                        text=True, timeout=120, env=env)
     if p.stdout.strip() == "unsupported":
         pytest.skip("kernel without PR_SET_MDWE (Linux < 6.3)")

@@ -261,16 +261,17 @@ class FrameGrabber:
                 self.state = "open"
             try:
                 ended = self._read_loop(src, discard)
-            except Exception as e:  # noqa: BLE001 - SourceError, OSError, cv2.error, ...
-                self.stats.read_failures += 1
-                self.telemetry.inc("source_errors")
-                self.telemetry.inc("errors")
-                self._attempt += 1
-                delay = self._delay()
-                log.warning("%s: %s; reopening in %.1f s", self.source_name, e, delay)
-                self._set_state("reconnecting")
-                self._close_quietly(src)
-                self._stop.wait(delay)
+            except FaceedgeError as e:
+                if isinstance(e, SourceError):
+                    self._read_failed(src, e)
+                    continue
+                self._close_quietly(src)  # what the source says cannot work (a folder of no images)
+                self.error = e
+                log.error("source: %s", e)
+                self._set_state("failed")
+                return
+            except Exception as e:  # noqa: BLE001 - OSError, cv2.error, ...
+                self._read_failed(src, e)
                 continue
             self._close_quietly(src)
             if ended:
@@ -278,6 +279,18 @@ class FrameGrabber:
                 self._set_state("ended")
                 return
         self._set_state("ended" if self.state != "failed" else "failed")
+
+    def _read_failed(self, src: FrameSource, e: BaseException) -> None:
+        """A read fault: count it, close the source, and wait out the backoff before the reopen."""
+        self.stats.read_failures += 1
+        self.telemetry.inc("source_errors")
+        self.telemetry.inc("errors")
+        self._attempt += 1
+        delay = self._delay()
+        log.warning("%s: %s; reopening in %.1f s", self.source_name, e, delay)
+        self._set_state("reconnecting")
+        self._close_quietly(src)
+        self._stop.wait(delay)
 
     def _open_failed(self, src: FrameSource | None, e: BaseException) -> None:
         self._close_quietly(src)

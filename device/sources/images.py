@@ -2,7 +2,8 @@
 
 Images are decoded with `device.crop.load_image_rgb`, the loader the parity test holds against
 training, so a folder of training photos classifies here exactly as the conversion stage
-verified it. Unreadable files are skipped with one warning each.
+verified it. Unreadable files are skipped with one warning each; a folder where not one file
+can be read is an error (FaceedgeError: not retried), not an empty run.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class ImagesSource(FrameSource):
         self._i = 0
         self._pacer = Pacer(cfg.fps)
         self._bad: set[Path] = set()
+        self._first_bad: str | None = None
 
     def open(self) -> None:
         self.files = list_images(self.cfg.path, self.cfg.recursive)
@@ -75,7 +77,10 @@ class ImagesSource(FrameSource):
 
         while True:
             if self._i >= len(self.files):
-                if not self.cfg.loop or len(self._bad) == len(self.files):
+                if len(self._bad) == len(self.files):
+                    raise FaceedgeError(f"source.path {self.cfg.path!r}: none of its {len(self.files)} image files "
+                                        f"could be read (first: {self._first_bad})")
+                if not self.cfg.loop:
                     return None
                 self._i = 0
             f = self.files[self._i]
@@ -87,6 +92,8 @@ class ImagesSource(FrameSource):
             except Exception as e:  # noqa: BLE001 - one bad file must not stop a folder
                 log.warning("skipping %s: %s", f, e)
                 self._bad.add(f)
+                if self._first_bad is None:
+                    self._first_bad = f"{f.name}: {str(e).replace(str(f) + ': ', '')}"
                 continue
             self._pacer.wait()
             if out is not None and out.shape == img.shape:
