@@ -221,6 +221,7 @@ class Daemon:
                     log.warning("stalled: %s", reason)
                 continue
             self.stats["frames"] += 1
+            self.telemetry.loop_progress()  # /healthz: a loop stuck on this frame shows as stalled
             if now - frame.mono > cfg_stall():  # never classify a frame from before a stall
                 self.stats["stale"] += 1
                 self.telemetry.inc("stale_frames_discarded")

@@ -121,7 +121,10 @@ class Telemetry:
     """Thread-safe health and metrics of one daemon.
 
     `stall_after_s`: when set and the status is "ok", a snapshot reports "stalled" once no frame
-    has arrived for that long, even if the loop that would set the status is itself stuck.
+    has arrived for that long, or once the loop (which calls `loop_progress()` after each frame it
+    handled) has not finished a frame for that long while frames still arrive — a loop stuck in
+    an output or an inference call. Both hold even though the loop that would set the status is
+    itself stuck.
     """
 
     def __init__(self, *, stall_after_s: float | None = None, clock=time.monotonic):
@@ -138,6 +141,7 @@ class Telemetry:
         self._last_frame_mono: float | None = None
         self._last_frame_ts: float | None = None
         self._last_result_mono: float | None = None
+        self._last_loop_mono: float | None = None
         self._latest: Result | None = None
         self._status = "starting"
         self._reason = ""
@@ -201,6 +205,11 @@ class Telemetry:
             self._last_result_mono = now
             self._latest = result
 
+    def loop_progress(self) -> None:
+        """The main loop finished handling a frame (classified or not). One store, no lock:
+        called once per frame."""
+        self._last_loop_mono = self._clock()
+
     def set_status(self, status: str, reason: str = "") -> None:
         if status not in STATUSES:
             raise ValueError(f"telemetry status {status!r} is not one of {', '.join(STATUSES)}")
@@ -236,6 +245,10 @@ class Telemetry:
             ref = self._last_frame_mono if self._last_frame_mono is not None else self._status_since
             if now - ref > self.stall_after_s:
                 return "stalled", f"no frame for {now - ref:.1f} s (stall_after_s={self.stall_after_s:g})"
+            loop = self._last_loop_mono
+            if loop is not None and now - loop > self.stall_after_s:
+                return "stalled", (f"the loop has not finished a frame for {now - loop:.1f} s while frames arrive "
+                                   f"(stuck in an output or inference?; stall_after_s={self.stall_after_s:g})")
         return status, reason
 
     def status(self) -> str:

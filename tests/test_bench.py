@@ -173,32 +173,63 @@ def test_board_detection(tmp_path):
     assert bench.board_key(None) is None
 
 
+MNV2 = {"backbone": "mobilenet_v2", "input_size": [224, 224], "alpha": None}
+
+
 def test_published_figures_only_for_the_same_model_and_threads():
-    mnv2 = {"backbone": "mobilenet_v2", "input_size": [224, 224], "alpha": None}
-    pub = bench.published_raw("pi4", mnv2, "int8", 4)
-    assert (pub["ms_low"], pub["ms_high"]) == (17.0, 20.0)
-    assert bench.published_raw("pi4", mnv2, "float32", 4)["ms_low"] == 41.0
-    assert bench.published_raw("pi5", mnv2, "int8", 4)["ms_high"] == 4.0
-    assert bench.published_raw("pi4", mnv2, "int8", 2) is None  # published at 4 threads only
-    assert bench.published_raw(None, mnv2, "int8", 4) is None
-    assert bench.published_raw("pi4", {**mnv2, "alpha": 0.35}, "int8", 4) is None
-    assert bench.published_raw("pi4", {**mnv2, "input_size": [96, 96]}, "int8", 4) is None
-    assert bench.published_raw("pi4", {**mnv2, "backbone": "vgg16"}, "int8", 4) is None
-    assert bench.published_pipeline("pi4", mnv2, "int8") == {
-        "board": "pi4", "fps": 30.0, "capture_ms": 3.5, "note": "picamera2 + int8 MobileNetV2 loop (published)"}
-    assert bench.verdict(18.5, 17, 20) == "as published"
-    assert bench.verdict(12.0, 17, 20) == "faster than published"
-    assert bench.verdict(40.0, 17, 20) == "slower ×2.0"
+    """Which runs get a published figure next to them: the same board, model (MobileNetV2 1.0 at
+    224), variant and thread count only; each such run gets that board's own entry."""
+    assert bench.PUBLISHED_RAW_MS, "no published figures to compare with"
+    for board, variants in bench.PUBLISHED_RAW_MS.items():
+        for variant, (low, high) in variants.items():
+            pub = bench.published_raw(board, MNV2, variant, bench.PUBLISHED_THREADS)
+            assert (pub["board"], pub["ms_low"], pub["ms_high"]) == (board, low, high)
+            assert 0 < low <= high  # a range, fastest first
+            assert bench.published_raw(board, MNV2, variant, bench.PUBLISHED_THREADS - 1) is None
+            assert bench.published_raw(board, {**MNV2, "alpha": 0.35}, variant, bench.PUBLISHED_THREADS) is None
+            assert bench.published_raw(board, {**MNV2, "input_size": [96, 96]}, variant,
+                                       bench.PUBLISHED_THREADS) is None
+            assert bench.published_raw(board, {**MNV2, "backbone": "vgg16"}, variant, bench.PUBLISHED_THREADS) is None
+            assert bench.published_raw(board, {**MNV2, "alpha": 1.0}, variant, bench.PUBLISHED_THREADS) == pub
+    assert bench.published_raw(None, MNV2, "int8", bench.PUBLISHED_THREADS) is None
+    assert bench.published_raw("pi3", MNV2, "int8", bench.PUBLISHED_THREADS) is None
+    # one board's figures are not another's
+    pi4, pi5 = (bench.published_raw(b, MNV2, "int8", bench.PUBLISHED_THREADS) for b in ("pi4", "pi5"))
+    assert pi5["ms_high"] < pi4["ms_low"]  # a Pi 5 is faster than a Pi 4, not the same entry twice
+
+
+@pytest.mark.parametrize("p50, expected", [
+    (None, "as published"),  # the middle of the range
+    ("low*0.9", "as published"), ("low*0.89", "faster than published"),
+    ("high*1.1", "as published"), ("high*1.11", "slower ×1.1"), ("high*2", "slower ×2.0"),
+])
+def test_verdict_follows_the_measured_median(p50, expected):
+    low, high = bench.PUBLISHED_RAW_MS["pi4"]["int8"]
+    if p50 is None:
+        ms = (low + high) / 2
+    else:
+        ref, k = p50.split("*")
+        ms = {"low": low, "high": high}[ref] * float(k)
+    assert bench.verdict(ms, low, high) == expected
 
 
 def test_published_column_rendered_on_a_pi(bench_run):
-    rep = copy.deepcopy(bench_run["report"])
-    rep["settings"]["compare_board"] = "pi4"
-    rep["machine"]["board"] = "Raspberry Pi 4 Model B Rev 1.4"
-    rep["raw"][0]["published"] = {"board": "pi4", "ms_low": 17.0, "ms_high": 20.0, "note": bench.PUBLISHED_NOTE}
-    md = bench.render_markdown(rep)
-    assert "published (pi4, 4 thr)" in md and "17–20 ms: faster than published" in md
-    assert "**Raspberry Pi 4 Model B Rev 1.4**" in md
+    """The markdown's published column on a Pi: the board's entry next to the row, and the verdict of
+    THAT row's measured median against it (three medians, three verdicts)."""
+    pub = bench.published_raw("pi4", MNV2, "int8", bench.PUBLISHED_THREADS)
+    low, high = pub["ms_low"], pub["ms_high"]
+    for p50, verdict in ((low / 2, "faster than published"), ((low + high) / 2, "as published"),
+                         (high * 3, "slower ×3.0")):
+        rep = copy.deepcopy(bench_run["report"])
+        rep["settings"]["compare_board"] = "pi4"
+        rep["machine"]["board"] = "Raspberry Pi 4 Model B Rev 1.4"
+        row = rep["raw"][0]
+        row["published"], row["latency_ms"]["p50"] = pub, p50
+        md = bench.render_markdown(rep)
+        assert f"published (pi4, {bench.PUBLISHED_THREADS} thr)" in md
+        (line,) = [ln for ln in md.splitlines() if f"{low:g}–{high:g} ms:" in ln]
+        assert line.rstrip(" |").endswith(f"{low:g}–{high:g} ms: {verdict}"), line
+        assert f"| {bench._fmt(p50)} |" in line  # the row's own median is shown
 
 
 def test_efficiency_ratios_by_hand():

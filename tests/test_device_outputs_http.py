@@ -187,22 +187,71 @@ def test_port_in_use_is_a_clear_error(served):
         start_outputs([second])
 
 
-def test_answers_while_the_loop_is_stuck(served):
-    """Fault 2 (HTTP part): the loop holds nothing the server needs; /healthz answers and says stalled."""
-    tel = Telemetry(stall_after_s=0.3)
-    out = served(tel)
-    tel.set_status("ok")
-    tel.frame_captured()
-    stuck = threading.Event()
-    loop = threading.Thread(target=stuck.wait, daemon=True)  # a capture call that never returns
+@pytest.mark.slow
+def test_answers_while_the_loop_is_stuck(tiny_models, tmp_path):
+    """Fault 2 (HTTP part), with the real loop stuck: the daemon's JSONL output writes into a pipe
+    nobody reads, so the loop blocks inside os.write() while the camera keeps delivering frames.
+    /healthz still answers at once, and says the loop is stalled (frames arriving is not enough);
+    once the pipe drains, the loop goes on and the status is ok again."""
+    import fcntl
+    import os
+
+    from device.config import parse_config
+    from device.daemon import Daemon
+
+    fifo = tmp_path / "results.pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open, never read: the pipe fills
+    cfg = parse_config({"source": {"type": "synthetic", "width": 64, "height": 48, "fps": 30},
+                        "capture": {"stall_seconds": 0.8},
+                        "outputs": {"jsonl": {"path": str(fifo)}, "http": {"port": 0}}})
+    stop = threading.Event()
+    d = Daemon(cfg, model_dir=tiny_models["int8"])
+    d.start()
+    fcntl.fcntl(reader, 1031, 4096)  # F_SETPIPE_SZ: a one-page pipe, full after a few lines
+    loop = threading.Thread(target=d.run, args=(stop,), daemon=True)
     loop.start()
-    time.sleep(0.4)
-    t0 = time.perf_counter()
-    code, _, body = get(out, "/healthz")
-    elapsed = time.perf_counter() - t0
-    stuck.set()
-    assert code == 503 and json.loads(body)["status"] == "stalled"
-    assert elapsed < 1.0
+    try:
+        http = next(o for o in d.outputs if o.type == "http")
+        deadline = time.monotonic() + 20
+        while True:  # the loop is stuck in the write once results stop while frames go on
+            n = d.telemetry.counter("results")
+            time.sleep(0.5)
+            if n > 0 and d.telemetry.counter("results") == n:
+                break
+            assert time.monotonic() < deadline, "the loop never blocked"
+        stuck_at = time.monotonic()
+        answers = []
+        while time.monotonic() - stuck_at < 3.0:
+            t0 = time.perf_counter()
+            code, _, body = get(http, "/healthz")
+            answers.append((time.perf_counter() - t0, code, json.loads(body)))
+            if answers[-1][2]["status"] == "stalled":
+                break
+            time.sleep(0.1)
+        elapsed, code, snap = answers[-1]
+        print(f"\nloop stuck in a write: /healthz said stalled {snap['last_result_age_s']:.2f} s after the last "
+              f"result (stall_seconds 0.8), answering in {max(a[0] for a in answers) * 1000:.1f} ms at most")
+        assert max(a[0] for a in answers) < 1.0  # answered at once, every time
+        assert code == 503 and snap["status"] == "stalled", snap
+        assert "loop" in snap["reason"] and snap["last_frame_age_s"] < 0.5, snap  # the camera is fine
+        assert d.telemetry.counter("results") == n  # really stuck all along
+        # unstick: drain the pipe; the loop goes on and health recovers
+        deadline = time.monotonic() + 10
+        while get(http, "/healthz")[0] != 200:
+            try:
+                while os.read(reader, 65536):
+                    pass
+            except BlockingIOError:
+                pass
+            assert time.monotonic() < deadline, "never recovered"
+            time.sleep(0.05)
+        assert d.telemetry.counter("results") > n
+    finally:
+        stop.set()
+        os.close(reader)  # a write still blocked fails (EPIPE): the loop sees `stop`
+        loop.join(5)
+        d.close()
 
 
 def test_quiet_logging_and_concurrent_clients(served, capfd):

@@ -168,3 +168,21 @@ def test_thread_safe_counts():
         th.join()
     assert t.counter("frames_dropped") == 20000
     assert t.snapshot()["latency_ms"]["crop"]["count"] == 20000
+
+
+def test_a_stuck_loop_is_stalled_even_while_frames_arrive():
+    clock = FakeClock()
+    t = Telemetry(stall_after_s=1.0, clock=clock)
+    t.set_status("ok")
+    for _ in range(5):  # the camera delivers, the loop handles each frame
+        t.frame_captured()
+        t.loop_progress()
+        clock.t += 0.1
+    assert t.status() == "ok"
+    for _ in range(15):  # the loop hangs on a frame; the camera goes on
+        t.frame_captured()
+        clock.t += 0.1
+    snap = t.snapshot()
+    assert snap["status"] == "stalled" and "loop" in snap["reason"] and snap["last_frame_age_s"] == 0.1
+    t.loop_progress()  # it gets going again
+    assert t.status() == "ok"
