@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import sysconfig
 import uuid
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from device.service import Notifier, watchdog_interval
 from tests import tools
 
 UNIT = Path(__file__).resolve().parents[1] / "device" / "faceedge.service"
-MAX_EXPOSURE = 2.5  # systemd's scale: 0 = fully locked down ... 10 = unprotected; <= 3.9 is "OK"
+MAX_EXPOSURE = 2.2  # systemd's scale: 0 = fully locked down ... 10 = unprotected; <= 3.9 is "OK"
 
 
 class FakeClock:
@@ -145,12 +146,14 @@ def test_unit_contents():
     assert one["WatchdogSec"] == "10" and one["Restart"] == "on-failure" and one["RestartSec"] == "3"
     assert one["TimeoutStopSec"] == "5" and one["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert one["ExecStart"].startswith("%h/faceedge/current/venv/bin/python -m device run --config ")
-    for k, v in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "read-only",
+    for k, v in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "tmpfs",
                  "PrivateTmp": "yes", "CapabilityBoundingSet": "", "UMask": "0077", "DevicePolicy": "closed",
                  "SystemCallArchitectures": "native", "LockPersonality": "yes"}.items():
         assert one[k] == v, k
     assert set(s["DeviceAllow"]) == {"char-video4linux rw", "char-media rw", "char-dma_heap rw"}
-    assert "%h/faceedge" in one["ReadWritePaths"]
+    # home hidden (an empty tmpfs: no ~/.ssh), the release tree read-only, only its data/ writable
+    assert set(s["BindReadOnlyPaths"]) == {"%h/faceedge", "-%h/.config/faceedge"}
+    assert s["BindPaths"] == ["-%h/faceedge/data"] and "ReadWritePaths" not in s
 
 
 def render(tmp_path: Path, user: str | None = None) -> Path:
@@ -181,28 +184,46 @@ def test_unit_verifies_cleanly(tmp_path):
     assert "Unknown key 'NoNewPrivilege'" in p.stderr
 
 
-def exposure(unit: Path) -> float:
-    p = subprocess.run([systemd_analyze(), "security", "--offline=yes", str(unit)], capture_output=True,
-                       text=True, timeout=60, cwd=unit.parent)
+def exposure(unit: Path, *, user: bool = False) -> float:
+    """systemd-analyze's overall exposure; `user`: as the user manager loads it (`--user`)."""
+    argv = [systemd_analyze(), *(["--user"] if user else []), "security", "--offline=yes", unit.name]
+    env = dict(os.environ)
+    if user:  # the offline user manager wants a runtime dir, as a login session would give it
+        runtime = unit.parent / "xdg-runtime"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        env["XDG_RUNTIME_DIR"] = str(runtime)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=unit.parent, env=env)
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", p.stdout)
     assert m, p.stdout + p.stderr
     return float(m.group(1))
 
 
+def as_user_manager_applies_it(unit: Path) -> Path:
+    """The unit as a user manager applies it: DevicePolicy= and DeviceAllow= need the system
+    manager's device cgroup and are ignored, so they earn no credit in the score."""
+    out = unit.parent / "as-user" / unit.name
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(ln for ln in unit.read_text().splitlines()
+                             if not ln.startswith(("DevicePolicy=", "DeviceAllow="))) + "\n")
+    return out
+
+
 def test_unit_security_exposure(tmp_path):
-    as_shipped = exposure(render(tmp_path))  # evaluated without User= (as if root): the worst case
+    """Scored as it ships: a user unit, with what a user manager ignores taken out."""
+    as_user = exposure(as_user_manager_applies_it(render(tmp_path)), user=True)
     system = tmp_path / "system"
     system.mkdir()
-    dedicated = exposure(render(system, user="faceedge"))
-    print(f"\nsystemd-analyze security: {as_shipped} as shipped, {dedicated} with User=faceedge")
-    assert as_shipped <= MAX_EXPOSURE
-    assert dedicated <= as_shipped
+    dedicated = exposure(render(system, user="faceedge"))  # the documented system-unit variant
+    print(f"\nsystemd-analyze security: {as_user} as a user unit (DevicePolicy/DeviceAllow ignored there), "
+          f"{dedicated} as a system unit with User=faceedge")
+    assert as_user <= MAX_EXPOSURE
+    assert dedicated <= as_user
     # A unit without the hardening section scores far worse, so the figure above means something.
     bare = tmp_path / "bare"
     bare.mkdir()
     text = render(tmp_path).read_text().split("# ---- hardening")[0] + "\n[Install]\nWantedBy=default.target\n"
     (bare / "faceedge.service").write_text(text)
-    assert exposure(bare / "faceedge.service") >= 9.0
+    assert exposure(bare / "faceedge.service", user=True) >= 9.0
 
 
 MDWE_CHILD = r"""
@@ -235,3 +256,111 @@ def test_daemon_runs_without_writable_executable_memory(tiny_models, tmp_path):
         pytest.skip("kernel without PR_SET_MDWE (Linux < 6.3)")
     assert p.returncode == 0, p.stdout + p.stderr[-2000:]
     assert p.stdout.strip().splitlines()[-1] == "results 20 callback 42"
+
+
+SANDBOX = r"""
+set -e
+home="$1"; stash="$2"; protect="$3"; binds="$4"; shift 4
+mount --bind "$home" "$stash"                 # the real home, kept reachable for the binds below
+if [ "$protect" = tmpfs ]; then
+  mount -t tmpfs -o mode=0755 tmpfs "$home"    # ProtectHome=tmpfs: an empty home
+else
+  mount --bind "$stash" "$home"                # ProtectHome=read-only: the home as it is, read-only
+  mount -o remount,bind,ro "$home"
+fi
+while IFS=' ' read -r mode rel; do              # Bind(ReadOnly)Paths= / ReadWritePaths=, parents first
+  [ -n "$rel" ] || continue
+  [ -e "$stash/$rel" ] || continue              # the unit's '-' prefix: a missing source is skipped
+  mkdir -p "$home/$rel" 2>/dev/null || true
+  mount --bind "$stash/$rel" "$home/$rel"
+  [ "$mode" = ro ] && mount -o remount,bind,ro "$home/$rel"
+done <<EOF_BINDS
+$binds
+EOF_BINDS
+[ "$protect" = tmpfs ] && mount -o remount,ro "$home"
+umount -l "$stash"                              # and the real home is out of reach again
+exec "$@"
+"""
+
+CHECK_CHILD = r"""
+import json, os, sys
+home = os.environ["HOME"]
+seen = {}
+try:
+    open(os.path.join(home, ".ssh", "id_ed25519")).read()
+    seen["ssh_key"] = "readable"
+except OSError as e:
+    seen["ssh_key"] = type(e).__name__
+for name, path in (("release", "faceedge/releases/r1/new-file"), ("data", "faceedge/data/probe")):
+    try:
+        open(os.path.join(home, path), "w").close()
+        seen[name] = "writable"
+    except OSError as e:
+        seen[name] = e.strerror
+try:
+    seen["token"] = open(os.path.join(home, ".config", "faceedge", "token")).read().strip()
+except OSError as e:
+    seen["token"] = type(e).__name__
+print(json.dumps(seen), flush=True)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def _unit_binds(text: str) -> list[tuple[str, str]]:
+    """(ro|rw, path relative to home) for the unit's Bind(ReadOnly)Paths=/ReadWritePaths= under %h,
+    parents first."""
+    s = unit_settings(text)
+    out = []
+    for key, mode in (("BindReadOnlyPaths", "ro"), ("BindPaths", "rw"), ("ReadWritePaths", "rw")):
+        for v in s.get(key, []):
+            path = v.lstrip("-")
+            assert path.startswith("%h/"), v
+            out.append((mode, path[3:]))
+    return sorted(out, key=lambda mp: mp[1].count("/"))
+
+
+@pytest.mark.slow
+def test_daemon_runs_in_the_units_home_sandbox(tiny_models, tmp_path):
+    """ProtectHome=tmpfs + the unit's BindReadOnlyPaths/BindPaths, emulated with a private mount
+    namespace (systemd is not PID 1 here): the daemon started with the unit's ExecStart classifies
+    and writes its results into ~/faceedge/data, reads its token under ~/.config/faceedge, and can
+    neither read ~/.ssh nor write into the release."""
+    import json
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private mount namespace")
+    home = tmp_path / "home" / "pi"
+    rel = home / "faceedge" / "releases" / "r1"
+    shutil.copytree(tiny_models["int8"], rel / "model")
+    (rel / "venv" / "bin").mkdir(parents=True)
+    os.symlink(os.path.realpath(sys.executable), rel / "venv" / "bin" / "python")
+    (home / "faceedge" / "data").mkdir()
+    os.symlink("releases/r1", home / "faceedge" / "current")
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh" / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY----- secret\n")
+    (home / ".config" / "faceedge").mkdir(parents=True)
+    (home / ".config" / "faceedge" / "token").write_text("t0ken-t0ken-t0ken-1234\n")
+    results = home / "faceedge" / "data" / "results.jsonl"
+    (rel / "device.yaml").write_text(
+        "source: {type: synthetic, width: 64, height: 48, fps: 0, frames: 20}\n"
+        f"outputs: {{jsonl: {{path: {results}}}, http: {{host: 127.0.0.1, port: 0, "
+        f"token_file: {home / '.config' / 'faceedge' / 'token'}}}}}\n")
+    text = UNIT.read_text()
+    exec_start = unit_settings(text)["ExecStart"][-1].replace("%h", str(home)).split()
+    binds = "\n".join(f"{m} {p}" for m, p in _unit_binds(text))
+    protect = unit_settings(text)["ProtectHome"][-1]
+    stash = tmp_path / "stash"
+    stash.mkdir()
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", SANDBOX, "sandbox", str(home), str(stash),
+            protect, binds, sys.executable, "-c", CHECK_CHILD, *exec_start]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/",
+                       env={**os.environ, "HOME": str(home),  # the venv's packages as a Pi's apt ones:
+                            "PYTHONPATH": os.pathsep.join([str(UNIT.parents[1]), sysconfig.get_paths()["purelib"]])})
+    if p.returncode != 0 and "mount" in p.stderr and "ermission" in p.stderr:
+        pytest.skip(f"no mount namespace here: {p.stderr.strip()[-200:]}")
+    assert p.returncode == 0, p.stdout[-1000:] + p.stderr[-3000:]
+    seen = json.loads(p.stdout.splitlines()[0])
+    assert seen == {"ssh_key": "FileNotFoundError", "release": "Read-only file system", "data": "writable",
+                    "token": "t0ken-t0ken-t0ken-1234"}, seen
+    assert len(results.read_text().splitlines()) == 20  # classified every frame, written into data/
