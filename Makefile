@@ -22,7 +22,7 @@ APT_PACKAGES := mosquitto openssh-server rsync systemd openssl
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast data train compare convert crop-faces run-device check-device \
-        deploy rollback deploy-model bench bench-train bench-device demo clean distclean
+        deploy rollback deploy-model bench bench-http bench-train bench-device demo clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ bench: | $(PY) ## on-device latency benchmark here (raw interpreter + whole pipe
 bench-device: | $(PY) ## the same benchmark on PI over ssh, results brought back
 	$(if $(PI),,$(error set PI=user@host))
 	$(PY) -m device bench-remote --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) $(ARGS)
+
+bench-http: | $(PY) ## the daemon's HTTP under 20 concurrent loopback clients: latency, errors, fps and RSS change
+	$(PY) -m device bench-http --model-dir $(RUN) $(ARGS)
 
 bench-train: | $(PY) ## training input-pipeline and feature-cache benchmark (ratios)
 	$(PY) -m train bench --config $(CONFIG) $(ARGS)

@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "device.collect",  # collect
     "device.deploy",  # deploy, rollback, deploy-model
     "device.bench",  # bench, bench-remote
+    "device.bench_http",  # bench-http
 )
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
