@@ -120,9 +120,10 @@ class DaemonProcess:
             f"outputs: {{jsonl: {{path: {os.devnull}}}, http: {{host: {HOST}, port: {self.port}}}}}\n"
             "log_level: WARNING\n")
         self.log = Path(workdir) / "daemon.log"
+        self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "device", "run", "--config", str(self.cfg), "--model-dir", str(model_dir)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log_file,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                           os.environ.get("PYTHONPATH")]))})
 
@@ -157,13 +158,16 @@ class DaemonProcess:
         raise FaceedgeError("cannot read the daemon's RSS")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(timeout=10)
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    return self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+            return self.proc.wait(timeout=10)
+        finally:
+            self._log_file.close()
 
 
 def rate(a: tuple[int, float], b: tuple[int, float]) -> float:
