@@ -179,8 +179,9 @@ class Layout:
         return os.path.basename(target.rstrip("/"))
 
     def names(self) -> list:
+        """Folders in releases/ named like a release (anything else there is left alone)."""
         try:
-            return sorted(n for n in os.listdir(self.releases) if not n.startswith("."))
+            return sorted(n for n in os.listdir(self.releases) if RELEASE_NAME.match(n))
         except FileNotFoundError:
             return []
 

@@ -214,12 +214,14 @@ def test_flip_is_atomic_for_readers(tmp_path):
 
 def test_rollback_target_skips_failed_and_unready(tmp_path):
     lay = remote.Layout(str(tmp_path))
-    _release(lay, "r1")
-    _release(lay, "r2", failed=True)
-    _release(lay, "r3", ready=False)
-    _release(lay, "r4")
-    assert lay.previous_ready("r4") == "r1"
-    assert lay.previous_ready("r1") is None
+    r1, r2, r3, r4 = (release_name("%064x" % i, 1_700_000_000 + 60 * i) for i in range(1, 5))
+    _release(lay, r1)
+    _release(lay, r2, failed=True)
+    _release(lay, r3, ready=False)
+    _release(lay, r4)
+    _release(lay, "r3-my-own-folder")  # .ready and all, but not named like a release: never a target
+    assert lay.previous_ready(r4) == r1
+    assert lay.previous_ready(r1) is None
 
 
 def test_prune_keeps_current_previous_newest_and_fresh_incomplete(tmp_path, monkeypatch):
