@@ -10,7 +10,8 @@ tool starts its own daemon and never connects anywhere else. Measured in one run
    /healthz, /metrics and /latest in turn. Per request: the latency from connect to the whole
    answer; an error is a refused, reset or timed-out connection or any status but 200. The
    daemon's result rate meanwhile;
-3. RSS again.
+3. RSS again, and quiet again for `--quiet_s`: the rate under load is compared with the mean of
+   the quiet rates before and after it, so a drift of the machine's other load shows less.
 
 Figures: latency p50/p95/p99/max (ms), errors, result rate under load ÷ quiet (the frame-rate
 change), RSS change (MB). Like every bench, they hold for this machine and this moment: the load
@@ -174,7 +175,7 @@ def rate(a: tuple[int, float], b: tuple[int, float]) -> float:
     return (b[0] - a[0]) / max(b[1] - a[1], 1e-9)
 
 
-def run(model_dir: str | os.PathLike, *, clients: int = 20, rounds: int = 50, pause_ms: float = 20.0,
+def run(model_dir: str | os.PathLike, *, clients: int = 20, rounds: int = 150, pause_ms: float = 20.0,
         quiet_s: float = 3.0, fps: float = 30.0, timeout: float = 5.0) -> dict[str, Any]:
     """Start the daemon, measure quiet then under load, stop it; the report (see the module doc)."""
     from device.bench import summarize
@@ -194,15 +195,18 @@ def run(model_dir: str | os.PathLike, *, clients: int = 20, rounds: int = 50, pa
             q2 = d.results()
             rss1 = d.rss_mb()
             health = d.health()
+            time.sleep(quiet_s)
+            q3 = d.results()
         finally:
             code = d.stop()
     lat = summarize(r["latencies_ms"]) if r["latencies_ms"] else None
-    quiet_fps, load_fps = rate(q0, q1), rate(q1, q2)
+    before, after, load_fps = rate(q0, q1), rate(q2, q3), rate(q1, q2)
+    quiet_fps = (before + after) / 2
     return {
         "clients": clients, "rounds": rounds, "requests": r["requests"], "pause_ms": pause_ms,
         "camera_fps": fps, "load_seconds": round(r["seconds"], 3),
         "latency_ms": lat, "errors": len(r["errors"]), "error_examples": sorted(set(r["errors"]))[:5],
-        "quiet_fps": quiet_fps, "load_fps": load_fps, "fps_change": load_fps / quiet_fps - 1 if quiet_fps else None,
+        "quiet_fps": quiet_fps, "quiet_fps_before": before, "quiet_fps_after": after, "load_fps": load_fps, "fps_change": load_fps / quiet_fps - 1 if quiet_fps else None,
         "rss_mb_before": rss0, "rss_mb_after": rss1, "rss_change_mb": rss1 - rss0,
         "status_after": health.get("status"), "daemon_exit": code,
         "load_average": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count(),
@@ -219,8 +223,8 @@ def summary_lines(rep: dict[str, Any]) -> list[str]:
         "latency ms: p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {max:.2f}".format(**lat) if lat else
         "latency ms: (no answers)",
         f"errors: {rep['errors']}" + (f" ({'; '.join(rep['error_examples'])})" if rep["errors"] else ""),
-        f"result rate: {rep['quiet_fps']:.2f} fps quiet, {rep['load_fps']:.2f} fps under load "
-        f"({100 * rep['fps_change']:+.1f} %)",
+        f"result rate: {rep['load_fps']:.2f} fps under load, {rep['quiet_fps']:.2f} fps quiet (before "
+        f"{rep['quiet_fps_before']:.2f}, after {rep['quiet_fps_after']:.2f}): {100 * rep['fps_change']:+.1f} %",
         f"daemon RSS: {rep['rss_mb_before']:.1f} MB before, {rep['rss_mb_after']:.1f} MB after "
         f"({rep['rss_change_mb']:+.1f} MB)",
     ]
@@ -233,9 +237,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model_dir", "--model-dir", dest="model_dir", required=True,
                    help="model dir or run dir (its export/int8/)")
     p.add_argument("--clients", type=int, default=20, help="concurrent clients")
-    p.add_argument("--rounds", type=int, default=50, help="requests per client (all clients fire together)")
+    p.add_argument("--rounds", type=int, default=150, help="requests per client (all clients fire together)")
     p.add_argument("--pause_ms", type=float, default=20.0, help="pause between rounds")
-    p.add_argument("--quiet_s", type=float, default=3.0, help="seconds of result rate measured without load")
+    p.add_argument("--quiet_s", type=float, default=3.0,
+                   help="seconds of result rate measured without load, before and after it")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.set_defaults(func=_cli)
 
