@@ -347,10 +347,12 @@ def test_first_deploy(pi, kit):
     assert not [n for n in wheel_files(wheel) if n.startswith(("train/", "convert/"))]
     assert bundle["model"]["sha256"] == kit["sha"]["a"]
     assert "device check passed" in p.stdout
-    # nothing of the release (model, config, venv) nor the data folder is readable by other users
-    for f in [t.remote_dir, t.remote_dir / "data", *(t.remote_dir / "releases").rglob("*")]:
-        if not f.is_symlink():
-            assert f.stat().st_mode & 0o077 == 0, f"{f} is mode {f.stat().st_mode & 0o777:o}"
+    # the release (model, config, self-test image) and the data folder are the deploying user's alone:
+    # every folder on the way is 700, every bundle file 600 (pip's venv files may be 755 inside)
+    rel = t.remote_dir / "releases" / cur
+    for f in [t.remote_dir, t.remote_dir / "data", t.remote_dir / "releases", rel,
+              *(rel / p for p in bundle["files"]), *((rel / p).parent for p in bundle["files"])]:
+        assert f.stat().st_mode & 0o077 == 0, f"{f} is mode {f.stat().st_mode & 0o777:o}"
     # the daemon runs from the release, with the unit's command line, and is healthy
     h = t.healthz()
     assert h["status"] == "ok" and h["model_sha256"] == kit["sha"]["a"]
