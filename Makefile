@@ -97,7 +97,7 @@ demo: | $(PY) ## the whole chain offline: data, train, convert, daemon on a vide
 	$(PY) -m convert.demo --data $(DATA) --config $(CONFIG) --seed $(SEED) $(ARGS)
 
 clean: ## remove what the project generated (data/sample, runs it wrote, caches); never your files
-	@$(PYTHON) tools/clean.py
+	@$(PYTHON) train/clean.py
 
 distclean: ## clean + .venv and build leftovers; lists them and asks (FORCE=1: no question)
-	@$(PYTHON) tools/clean.py --dist
+	@$(PYTHON) train/clean.py --dist

@@ -22,8 +22,8 @@ def copy_project(dst: Path) -> Path:
     """The Makefile and what its clean targets run, nothing else (no venv: clean must not need one)."""
     dst.mkdir()
     shutil.copy2(ROOT / "Makefile", dst / "Makefile")
-    if (ROOT / "tools").is_dir():
-        shutil.copytree(ROOT / "tools", dst / "tools")
+    (dst / "train").mkdir()
+    shutil.copy2(ROOT / "train" / "clean.py", dst / "train" / "clean.py")
     return dst
 
 

@@ -2,8 +2,8 @@
 
 Stdlib only (it runs with the system python3, with or without .venv). Run from the project root::
 
-    python3 tools/clean.py              # make clean
-    python3 tools/clean.py --dist       # make distclean: also .venv and build leftovers; asks first
+    python3 train/clean.py              # make clean
+    python3 train/clean.py --dist       # make distclean: also .venv and build leftovers; asks first
 
 What counts as generated, and so is removed:
 
@@ -134,7 +134,7 @@ def confirm(paths: list[Path], root: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="tools/clean.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="train/clean.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dist", action="store_true", help="also .venv and build leftovers (asks first)")
     ap.add_argument("--root", type=Path, default=Path.cwd(), help="project root (default: here)")
     args = ap.parse_args(argv)
