@@ -140,3 +140,53 @@ def test_device_check_of_an_imx500_model(tmp_path, sensor):
     (mdir / "network.rpk").unlink()
     with pytest.raises(FaceedgeError, match="imx500-package"):
         check.run(cfg_file, mdir)
+
+
+def test_bench_measures_the_ai_camera_loop_beside_the_published_figures(tmp_path, sensor, monkeypatch):
+    import time
+    from pathlib import Path
+
+    from device import bench
+
+    mdir = make_imx500_dir(tmp_path / "m")
+    sensor.scene = scene(images(4), [0.2, 0.8, 0.3, 0.7])
+    sensor.kpi_us = (3100, 450)  # what the sensor reports per frame in CnnKpiInfo (µs)
+
+    def in_process(model_dir, threads, *, source, config=None, seconds=5.0, warmup_seconds=1.0,
+                   slice_seconds=0.25, timeout=None):
+        # the fake camera exists in this process only: run the pipeline child's code here
+        return bench._pipeline_child({"model_dir": str(model_dir), "threads": threads, "source": source,
+                                      "config": config, "seconds": seconds, "warmup_seconds": warmup_seconds,
+                                      "slice_seconds": slice_seconds, "spawned_at": time.time()})
+
+    monkeypatch.setattr(bench, "bench_pipeline", in_process)
+    report = bench.run(mdir, variants=["imx500"], source="imx500", resolution=(64, 48), pipeline_seconds=1.0,
+                       pipeline_warmup_seconds=0.2, out=tmp_path / "bench")
+    assert report["raw"] == [] and report["pipeline"] == [] and report["bare"] == []
+    (s,) = report["sensor"]
+    assert s["raw_interleaved"] is None and s["published"] == bench.PUBLISHED_SENSOR
+    assert set(s["stage_names"]) == {"capture", "frame_wait", "capture_wait", "postprocess", "latency", "publish",
+                                     "end_to_end", "sensor_dnn", "sensor_dsp"}
+    assert s["stages_ms"]["sensor_dnn"]["p50"] == pytest.approx(3.1) and s["stages_ms"]["sensor_dsp"]["p50"] == 0.45
+    assert 15 <= s["fps"] <= 33  # the fake camera delivers 30 fps; the loop keeps up
+    md = Path(report["outputs"]["md"]).read_text()
+    assert "## AI Camera (imx500" in md and "3.1 ms for MobileNet V1" in md and "sensor ≤ 30 fps" in md
+    assert Path(report["outputs"]["png"]).stat().st_size > 0
+    from device.errors import FaceedgeError
+
+    with pytest.raises(FaceedgeError, match="--variants imx500 runs on the AI Camera: --source imx500"):
+        bench.run(mdir, variants=["imx500"], source="synthetic", out=tmp_path / "b2")
+
+
+def test_bench_takes_the_ai_camera_model_only_when_asked(tiny_models, tmp_path):
+    import shutil
+
+    from device import bench
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_models["int8"], run / "export" / "int8")
+    make_imx500_dir(run / "export")
+    assert set(bench.find_variants(run)) == {"int8"}  # a plain `make bench` measures the CPU models
+    assert set(bench.find_variants(run, ["imx500"])) == {"imx500"}
+    with pytest.raises(FaceedgeError, match="bench imx500 on its own"):
+        bench.run(run, variants=["int8", "imx500"], source="imx500", out=tmp_path / "b")

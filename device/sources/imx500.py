@@ -19,6 +19,8 @@ on top of tests/fakes/picamera2.py):
 - ``IMX500.get_outputs(metadata, add_batch=True)`` - the output tensors (float32, reshaped from
   libcamera's ``CnnOutputTensor`` with ``CnnOutputTensorInfo``), or None for a frame without them
   (the first frames, while the network firmware is still being uploaded).
+- ``IMX500.get_kpi_info(metadata)`` - the sensor's own timings for that frame, (DNN runtime, DSP
+  runtime) in ms from ``CnnKpiInfo``, or None: the benchmark reports them (`sensor_kpi`).
 
 Frames are RGB from `read()` as for every source; `sensor_output()` is the first output tensor of
 the frame `read()` returned last (None when that frame had none).
@@ -64,6 +66,7 @@ class Imx500Source(Picamera2Source):
         super().__init__(cfg)
         self.imx500: Any = None
         self._output: np.ndarray | None = None
+        self._kpi: tuple[float, float] | None = None
 
     def open(self) -> None:
         c = self.cfg
@@ -114,6 +117,7 @@ class Imx500Source(Picamera2Source):
             request.release()
         outputs = self.imx500.get_outputs(metadata, add_batch=True)
         self._output = outputs[0] if outputs else None
+        self._kpi = self.imx500.get_kpi_info(metadata)
         channels = FORMATS[self.cfg.format][0]
         if arr.ndim != 3 or arr.shape[2] != channels:
             raise SourceError(f"imx500: expected {channels}-channel {self.cfg.format} frames, got {arr.shape}")
@@ -121,6 +125,10 @@ class Imx500Source(Picamera2Source):
 
     def sensor_output(self) -> np.ndarray | None:
         return self._output
+
+    def sensor_kpi(self) -> tuple[float, float] | None:
+        """(DNN runtime, DSP runtime) in ms the sensor reported for the last frame read, or None."""
+        return self._kpi
 
     def close(self) -> None:
         super().close()

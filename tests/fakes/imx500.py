@@ -17,13 +17,15 @@ picamera2/devices/imx500/imx500.py, and the Raspberry Pi AI Camera documentation
   ``CnnOutputTensorInfo`` gives (libcamera's ``CnnOutputTensorInfoExported`` struct, as bytes: the
   real helper refuses any other length), each reshaped with ``order='F'``, with a leading batch
   axis when ``add_batch``. ``get_output_shapes(metadata)`` → the shapes, [] without the info.
+- ``get_kpi_info(metadata)`` (static): ``CnnKpiInfo`` (DNN and DSP runtime, µs) as ms, or None.
 
 The sensor's frames: ``STATE.scene`` is a list of (RGB image, output tensors) pairs; frame k (1, 2,
 ... per camera) shows scene[(k - 1) % len(scene)] resized to the stream size, and its metadata
 carries that pair's outputs - as the sensor computed them, i.e. dequantized floats of its integer
 output tensor (libcamera hands over floats; `sensor_floats` turns probabilities into exactly those
 with the model's output quantization). The first ``STATE.frames_without_outputs`` frames carry no
-tensor (the real sensor's while the firmware uploads).
+tensor (the real sensor's while the firmware uploads). ``STATE.kpi_us`` (DNN, DSP runtime in µs),
+when set, goes into every frame's ``CnnKpiInfo``.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class _State:
         self.scene: list[tuple[np.ndarray, list[np.ndarray]]] = []
         self.frames_without_outputs = 0
         self.input_size = (224, 224)  # (width, height) of the network's input tensor
+        self.kpi_us: tuple[int, int] | None = None
         self.instances: list["IMX500"] = []
 
 
@@ -142,6 +145,13 @@ class IMX500:
         info = _CnnOutputTensorInfo.from_buffer_copy(raw)
         return [list(info.info[i].size)[: info.info[i].num_dimensions] for i in range(info.num_tensors)]
 
+    @staticmethod
+    def get_kpi_info(metadata: dict):
+        kpi = metadata.get("CnnKpiInfo")
+        if kpi is None:
+            return None
+        return kpi[0] / 1000, kpi[1] / 1000
+
     def get_outputs(self, metadata: dict, add_batch: bool = False):
         tensor = metadata.get("CnnOutputTensor")
         if not tensor:
@@ -162,11 +172,12 @@ class IMX500:
             raise RuntimeError("fake: STATE.scene is empty: give the AI Camera something to look at")
         image, outputs = STATE.scene[(k - 1) % len(STATE.scene)]
         rgb = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        metadata = {} if STATE.kpi_us is None else {"CnnKpiInfo": list(STATE.kpi_us)}
         if k <= STATE.frames_without_outputs:
-            return rgb, {}
+            return rgb, metadata
         outs = [np.asarray(o, np.float32) for o in outputs]
         flat = np.concatenate([o.reshape(-1, order="F") for o in outs])
-        return rgb, {"CnnOutputTensor": flat.tolist(),
+        return rgb, {**metadata, "CnnOutputTensor": flat.tolist(),
                      "CnnOutputTensorInfo": output_tensor_info([o.shape for o in outs], frame=k)}
 
 
