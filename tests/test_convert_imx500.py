@@ -177,3 +177,87 @@ def test_a_weight_mismatch_in_the_rebuild_is_one_line(models, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: layer 'predictions' (Dense): tf.keras 2.15 expects weights [(64, 3), (3,)], the Keras model has [(64, 2), (3,)]")
+
+
+# ------------------------------------------------------------------ a run converted end to end (slow)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_run_converted_for_int8_and_imx500_then_classified_on_the_fake_ai_camera(tmp_path, picam, monkeypatch):
+    """A training run (tests/convert_fixtures: 32x32 raw-RGB-in CNN, real PNG splits) → `convert
+    --variants int8,imx500` → both published, the MCT simulation deciding like the float model on every
+    split, packerOut.zip fitting in the chip; then the daemon, on the fake AI Camera showing the
+    verification images with the simulation's outputs, decides as the simulation does."""
+    imx500_env()
+    from convert.cli import run as convert
+    from convert.imx500 import variant
+    from device.config import parse_config
+    from device.daemon import Daemon
+    from device.imx500 import Imx500Classifier
+    from device.manifest import load_manifest
+    from tests.convert_fixtures import make_tiny_run
+    from tests.fakes import imx500 as fake_imx500
+
+    run = make_tiny_run(tmp_path)
+    built = []
+    real_build = variant.build
+
+    def spy(*a, **kw):  # the real builder; keeps what it returned (the simulation's per-image outputs)
+        built.append(real_build(*a, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(variant, "build", spy)
+    summary = convert(run, variants=["int8", "imx500"], calibration_images=100)
+
+    assert summary["gate"]["passed"], summary["gate"]["failures"]
+    for v in ("int8", "imx500"):
+        assert summary["variants"][v]["status"] == "published"
+        load_manifest(run / "export" / v)  # the device accepts both (sha256, status)
+    imx = summary["variants"]["imx500"]
+    for split in ("valid", "seen_holdout", "unseen_persons"):
+        m = imx["splits"][split]
+        assert m["n"] >= 50 and m["agreement"] >= 0.98 and m["accuracy_drop_points"] <= 1.0, (split, m)
+        assert m["max_abs_diff"] <= 0.05, (split, m)  # a quantized model: close to float, not equal
+    export = run / "export" / "imx500"
+    assert sorted(p.name for p in export.iterdir()) == ["labels.txt", "manifest.json", "packerOut.zip"]
+    assert (export / "labels.txt").read_text().split() == ["closed", "open"]
+    with zipfile.ZipFile(export / "packerOut.zip") as z:
+        assert "dnnParams.xml" in z.namelist() and z.testzip() is None
+    mem = imx["imx500"]["memory"]
+    assert mem["fit_in_chip"] and 0 < mem["usage_bytes"] <= mem["chip_bytes"] == 8388480 and mem["share_of_chip"] < 1
+    man, _ = load_manifest(export)
+    assert (man.input.dtype, man.input.scale, man.output.dtype, man.output.scale) == ("uint8", 1.0, "uint8", 1 / 256)
+    assert imx["imx500"]["rebuilt_max_abs_diff"] < 1e-4 and imx["imx500"]["weight_arrays"] == 6
+
+    # the daemon on the fake AI Camera: the verification images, each with the simulation's output as
+    # the sensor hands it over (its uint8 tensor dequantized: the simulation is already on that grid)
+    (build,) = built
+    import cv2
+
+    from convert.data import load_run_splits
+    from convert.verify import load_model_images
+
+    data = load_run_splits(run / "splits.csv")
+    images, probs = [], []
+    for split in ("valid", "seen_holdout", "unseen_persons"):
+        images.append(load_model_images([s.path for s in data.split(split)], (32, 32)))
+        probs.append(build.probabilities[split])
+    images, probs = np.concatenate(images), np.concatenate(probs)
+    on_grid = fake_imx500.sensor_floats(probs, man.output.scale, man.output.zero_point)
+    assert np.abs(on_grid - probs).max() < 1e-6  # the simulation's outputs are what a uint8 tensor can carry
+    fake_imx500.install(monkeypatch)
+    fake_imx500.STATE.scene = [(cv2.resize(img, (64, 48)), [p]) for img, p in zip(images, on_grid)]
+    (export / "network.rpk").write_bytes(b"made by imx500-package on the Pi")
+    cfg = parse_config({"source": {"type": "imx500", "width": 64, "height": 48, "fps": 200},
+                        "decision": {"smoothing": "none"}, "capture": {"stall_seconds": 10}})
+    clf = Imx500Classifier.from_model_dir(export)
+    expected = [clf.label_of(p)[0] for p in probs]
+    results = []
+    with Daemon(cfg, model_dir=export) as d:
+        d.run(max_frames=len(images) // 2, max_seconds=120, on_result=results.append)
+    assert len(results) == len(images) // 2
+    for r in results:
+        i = (r.frame_id - 1) % len(images)
+        assert r.label == expected[i] and r.scores == pytest.approx(on_grid[i].tolist(), abs=1e-6), r.frame_id
+    assert {r.label for r in results} == {"open", "closed"}  # both decisions exercised
