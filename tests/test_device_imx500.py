@@ -190,3 +190,15 @@ def test_bench_takes_the_ai_camera_model_only_when_asked(tiny_models, tmp_path):
     assert set(bench.find_variants(run, ["imx500"])) == {"imx500"}
     with pytest.raises(FaceedgeError, match="bench imx500 on its own"):
         bench.run(run, variants=["int8", "imx500"], source="imx500", out=tmp_path / "b")
+
+
+def test_sample_config_for_the_ai_camera_runs_an_imx500_model(tmp_path, sensor):
+    from device.config import load_config
+
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "device-imx500.yaml")
+    mdir = make_imx500_dir(tmp_path)
+    assert cfg.source.type == "imx500" and cfg.model.variant == "imx500"
+    bound = bind_source(Imx500Classifier.from_model_dir(mdir), cfg)
+    assert bound.network_file == str(mdir / "network.rpk") and bound.roi_fraction == 1.0
