@@ -1361,9 +1361,10 @@ def run(
                                    warmup_seconds=pipeline_warmup_seconds, slice_seconds=slice_seconds)
                 s.update(variant=variant, round=rnd, threads="sensor", published=PUBLISHED_SENSOR)
                 report["sensor"].append(s)
-                dnn = s["stages_ms"].get("sensor_dnn")
+                st = s["stages_ms"]
+                dnn = st.get("sensor_dnn")
                 say(f"sensor   {variant:8s}: {s['fps']:.1f} fps (p50 {s['fps_p50']:.1f}), postprocess p50 "
-                    f"{s['stages_ms']['postprocess']['p50']:.3f} ms, latency p50 {s['stages_ms']['latency']['p50']:.1f} ms"
+                    f"{st['postprocess']['p50']:.3f} ms, latency p50 {st['latency']['p50']:.1f} ms"
                     + (f", sensor DNN p50 {dnn['p50']:.2f} ms" if dnn else "")
                     + f"  peak RSS {s['peak_rss_mb']:.1f} MB  first result {s['first_result_s']:.3f} s")
                 continue

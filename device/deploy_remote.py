@@ -15,14 +15,13 @@ Layout on the device::
 
     <remote_dir>/releases/<UTC timestamp>-<bundle digest>/   one release, never modified once ready
         BUNDLE.json  wheels/*.whl  model/{model.tflite,manifest.json}  device.yaml  faceedge.service
-        (an AI Camera model: model/{packerOut.zip,manifest.json}, + network.rpk made here by imx500-package)
         selftest/<image>  venv/  .ready  (.failed: why it was refused or rolled back)
     <remote_dir>/current -> releases/<name>    flipped with rename(2): always a whole release
     <remote_dir>/deploy.log
 
 A release is *ready* once its files matched BUNDLE.json, its venv is built and `device check` passed
 inside it; only ready releases ever become ``current``. The steps of a deploy:
-verify → venv → (imx500-package) → check → .ready → install unit → flip ``current`` → restart → health gate → prune,
+verify → venv → check → .ready → install unit → flip ``current`` → restart → health gate → prune,
 and on a failed health gate: flip back → restart the previous release → exit 1 saying why.
 """
 
@@ -341,13 +340,14 @@ def package_imx500(rel: str, bundle: dict) -> None:
     if (bundle.get("model") or {}).get("variant") != "imx500":
         return
     model = os.path.join(rel, "model")
+    rpk = os.path.join(model, "network.rpk")
     if shutil.which("imx500-package") is None:
         raise DeployError("imx500-package not found: an imx500 model is packaged on the Pi; "
                           "sudo apt install imx500-tools")
     code, out = run(["imx500-package", "-i", os.path.join(model, "packerOut.zip"), "-o", model], timeout=600, cwd=rel)
-    if code != 0 or not os.path.isfile(os.path.join(model, "network.rpk")):
+    if code != 0 or not os.path.isfile(rpk):
         raise DeployError(f"imx500-package failed (exit {code}), no network.rpk\n{tail(out)}")
-    log(f"imx500-package: {os.path.join(model, 'network.rpk')} ({os.path.getsize(os.path.join(model, 'network.rpk'))} bytes)")
+    log(f"imx500-package: {rpk} ({os.path.getsize(rpk)} bytes)")
 
 
 def check(rel: str, bundle: dict, plan: dict) -> None:

@@ -69,7 +69,8 @@ def test_daemon_decides_on_the_sensor_outputs_of_each_frame(tmp_path, sensor):
 def test_crop_becomes_the_sensors_region_of_interest(tmp_path, sensor):
     mdir = make_imx500_dir(tmp_path)
     sensor.scene = scene(images(2), [0.2, 0.8])
-    cases = [({"mode": "center", "fraction": 0.5}, 1520), ({"mode": "full"}, SENSOR_HEIGHT), ({"mode": "full", "square": "stretch"}, None)]
+    cases = [({"mode": "center", "fraction": 0.5}, 1520), ({"mode": "full"}, SENSOR_HEIGHT),
+             ({"mode": "full", "square": "stretch"}, None)]
     for crop, side in cases:
         with Daemon(parse_config(config(crop=crop)), model_dir=mdir) as d:
             d.run(max_frames=1)

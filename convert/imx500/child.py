@@ -239,9 +239,9 @@ def run(job_dir: Path) -> dict:
 
     compiled = compile_for_imx500(qfile, out)
     timings["compile"] = compiled.pop("seconds")
-    log(f"compiled with imxconv-tf {compiled['converter_version']} in {timings['compile']:.1f}s: "
-        f"memory {compiled['memory'].get('Memory Usage')} of {compiled['memory'].get('Total Memory Available On Chip')}, "
-        f"fit in chip {compiled['memory'].get('Fit In Chip')}")
+    mem = compiled["memory"]
+    log(f"compiled with imxconv-tf {compiled['converter_version']} in {timings['compile']:.1f}s: memory "
+        f"{mem.get('Memory Usage')} of {mem.get('Total Memory Available On Chip')}, fit in chip {mem.get('Fit In Chip')}")
 
     np.savez(job_dir / "probabilities.npz", **probs)
     result = {

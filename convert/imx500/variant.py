@@ -141,8 +141,9 @@ def build(
         rebuilt_diff = max((float(np.abs(probs[f"float/{s}"] - float_probabilities[s]).max())
                             for s in verify_paths if len(verify_paths[s])), default=0.0)
         if rebuilt_diff > REBUILD_MAX_ABS_DIFF:
-            raise FaceedgeError(f"{model_path}: the model rebuilt in tf.keras 2.15 is not the same model: its outputs "
-                                f"differ from the Keras model's by up to {rebuilt_diff:.3g} (> {REBUILD_MAX_ABS_DIFF:g})")
+            raise FaceedgeError(f"{model_path}: the model rebuilt in tf.keras 2.15 is not the same model: its "
+                                f"outputs differ from the Keras model's by up to {rebuilt_diff:.3g} "
+                                f"(> {REBUILD_MAX_ABS_DIFF:g})")
         memory = _memory(child["memory"])
         if not memory["fit_in_chip"]:
             raise FaceedgeError(f"{model_path}: the IMX500 network does not fit in the sensor's memory "
