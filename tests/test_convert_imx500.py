@@ -122,6 +122,32 @@ def test_missing_environment_says_how_to_make_it(monkeypatch, tmp_path):
         env.python_path()
 
 
+def test_convert_without_the_environment_or_with_a_saved_model_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    from tests.convert_fixtures import make_tiny_run
+
+    run = make_tiny_run(tmp_path)
+    monkeypatch.setenv(env.ENV_VAR, str(tmp_path / "no-env" / "python"))
+    proc = subprocess.run([sys.executable, "-m", "convert", "--run", str(run), "--variants", "int8,imx500"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {env.ENV_VAR}=") and "make setup-imx500" in proc.stderr
+    assert not (run / "export").exists() and not (run / "convert.json").exists()  # int8 was not published either
+
+    import keras
+
+    saved = tmp_path / "saved"
+    keras.models.load_model(run / "model.keras").export(str(saved), verbose=False)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "convert", "--from", str(saved), "--data", str(run / "splits.csv"),
+                           "--out", str(out), "--variants", "imx500", "--labels", "closed,open",
+                           "--positive_label", "open"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert "needs a Keras model (.keras or .h5): a SavedModel has no layer graph" in proc.stderr.strip().splitlines()[-1]
+    assert not (out / "export" / "imx500").exists()
+
+
 # ----------------------------------------------------------------------- the rebuild in tf.keras 2.15
 
 REBUILD = """
