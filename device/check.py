@@ -111,6 +111,7 @@ def run(
     """Do the check; returns the report (``report["ok"]``). Raises FaceedgeError when the config or
     the model cannot be loaded (exit 2); a failed check is ``ok: False`` with ``failure`` (exit 1)."""
     from device.config import load_config  # the daemon's config model (sources, outputs, ...)
+    from device.imx500 import bind_source
     from device.runtime import Classifier, load_runtime
 
     cfg = load_config(config)
@@ -127,6 +128,7 @@ def run(
     if manifest.variant == "imx500":
         return _check_on_sensor(cfg, mdir, manifest, model_path, given=(image, expect, expect_score))
     clf = Classifier(model_path, manifest, num_threads=cfg.model.num_threads, runtime=load_runtime(cfg.model.runtime))
+    bind_source(clf, cfg)  # a CPU model on the AI Camera's source: the daemon would refuse it, so does check
     load_ms = (time.perf_counter() - t0) * 1e3
 
     report: dict[str, Any] = {

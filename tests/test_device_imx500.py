@@ -99,9 +99,14 @@ def test_unpackaged_model_says_how_to_package_it(tmp_path, sensor):
         Daemon(parse_config(config()), model_dir=mdir).start()
 
 
-def test_cpu_model_refuses_the_imx500_source(tiny_models, sensor):
+def test_cpu_model_refuses_the_imx500_source(tiny_models, sensor, tmp_path):
+    import yaml
+
     with pytest.raises(FaceedgeError, match="runs the network on the AI Camera's sensor: load an imx500 model"):
         Daemon(parse_config(config()), model_dir=tiny_models["int8"]).start()
+    (tmp_path / "device.yaml").write_text(yaml.safe_dump(config()))
+    with pytest.raises(FaceedgeError, match="load an imx500 model"):  # device check (deploy's) says so too
+        check.run(tmp_path / "device.yaml", tiny_models["int8"])
     clf = load_classifier(tiny_models["int8"])
     assert isinstance(clf, Classifier) and not clf.on_sensor
     assert bind_source(clf, parse_config({"source": {"type": "synthetic"}})).type == "synthetic"
