@@ -19,24 +19,39 @@ SSH_OPTS      = $(if $(SSH_KEY),--ssh_key $(SSH_KEY)) $(if $(KNOWN_HOSTS),--know
 ARGS         ?=
 PYTEST_ARGS  ?=
 APT_PACKAGES := mosquitto openssh-server rsync systemd openssl
-
-.DEFAULT_GOAL := help
-.PHONY: help setup test test-fast data train compare convert crop-faces run-device check-device \
-        deploy rollback deploy-model bench bench-http bench-train bench-device demo clean distclean
-
-help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
-
-setup: ## create .venv and install everything the tests need (apt packages included)
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# The imx500 variant's own environment (convert/imx500/): Sony's tools need Python < 3.12 and TF 2.15.
+IMX500_VENV  ?= .venv-imx500
+IMX500       ?= 1# make setup builds it too (its tests run in CI); IMX500=0 skips it (the tests then skip)
+IMX500_PYTHON ?= $(firstword $(foreach p,python3.11 python3.10 python3.9 python3,$(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] < (3, 12))' 2>/dev/null && echo $(p))))
+IMX500_APT_PACKAGES := openjdk-17-jre-headless
+# apt-get install the packages of $(1) that are missing (as root, or with sudo)
+apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt: installing$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+.DEFAULT_GOAL := help
+.PHONY: help setup setup-imx500 test test-fast data train compare convert crop-faces run-device check-device \
+        deploy rollback deploy-model bench bench-http bench-train bench-device demo clean distclean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## create .venv (+ .venv-imx500 unless IMX500=0) with everything the tests need (apt packages included)
+	@$(call apt_install,$(APT_PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[train,device,dev]'
+	$(if $(filter 1,$(IMX500)),$(MAKE) --no-print-directory setup-imx500)
+
+setup-imx500: ## create .venv-imx500: Sony's MCT + IMX500 converter (TF 2.15, Java 17) for convert --variants imx500
+	$(if $(IMX500_PYTHON),,$(error no Python 3.9-3.11 found (Sony's converter needs < 3.12): set IMX500_PYTHON=/path/to/python3.11))
+	@$(call apt_install,$(IMX500_APT_PACKAGES))
+	$(IMX500_PYTHON) -m venv $(IMX500_VENV)
+	$(IMX500_VENV)/bin/python -m pip install -q --upgrade pip
+	$(IMX500_VENV)/bin/python -m pip install -q -r convert/imx500/requirements.txt
 
 $(PY):
 	$(error $(VENV) is missing: run `make setup` first)

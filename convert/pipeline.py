@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 CONVERT_JSON = "convert.json"
 REPORT_MD = "report.md"
 DEFAULT_VARIANTS = ("int8", "float32")
+IMX500 = "imx500"  # opt-in: converted in its own environment (convert/imx500/), verified like the others
 DEFAULT_PREPROCESSING = "inside the model; input is raw RGB 0..255"
 
 
@@ -226,7 +227,7 @@ def run(opts: ConvertOptions) -> dict:
 
     # ---- calibration set (cheap checks first: no TensorFlow needed to reject an empty set)
     calib: list[cdata.Sample] = []
-    if "int8" in variants:
+    if "int8" in variants or IMX500 in variants:
         split = src.data.calibration_split
         calib = cdata.choose_calibration(src.data.split(split), opts.calibration_images, opts.seed)
         if len(calib) < MIN_RECOMMENDED_CALIBRATION:
@@ -265,6 +266,8 @@ def run(opts: ConvertOptions) -> dict:
         classifiers: dict[str, Classifier] = {}
         manifests: dict[str, Manifest] = {}
         for variant in variants:
+            if variant == IMX500:
+                continue  # below, in its own environment
             if variant == "int8":
                 recipe = QuantizationConfig.for_int8(
                     cdata.representative_data(calib, size_hw), steps=len(calib), io_dtype=opts.io_dtype)
@@ -307,6 +310,20 @@ def run(opts: ConvertOptions) -> dict:
                 "input": probe["input"], "output": probe["output"],
                 "min_runtime_version": man.min_runtime_version,
             }
+        deciders = dict(classifiers)  # each variant's decision rule (the same threshold/argmax code)
+        imx = None
+        if IMX500 in variants:
+            from convert.imx500.variant import build as build_imx500
+
+            imx = build_imx500(
+                fm.keras_model, model_path=src.model_path, out_dir=staging / IMX500,
+                calibration=cdata.representative_data(calib, size_hw), calibration_count=len(calib),
+                verify_paths={n: [s.path for s in src.data.split(n)] for n in verify_splits},
+                float_predict=fm.predict, head=head, preprocessing=preprocessing, size_hw=size_hw,
+                calibration_note=f"on {len(calib)} images of the {src.data.calibration_split} split (seed {opts.seed})",
+                common={"source_run": src.description, "backbone": info.backbone if info else "", "created": _now()},
+            )
+            manifests[IMX500], results[IMX500], deciders[IMX500] = imx.manifest, imx.result, imx.classifier
 
         # ---- verification: each split's images read once, every model run on them
         t0 = time.perf_counter()
@@ -317,8 +334,10 @@ def run(opts: ConvertOptions) -> dict:
             log.info("verifying on %s (%d images): float model + %s", name, len(samples), ", ".join(variants))
             outs = verify.run_split([s.path for s in samples], [s.label for s in samples], size_hw,
                                     fm.predict, classifiers)
+            if imx is not None:  # the MCT simulation's outputs on these very images, in this order
+                outs.variant_probs[IMX500] = [imx.probabilities[name]]
             for v in variants:
-                results[v].setdefault("splits", {})[name] = verify.split_metrics(outs, v, classifiers[v])
+                results[v].setdefault("splits", {})[name] = verify.split_metrics(outs, v, deciders[v])
         verify_seconds = time.perf_counter() - t0
         float32_size = results.get("float32", {}).get("size_bytes")
         for v in variants:
@@ -337,7 +356,7 @@ def run(opts: ConvertOptions) -> dict:
             write_manifest(staging / v, manifests[v])
         for v in variants:
             _publish_dir(staging / v, export_root / v)
-            results[v]["path"] = str(export_root / v / MODEL_NAME)
+            results[v]["path"] = str(export_root / v / manifests[v].model_file)
         published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -354,8 +373,8 @@ def run(opts: ConvertOptions) -> dict:
                    "model_sha256": sha256_file(src.model_path) if src.model_path.is_file() else None,
                    "float_model_kind": fm.kind, "data": src.data.source},
         "versions": {"tensorflow": tf.__version__, "keras": _keras_version(),
-                     "device_runtime": f"{classifiers[variants[0]].runtime.name} "
-                                       f"{classifiers[variants[0]].runtime.version}"},
+                     "device_runtime": f"{deciders[variants[0]].runtime.name} "
+                                       f"{deciders[variants[0]].runtime.version}"},
         "settings": {"variants": variants, "io_dtype": opts.io_dtype, "calibration_images": opts.calibration_images,
                      "seed": opts.seed, "max_drop": opts.max_drop, "min_agreement": opts.min_agreement},
         "model": {**head, "input_size": list(size_hw), "preprocessing": preprocessing.in_model},

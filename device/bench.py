@@ -26,6 +26,12 @@ On a Raspberry Pi 4/5 (``/proc/device-tree/model``) the tables get a column with
 figures for MobileNetV2 1.0 224 (XNNPACK, 4 threads), so a user sees whether the board is where it
 should be.
 
+The AI Camera (``--variants imx500 --source imx500``, on its own): the sensor runs the model, so
+there is no raw interpreter and no thread count; the daemon's loop is measured as above, with the
+stages that exist on the Pi (capture, frame_wait, capture_wait, postprocess, publish, latency,
+end_to_end), fps, and the sensor's own DNN/DSP runtimes per frame (``CnnKpiInfo``), beside the
+published AI Camera figures (`PUBLISHED_SENSOR`).
+
 `python -m device bench-remote --hosts user@pi` runs the same tool on the Pi over ssh, in the
 deployed venv (``<remote-dir>/current``), and brings the results back (plot redrawn here with
 matplotlib when the Pi has none).
@@ -85,6 +91,14 @@ PUBLISHED_RAW_MS: dict[str, dict[str, tuple[float, float]]] = {
 PUBLISHED_PIPELINE = {"pi4": {"int8": {"fps": 30.0, "capture_ms": 3.5}}}
 PUBLISHED_THREADS = 4
 PUBLISHED_NOTE = "MobileNetV2 1.0 224, XNNPACK, 4 threads (published)"
+# The AI Camera (imx500). Published: the sensor's frame rate (Raspberry Pi AI Camera announcement,
+# Sept 2024: 2028x1520 at 30 fps, 4056x3040 at 10 fps), the fps the loop can reach at most; and the
+# sensor's ISP + AI processing "in 3.1 ms" with MobileNet V1 (Sony IMX500 press release, May 2020).
+# No published on-sensor figure for MobileNetV2 (or our models) was found: none is shown for it.
+SENSOR_VARIANT = "imx500"
+PUBLISHED_SENSOR = {"fps": {"2028x1520": 30.0, "4056x3040": 10.0}, "dnn_ms": 3.1,
+                    "note": "AI Camera: sensor 30 fps at 2028x1520 (Raspberry Pi); ISP + AI 3.1 ms for "
+                            "MobileNet V1 (Sony); no published MobileNetV2 figure"}
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -264,7 +278,8 @@ def find_variants(path: str | os.PathLike, wanted: Iterable[str] | None = None) 
         raise FaceedgeError(f"{p}: no such run or model directory")
     if p.is_file():
         p = p.parent
-    wanted = list(wanted) if wanted else list(VARIANTS)
+    # the AI Camera's model only when asked for: it runs on the camera, not with the others' sources
+    wanted = list(wanted) if wanted else [v for v in VARIANTS if v != SENSOR_VARIANT]
     for v in wanted:
         if v not in VARIANTS:
             raise FaceedgeError(f"--variants: unknown variant {v!r}; choose from {list(VARIANTS)}")
@@ -415,14 +430,31 @@ def source_config(source: str, resolution: tuple[int, int]) -> dict[str, Any] | 
         return None
     if source == "synthetic":
         return {"type": "synthetic", "width": w, "height": h, "fps": 0, "pattern": "bars"}
-    if source == "picamera2":
-        return {"type": "picamera2", "width": w, "height": h}
+    if source in ("picamera2", "imx500"):
+        return {"type": source, "width": w, "height": h}
     if source.isdigit():
         return {"type": "opencv", "device": int(source), "width": w, "height": h}
     p = Path(source).expanduser()
     if not p.is_file():
-        raise FaceedgeError(f"--source {source!r}: not 'synthetic', 'picamera2', a camera index, nor a video file")
+        raise FaceedgeError(f"--source {source!r}: not 'synthetic', 'picamera2', 'imx500', a camera index, nor a "
+                            "video file")
     return {"type": "opencv", "device": str(p.resolve()), "realtime": False, "loop": True}
+
+
+def sensor_source_check(found: dict[str, Path], source: dict[str, Any] | None, config: dict[str, Any] | None,
+                        pipeline: bool) -> None:
+    """The AI Camera's model is benched alone, on the imx500 source, and only as the daemon's loop
+    (there is no interpreter on the Pi to time raw)."""
+    if len(found) > 1:
+        raise FaceedgeError(f"--variants {','.join(found)}: bench imx500 on its own (--variants imx500 --source "
+                            "imx500): it runs on the AI Camera, the others on the CPU")
+    if not pipeline:
+        raise FaceedgeError("--variants imx500 with --no_pipeline: the model runs on the sensor, so the only "
+                            "figures on the Pi are the daemon's loop (drop --no_pipeline)")
+    kind = (source or ((config or {}).get("source") or {})).get("type")
+    if kind != "imx500":
+        raise FaceedgeError(f"--variants imx500 runs on the AI Camera: --source imx500 (or --source config with "
+                            f"source.type imx500), not {kind or 'synthetic'!r}")
 
 
 def bench_pipeline(
@@ -481,15 +513,18 @@ class _TimedSource:
     (decode, plus the colour conversion of sources read as RGB; on a paced source, a camera, it
     includes the wait for the next frame). Every other call goes straight to the wrapped source."""
 
-    def __init__(self, src: Any, samples: array | list[float]) -> None:
+    def __init__(self, src: Any, samples: array | list[float], kpi: list[tuple[float, float]] | None = None) -> None:
         self._src = src
         self._samples = samples
+        self._kpi = kpi  # the AI Camera: the sensor's (DNN, DSP) ms of every frame read
 
     def read(self, out=None, timeout=None):
         t = time.perf_counter()
         img = self._src.read(out, timeout)
         if img is not None:
             self._samples.append((time.perf_counter() - t) * 1e3)
+            if self._kpi is not None and (k := self._src.sensor_kpi()) is not None:
+                self._kpi.append(k)
         return img
 
     def read_native(self, out=None, timeout=None):  # what the capture thread calls on a BGR source
@@ -566,8 +601,16 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
                 col.append(v)
         current.append(now)
 
-    daemon = Daemon(cfg, model_dir=spec["model_dir"],
-                    source_factory=lambda: _TimedSource(build_source(cfg.source), capture_ms))
+    from device.imx500 import bind_source
+    from device.sources.imx500 import Imx500Source
+
+    kpi: list[tuple[float, float]] = []
+
+    def timed_source():  # called in the capture thread, after start() loaded the model
+        src = build_source(bind_source(daemon.classifier, cfg))  # the AI Camera: with the model's network
+        return _TimedSource(src, capture_ms, kpi if isinstance(src, Imx500Source) else None)
+
+    daemon = Daemon(cfg, model_dir=spec["model_dir"], source_factory=timed_source)
     pipe_s = raw_s = cpu_s = 0.0
     dropped = captured = 0
     raw_samples = array("d")
@@ -585,8 +628,10 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
         period = (perf() - t_warm) / max(1, len(warm))
         slice_s = max(slice_s, 8 * period)
         clf = daemon.classifier
-        for _ in range(3):  # the raw slices' warm-up
+        on_sensor = clf.on_sensor  # the AI Camera: no interpreter on the Pi, no raw slices
+        for _ in range(0 if on_sensor else 3):  # the raw slices' warm-up
             clf.invoke()
+        kpi0 = len(kpi)
         while pipe_s < seconds:
             g = daemon.grabber
             d0, c0, k0, cpu0, t0 = g.stats.dropped, g.stats.captured, len(capture_ms), os.times(), perf()
@@ -604,7 +649,7 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
             cap_slices.extend(capture_ms[k0:])
             stamps.append(current)
             t_raw = perf()
-            while perf() - t_raw < slice_s:
+            while not on_sensor and perf() - t_raw < slice_s:
                 t = perf()
                 clf.invoke()
                 raw_samples.append((perf() - t) * 1e3)
@@ -623,7 +668,16 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
     if cap_slices:
         per_stage = {"capture": summarize(cap_slices), **per_stage}
         stage_names = ["capture", *stage_names]
-    raw_stats = summarize(raw_samples)
+    if len(kpi) > kpi0:  # the sensor's own timings of the frames read in the window
+        per_stage["sensor_dnn"] = summarize(k[0] for k in kpi[kpi0:])
+        per_stage["sensor_dsp"] = summarize(k[1] for k in kpi[kpi0:])
+        stage_names += ["sensor_dnn", "sensor_dsp"]
+    if on_sensor:
+        raw_interleaved = None
+    else:
+        raw_stats = summarize(raw_samples)
+        raw_interleaved = {"latency_ms": raw_stats, "seconds": raw_s, "fps": len(raw_samples) / raw_s,
+                           "fps_p50": 1000.0 / raw_stats["p50"]}
     return {
         "threads": int(spec["threads"]),
         "threads_used": threads_used,
@@ -640,8 +694,7 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
         "dropped_frames": dropped,
         "stage_names": stage_names,
         "stages_ms": per_stage,
-        "raw_interleaved": {"latency_ms": raw_stats, "seconds": raw_s, "fps": len(raw_samples) / raw_s,
-                            "fps_p50": 1000.0 / raw_stats["p50"]},
+        "raw_interleaved": raw_interleaved,
         "cpu_percent": 100.0 * cpu_s / pipe_s,
         "peak_rss_mb": _peak_rss_mb(),
         "first_result_s": stats.get("start_to_first_result_s"),
@@ -943,6 +996,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "(dequantize + decision); publish: outputs; latency: capture → decided; end_to_end: capture → "
                   "published. Frames captured before their slice began are left out of these statistics.", ""]
 
+    if report.get("sensor"):
+        lines += sensor_lines(report)
     if report.get("efficiency"):
         lines += ["## Efficiency", ""]
         lines += efficiency_lines(report, md=True)
@@ -961,6 +1016,38 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("warnings"):
         lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     return "\n".join(lines)
+
+
+def sensor_lines(report: dict[str, Any]) -> list[str]:
+    """The AI Camera's section: the loop's fps and the stages that exist on the Pi, the sensor's
+    own DNN/DSP times when it reports them, and the published AI Camera figures beside them."""
+    multi = report["settings"]["repeat"] > 1
+    pub = PUBLISHED_SENSOR
+    lines = ["## AI Camera (imx500: the model runs on the sensor)", ""]
+    head = ["variant"] + (["round"] if multi else []) + [
+        "fps", "fps (p50)", "frames", "dropped", "peak RSS MB", "CPU %", "first result s", "published"]
+    rows = [[s["variant"]] + ([str(s["round"])] if multi else []) + [
+        _fmt(s["fps"], 1), _fmt(s["fps_p50"], 1), str(s["frames"]), str(s["dropped_frames"]),
+        _fmt(s["peak_rss_mb"], 1), _fmt(s["cpu_percent"], 0), _fmt(s["first_result_s"], 3),
+        f"sensor ≤ {pub['fps']['2028x1520']:g} fps (2028x1520), ≤ {pub['fps']['4056x3040']:g} fps (4056x3040)"]
+        for s in report["sensor"]]
+    lines += _table(head, rows) + ["", "### Per stage (ms, p50 / p95 / p99)", ""]
+    stages = report["sensor"][0]["stage_names"]
+    head = ["variant"] + (["round"] if multi else []) + stages
+    rows = []
+    for s in report["sensor"]:
+        row = [s["variant"]] + ([str(s["round"])] if multi else [])
+        for st in stages:
+            x = s["stages_ms"].get(st)
+            row.append(f"{x['p50']:.2f} / {x['p95']:.2f} / {x['p99']:.2f}" if x else "—")
+        rows.append(row)
+    lines += _table(head, rows)
+    lines += ["", "No crop, preprocess or invoke on the Pi: the sensor crops its region of interest, scales it and "
+              "runs the network. capture: one camera request (frame + its output tensors; includes the wait for "
+              "the frame); postprocess: output tensor → decision; sensor_dnn / sensor_dsp: the sensor's own "
+              f"runtimes for each frame (CnnKpiInfo). Published: {pub['note']} (Sony reports ISP + AI "
+              f"processing in {pub['dnn_ms']:g} ms for MobileNet V1; no figure for MobileNetV2 was found).", ""]
+    return lines
 
 
 def efficiency_lines(report: dict[str, Any], md: bool = False) -> list[str]:
@@ -1017,7 +1104,7 @@ def _raw_series(report: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
 
 
 def _stage_series(report: dict[str, Any]) -> tuple[list[str], list[tuple[str, dict[str, dict]]]]:
-    pipes = report["pipeline"]
+    pipes = report["pipeline"] or report.get("sensor") or []  # the AI Camera's loop when that is all there is
     stages = pipes[0]["stage_names"] if pipes else []
     multi = report["settings"]["repeat"] > 1
     return stages, [(f"{p['variant']} {p['threads']}t" + (f" r{p['round']}" if multi else ""), p["stages_ms"])
@@ -1053,7 +1140,11 @@ def _plot_matplotlib(report: dict[str, Any], path: Path) -> None:
     ncols = 3 if pipes else 1
     rows = max(len(raw), len(pipes) * len(work) / 3, 6)
     fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 0.42 * rows + 1.8), squeeze=False)
-    _percentile_bars(axes[0][0], raw, "ms per invoke", "raw interpreter latency")
+    if raw:
+        _percentile_bars(axes[0][0], raw, "ms per invoke", "raw interpreter latency")
+    else:
+        axes[0][0].set_title("no raw interpreter: the AI Camera's sensor runs the model")
+        axes[0][0].axis("off")
     if pipes:
         ax = axes[0][1]
         n = len(work)
@@ -1071,7 +1162,7 @@ def _plot_matplotlib(report: dict[str, Any], path: Path) -> None:
         ax.set_title("pipeline: work per stage")
         ax.legend(fontsize=7, loc="lower right")
         e2e = [(f"{name} · {p['fps_p50']:.0f} fps", st["end_to_end"]) for (name, st), p in
-               zip(pipes, report["pipeline"]) if "end_to_end" in st]
+               zip(pipes, report["pipeline"] or report.get("sensor") or []) if "end_to_end" in st]
         if e2e:
             _percentile_bars(axes[0][2], e2e, "ms, capture → published", "pipeline: end-to-end latency")
     m = report["machine"]
@@ -1228,6 +1319,8 @@ def run(
     src = source_config(source, resolution) if pipeline else None
     if pipeline and src is None and cfg is None:
         raise FaceedgeError("--source config needs --config (the device YAML whose source to use)")
+    if SENSOR_VARIANT in found:
+        sensor_source_check(found, src, cfg, pipeline)
     models = {v: model_summary(d) for v, d in found.items()}
     warnings: list[str] = []
     if machine["load_avg_start"] and machine["load_avg_start"][0] > 0.5 * cores:
@@ -1259,9 +1352,22 @@ def run(
         "raw": [],
         "pipeline": [],
         "bare": [],
+        "sensor": [],
     }
     for rnd in range(1, repeat + 1):
         for variant, mdir in found.items():
+            if variant == SENSOR_VARIANT:  # the AI Camera: only the loop exists on the Pi
+                s = bench_pipeline(mdir, 1, source=src, config=cfg, seconds=pipeline_seconds,
+                                   warmup_seconds=pipeline_warmup_seconds, slice_seconds=slice_seconds)
+                s.update(variant=variant, round=rnd, threads="sensor", published=PUBLISHED_SENSOR)
+                report["sensor"].append(s)
+                st = s["stages_ms"]
+                dnn = st.get("sensor_dnn")
+                say(f"sensor   {variant:8s}: {s['fps']:.1f} fps (p50 {s['fps_p50']:.1f}), postprocess p50 "
+                    f"{st['postprocess']['p50']:.3f} ms, latency p50 {st['latency']['p50']:.1f} ms"
+                    + (f", sensor DNN p50 {dnn['p50']:.2f} ms" if dnn else "")
+                    + f"  peak RSS {s['peak_rss_mb']:.1f} MB  first result {s['first_result_s']:.3f} s")
+                continue
             for t in threads:
                 r = bench_raw(mdir, t, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds,
                               warmup_runs=warmup_runs, runtime=runtime)
@@ -1296,7 +1402,7 @@ def run(
             st = r["latency_ms"]
             warnings.append(f"raw {r['variant']} {r['threads']} threads: wide spread (cv {st['cv']:.0%}, "
                             f"p95/p50 {st['p95_over_p50']:.2f}): another process competed for the CPU, or it throttled")
-    if pipeline:
+    if pipeline and report["pipeline"]:
         report["efficiency"] = efficiency(report["pipeline"], default, report["bare"])
         for v, e in report["efficiency"].items():
             rr = e.get("pipeline_over_raw_p50_rounds") or []

@@ -111,6 +111,7 @@ def run(
     """Do the check; returns the report (``report["ok"]``). Raises FaceedgeError when the config or
     the model cannot be loaded (exit 2); a failed check is ``ok: False`` with ``failure`` (exit 1)."""
     from device.config import load_config  # the daemon's config model (sources, outputs, ...)
+    from device.imx500 import bind_source
     from device.runtime import Classifier, load_runtime
 
     cfg = load_config(config)
@@ -124,7 +125,10 @@ def run(
 
     t0 = time.perf_counter()
     manifest, model_path = load_manifest(mdir)  # sha256 verified
+    if manifest.variant == "imx500":
+        return _check_on_sensor(cfg, mdir, manifest, model_path, given=(image, expect, expect_score))
     clf = Classifier(model_path, manifest, num_threads=cfg.model.num_threads, runtime=load_runtime(cfg.model.runtime))
+    bind_source(clf, cfg)  # a CPU model on the AI Camera's source: the daemon would refuse it, so does check
     load_ms = (time.perf_counter() - t0) * 1e3
 
     report: dict[str, Any] = {
@@ -211,12 +215,35 @@ def run(
     return report
 
 
+def _check_on_sensor(cfg, mdir: Path, manifest, model_path: Path, given: tuple) -> dict[str, Any]:
+    """An imx500 model: the AI Camera runs it, so no image can be classified here. Checked: manifest
+    and sha256 (done), the packaged network.rpk is there, and the config can run it (source imx500,
+    a crop the sensor can do); the first results of the daemon (deploy's health gate) check the rest."""
+    from device.imx500 import Imx500Classifier, bind_source
+
+    clf = Imx500Classifier(model_path, manifest)
+    bind_source(clf, cfg)  # FaceedgeError (exit 2): no network.rpk, or a source/crop it cannot run on
+    report: dict[str, Any] = {
+        "ok": True, "model_dir": str(mdir), "model_sha256": manifest.sha256, "variant": manifest.variant,
+        "runtime": clf.runtime.name, "runtime_version": clf.runtime.version, "threads": 0,
+        "input": [clf.input_height, clf.input_width, 3], "input_dtype": manifest.input.dtype,
+        "labels": manifest.labels, "positive_label": manifest.positive_label, "threshold": manifest.threshold,
+        "network_file": str(clf.network_file), "inference": "on the sensor (AI Camera)",
+    }
+    if any(g is not None for g in given):
+        report.update(ok=False, failure="an imx500 model cannot classify a self-test image here: the AI Camera "
+                                        "classifies its own frames (run the daemon on it)")
+    return report
+
+
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"model    {r['model_dir']} ({r['variant']}, sha256 {r['model_sha256'][:12]}…)",
         f"runtime  {r['runtime']} {r['runtime_version']}, {r['threads']} threads; input "
         f"{r['input'][0]}x{r['input'][1]} {r['input_dtype']}; labels {', '.join(r['labels'])}",
     ]
+    if "network_file" in r:
+        lines.append(f"network  {r['network_file']} (inference {r['inference']})")
     if "image" in r:
         lines.append(f"image    {r['image']} {r['image_shape'][1]}x{r['image_shape'][0]}, crop {r['crop']}")
     if "label" in r:

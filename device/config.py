@@ -2,7 +2,7 @@
 
 Sections (every one optional; see configs/device.yaml for a commented sample)::
 
-    source:   {type: picamera2 | opencv | images | synthetic, ...}   # device/sources/
+    source:   {type: picamera2 | imx500 | opencv | images | synthetic, ...}   # device/sources/
     capture:  {stall_seconds, read_timeout_s, reconnect_initial_s, reconnect_max_s, discard_after_reconnect}
     crop:     {mode: full | center | face, ...}                       # device/crop.py
     model:    {dir, variant, num_threads, runtime, validate_timeout_s}
@@ -32,6 +32,7 @@ from device.sources import (
     SOURCE_TYPES,
     CaptureConfig,
     ImagesConfig,
+    Imx500Config,
     OpencvConfig,
     Picamera2Config,
     SourceConfig,
@@ -40,14 +41,15 @@ from device.sources import (
 from device.sources.images import IMAGE_SUFFIXES
 
 SourceSection = Annotated[
-    Union[Picamera2Config, OpencvConfig, ImagesConfig, SyntheticConfig],
+    Union[Picamera2Config, Imx500Config, OpencvConfig, ImagesConfig, SyntheticConfig],
     Field(discriminator="type"),
 ]
 
 
 class ModelConfig(Strict):
     dir: str | None = Field(None, description="model dir (model.tflite + manifest.json) or a run dir; --model-dir overrides")
-    variant: Literal["int8", "float32", "float16"] = Field("int8", description="which export/<variant>/ of a run dir")
+    variant: Literal["int8", "float32", "float16", "imx500"] = Field(
+        "int8", description="which export/<variant>/ of a run dir (imx500: runs on the AI Camera, source.type imx500)")
     num_threads: int | None = Field(None, ge=1, le=64, description="interpreter threads; None = all cores")
     runtime: Literal["ai-edge-litert", "tflite-runtime", "tensorflow"] | None = Field(
         None, description="None = the first importable, in that order")
@@ -120,14 +122,15 @@ def load_config(path: str | Path | None) -> DaemonConfig:
 
 
 def source_from_arg(text: str, current: SourceConfig | None = None) -> SourceConfig:
-    """`--source` on the command line: 'synthetic', 'picamera2', a camera index, a video file,
+    """`--source` on the command line: 'synthetic', 'picamera2', 'imx500', a camera index, a video file,
     an rtsp:// or http:// URL, an image folder, an image file or a glob. Keeps the config's
     settings when the override names the same kind of source."""
     t = text.strip()
-    if t in ("synthetic", "picamera2"):
+    named = {"synthetic": SyntheticConfig, "picamera2": Picamera2Config, "imx500": Imx500Config}
+    if t in named:
         if current is not None and current.type == t:
             return current
-        return SyntheticConfig() if t == "synthetic" else Picamera2Config()
+        return named[t]()
     if re.fullmatch(r"\d+", t):
         return OpencvConfig(device=int(t))
     if "://" in t:
@@ -138,7 +141,8 @@ def source_from_arg(text: str, current: SourceConfig | None = None) -> SourceCon
     if p.is_file():
         return OpencvConfig(device=str(p))
     raise FaceedgeError(
-        f"--source {text!r}: not 'synthetic', 'picamera2', a camera index, a URL, nor an existing file, folder or glob"
+        f"--source {text!r}: not 'synthetic', 'picamera2', 'imx500', a camera index, a URL, nor an existing file, "
+        "folder or glob"
     )
 
 

@@ -50,9 +50,10 @@ from device.config import DaemonConfig, load_config, source_from_arg
 from device.crop import Cropper, resize_to_input
 from device.decision import Decider
 from device.errors import FaceedgeError
+from device.imx500 import bind_source, load_classifier
 from device.manifest import resolve_model_dir
 from device.outputs import build_outputs, close_outputs, publish_all, publish_image, start_outputs
-from device.runtime import Classifier, load_runtime
+from device.runtime import Classifier, LabelRule, load_runtime
 from device.service import Notifier
 from device.sources import FrameGrabber, FrameSource, SourceConfig, build_source
 from device.telemetry import Telemetry
@@ -97,7 +98,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self._outputs_given = outputs
         self._source_factory = source_factory
-        self.classifier: Classifier | None = None
+        self.classifier: Classifier | LabelRule | None = None  # LabelRule: the AI Camera's (device/imx500.py)
         self.decider: Decider | None = None
         self.cropper: Cropper | None = None
         self.grabber: FrameGrabber | None = None
@@ -125,6 +126,7 @@ class Daemon:
         cfg = self.config
         self.model_dir = self._resolve_model(cfg)
         self.classifier = self._load_classifier(self.model_dir, cfg)
+        bind_source(self.classifier, cfg)  # model and source must match (the AI Camera): fail before they open
         apply_opencv_threads(cfg)
         self.decider = Decider(cfg.decision, self.classifier.manifest)
         self.cropper = Cropper(cfg.crop)
@@ -137,7 +139,7 @@ class Daemon:
         start_outputs(self.outputs)
         self._started = True  # from here on close() has something to release
         self.grabber = self._make_grabber(cfg).start()
-        self.stats = {"frames": 0, "results": 0, "no_roi": 0, "stale": 0, "stalls": 0, "reloads": 0,
+        self.stats = {"frames": 0, "results": 0, "no_roi": 0, "no_outputs": 0, "stale": 0, "stalls": 0, "reloads": 0,
                       "reloads_refused": 0, "start_to_first_result_s": None, "model_load_s":
                       round(time.monotonic() - self._t_start, 4)}
         log.info("model %s (%s, %dx%d, %d threads, %s %s); source %s; crop %s",
@@ -260,8 +262,9 @@ class Daemon:
     def _make_prepare(self) -> Callable | None:
         """The crop + resize to run in the capture thread, overlapping inference. Only for the
         cheap crop modes: a face detector run on every captured frame would waste the CPU on
-        frames that are then dropped, so face mode crops in the loop, on the frames it classifies."""
-        if self.config.crop.mode == "face":
+        frames that are then dropped, so face mode crops in the loop, on the frames it classifies.
+        None for the AI Camera, which crops and classifies on the sensor."""
+        if self.config.crop.mode == "face" or self.classifier.on_sensor:
             return None
         cropper, size = self.cropper, self.classifier.input_size
         scratch = np.empty(size + (3,), np.uint8)  # BGR frames: resized here, then swapped into `out`
@@ -289,6 +292,8 @@ class Daemon:
         `wait_ms`: how long the loop blocked for this frame (0 when the capture thread is ahead).
         Crop and resize were usually done by the capture thread already (`frame.prepared`)."""
         clf = self.classifier
+        if clf.on_sensor:
+            return self._process_sensor(frame, wait_ms)
         t0 = time.perf_counter()
         age_ms = (time.monotonic() - frame.mono) * 1000.0
         if frame.prepared is not None and frame.prepared_by is self._prepare_fn:
@@ -328,6 +333,29 @@ class Daemon:
             "postprocess": (t4 - t3) * 1000.0,
             "latency": (time.monotonic() - frame.mono) * 1000.0,  # capture → decided
         }
+        return self._emit(frame, d, scores, stages, x, t4)
+
+    def _process_sensor(self, frame, wait_ms: float) -> Result | None:
+        """One AI Camera frame: the sensor ran the model on it, the Pi only reads its output tensor
+        and decides. Stages: frame_wait, capture_wait, postprocess (outputs → decision), latency;
+        there is no crop, preprocess or invoke on the Pi."""
+        t3 = time.perf_counter()
+        age_ms = (time.monotonic() - frame.mono) * 1000.0
+        if frame.sensor_output is None:  # e.g. while the network firmware uploads
+            self.stats["no_outputs"] += 1
+            self.telemetry.inc("frames_without_outputs")
+            return None
+        scores = self.classifier.scores_from(frame.sensor_output)
+        d = self.decider.update(scores)
+        t4 = time.perf_counter()
+        stages = {"frame_wait": wait_ms, "capture_wait": age_ms, "postprocess": (t4 - t3) * 1000.0,
+                  "latency": (time.monotonic() - frame.mono) * 1000.0}
+        return self._emit(frame, d, scores, stages, frame.image, t4)
+
+    def _emit(self, frame, d, scores: np.ndarray, stages: dict[str, float], image: np.ndarray | None,
+              t4: float) -> Result:
+        """Publish one decided frame: result, outputs, telemetry, readiness (both paths)."""
+        clf = self.classifier
         result = Result(
             frame_id=frame.frame_id, timestamp=frame.timestamp, label=d.label, score=d.score,
             smoothed_label=d.smoothed_label, smoothed_score=d.smoothed_score, event=d.event,
@@ -335,8 +363,8 @@ class Daemon:
         )
         self.telemetry.result_published(result)
         publish_all(self.outputs, result)
-        if self.config.expose_images:
-            publish_image(self.outputs, x.copy())
+        if self.config.expose_images and image is not None:
+            publish_image(self.outputs, image.copy())
         t5 = time.perf_counter()
         self.telemetry.observe_many({**stages, "publish": (t5 - t4) * 1000.0})  # one lock, not eight
         self.latest = result
@@ -377,6 +405,7 @@ class Daemon:
             mdir = self._resolve_model(cfg)
             validate_in_child(mdir, config=self.config_path, timeout_s=cfg.model.validate_timeout_s)
             clf = self._load_classifier(mdir, cfg)
+            bind_source(clf, cfg)
         except FaceedgeError as e:
             self.stats["reloads_refused"] += 1
             self.telemetry.inc("reloads_refused")
@@ -392,7 +421,7 @@ class Daemon:
         with self._pending_lock:
             cfg, clf, mdir = self._pending
             self._pending = None
-        old_cfg = self.config
+        old_cfg, old_clf = self.config, self.classifier
         self.classifier, self.model_dir, self.config = clf, mdir, cfg
         self._input = np.empty(clf.input_size + (3,), np.uint8)
         self.decider = Decider(cfg.decision, clf.manifest)
@@ -413,7 +442,8 @@ class Daemon:
                                                                 "expose_images": old_cfg.expose_images})
                     self.outputs = build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
                     start_outputs(self.outputs)
-        if cfg.source != old_cfg.source or cfg.capture != old_cfg.capture:
+        # the AI Camera loads its network when it opens: a new imx500 model means reopening it
+        if cfg.source != old_cfg.source or cfg.capture != old_cfg.capture or clf.on_sensor or old_clf.on_sensor:
             self.grabber.stop(timeout=1.0)
             self.telemetry.stall_after_s = cfg.capture.stall_seconds
             self.grabber = self._make_grabber(cfg).start()
@@ -435,12 +465,13 @@ class Daemon:
         return resolve_model_dir(self.model_dir_arg or cfg.model.dir, cfg.model.variant)
 
     @staticmethod
-    def _load_classifier(mdir: Path, cfg: DaemonConfig) -> Classifier:
+    def _load_classifier(mdir: Path, cfg: DaemonConfig) -> Classifier | LabelRule:
         runtime = load_runtime(cfg.model.runtime) if cfg.model.runtime else None
-        return Classifier.from_model_dir(mdir, num_threads=cfg.model.num_threads, runtime=runtime)
+        return load_classifier(mdir, num_threads=cfg.model.num_threads, runtime=runtime)
 
     def _make_grabber(self, cfg: DaemonConfig) -> FrameGrabber:
-        factory = self._source_factory or (lambda: build_source(cfg.source))
+        source = bind_source(self.classifier, cfg)  # the AI Camera gets the model's network file
+        factory = self._source_factory or (lambda: build_source(source))
         # keep_images=False: the loop uses the prepared input, not the frame (face mode has no hook
         # and keeps its frames): one full-size buffer in flight instead of up to four
         return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn,

@@ -417,7 +417,12 @@ def build_bundle(
     manifest, model_path = load_manifest(model_dir)
     cfg = _load_config(config)
     run_dir = Path(run) if (Path(run) / "splits.csv").is_file() else model_dir.parent.parent
-    if selftest_image is not None:
+    if manifest.variant == "imx500":  # the AI Camera classifies its own frames: no image to self-test with
+        if selftest_image is not None:
+            raise FaceedgeError(f"--selftest_image {selftest_image}: an imx500 model runs on the sensor; the Pi "
+                                "cannot classify an image with it (the health gate checks its first results)")
+        st = None
+    elif selftest_image is not None:
         st = selftest_from_image(Path(selftest_image), selftest_expect, model_dir, cfg)
     else:
         st = choose_selftest(run_dir, model_dir, cfg)
@@ -745,8 +750,8 @@ def _add_ssh_args(p: argparse.ArgumentParser) -> None:
 def _add_bundle_args(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--run", type=Path, default=Path("runs/latest"),
                    help="run dir (uses export/<variant>/) or a model dir with manifest.json")
-    p.add_argument("--variant", choices=["int8", "float32", "float16"], default="int8",
-                   help="which exported model of the run")
+    p.add_argument("--variant", choices=["int8", "float32", "float16", "imx500"], default="int8",
+                   help="which exported model of the run (imx500: packaged into network.rpk on the Pi)")
     p.add_argument("--config", type=Path, default=Path("configs/device.yaml"),
                    help="device config shipped with the release (its outputs.http is the health gate)")
     p.add_argument("--selftest_image", type=Path, default=None,

@@ -408,6 +408,22 @@ def device_cmd(rel_or_current: str, *args: str) -> list:
     return [os.path.join(rel_or_current, "venv", "bin", "python"), "-m", "device", *args]
 
 
+def package_imx500(rel: str, bundle: dict) -> None:
+    """An AI Camera model: make model/network.rpk from model/packerOut.zip with Raspberry Pi's
+    imx500-package (apt: imx500-tools), which runs only on the Pi. Other models: nothing to do."""
+    if (bundle.get("model") or {}).get("variant") != "imx500":
+        return
+    model = os.path.join(rel, "model")
+    rpk = os.path.join(model, "network.rpk")
+    if shutil.which("imx500-package") is None:
+        raise DeployError("imx500-package not found: an imx500 model is packaged on the Pi; "
+                          "sudo apt install imx500-tools")
+    code, out = run(["imx500-package", "-i", os.path.join(model, "packerOut.zip"), "-o", model], timeout=600, cwd=rel)
+    if code != 0 or not os.path.isfile(rpk):
+        raise DeployError(f"imx500-package failed (exit {code}), no network.rpk\n{tail(out)}")
+    log(f"imx500-package: {rpk} ({os.path.getsize(rpk)} bytes)")
+
+
 def check(rel: str, bundle: dict, plan: dict) -> None:
     argv = device_cmd(rel, "check", "--config", os.path.join(rel, "device.yaml"),
                       "--model-dir", os.path.join(rel, "model"), "--json")
@@ -683,6 +699,7 @@ def do_deploy(plan: dict, lay: Layout, svc: Service, *, model_only: bool) -> Non
                 files, size = share_identical(os.path.join(rel, "venv"), os.path.join(lay.release(prev), "venv"))
                 if files:
                     log(f"venv: {files} files ({size / 1e6:.1f} MB) identical to {prev}'s, hard-linked")
+        package_imx500(rel, bundle)
         check(rel, bundle, plan)
     except DeployError as e:
         lay.mark_failed(name, str(e))

@@ -6,7 +6,8 @@ it and nothing about the model is duplicated by hand in the device config. Layou
     <model dir>/model.tflite
     <model dir>/manifest.json
 
-A run directory holds such model dirs under `export/<variant>/` (int8, float32, float16).
+A run directory holds such model dirs under `export/<variant>/` (int8, float32, float16, and imx500:
+the AI Camera's `packerOut.zip` as `model_file`, packaged on the Pi into `network.rpk`, device/imx500.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from device.errors import FaceedgeError
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.tflite"
-VARIANTS = ("int8", "float32", "float16")
+VARIANTS = ("int8", "float32", "float16", "imx500")
 
 
 class Strict(BaseModel):
@@ -58,7 +59,7 @@ class Preprocessing(Strict):
 
 class Manifest(Strict):
     schema_version: int = SCHEMA_VERSION
-    variant: Literal["int8", "float32", "float16"]
+    variant: Literal["int8", "float32", "float16", "imx500"]
     model_file: str = MODEL_NAME
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size_bytes: int = Field(gt=0)

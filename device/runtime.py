@@ -74,7 +74,33 @@ def default_threads() -> int:
     return max(1, n)
 
 
-class Classifier:
+class LabelRule:
+    """The manifest's decision rule, shared by every classifier (the CPU interpreter here, the AI
+    Camera's sensor in device/imx500.py), so the daemon, check and verification decide alike."""
+
+    manifest: Manifest | None = None
+    on_sensor = False  # True: the camera runs the model, frames arrive with its outputs (device/imx500.py)
+
+    def positive_probability(self, scores: np.ndarray) -> float:
+        """Binary models: P(positive label). Softmax models: the top class's probability."""
+        if scores.size == 1:
+            return float(scores[0])
+        return float(scores.max())
+
+    def label_of(self, scores: np.ndarray, threshold: float | None = None) -> tuple[str, float]:
+        """(label, score) under the manifest's threshold (binary) or argmax (softmax)."""
+        if self.manifest is None:
+            raise ValueError("label_of needs a manifest")
+        m = self.manifest
+        if scores.size == 1:
+            p = float(scores[0])
+            t = m.threshold if threshold is None else threshold
+            return (m.positive_label if p >= t else m.negative_label), p  # type: ignore[return-value]
+        i = int(np.argmax(scores))
+        return m.labels[i], float(scores[i])
+
+
+class Classifier(LabelRule):
     """One interpreter, its tensors' quantization, and the manifest's labels."""
 
     def __init__(
@@ -168,23 +194,6 @@ class Classifier:
         self.invoke()
         return self.scores()
 
-    def positive_probability(self, scores: np.ndarray) -> float:
-        """Binary models: P(positive label). Softmax models: the top class's probability."""
-        if scores.size == 1:
-            return float(scores[0])
-        return float(scores.max())
-
-    def label_of(self, scores: np.ndarray, threshold: float | None = None) -> tuple[str, float]:
-        """(label, score) under the manifest's threshold (binary) or argmax (softmax)."""
-        if self.manifest is None:
-            raise ValueError("label_of needs a manifest")
-        m = self.manifest
-        if scores.size == 1:
-            p = float(scores[0])
-            t = m.threshold if threshold is None else threshold
-            return (m.positive_label if p >= t else m.negative_label), p  # type: ignore[return-value]
-        i = int(np.argmax(scores))
-        return m.labels[i], float(scores[i])
 
 
 def _dequantizer(dtype: np.dtype, scale: float, zero_point: int):

@@ -76,6 +76,11 @@ class FrameSource(abc.ABC):
         """Channel order of what `read_native` returns: "RGB" (the default) or "BGR"."""
         return "RGB"
 
+    def sensor_output(self) -> np.ndarray | None:
+        """A camera that runs the model itself (the AI Camera, device/sources/imx500.py): the output
+        tensor of the frame the last read returned, None when that frame had none. Others: None."""
+        return None
+
     def close(self) -> None:
         """Release the device. Idempotent."""
 

@@ -78,6 +78,7 @@ class Frame:
     prepared_by: Any = None  # the hook that made it (a reload may swap hooks)
     prep_ms: dict[str, float] = field(default_factory=dict)  # the hook's own stage timings
     channel_order: str = "RGB"  # of `image`: "BGR" only when a channel-swapping hook read it natively
+    sensor_output: np.ndarray | None = None  # the AI Camera's output tensor for this frame (source.sensor_output)
 
 
 class _NullTelemetry:
@@ -348,11 +349,12 @@ class FrameGrabber:
                 self.telemetry.inc("stale_frames_discarded")
                 self._give_back(img)
                 continue
+            tensor = src.sensor_output()
             prepared, prepared_by, prep_ms = self._prepare(img, fn, bgr)
             if prepared is not None and not self.keep_images:
                 self._give_back(img)
                 img = None
-            self._publish(img, ts, mono, prepared, prepared_by, prep_ms, "BGR" if bgr else "RGB")
+            self._publish(img, ts, mono, prepared, prepared_by, prep_ms, "BGR" if bgr else "RGB", tensor)
         return False
 
     def _prepare(self, img: np.ndarray, fn: Callable | None = None,
@@ -374,7 +376,7 @@ class FrameGrabber:
 
     def _publish(self, img: np.ndarray | None, ts: float, mono: float, prepared: np.ndarray | None = None,
                  prepared_by: Any = None, prep_ms: dict[str, float] | None = None,
-                 channel_order: str = "RGB") -> None:
+                 channel_order: str = "RGB", sensor_output: np.ndarray | None = None) -> None:
         dropped = False
         with self._cond:
             if not self.paced:  # read a few frames ahead of the consumer, never drop
@@ -385,7 +387,7 @@ class FrameGrabber:
                 dropped = True
             self._frame_id += 1
             self._queue.append(Frame(img, self._frame_id, ts, mono, self.session, prepared, prepared_by,
-                                     prep_ms or {}, channel_order))
+                                     prep_ms or {}, channel_order, sensor_output))
             self.stats.captured += 1
             self.last_frame_mono = mono
             self._cond.notify_all()

@@ -23,8 +23,16 @@ picamera2/picamera2.py, and the Picamera2 manual):
   Stricter than the real one in one place: capturing from a camera that is not started raises
   instead of hanging, so a wrong call order fails the test instead of timing it out.
 
+- ``capture_request(wait=None, flush=None)``: the next frame as a request (the real
+  ``CompletedRequest``): ``make_array("main")`` (a copy, as above), ``get_metadata()`` (a dict;
+  ``SensorTimestamp`` in ns, plus what an attached sensor adds: the AI Camera's output tensors,
+  tests/fakes/imx500.py), ``release()`` once. After ``release()`` the request is gone (the real one
+  recycles its buffers): using it again raises, and so does releasing it twice; a camera whose
+  ``buffer_count`` requests are all held unreleased delivers nothing more (raises here, hangs there).
+
 The scene (in RGB) is ``SCENE_RGB``: left half red (200, 30, 10), right half blue (10, 30, 200),
-so a test can tell a correct RGB frame from a channel-swapped one.
+so a test can tell a correct RGB frame from a channel-swapped one. An attached sensor
+(``STATE.sensor``, set by the fake IMX500 of the same camera number) supplies its own scene instead.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ class _State:
         self.stalled = threading.Event()  # while set, no frames arrive
         self.open_times: list[float] = []  # monotonic time of every Picamera2() call
         self.instances: list["Picamera2"] = []
+        self.sensor = None  # tests/fakes/imx500.py: frames and metadata of the AI Camera
 
 
 STATE = _State()
@@ -83,6 +92,7 @@ class Picamera2:
         self.closed = False
         self.frames = 0
         self._next = 0.0
+        self._requests: list[CompletedRequest] = []
         STATE.instances.append(self)
 
     def create_video_configuration(self, main=None, controls=None, buffer_count=6, **kwargs) -> dict:
@@ -109,6 +119,18 @@ class Picamera2:
     def capture_array(self, name: str = "main", wait=None) -> np.ndarray:
         if name != "main":
             raise KeyError(name)
+        return self._next_frame(wait)[0]
+
+    def capture_request(self, wait=None, flush=None) -> "CompletedRequest":
+        held = sum(1 for r in self._requests if r.request is not None)
+        if held >= self.camera_config["buffer_count"]:
+            raise RuntimeError(f"fake: all {held} buffers are held by unreleased requests (the real camera stalls)")
+        arr, metadata = self._next_frame(wait)
+        req = CompletedRequest(arr, metadata)
+        self._requests = [r for r in self._requests if r.request is not None] + [req]
+        return req
+
+    def _next_frame(self, wait) -> tuple[np.ndarray, dict]:
         if not self.started:
             raise RuntimeError("fake: capture_array on a camera that is not started")
         timeout = None if wait in (None, True) else float(wait)
@@ -128,8 +150,15 @@ class Picamera2:
         self.frames += 1
         main = self.camera_config["main"]
         w, h = main["size"]
-        rgbx = np.concatenate([scene_rgb(w, h), np.full((h, w, 1), 255, np.uint8)], axis=2)
-        return np.ascontiguousarray(rgbx[:, :, list(_ORDER[main["format"]])])
+        metadata = {"SensorTimestamp": time.monotonic_ns()}
+        sensor = STATE.sensor if STATE.sensor is not None and STATE.sensor.camera_num == self.camera_num else None
+        if sensor is not None:
+            rgb, extra = sensor.frame(self.frames, w, h)
+            metadata.update(extra)
+        else:
+            rgb = scene_rgb(w, h)
+        rgbx = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
+        return np.ascontiguousarray(rgbx[:, :, list(_ORDER[main["format"]])]), metadata
 
     def stop(self) -> None:
         self.started = False
@@ -146,3 +175,28 @@ class Picamera2:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class CompletedRequest:
+    """One captured frame and its metadata, held until `release()` (picamera2/request.py)."""
+
+    def __init__(self, array: np.ndarray, metadata: dict) -> None:
+        self.request: tuple[np.ndarray, dict] | None = (array, metadata)
+
+    def _held(self) -> tuple[np.ndarray, dict]:
+        if self.request is None:
+            raise RuntimeError("fake: request used after release()")
+        return self.request
+
+    def make_array(self, name: str) -> np.ndarray:
+        if name != "main":
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        return self._held()[0].copy()
+
+    def get_metadata(self) -> dict:
+        return dict(self._held()[1])
+
+    def release(self) -> None:
+        if self.request is None:
+            raise RuntimeError("CompletedRequest: lock now has negative ref_count")
+        self.request = None
