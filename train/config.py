@@ -136,6 +136,17 @@ class TrainingConfig(Strict):
     verbose: Literal[0, 1, 2] = Field(1, description="keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
 
 
+class GateSection(Strict):
+    """The floor a model must clear to count as learned: training ends non-zero below it, and the
+    conversion gate never publishes such a model (convert.gate)."""
+
+    min_balanced_accuracy: float | None = Field(
+        None, ge=0.0, le=1.0, description="on unseen persons (else the seen-person holdout, else valid); null: a "
+                                          "tenth of the way from chance to perfect (0.55 with two labels)")
+    significance: float = Field(0.05, gt=0.0, lt=1.0,
+                                description="level of the exact binomial test 'better than chance'")
+
+
 class RunConfig(Strict):
     name: str = "run"
     runs_dir: str = "runs"
@@ -154,6 +165,7 @@ class TrainConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
     pipeline: PipelineConfig = PipelineConfig()
     training: TrainingConfig = TrainingConfig()
+    gate: GateSection = GateSection()
     run: RunConfig = RunConfig()
 
 
