@@ -15,11 +15,11 @@ comparison is paired (`convert.verify.split_metrics` counts):
   lost, none gained) at a drop of `max_drop` points could reach `significance`, the gate says so
   (`notes`): that split cannot show such a drop, whatever happens on it.
 
-And an absolute floor (`floor_failures`), applied to every variant on the first split present of
-`FLOOR_SPLITS` (unseen persons when there are any): its balanced accuracy must be better than chance
-(exact binomial test of the number right against the chance agreement of its confusion matrix,
-`train.stats.chance_test`) and at least `min_balanced_accuracy`. A model that did not learn is never
-published, however faithfully it was converted.
+And an absolute floor (`floor_failures`, the training stage's own `train.verdict.floor_check`),
+applied to every variant on the first split present of `FLOOR_SPLITS` (unseen persons when there are
+any): its balanced accuracy must be better than chance (exact binomial test of the number right
+against the chance agreement of its confusion matrix) and at least `min_balanced_accuracy`. A model
+that did not learn is never published, however faithfully it was converted.
 
 Each split and check is tested at `significance` on its own (no correction for the several tests):
 the gate errs on the side of rejecting. A failing variant is written to `export/<variant>.rejected/`
@@ -35,17 +35,13 @@ from pydantic import Field
 
 from device.manifest import Strict
 from train import stats
+from train.verdict import FLOOR_SPLITS, default_min_balanced_accuracy, floor_check, floor_split
 
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 DEFAULT_MIN_AGREEMENT = 0.98
 DEFAULT_SIGNIFICANCE = 0.05
-FLOOR_SPLITS = ("unseen_persons", "seen_holdout", "valid", "all")  # "all": --data that could not be split
-
-
-def default_min_balanced_accuracy(num_labels: int) -> float:
-    """A tenth of the way from chance (1/k) to perfect: 0.55 for two labels."""
-    chance = 1.0 / max(2, num_labels)
-    return round(chance + 0.1 * (1.0 - chance), 4)
+__all__ = ["DEFAULT_MAX_DROP", "DEFAULT_MIN_AGREEMENT", "DEFAULT_SIGNIFICANCE", "FLOOR_SPLITS", "GateConfig",
+           "Verdict", "default_min_balanced_accuracy"]
 
 
 @dataclass
@@ -119,22 +115,15 @@ class GateConfig(Strict):
         return v
 
     def floor_failures(self, variant: str, splits: dict[str, dict]) -> list[str]:
-        """The absolute floor on the first present split of FLOOR_SPLITS; empty = the model learned."""
-        name = next((s for s in FLOOR_SPLITS if splits.get(s, {}).get("n")), None)
+        """The absolute floor (`train.verdict.floor_check`) on the first present split of FLOOR_SPLITS;
+        empty = the model learned."""
+        name = floor_split({k: m.get("n", 0) for k, m in splits.items()})
         if name is None:
             return []
         m = splits[name]
-        cm = m["confusion_matrix"]
-        test = stats.chance_test(cm)
-        floor = self.floor_of(len(cm))
-        out = []
-        if test["p"] >= self.significance:
-            out.append(
-                f"{variant} {name}: not better than chance: {test['correct']} of {test['n']} right, where "
-                f"predictions independent of the labels would get {100 * test['chance']:.1f}% "
-                f"(exact binomial p = {test['p']:.3g} >= {self.significance:g}); balanced accuracy "
-                f"{m['balanced_accuracy']:.3f}: the model did not learn")
-        elif m["balanced_accuracy"] < floor - 1e-9:
-            out.append(f"{variant} {name}: balanced accuracy {m['balanced_accuracy']:.3f} (n = {m['n']}) is below "
-                       f"min_balanced_accuracy {floor:g}")
-        return out
+        chk = floor_check(m["confusion_matrix"], m["balanced_accuracy"], significance=self.significance,
+                          min_balanced_accuracy=self.min_balanced_accuracy)
+        if chk["passed"]:
+            return []
+        tail = "; the model did not learn" if not chk["better_than_chance"] else ""
+        return [f"{variant} {name}: {chk['reason']}{tail}"]
