@@ -8,6 +8,7 @@ DATA         ?= data/sample
 SEED         ?= 0
 RUN          ?= runs/latest
 RUNS         ?= $(wildcard runs/*-*)
+FROM         ?=
 DEVICE_CONFIG ?= configs/device.yaml
 SOURCE       ?=
 PI           ?=
@@ -21,7 +22,7 @@ PYTEST_ARGS  ?=
 APT_PACKAGES := mosquitto openssh-server rsync systemd
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast data train compare convert crop-faces run-device check-device \
+.PHONY: help setup test test-fast data train compare convert video crop-faces run-device check-device \
         deploy rollback deploy-model bench bench-train bench-device demo clean
 
 help: ## list the targets
@@ -62,6 +63,9 @@ crop-faces: | $(PY) ## crop faces from raw photos (ARGS="--src DIR --out DIR")
 convert: | $(PY) ## quantize RUN to int8 TFLite (+ float32) and verify it
 	$(PY) -m convert --run $(RUN) $(ARGS)
 
+video: | $(PY) ## the demo's video of RUN's unseen persons, with its ground truth (RUN/demo/)
+	$(PY) -m convert.demo --from video --to video --run $(RUN) $(ARGS)
+
 run-device: | $(PY) ## run the device daemon here (SOURCE=video/file/index overrides the config's source)
 	$(PY) -m device run --config $(DEVICE_CONFIG) --model-dir $(RUN) $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
 
@@ -90,8 +94,8 @@ bench-device: | $(PY) ## the same benchmark on PI over ssh, results brought back
 bench-train: | $(PY) ## training input-pipeline and feature-cache benchmark (ratios)
 	$(PY) -m train bench --config $(CONFIG) $(ARGS)
 
-demo: | $(PY) ## the whole chain offline: data, train, convert, daemon on a video, bench, summary
-	$(PY) -m convert.demo --data $(DATA) --config $(CONFIG) --seed $(SEED) $(ARGS)
+demo: | $(PY) ## the whole chain offline: data, train, convert, video, daemon on it, bench (FROM=stage RUN=run resumes)
+	$(PY) -m convert.demo --data $(DATA) --config $(CONFIG) --seed $(SEED) $(if $(FROM),--from $(FROM) --run $(RUN)) $(ARGS)
 
 clean: ## remove generated data, runs and caches
 	rm -rf runs data .pytest_cache .bench
