@@ -40,9 +40,9 @@ from device.manifest import atomic_write_bytes
 from train import determinism, report, stats
 from train.config import TrainConfig, dump_config, load_config, validate
 from train.data import check_person_level, index_dataset, write_skipped_csv
-from train.verdict import diagnose, floor_check, floor_split
 from train.splits import (SplitRecord, class_weights, is_skewed, make_splits, read_splits_csv, split_summary,
                           write_splits_csv)
+from train.verdict import diagnose, floor_check, floor_split
 
 log = logging.getLogger(__name__)
 
