@@ -78,8 +78,9 @@ def run_stage(number: int, total: int, name: str, argv: list[str], remake: str, 
         _say(f"    {line}")
     rc = proc.wait()
     if rc != 0:
-        raise StageFailed(f"stage {name} failed (exit {rc}); re-run it alone with: {remake}"
-                          + (f"; then resume the demo with: {resume}" if resume else ""))
+        raise StageFailed(f"stage {name} failed (exit {rc}); "
+                          + (f"resume the demo there with: {resume} (or re-run the stage alone: {remake})" if resume
+                             else f"re-run it alone with: {remake}"))
     _say(f"    {name} done in {time.perf_counter() - t0:.1f} s")
     return lines
 

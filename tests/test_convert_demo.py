@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from device.errors import FaceedgeError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -96,3 +98,22 @@ def test_make_demo_small_then_resumed(tmp_path):
            f"RUN={run_dir})" in proc.stderr
     proc = make("demo", "FROM=convert", f"RUN={tmp_path / 'nowhere'}")
     assert proc.returncode == 2 and "run directory not found" in proc.stderr
+
+
+def test_a_failed_stage_says_how_to_resume_there():
+    import sys
+
+    from convert import demo
+
+    args = demo.build_parser().parse_args(["--seed", "3", "--set", "training.epochs=5"])
+    assert demo.resume_command(args, "train", None) == "make demo FROM=train SEED=3 ARGS='--set training.epochs=5'"
+    resume = demo.resume_command(args, "convert", Path("/x/runs/s-1"))
+    assert resume == "make demo FROM=convert RUN=/x/runs/s-1 SEED=3 ARGS='--set training.epochs=5'"
+    with pytest.raises(demo.StageFailed) as e:
+        demo.run_stage(3, 6, "convert", [sys.executable, "-c", "import sys; print('gate says no'); sys.exit(1)"],
+                       "make convert RUN=/x/runs/s-1", resume=resume)
+    assert str(e.value) == ("stage convert failed (exit 1); resume the demo there with: " + resume
+                            + " (or re-run the stage alone: make convert RUN=/x/runs/s-1)")
+    assert e.value.exit_code == 1
+    with pytest.raises(FaceedgeError, match="--from video comes after --to convert"):
+        demo.run(demo.build_parser().parse_args(["--from", "video", "--to", "convert"]))
