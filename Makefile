@@ -8,6 +8,7 @@ DATA         ?= data/sample
 SEED         ?= 0
 RUN          ?= runs/latest
 RUNS         ?= $(wildcard runs/*-*)
+FROM         ?=
 DEVICE_CONFIG ?= configs/device.yaml
 SOURCE       ?=
 PI           ?=
@@ -77,6 +78,9 @@ crop-faces: | $(PY) ## crop faces from raw photos (ARGS="--src DIR --out DIR")
 convert: | $(PY) ## quantize RUN to int8 TFLite (+ float32) and verify it
 	$(PY) -m convert --run $(RUN) $(ARGS)
 
+video: | $(PY) ## the demo's video of RUN's unseen persons, with its ground truth (RUN/demo/)
+	$(PY) -m convert.demo --from video --to video --run $(RUN) $(ARGS)
+
 run-device: | $(PY) ## run the device daemon here (SOURCE=video/file/index overrides the config's source)
 	$(PY) -m device run --config $(DEVICE_CONFIG) --model-dir $(RUN) $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
 
@@ -108,8 +112,8 @@ bench-http: | $(PY) ## the daemon's HTTP under 20 concurrent loopback clients: l
 bench-train: | $(PY) ## training input-pipeline and feature-cache benchmark (ratios)
 	$(PY) -m train bench --config $(CONFIG) $(ARGS)
 
-demo: | $(PY) ## the whole chain offline: data, train, convert, daemon on a video, bench, summary
-	$(PY) -m convert.demo --data $(DATA) --config $(CONFIG) --seed $(SEED) $(ARGS)
+demo: | $(PY) ## the whole chain offline: data, train, convert, video, daemon on it, bench (FROM=stage RUN=run resumes)
+	$(PY) -m convert.demo --data $(DATA) --config $(CONFIG) --seed $(SEED) $(if $(FROM),--from $(FROM) --run $(RUN)) $(ARGS)
 
 clean: ## remove what the project generated (data/sample, runs it wrote, caches); never your files
 	@$(PYTHON) train/clean.py

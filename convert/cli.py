@@ -5,8 +5,9 @@
     python -m convert --from model.h5 --data DIR_OR_CSV --out DIR  # a model from elsewhere
 
 Exit status: 0 = every variant passed the gate and is published; 1 = the gate rejected a variant
-(it is written with status "rejected", which the device refuses to load); 2 = bad input
-(one line `error: ...` naming the file and the failed check; nothing written).
+(it is written to export/<variant>.rejected/ with status "rejected", which the device refuses to
+load, and a previously published export/<variant>/ stays); 2 = bad input (one line `error: ...`
+naming the file and the failed check; nothing written).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
+from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_SIGNIFICANCE
 from convert.probe import DEFAULT_TIMEOUT_S
 from convert.quantize import DEFAULT_CALIBRATION_STEPS
 from device.errors import FaceedgeError
@@ -63,9 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="representative images drawn from the training split (warning below 100)")
     p.add_argument("--seed", type=int, default=0, help="seed for drawing the calibration images")
     p.add_argument("--max_drop", type=float, default=DEFAULT_MAX_DROP,
-                   help="gate: largest accuracy drop vs the float model, in points, on any split")
+                   help="gate: a variant fails a split where it is significantly worse than the float model "
+                        "(exact McNemar) by more than this many accuracy points")
     p.add_argument("--min_agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
-                   help="gate: smallest fraction of images where the model decides as the float model does")
+                   help="gate: a variant fails a split where its agreement with the float model is "
+                        "significantly below this fraction (exact binomial test)")
+    p.add_argument("--significance", type=float, default=None,
+                   help=f"gate: p-value below which a test counts (default: the run's gate.significance, "
+                        f"else {DEFAULT_SIGNIFICANCE})")
+    p.add_argument("--min_balanced_accuracy", type=float, default=None,
+                   help="floor: a model below this balanced accuracy on unseen persons is never published "
+                        "(default: the run's gate.min_balanced_accuracy, else 0.55 for two labels)")
     p.add_argument("--labels", type=_csv_list, default=None,
                    help="--from without model_info.json: labels in output order (default: sorted data labels)")
     p.add_argument("--positive_label", type=str, default=None,
@@ -101,10 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     for v, r in summary["variants"].items():
         ratio = r["size_ratio_to_float32"]
         worst = min(r["splits"].values(), key=lambda m: m["agreement"])
-        accs = ", ".join(f"{s} {100 * m['accuracy']:.1f}%" for s, m in r["splits"].items())
+        accs = ", ".join(f"{s} {100 * m['accuracy']:.1f}% {_ci(m['accuracy_ci95'])} (n {m['n']})"
+                         for s, m in r["splits"].items())
         print(f"{v}: {r['status']}, {r['size_bytes']} bytes"
               + (f" ({ratio:.3f} of float32)" if ratio is not None else "")
               + f", accuracy {accs}, min agreement {100 * worst['agreement']:.2f}%, {r['path']}")
+        if r["status"] != "published":
+            print(f"{v}: {current_text(v, r.get('current'))}")
+    for note in summary["gate"].get("notes", []):
+        print(f"note: gate: {note}")
     out = Path(summary["variants"][next(iter(summary["variants"]))]["path"]).parents[2]
     print(f"figures: {out / 'convert.json'}; report: {out / 'report.md'}")
     if not summary["gate"]["passed"]:
@@ -112,3 +126,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: gate: {f}", file=sys.stderr)
         return EXIT_GATE_FAILED
     return 0
+
+
+def _ci(ci) -> str:
+    return "[–]" if ci is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def current_text(variant: str, current: dict | None) -> str:
+    """Which model of `variant` the device would load now, after a rejection."""
+    if current is None:
+        return f"no published {variant} model: export/{variant}/ does not exist (the device has nothing to load)"
+    if current.get("status") != "published":
+        return f"export/{variant}/ holds a model that is not publishable ({current.get('status')})"
+    return (f"the published model is unchanged: {current['path']} (created {current.get('created') or '?'}, "
+            f"sha256 {str(current.get('sha256'))[:12]}…)")

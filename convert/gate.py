@@ -1,44 +1,129 @@
-"""The conversion gate: a converted model is published only if it still behaves like the float model.
+"""The conversion gate: statistics, not a threshold. A converted model is published only if the data
+cannot show it is worse than the float model, and the model is better than chance at all.
 
-A variant fails when, on any verified split, its accuracy is more than `max_drop` percentage
-points below the float model's on the same images, or its decisions agree with the float model's
-on fewer than `min_agreement` of them. The gate applies to every variant (a float32 or float16
-model that fails it means the conversion, not quantization, broke something); the int8 model is
-the one it exists for.
+On every verified split the converted model and the float model decide the same images, so the
+comparison is paired (`convert.verify.split_metrics` counts):
 
-A failing variant is still written to `export/<variant>/`, with ``"status": "rejected"`` and the
-reasons in its manifest's ``notes``: `device.manifest.load_manifest` refuses to load it with that
-message, so a device never runs it, while the files stay there to be inspected.
+* b = images only the float model gets right, c = images only the converted model gets right.
+  The variant **fails** a split when it is significantly worse — exact one-sided McNemar
+  p = P(X >= b | X ~ Bin(b + c, 1/2)) below `significance` — *and* its accuracy is more than
+  `max_drop` points below the float model's (so on a large split a real but negligible drop passes).
+  One flipped image of 80 (b = 1, c = 0) is p = 0.5: noise, and it passes.
+* The variant **fails** a split when its agreement with the float model is significantly below
+  `min_agreement`: exact binomial P(X <= agreeing | n, min_agreement) below `significance`.
+* Where a split is so small that not even the clearest possible evidence (every discordant image
+  lost, none gained) at a drop of `max_drop` points could reach `significance`, the gate says so
+  (`notes`): that split cannot show such a drop, whatever happens on it.
+
+And an absolute floor (`floor_failures`, the training stage's own `train.verdict.floor_check`),
+applied to every variant on the first split present of `FLOOR_SPLITS` (unseen persons when there are
+any): its balanced accuracy must be better than chance (exact binomial test of the number right
+against the chance agreement of its confusion matrix) and at least `min_balanced_accuracy`. A model
+that did not learn is never published, however faithfully it was converted.
+
+Each split and check is tested at `significance` on its own (no correction for the several tests):
+the gate errs on the side of rejecting. A failing variant is written to `export/<variant>.rejected/`
+with ``"status": "rejected"`` and the reasons in its manifest (the device refuses to load it); the
+published `export/<variant>/`, if any, is left as it was (`convert.pipeline`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pydantic import Field
 
 from device.manifest import Strict
+from train import stats
+from train.verdict import FLOOR_SPLITS, default_min_balanced_accuracy, floor_check, floor_split
 
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 DEFAULT_MIN_AGREEMENT = 0.98
+DEFAULT_SIGNIFICANCE = 0.05
+__all__ = ["DEFAULT_MAX_DROP", "DEFAULT_MIN_AGREEMENT", "DEFAULT_SIGNIFICANCE", "FLOOR_SPLITS", "GateConfig",
+           "Verdict", "default_min_balanced_accuracy"]
+
+
+@dataclass
+class Verdict:
+    failures: list[str] = field(default_factory=list)  # one line per failed check: the variant is rejected
+    notes: list[str] = field(default_factory=list)  # what the data cannot show (the variant still passes)
+    checks: dict[str, dict] = field(default_factory=dict)  # per split: the p-values and what was decided
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
 
 
 class GateConfig(Strict):
     max_drop: float = Field(DEFAULT_MAX_DROP, ge=0.0, le=100.0)
     min_agreement: float = Field(DEFAULT_MIN_AGREEMENT, ge=0.0, le=1.0)
+    significance: float = Field(DEFAULT_SIGNIFICANCE, gt=0.0, lt=1.0)
+    min_balanced_accuracy: float | None = Field(None, ge=0.0, le=1.0)
 
-    def failures(self, variant: str, splits: dict[str, dict]) -> list[str]:
-        """Human-readable reasons `variant` fails, one per split and check; empty = passes."""
-        out = []
+    def floor_of(self, num_labels: int) -> float:
+        return (self.min_balanced_accuracy if self.min_balanced_accuracy is not None
+                else default_min_balanced_accuracy(num_labels))
+
+    def split_check(self, m: dict) -> dict:
+        """The paired tests on one split's counts (see `convert.verify.split_metrics`)."""
+        n, b, c = m["n"], m["only_float_right"], m["only_converted_right"]
+        p_worse = stats.mcnemar_p(b, c)
+        p_agree = stats.below_p(m["agree"], n, self.min_agreement)
+        b_min = stats.min_discordant(self.significance)
+        detectable = 100.0 * b_min / n if n else None
+        return {
+            "mcnemar_p": p_worse,
+            "significantly_worse": p_worse < self.significance and m["accuracy_drop_points"] > self.max_drop + 1e-9,
+            "agreement_p": p_agree,
+            "agreement_significantly_low": p_agree < self.significance,
+            "smallest_detectable_drop_points": detectable,
+            "can_detect_max_drop": detectable is not None and detectable <= self.max_drop + 1e-9,
+        }
+
+    def evaluate(self, variant: str, splits: dict[str, dict]) -> Verdict:
+        """Run every check on every split of `variant`; the floor included."""
+        v = Verdict()
+        too_small = []
         for name, m in splits.items():
             if m["n"] == 0:
                 continue
-            if m["accuracy_drop_points"] > self.max_drop + 1e-9:
-                out.append(
-                    f"{variant} {name}: accuracy {100 * m['accuracy']:.2f}% is {m['accuracy_drop_points']:.2f} points "
-                    f"below the float model's {100 * m['float_accuracy']:.2f}% (max_drop {self.max_drop:g})"
-                )
-            if m["agreement"] < self.min_agreement - 1e-9:
-                out.append(
-                    f"{variant} {name}: agreement with the float model {100 * m['agreement']:.2f}% < "
-                    f"{100 * self.min_agreement:g}% (min_agreement)"
-                )
-        return out
+            chk = self.split_check(m)
+            v.checks[name] = chk
+            n = m["n"]
+            if chk["significantly_worse"]:
+                v.failures.append(
+                    f"{variant} {name}: significantly worse than the float model: {m['only_float_right']} of {n} "
+                    f"images only the float model gets right, {m['only_converted_right']} only {variant} "
+                    f"(exact McNemar p = {chk['mcnemar_p']:.3g} < {self.significance:g}); accuracy "
+                    f"{100 * m['accuracy']:.2f}% vs {100 * m['float_accuracy']:.2f}%, "
+                    f"{m['accuracy_drop_points']:.2f} points lower (max_drop {self.max_drop:g})")
+            if chk["agreement_significantly_low"]:
+                v.failures.append(
+                    f"{variant} {name}: agreement with the float model {100 * m['agreement']:.2f}% "
+                    f"({m['agree']} of {n}) is significantly below min_agreement {100 * self.min_agreement:g}% "
+                    f"(exact binomial p = {chk['agreement_p']:.3g} < {self.significance:g})")
+            if not chk["can_detect_max_drop"]:
+                too_small.append(f"{name} (n = {n}, {chk['smallest_detectable_drop_points']:.1f})")
+        if too_small:
+            b_min = stats.min_discordant(self.significance)
+            v.notes.append(
+                f"{variant}: too few images to detect a drop of {self.max_drop:g} point(s) on "
+                f"{', '.join(too_small)}: even {b_min} images lost and none gained is the least that reaches "
+                f"p < {self.significance:g} (smallest detectable drop in points, per split)")
+        v.failures += self.floor_failures(variant, splits)
+        return v
+
+    def floor_failures(self, variant: str, splits: dict[str, dict]) -> list[str]:
+        """The absolute floor (`train.verdict.floor_check`) on the first present split of FLOOR_SPLITS;
+        empty = the model learned."""
+        name = floor_split({k: m.get("n", 0) for k, m in splits.items()})
+        if name is None:
+            return []
+        m = splits[name]
+        chk = floor_check(m["confusion_matrix"], m["balanced_accuracy"], significance=self.significance,
+                          min_balanced_accuracy=self.min_balanced_accuracy)
+        if chk["passed"]:
+            return []
+        tail = "; the model did not learn" if not chk["better_than_chance"] else ""
+        return [f"{variant} {name}: {chk['reason']}{tail}"]

@@ -3,9 +3,11 @@ child process ─► verify on every split with the device's code ─► gate �
 
 Nothing is written where the device looks until everything has been converted and verified: the
 variants are built in a hidden staging folder inside `<out>/export/`, and each `export/<variant>/`
-folder is then swapped in with a rename (model and manifest together). `convert.json` and the
-report section are written last, each atomically. Any error on the way leaves the previous
-export untouched and removes the staging folder.
+folder is then swapped in with a rename (model and manifest together). A variant the gate rejects
+goes to `export/<variant>.rejected/` instead, so a published model is never replaced by a rejected
+one; a passing conversion removes a stale `.rejected/` it supersedes. `convert.json` and the report
+section are written last, each atomically. Any error on the way leaves the previous export
+untouched and removes the staging folder.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from convert import data as cdata
-from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateConfig
+from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_SIGNIFICANCE, GateConfig
 from convert.probe import DEFAULT_TIMEOUT_S
 from convert.quantize import DEFAULT_CALIBRATION_STEPS, MIN_RECOMMENDED_CALIBRATION, QuantizationConfig
 from device.errors import FaceedgeError
@@ -64,6 +66,8 @@ class ConvertOptions(Strict):
     seed: int = 0
     max_drop: float = Field(DEFAULT_MAX_DROP, ge=0.0, le=100.0)
     min_agreement: float = Field(DEFAULT_MIN_AGREEMENT, ge=0.0, le=1.0)
+    significance: float | None = Field(None, gt=0.0, lt=1.0)
+    min_balanced_accuracy: float | None = Field(None, ge=0.0, le=1.0)
     labels: list[str] | None = None
     positive_label: str | None = None
     threshold: float | None = Field(None, ge=0.0, le=1.0)
@@ -207,6 +211,47 @@ def _publish_dir(staged: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+REJECTED_SUFFIX = ".rejected"
+
+
+def rejected_dir(export_root: Path, variant: str) -> Path:
+    """Where a variant the gate rejected is written: beside, never over, the published one."""
+    return export_root / f"{variant}{REJECTED_SUFFIX}"
+
+
+def describe_published(model_dir: Path) -> dict | None:
+    """What `export/<variant>/` holds now (path, sha256, created, source run, status), or None."""
+    mpath = model_dir / "manifest.json"
+    if not mpath.is_file():
+        return None
+    try:
+        raw = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {"path": str(model_dir), "status": "unreadable manifest"}
+    return {"path": str(model_dir), "sha256": raw.get("sha256"), "created": raw.get("created"),
+            "source_run": raw.get("source_run"), "status": raw.get("status", "published")}
+
+
+def gate_config(opts: ConvertOptions, run_dir: Path | None) -> GateConfig:
+    """The gate's settings: the options first, then the run's config.yaml `gate:` section (the floor the
+    training stage applied), then the defaults."""
+    run_gate = None
+    cfg_path = run_dir / "config.yaml" if run_dir is not None else None
+    if cfg_path is not None and cfg_path.is_file():
+        from train.config import load_raw, validate
+
+        try:
+            run_gate = validate(load_raw(cfg_path), str(cfg_path)).gate
+        except FaceedgeError as e:
+            log.warning("%s: gate settings not read (%s); using the defaults", cfg_path, e)
+    significance = opts.significance if opts.significance is not None else (
+        run_gate.significance if run_gate is not None else DEFAULT_SIGNIFICANCE)
+    floor = opts.min_balanced_accuracy if opts.min_balanced_accuracy is not None else (
+        run_gate.min_balanced_accuracy if run_gate is not None else None)
+    return GateConfig(max_drop=opts.max_drop, min_agreement=opts.min_agreement, significance=significance,
+                      min_balanced_accuracy=floor)
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -215,7 +260,8 @@ def run(opts: ConvertOptions) -> dict:
     """Convert, verify, gate and publish; returns what is written to convert.json.
 
     Raises FaceedgeError on bad input (nothing written). A gate failure is not an exception: the
-    result's ``gate.passed`` is False and the failing variants are published as rejected.
+    result's ``gate.passed`` is False and the failing variants are written to
+    ``export/<variant>.rejected/`` (status "rejected"); ``current`` says what ``export/<variant>/`` holds.
     """
     t_start = time.perf_counter()
     if importlib.util.find_spec("tensorflow") is None:  # a device-only install: say what to do, no traceback
@@ -223,7 +269,7 @@ def run(opts: ConvertOptions) -> dict:
     src = resolve_source(opts)
     require_writable_dir(src.out, "--out" if opts.out is not None else "--run")  # before TensorFlow loads
     variants = list(opts.variants)
-    gate = GateConfig(max_drop=opts.max_drop, min_agreement=opts.min_agreement)
+    gate = gate_config(opts, src.run_dir)
 
     # ---- calibration set (cheap checks first: no TensorFlow needed to reject an empty set)
     calib: list[cdata.Sample] = []
@@ -343,20 +389,35 @@ def run(opts: ConvertOptions) -> dict:
         for v in variants:
             results[v]["size_ratio_to_float32"] = (results[v]["size_bytes"] / float32_size) if float32_size else None
 
-        # ---- gate, then publish
+        # ---- gate, then publish: a passing variant replaces export/<v>/, a rejected one goes to
+        # export/<v>.rejected/ and the published export/<v>/ (if any) stays as it was
         all_failures: list[str] = []
+        all_notes: list[str] = []
         for v in variants:
-            fails = gate.failures(v, results[v]["splits"])
-            results[v]["gate_failures"] = fails
-            if fails:
+            verdict = gate.evaluate(v, results[v]["splits"])
+            for name, chk in verdict.checks.items():
+                results[v]["splits"][name]["gate"] = chk
+            results[v]["gate_failures"] = verdict.failures
+            results[v]["gate_notes"] = verdict.notes
+            all_notes += verdict.notes
+            if not verdict.passed:
                 results[v]["status"] = "rejected"
                 manifests[v] = manifests[v].model_copy(update={
-                    "status": "rejected", "notes": "rejected by the conversion gate: " + "; ".join(fails)})
-                all_failures += fails
+                    "status": "rejected", "notes": "rejected by the conversion gate: " + "; ".join(verdict.failures)})
+                all_failures += verdict.failures
             write_manifest(staging / v, manifests[v])
         for v in variants:
-            _publish_dir(staging / v, export_root / v)
-            results[v]["path"] = str(export_root / v / manifests[v].model_file)
+            if results[v]["status"] == "published":
+                _publish_dir(staging / v, export_root / v)
+                stale = rejected_dir(export_root, v)
+                if stale.exists():  # superseded by this passing conversion: it would only mislead
+                    shutil.rmtree(stale)
+                    log.info("%s: removed %s (an earlier rejected conversion, superseded)", v, stale)
+                results[v]["path"] = str(export_root / v / manifests[v].model_file)
+            else:
+                _publish_dir(staging / v, rejected_dir(export_root, v))
+                results[v]["path"] = str(rejected_dir(export_root, v) / manifests[v].model_file)
+            results[v]["current"] = describe_published(export_root / v)
         published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -376,15 +437,17 @@ def run(opts: ConvertOptions) -> dict:
                      "device_runtime": f"{deciders[variants[0]].runtime.name} "
                                        f"{deciders[variants[0]].runtime.version}"},
         "settings": {"variants": variants, "io_dtype": opts.io_dtype, "calibration_images": opts.calibration_images,
-                     "seed": opts.seed, "max_drop": opts.max_drop, "min_agreement": opts.min_agreement},
+                     "seed": opts.seed, "max_drop": gate.max_drop, "min_agreement": gate.min_agreement,
+                     "significance": gate.significance, "min_balanced_accuracy": gate.floor_of(len(head["labels"]))},
         "model": {**head, "input_size": list(size_hw), "preprocessing": preprocessing.in_model},
         "calibration": ({"split": src.data.calibration_split, "images": len(calib), "seed": opts.seed,
                          "decode_resize": "train.pipeline.decode_and_resize"} if calib else None),
         "verification": {"splits": split_counts, "preprocessing": "device.crop.load_image_rgb + resize_to_input",
                          "runtime": "device.runtime.Classifier", "seconds": round(verify_seconds, 3)},
         "variants": results,
-        "gate": {"passed": not all_failures, "max_drop": opts.max_drop, "min_agreement": opts.min_agreement,
-                 "failures": all_failures},
+        "gate": {"passed": not all_failures, "max_drop": gate.max_drop, "min_agreement": gate.min_agreement,
+                 "significance": gate.significance, "min_balanced_accuracy": gate.floor_of(len(head["labels"])),
+                 "failures": all_failures, "notes": all_notes},
         "seconds": round(time.perf_counter() - t_start, 3),
     }
     atomic_write_bytes(src.out / CONVERT_JSON, (json.dumps(summary, indent=2) + "\n").encode())

@@ -18,6 +18,7 @@ import numpy as np
 
 from device.crop import load_image_rgb, resize_to_input
 from device.runtime import Classifier
+from train import stats
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +108,45 @@ def run_split(
 
 
 def split_metrics(out: SplitOutputs, variant: str, clf: Classifier) -> dict:
-    """accuracy, balanced accuracy, agreement with the float model, probability differences."""
+    """Per split: n, accuracy and balanced accuracy with 95 % intervals (for the variant and the float
+    model), the paired counts the gate tests (b = only the float model right, c = only the variant
+    right; images where they decide the same), probability differences and the variant's confusion
+    matrix (rows true, columns predicted, in the manifest's label order)."""
     p_float, p_tfl = out.probs(None), out.probs(variant)
     d_float, d_tfl = decisions(clf, p_float), decisions(clf, p_tfl)
     diff = np.abs(p_tfl.astype(np.float64) - p_float.astype(np.float64))
+    n = len(out.labels)
+    right = [t == p for t, p in zip(out.labels, d_tfl)]
+    right_f = [t == p for t, p in zip(out.labels, d_float)]
+    agree = sum(a == b for a, b in zip(d_float, d_tfl))
+    labels = list(clf.manifest.labels)
+    ix = {lbl: i for i, lbl in enumerate(labels)}
+    cm = np.zeros((len(labels), len(labels)), np.int64)
+    for t, p in zip(out.labels, d_tfl):
+        cm[ix[t], ix[p]] += 1
+    cm_f = np.zeros_like(cm)
+    for t, p in zip(out.labels, d_float):
+        cm_f[ix[t], ix[p]] += 1
     acc, acc_f = accuracy(out.labels, d_tfl), accuracy(out.labels, d_float)
     return {
-        "n": len(out.labels),
+        "n": n,
+        "correct": int(sum(right)),
         "accuracy": acc,
+        "accuracy_ci95": stats.wilson_interval(int(sum(right)), n),
         "balanced_accuracy": balanced_accuracy(out.labels, d_tfl),
+        "balanced_accuracy_ci95": stats.balanced_accuracy_interval(cm.tolist()),
+        "float_correct": int(sum(right_f)),
         "float_accuracy": acc_f,
+        "float_accuracy_ci95": stats.wilson_interval(int(sum(right_f)), n),
         "float_balanced_accuracy": balanced_accuracy(out.labels, d_float),
-        "accuracy_drop_points": 100.0 * (acc_f - acc),
+        "float_balanced_accuracy_ci95": stats.balanced_accuracy_interval(cm_f.tolist()),
+        "accuracy_drop_points": 100.0 * (acc_f - acc) if n else 0.0,
+        "only_float_right": int(sum(f and not v for f, v in zip(right_f, right))),
+        "only_converted_right": int(sum(v and not f for f, v in zip(right_f, right))),
+        "agree": int(agree),
         "agreement": accuracy(d_float, d_tfl),
+        "agreement_ci95": stats.wilson_interval(int(agree), n),
         "max_abs_diff": float(diff.max()) if diff.size else 0.0,
         "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+        "confusion_matrix": cm.tolist(),
     }
-

@@ -60,7 +60,11 @@ def _copy_run(src: Path, dst: Path, *, train_rows: list[list[str]] | None = None
 def test_int8_has_uint8_io_and_agrees_with_keras(tiny_run, converted):
     from device.runtime import Classifier
 
-    assert converted["gate"] == {"passed": True, "max_drop": 1.0, "min_agreement": 0.98, "failures": []}
+    gate = converted["gate"]
+    assert gate["passed"] and gate["failures"] == []
+    assert (gate["max_drop"], gate["min_agreement"], gate["significance"], gate["min_balanced_accuracy"]) == \
+        (1.0, 0.98, 0.05, 0.55)
+    assert gate["notes"] and all("too few images to detect a drop of 1 point" in n for n in gate["notes"])
     man, path = load_manifest(tiny_run / "export" / "int8")
     assert (man.input.dtype, man.output.dtype) == ("uint8", "uint8")
     clf = Classifier(path, man)  # what the interpreter itself says, not only the manifest
@@ -172,32 +176,93 @@ def test_rerun_replaces_section_and_models_atomically(tiny_run, converted, tmp_p
 # ------------------------------------------------------------------------------------------ the gate
 
 
-def test_gate_rejects_int8_calibrated_on_black_images(tiny_run, tmp_path, capsys):
+def _black_train_rows(tmp_path: Path) -> list[list[str]]:
     black = write_images(tmp_path / "black", np.zeros((3, 40, 40, 3), np.uint8), "black")
-    bad = _copy_run(tiny_run, tmp_path / "bad", train_rows=[[str(p), "closed", "px", "train"] for p in black])
+    return [[str(p), "closed", "px", "train"] for p in black]
+
+
+def test_gate_rejects_int8_calibrated_on_black_images(tiny_run, tmp_path, capsys):
+    bad = _copy_run(tiny_run, tmp_path / "bad", train_rows=_black_train_rows(tmp_path))
     rc = main(["--run", str(bad), "--variants", "int8", "--log_level", "ERROR"])
     assert rc == 1
-    err = capsys.readouterr().err
-    assert "error: gate: int8 unseen_persons: agreement with the float model" in err
+    captured = capsys.readouterr()
+    assert "error: gate: int8 unseen_persons: agreement with the float model" in captured.err
+    assert "significantly below min_agreement 98%" in captured.err
+    assert "int8: no published int8 model: export/int8/ does not exist" in captured.out
     data = json.loads((bad / "convert.json").read_text())
     assert data["gate"]["passed"] is False and data["variants"]["int8"]["status"] == "rejected"
-    assert data["variants"]["int8"]["splits"]["valid"]["agreement"] < 0.98
-    raw = json.loads((bad / "export" / "int8" / "manifest.json").read_text())
+    assert data["variants"]["int8"]["current"] is None
+    for m in data["variants"]["int8"]["splits"].values():  # damaged on every split, at every size
+        assert m["agreement"] < 0.9 and m["gate"]["agreement_significantly_low"], m
+    assert not (bad / "export" / "int8").exists()  # nothing where the device looks
+    rejected = bad / "export" / "int8.rejected"
+    assert data["variants"]["int8"]["path"] == str(rejected / "model.tflite")
+    raw = json.loads((rejected / "manifest.json").read_text())
     assert raw["status"] == "rejected" and "rejected by the conversion gate" in raw["notes"]
     with pytest.raises(FaceedgeError, match="rejected by the conversion gate"):
-        load_manifest(bad / "export" / "int8")  # the device refuses it
+        load_manifest(rejected)  # the device refuses it
     assert "FAILED" in (bad / "report.md").read_text()
 
 
-def test_gate_thresholds_are_applied_per_split():
-    from convert.gate import GateConfig
+def test_rejected_conversion_never_replaces_the_published_model(tiny_run, tmp_path, capsys):
+    """good → export/int8/; a damaged re-run → export/int8.rejected/, the good one untouched; a passing
+    re-run replaces the good one and removes the stale .rejected/ it supersedes."""
+    run_dir = _copy_run(tiny_run, tmp_path / "run")
+    good_splits = (run_dir / "splits.csv").read_text()
+    assert main(["--run", str(run_dir), "--variants", "int8", "--log_level", "ERROR"]) == 0
+    good = (run_dir / "export" / "int8" / "manifest.json").read_bytes()
+    good_model = (run_dir / "export" / "int8" / "model.tflite").read_bytes()
+    capsys.readouterr()
 
-    m = {"n": 100, "accuracy": 0.90, "float_accuracy": 0.915, "accuracy_drop_points": 1.5, "agreement": 0.985}
-    assert GateConfig().failures("int8", {"valid": m}) == [
-        "int8 valid: accuracy 90.00% is 1.50 points below the float model's 91.50% (max_drop 1)"]
-    assert GateConfig(max_drop=2.0).failures("int8", {"valid": m}) == []
-    assert len(GateConfig(max_drop=2.0, min_agreement=0.99).failures("int8", {"valid": m})) == 1
-    assert GateConfig().failures("int8", {"empty": {**m, "n": 0}}) == []
+    _copy_run(tiny_run, tmp_path / "tmp", train_rows=_black_train_rows(tmp_path))
+    (run_dir / "splits.csv").write_text((tmp_path / "tmp" / "splits.csv").read_text())
+    assert main(["--run", str(run_dir), "--variants", "int8", "--log_level", "ERROR"]) == 1
+    out = capsys.readouterr().out
+    assert (run_dir / "export" / "int8" / "manifest.json").read_bytes() == good
+    assert (run_dir / "export" / "int8" / "model.tflite").read_bytes() == good_model
+    assert json.loads((run_dir / "export" / "int8.rejected" / "manifest.json").read_text())["status"] == "rejected"
+    sha = json.loads(good)["sha256"]
+    assert f"int8: the published model is unchanged: {run_dir / 'export' / 'int8'}" in out and sha[:12] in out
+    data = json.loads((run_dir / "convert.json").read_text())
+    assert data["variants"]["int8"]["current"]["sha256"] == sha
+    assert load_manifest(run_dir)[0].sha256 == sha  # what the device loads from the run: the good model
+
+    (run_dir / "splits.csv").write_text(good_splits)
+    assert main(["--run", str(run_dir), "--variants", "int8", "--log_level", "ERROR"]) == 0
+    assert not (run_dir / "export" / "int8.rejected").exists()
+    assert json.loads((run_dir / "export" / "int8" / "manifest.json").read_text())["status"] == "published"
+    assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["int8"]
+
+
+def test_chance_level_model_is_never_published_and_device_check_refuses_it(tmp_path, capsys):
+    """A model that says "open" for every image converts faithfully (int8 agrees with it on every image)
+    but did not learn: the floor rejects it, and `device check` does not pass it."""
+    import keras
+
+    from device import check
+    from tests.conftest import build_tiny_keras_model
+
+    model, _ = build_tiny_keras_model()
+    last = model.layers[-1]
+    w, b = last.get_weights()
+    last.set_weights([np.zeros_like(w), np.full_like(b, 2.0)])  # sigmoid(2) = 0.88 for every image
+    run_dir = make_tiny_run(tmp_path, model=model)
+    assert keras.models.load_model(run_dir / "model.keras").predict(np.zeros((1, SIZE, SIZE, 3)), verbose=0)[0, 0] > 0.5
+    assert main(["--run", str(run_dir), "--log_level", "ERROR"]) == 1
+    err = capsys.readouterr().err
+    assert "error: gate: int8 unseen_persons: not better than chance: 30 of 60 right" in err
+    assert "error: gate: float32 unseen_persons: not better than chance" in err
+    data = json.loads((run_dir / "convert.json").read_text())
+    assert data["gate"]["passed"] is False
+    for v in ("int8", "float32"):
+        assert data["variants"][v]["status"] == "rejected"
+        assert data["variants"][v]["splits"]["unseen_persons"]["agreement"] == 1.0  # faithful, and useless
+        assert not (run_dir / "export" / v).exists()
+    assert check.main(["--model-dir", str(run_dir), "--runs", "1"]) == 2
+    assert "no published model under export/int8/: the conversion gate rejected it" in capsys.readouterr().err
+    assert check.main(["--model-dir", str(run_dir / "export" / "int8.rejected"), "--runs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "rejected by the conversion gate" in err and "did not learn" in err
 
 
 # --------------------------------------------------------------------------------------- bad input
@@ -390,8 +455,10 @@ def test_balanced_accuracy_and_report_upsert(tmp_path):
     p = ["a"] * 10  # always "a": 80% accurate, but only half the classes recalled
     assert accuracy(y, p) == pytest.approx(0.8)
     assert balanced_accuracy(y, p) == pytest.approx(0.5)
-    m = {"n": 10, "accuracy": 0.8, "balanced_accuracy": 0.5, "float_accuracy": 0.8, "accuracy_drop_points": 0.0,
-         "agreement": 1.0, "max_abs_diff": 0.01, "mean_abs_diff": 0.001}
+    m = {"n": 10, "accuracy": 0.8, "accuracy_ci95": [0.49, 0.94], "balanced_accuracy": 0.5, "float_accuracy": 0.8,
+         "float_accuracy_ci95": [0.49, 0.94], "accuracy_drop_points": 0.0, "only_float_right": 0,
+         "only_converted_right": 0, "agreement": 1.0, "agreement_ci95": [0.72, 1.0], "max_abs_diff": 0.01,
+         "mean_abs_diff": 0.001, "gate": {"mcnemar_p": 1.0}}
     summary = {
         "created": "2026-01-01T00:00:00Z", "versions": {"tensorflow": "x", "device_runtime": "y"},
         "gate": {"passed": True, "max_drop": 1.0, "min_agreement": 0.98, "failures": []}, "calibration": None,
@@ -404,7 +471,8 @@ def test_balanced_accuracy_and_report_upsert(tmp_path):
     upsert_section(report, summary)
     text = report.read_text()
     assert "old text" not in text and text.count(HEADING) == 1
-    assert "| int8 | valid | 10 | 80.00% | 50.00% |" in text
+    assert "| int8 | valid | 10 | 80.00% (49.0–94.0%) | 80.00% (49.0–94.0%) | 0 / 0 | 1 | 100.00% (72.0–100.0%) | " \
+        "50.00% |" in text
     assert text.index(HEADING) < text.index("## Later section") and text.rstrip().endswith("kept")
 
 

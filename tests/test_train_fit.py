@@ -66,7 +66,7 @@ def run_dir(corrupt_dataset, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("run")
     cfg = config(tmp, corrupt_dataset, data={"root": str(corrupt_dataset), "holdout_persons": 1,
                                              "max_bad_fraction": 0.2})
-    return fit.run(cfg)
+    return fit.run(cfg, allow_weak=True)  # 2 epochs: the structure is tested here, not learning
 
 
 @pytest.mark.slow
@@ -220,8 +220,9 @@ def test_fast_path_equals_the_normal_path(tmp_path, dataset):
     as the head trained through the backbone (one full batch per epoch, so order does not matter)."""
     common = {"training": {"epochs": 2, "batch_size": 64, "verbose": 0, "patience": 0},
               "model": {"backbone": "simple_cnn", "alpha": 0.25, "input_size": 32, "weights": "none"}}
-    fast = fit.run(config(tmp_path, dataset, name="fast", **common))
-    slow = fit.run(config(tmp_path, dataset, name="slow", **common, pipeline={"feature_cache": False}))
+    fast = fit.run(config(tmp_path, dataset, name="fast", **common), allow_weak=True)
+    slow = fit.run(config(tmp_path, dataset, name="slow", **common, pipeline={"feature_cache": False}),
+                   allow_weak=True)
     mf, ms = (json.loads((d / "metrics.json").read_text()) for d in (fast, slow))
     assert mf["fast_path"] and not ms["fast_path"]
     for split in ("valid", "seen_holdout", "unseen_persons"):
@@ -239,8 +240,8 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
                  training={"epochs": 2, "batch_size": 2, "verbose": 0, "patience": 0,  # ~11 steps an epoch
                            "fine_tune": {"layers": "all", "epochs": 8, "learning_rate": 1e-4}})
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "train", "fit", "--config", str(cfg)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "train", "fit", "--config", str(cfg), "--allow-weak"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 120
     work = None
@@ -265,7 +266,7 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
     assert not (runs / work.name.removesuffix(".incomplete")).exists()
     assert not (runs / "latest").exists()
 
-    final = fit.run(resume=work)
+    final = fit.run(resume=work, allow_weak=True)
     rows = list(csv.DictReader(open(final / "history.csv")))
     first = [(int(r["epoch"]), r["phase"]) for r in rows if r["attempt"] == "0"]
     resumed = [(int(r["epoch"]), r["phase"]) for r in rows if r["attempt"] == "1"]

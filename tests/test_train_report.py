@@ -64,11 +64,38 @@ def test_pick_examples_spreads_over_persons():
     assert idx == report.pick_examples(persons, n=6)
 
 
-def _metrics(seen, unseen, valid=0.95):
-    def split(acc):
-        return {"accuracy": acc, "balanced_accuracy": acc, "count": 10}
-    return {"labels": ["closed", "open"], "valid": split(valid), "seen_holdout": split(seen),
-            "unseen_persons": split(unseen),
+def test_pick_grid_shows_every_mistake_first_then_correct_ones():
+    right = [True] * 31 + [False]  # the case: 32 images, one mistake, 18 shown
+    persons = ["a"] * 16 + ["b"] * 16
+    idx = report.pick_grid(right, persons)
+    assert len(idx) == 18 and idx[0] == 31 and all(right[i] for i in idx[1:])
+    m = {"count": 32, "correct": 31, "accuracy": 31 / 32, "accuracy_ci95": [0.843, 0.994]}
+    assert report.grid_caption("seen persons", m, right, idx) == (
+        "seen persons: accuracy 0.969 [0.843, 0.994] (31 of 32); shown: all 1 mistake, 17 of 31 correct")
+    many = [i % 3 != 0 for i in range(120)]  # 40 mistakes: 36 shown, no room for correct ones
+    idx = report.pick_grid(many, ["p"] * 120)
+    assert len(idx) == 36 and not any(many[i] for i in idx)
+    m = {"count": 120, "correct": 80, "accuracy": 80 / 120, "accuracy_ci95": [0.58, 0.75]}
+    assert "shown: 36 of 40 mistakes, 0 of 80 correct" in report.grid_caption("x", m, many, idx)
+    assert report.pick_grid([True] * 5, ["a"] * 5) == [0, 1, 2, 3, 4]
+
+
+def _split(acc, n=10, persons=None):
+    from train import stats
+
+    k = round(acc * n)
+    return {"accuracy": k / n, "balanced_accuracy": k / n, "count": n, "correct": k,
+            "accuracy_ci95": stats.wilson_interval(k, n)}
+
+
+def _metrics(seen, unseen, valid=0.95, n=10, unseen_persons=2, learned=True):
+    return {"labels": ["closed", "open"], "valid": _split(valid, n), "seen_holdout": _split(seen, n),
+            "unseen_persons": _split(unseen, n), "persons": {"valid": 8, "seen_holdout": 8,
+                                                             "unseen_persons": unseen_persons},
+            "verdict": {"learned": learned, "diagnosis": None if learned else
+                        "did not learn (unseen persons: not better than chance): early stopping ended the run "
+                        "at epoch 11, during the first epochs at chance; raise training.patience or set "
+                        "training.min_epochs"},
             "timing": {"first_epoch_seconds": 79.0, "later_epochs_mean_seconds": 20.0,
                        "first_epoch_extra_seconds": 59.0, "images_per_s": 300.0, "phases": {}}}
 
@@ -79,13 +106,45 @@ def _cfg(backbone="mobilenet_v2", weights="imagenet"):
     return validate({"data": {"root": "d"}, "model": {"backbone": backbone, "weights": weights}})
 
 
+INFO = {"backbone": "mobilenet_v2", "preprocessing": "mobilenet_v2: x/127.5 - 1"}
+
+
 def test_knowledge_calls_out_a_seen_unseen_gap_and_the_logs_rescale():
-    info = {"backbone": "mobilenet_v2", "preprocessing": "mobilenet_v2: x/127.5 - 1"}
-    text = "\n".join(report.knowledge(_cfg(), info, _metrics(seen=0.98, unseen=0.31)))
+    text = "\n".join(report.knowledge(_cfg(), INFO, _metrics(seen=0.98, unseen=0.31, n=100)))
     assert "Seen/unseen gap: 0.980" in text and "0.310" in text
     assert "/255" in text and "[-1, 1]" in text
     assert "first epoch 79.0 s" in text and "+59.0 s" in text
-    text = "\n".join(report.knowledge(_cfg(), info, _metrics(seen=0.95, unseen=0.93)))
-    assert "no large gap" in text
-    text = "\n".join(report.knowledge(_cfg(weights="none"), info, _metrics(0.5, 0.5, 0.5)))
-    assert "did not learn" in text and "freeze_backbone: false" in text
+
+
+def test_knowledge_claims_generalisation_only_from_5_persons_and_a_10_point_interval():
+    # 2000 images of 6 persons, interval ~2 points: the claim is allowed
+    text = "\n".join(report.knowledge(_cfg(), INFO, _metrics(0.95, 0.93, n=2000, unseen_persons=6)))
+    assert "generalises to new persons on this data" in text and "cannot show" not in text
+    # the sample: 80 images of 2 persons: neither enough persons nor a narrow enough interval
+    text = "\n".join(report.knowledge(_cfg(), INFO, _metrics(0.969, 0.925, n=80, unseen_persons=2)))
+    assert "generalises to new persons on this data" not in text
+    assert "only 2 unseen persons (at least 5 needed)" in text and "points wide (at most 10)" in text
+    assert "the data cannot show whether it generalises" in text and "(74 of 80 images, 2 persons)" in text
+    # 6 persons but 80 images: the interval alone (13 points) forbids the claim
+    text = "\n".join(report.knowledge(_cfg(), INFO, _metrics(0.95, 0.925, n=80, unseen_persons=6)))
+    assert "generalises to new persons on this data" not in text and "only 6" not in text
+    assert "points wide (at most 10)" in text
+    # 5 persons and 400 images (interval ~5 points): the boundary is allowed
+    text = "\n".join(report.knowledge(_cfg(), INFO, _metrics(0.95, 0.95, n=400, unseen_persons=5)))
+    assert "generalises to new persons on this data" in text
+
+
+def test_knowledge_of_a_model_that_did_not_learn():
+    text = "\n".join(report.knowledge(_cfg(weights="none"), INFO, _metrics(0.5, 0.5, 0.5, learned=False)))
+    assert "**The model did not learn** — did not learn (unseen persons: not better than chance)" in text
+    assert "will not publish it" in text and "generalises" not in text
+
+
+def test_selection_is_named():
+    sel = {"by": "valid", "monitor": "val_loss", "epoch": 7, "best_epoch": 7, "min_epochs": 5,
+           "first_eligible_epoch": 6}
+    text = report.selection_text(sel)
+    assert text.startswith("the valid split chose epoch 7 (lowest val_loss from epoch 6 on")
+    assert "optimistic" in text and "unseen persons never influenced training or selection" in text
+    text = report.selection_text({"by": None, "monitor": "val_loss", "epoch": 60, "best_epoch": 41, "min_epochs": 0})
+    assert text.startswith("none: patience 0, the last epoch's weights (epoch 60)") and "epoch 41, not used" in text

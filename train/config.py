@@ -30,6 +30,9 @@ class DataConfig(Strict):
     split_seed: int = 112
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)
     class_weights: Literal["auto", "on", "off"] = "auto"
+    require_persons: bool = Field(
+        True, description="refuse a layout with no person level and more than two labels (its labels are "
+                          "probably persons: data.root one level too deep); false for a multi-label set without persons")
 
 
 class HeadConfig(Strict):
@@ -128,12 +131,33 @@ class TrainingConfig(Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
-    patience: int = Field(5, ge=0, description="early stopping on val_loss; 0 = off")
+    patience: int = Field(5, ge=0, description="early stopping on val_loss, best epoch's weights restored; "
+                                                  "0 = off: every epoch runs and the last epoch's weights are kept")
+    min_epochs: int = Field(0, ge=0, description="the first N epochs of a phase are neither chosen as best nor can "
+                                                 "stop the run (Keras start_from_epoch): a run that sits at chance "
+                                                 "for its first epochs is not ended there")
     fine_tune: FineTuneConfig | None = None
     mixed_precision: bool = False
     distribute: Literal["auto", "none", "mirrored"] = "auto"
     seed: int = 0
+    deterministic: bool = Field(True, description="seed Python, NumPy and TensorFlow and switch on TensorFlow op "
+                                                  "determinism: the same config, data and seed give the same figures "
+                                                  "on the same machine (and thread count)")
+    threads: int | None = Field(None, ge=1, description="TensorFlow intra- and inter-op threads; null = TensorFlow's "
+                                                       "default (the CPUs available). The thread count changes the "
+                                                       "figures in the last digits, so a run records it")
     verbose: Literal[0, 1, 2] = Field(1, description="keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+
+
+class GateSection(Strict):
+    """The floor a model must clear to count as learned: training ends non-zero below it, and the
+    conversion gate never publishes such a model (convert.gate)."""
+
+    min_balanced_accuracy: float | None = Field(
+        None, ge=0.0, le=1.0, description="on unseen persons (else the seen-person holdout, else valid); null: a "
+                                          "tenth of the way from chance to perfect (0.55 with two labels)")
+    significance: float = Field(0.05, gt=0.0, lt=1.0,
+                                description="level of the exact binomial test 'better than chance'")
 
 
 class RunConfig(Strict):
@@ -154,6 +178,7 @@ class TrainConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
     pipeline: PipelineConfig = PipelineConfig()
     training: TrainingConfig = TrainingConfig()
+    gate: GateSection = GateSection()
     run: RunConfig = RunConfig()
 
 

@@ -399,6 +399,28 @@ def _validate(index: DatasetIndex, max_bad_fraction: float, skipped_csv: str | P
         raise FaceedgeError(f"data {root} has a single label {only!r}; a classifier needs at least two")
 
 
+def check_person_level(index: DatasetIndex, *, require: bool = True) -> None:
+    """Refuse a dataset with no person level and more than two labels: its "labels" are most likely
+    persons (data.root one level too deep, e.g. data/sample/open), and training would quietly learn to
+    tell persons apart. `require=False` (data.require_persons: false) accepts it."""
+    if not require or index.has_persons or len(index.labels) <= 2:
+        return
+    shown = ", ".join(index.labels[:4]) + (", ..." if len(index.labels) > 4 else "")
+    hint = ""
+    root = Path(index.source)
+    if index.layout != "csv":
+        parent = root.parent
+        try:
+            siblings = sorted(p.name for p in parent.iterdir() if p.is_dir() and _visible(p))
+        except OSError:
+            siblings = []
+        listed = ", ".join(siblings[:6]) + (", ..." if len(siblings) > 6 else "")
+        hint = f"; one level up, {parent} holds {listed or 'no folders'}: is that the data root?"
+    raise FaceedgeError(
+        f"data.root {root}: no person level and {len(index.labels)} labels ({shown}): these look like persons, "
+        f"not labels{hint} (set data.require_persons: false if they really are labels)")
+
+
 def write_skipped_csv(index: DatasetIndex | Iterable[tuple[str, str]], path: str | Path) -> None:
     """Write the skipped files as CSV (columns path,reason), atomically."""
     rows = index.skipped if isinstance(index, DatasetIndex) else list(index)

@@ -9,6 +9,16 @@ checked. A killed run keeps its ``.incomplete`` directory with Keras' BackupAndR
 Phases: ``head`` (or ``train`` when the backbone is trainable from the start) and, optionally,
 ``fine_tune`` (top N backbone layers unfrozen, small learning rate). With a frozen backbone and no
 augmentation the head phase runs on backbone features computed once (the fast path).
+
+Model selection: with ``training.patience`` > 0 the valid split chooses the epoch (lowest val_loss,
+never one of a phase's first ``training.min_epochs``) and those weights are the saved model; with
+patience 0 nothing is chosen, the last epoch's weights are kept. The seen-person holdout and the
+unseen persons are only predicted after training: they never influence training or selection.
+
+A model that did not learn (`train.verdict`: on unseen persons not better than chance, or below
+``gate.min_balanced_accuracy``) ends the run with a one-line diagnosis and exit status 1, and the
+run is not kept, unless ``--allow-weak`` keeps it (marked so in metrics.json and report.md; the
+conversion gate never publishes it).
 """
 
 from __future__ import annotations
@@ -27,16 +37,23 @@ import numpy as np
 
 from device.errors import FaceedgeError
 from device.manifest import atomic_write_bytes, require_writable_dir
-from train import report
+from train import determinism, report, stats
 from train.config import TrainConfig, dump_config, load_config, validate
-from train.data import index_dataset, write_skipped_csv
+from train.data import check_person_level, index_dataset, write_skipped_csv
 from train.splits import (SplitRecord, class_weights, is_skewed, make_splits, read_splits_csv, split_summary,
                           write_splits_csv)
+from train.verdict import diagnose, floor_check, floor_split
 
 log = logging.getLogger(__name__)
 
 INCOMPLETE = ".incomplete"
 STATE_FILE = "state.json"
+
+
+class DidNotLearn(FaceedgeError):
+    """The trained model failed the floor (train.verdict); the message is the one-line diagnosis."""
+
+    exit_code = 1
 
 
 # ------------------------------------------------------------------------------ run directory
@@ -119,11 +136,12 @@ class _EpochLog:
         return EpochLog()
 
 
-def _early_stopping(monitor: str, patience: int, history: list[dict]):
-    """EarlyStopping that, on resume, starts from the best value and wait count in history.csv."""
+def _early_stopping(monitor: str, patience: int, history: list[dict], start: int):
+    """EarlyStopping that ignores epochs (0-based) before `start` (Keras' start_from_epoch) and, on
+    resume, starts from the best value and wait count in history.csv."""
     keras = _keras()
     key = monitor
-    past = [h for h in history if h.get(key) is not None]
+    past = [h for h in history if h.get(key) is not None and int(h["epoch"]) > start]
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         def on_train_begin(self, logs=None):
@@ -134,7 +152,23 @@ def _early_stopping(monitor: str, patience: int, history: list[dict]):
                 self.best_epoch = int(past[best_i]["epoch"]) - 1
                 self.wait = len(past) - 1 - best_i
 
-    return ResumableEarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True, verbose=1)
+    return ResumableEarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True, verbose=1,
+                                  start_from_epoch=start)
+
+
+def _best_checkpoint(path: Path, monitor: str, start: int, past: list[dict]):
+    """ModelCheckpoint of the best weights that, like the early stopping, ignores epochs before `start`,
+    so a run that sits at chance for its first epochs cannot select one of them."""
+    keras = _keras()
+    eligible = [h[monitor] for h in past if h.get(monitor) is not None and int(h["epoch"]) > start]
+
+    class BestAfterStart(keras.callbacks.ModelCheckpoint):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch >= start:
+                super().on_epoch_end(epoch, logs)
+
+    return BestAfterStart(str(path), monitor=monitor, save_best_only=True, save_weights_only=True,
+                          initial_value_threshold=min(eligible, default=None))
 
 
 # ------------------------------------------------------------------------------ the run
@@ -165,6 +199,7 @@ def prepare(config_path: str | Path | None, overrides: list[str] | None = None, 
     final = new_run_path(cfg, timestamp)
     require_writable_dir(cfg.run.runs_dir, "run.runs_dir")  # now, not after TensorFlow's start-up
     index = index_dataset(cfg.data.root, max_bad_fraction=cfg.data.max_bad_fraction)
+    check_person_level(index, require=cfg.data.require_persons)
     counts = index.counts()  # index_dataset has checked: at least two labels, none without images
     splits = make_splits(index.records, holdout_persons=cfg.data.holdout_persons,
                          valid_fraction=cfg.data.valid_fraction,
@@ -229,22 +264,23 @@ def _class_weights(plan: Plan) -> tuple[dict[int, float] | None, str]:
 
 
 def run(config_path: str | Path | None = None, overrides: list[str] | None = None, *, resume: str | Path | None = None,
-        timestamp: str | None = None, cfg: TrainConfig | None = None) -> Path:
-    """Train; returns the final run directory. Raises FaceedgeError for bad input (nothing written)."""
+        timestamp: str | None = None, cfg: TrainConfig | None = None, allow_weak: bool = False) -> Path:
+    """Train; returns the final run directory. Raises FaceedgeError for bad input (nothing written), and
+    DidNotLearn (exit status 1, the run not kept) for a model below the floor unless `allow_weak`."""
     if resume is not None:
         plan, index = prepare_resume(resume), None
     else:
         plan, index = prepare(config_path, overrides, timestamp=timestamp, cfg=cfg)
-    return _train(plan, index)
+    return _train(plan, index, allow_weak=allow_weak)
 
 
-def _train(plan: Plan, index) -> Path:
-    import keras
-
+def _train(plan: Plan, index, *, allow_weak: bool = False) -> Path:
     from train import models
 
     cfg = plan.cfg
-    keras.utils.set_random_seed(cfg.training.seed)
+    # before TensorFlow's runtime starts (_strategy lists devices) and before the model is built
+    plan.extra["reproducibility"] = determinism.configure(cfg.training.seed, cfg.training.deterministic,
+                                                          cfg.training.threads)
     models.set_mixed_precision(cfg.training.mixed_precision)
     strategy, strategy_text = _strategy(cfg)
     try:
@@ -271,7 +307,9 @@ def _train(plan: Plan, index) -> Path:
             _save_state(plan, phases_done=plan.extra.get("phases_done", []))
             log.info("resuming %s (attempt %d)", work, plan.attempt)
         try:
-            result = _fit_and_report(plan, built, strategy, strategy_text, started)
+            result = _fit_and_report(plan, built, strategy, strategy_text, started, allow_weak=allow_weak)
+        except DidNotLearn:
+            raise
         except BaseException as e:
             if work.is_dir():
                 log.warning("run stopped (%s); the partial run stays in %s: continue it with "
@@ -291,7 +329,8 @@ def _save_state(plan: Plan, phases_done: list[str], **more) -> None:
     atomic_write_bytes(plan.work / STATE_FILE, json.dumps(state, indent=2).encode())
 
 
-def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: float) -> Path:
+def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: float, *,
+                    allow_weak: bool = False) -> Path:
     import keras
     import tensorflow as tf
 
@@ -319,30 +358,31 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
             cache_path=work / "cache" / tag, shuffle_buffer=cfg.pipeline.shuffle_buffer, seed=cfg.training.seed,
             augment=cfg.augment if training else None, prefetch=cfg.pipeline.prefetch, label_dtype=label_dtype)
 
-    def callbacks(phase: str, past: list[dict]):
+    patience, min_epochs = cfg.training.patience, cfg.training.min_epochs
+
+    def callbacks(phase: str, past: list[dict], start: int):
+        """Backup, history, TensorBoard; with patience > 0 also early stopping and the best-epoch checkpoint
+        (both blind to the phase's first min_epochs epochs). Patience 0: nothing selects an epoch."""
         best_path = work / f"best_{phase}.weights.h5"
         cbs = [keras.callbacks.BackupAndRestore(str(work / "backup" / phase), double_checkpoint=True),
-               keras.callbacks.ModelCheckpoint(
-                   str(best_path), monitor=monitor, save_best_only=True, save_weights_only=True,
-                   initial_value_threshold=min((h[monitor] for h in past if h.get(monitor) is not None),
-                                               default=None)),
                _EpochLog.make(hist_path, phase, plan.attempt, len(train_recs)),
                keras.callbacks.TensorBoard(str(work / "tensorboard"), profile_batch=0)]
-        if cfg.training.patience > 0:
-            cbs.insert(2, _early_stopping(monitor, cfg.training.patience, past))
+        if patience > 0:
+            cbs[1:1] = [_best_checkpoint(best_path, monitor, start, past),
+                        _early_stopping(monitor, patience, past, start)]
         return cbs, best_path
 
     def fit_phase(phase: str, model, train_ds, valid_ds, lr: float, epochs_from: int, epochs_to: int) -> None:
         past = [h for h in report.read_history(hist_path) if h["phase"] == phase]
         with strategy.scope():
             model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
-        cbs, best_path = callbacks(phase, past)
+        cbs, best_path = callbacks(phase, past, epochs_from + min_epochs)
         log.info("phase %s: epochs %d..%d, lr %g, %d trainable parameters", phase, epochs_from + 1, epochs_to,
                  lr, models.trainable_params(model))
         model.fit(train_ds, validation_data=valid_ds, epochs=epochs_to, initial_epoch=epochs_from,
                   class_weight=weights, callbacks=cbs, verbose=cfg.training.verbose, shuffle=False)
-        if best_path.is_file():  # best weights, also across a resume (EarlyStopping only knows this session)
-            model.load_weights(str(best_path))
+        if patience > 0 and best_path.is_file():  # the chosen epoch, also across a resume (EarlyStopping
+            model.load_weights(str(best_path))  # only knows this session)
         built.model.save_weights(str(work / f"phase_{phase}.weights.h5"))  # the full model (head layers shared)
         done = plan.extra.get("phases_done", []) + [phase]
         _save_state(plan, phases_done=done)
@@ -428,17 +468,22 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
     metrics["timing"] = timing
     metrics["class_weights"] = fit_info["class_weights"]
     metrics["class_weights_text"] = weights_text
-    last_phase = history[-1]["phase"] if history else phase1
-    best = _best_epoch([h for h in history if h["phase"] == last_phase], monitor)
-    fit_info.update(epochs_run=len(history), best_epoch=best,
+    selection = _selection(history, monitor, patience, min_epochs)
+    best = selection["best_epoch"]
+    fit_info.update(epochs_run=len(history), best_epoch=best, selection=selection,
                     stopped_early=len([h for h in history if h["phase"] == phase1]) < cfg.training.epochs)
     metrics["epochs_run"] = len(history)
     metrics["best_epoch"] = best
+    metrics["selection"] = selection
     metrics["trainable_params"] = fit_info["trainable_params"]
     metrics["total_params"] = fit_info["total_params"]
     summary = split_summary(plan.splits)
     metrics["splits"] = summary["images"]
+    metrics["persons"] = {s: len(summary["persons"][s]) for s in report.EVAL_SPLITS}
     metrics["fast_path"] = fast
+    metrics["reproducibility"] = plan.extra.get("reproducibility", {})
+    verdict = _verdict(plan, metrics, history)
+    metrics["verdict"] = verdict
 
     # ---- artefacts
     spec = built.spec
@@ -455,17 +500,20 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
     for split, fname, title in (("seen_holdout", "predictions_seen.png", "seen persons, new images"),
                                 ("unseen_persons", "predictions_unseen.png", "unseen persons")):
         recs, y, probs, pred = preds[split]
-        idx = report.pick_examples([s.person for s in recs])
+        right = [bool(p == t) for p, t in zip(pred, y)]
+        idx = report.pick_grid(right, [s.person for s in recs])
         imgs = pipeline.load_images([recs[i].path for i in idx], size)
         conf = [float(probs[i].max()) if not binary else float(probs[i][0] if pred[i] else 1 - probs[i][0])
                 for i in idx]
-        acc = metrics[split]["accuracy"]
         report.plot_predictions(imgs, [recs[i].label for i in idx], [plan.labels[pred[i]] for i in idx], conf,
                                 [recs[i].person for i in idx], work / fname,
-                                f"{title}: accuracy {acc:.3f} on {len(recs)} images" if acc is not None else title)
+                                report.grid_caption(title, metrics[split], right, idx))
     report.write_report(work, cfg=cfg, info=info, metrics=metrics, summary=summary,
                         history=history, index_info=plan.index_info, fit_info=fit_info,
                         title=plan.final.name)
+    if not verdict["learned"] and not allow_weak:
+        shutil.rmtree(work, ignore_errors=True)
+        raise DidNotLearn(f"{verdict['diagnosis']} (run not kept; --allow-weak keeps it to inspect)")
     # ---- tidy up and publish atomically
     for p in [work / "backup", work / "cache", work / "features", work / STATE_FILE,
               *work.glob("best_*.weights.h5"), *work.glob("phase_*.weights.h5")]:
@@ -475,13 +523,52 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
             p.unlink()
     os.rename(work, plan.final)
     update_latest(plan.final)
+    if not verdict["learned"]:
+        log.warning("%s (kept with --allow-weak: %s; the conversion gate will not publish it)",
+                    verdict["diagnosis"], plan.final)
     log.info("run written to %s", plan.final)
     return plan.final
 
 
-def _best_epoch(history: list[dict], monitor: str) -> int | None:
-    vals = [(h[monitor], h["epoch"]) for h in history if h.get(monitor) is not None]
-    return min(vals)[1] if vals else None
+def _selection(history: list[dict], monitor: str, patience: int, min_epochs: int) -> dict:
+    """Which epoch's weights the model has, and what chose it (the last phase is the one that counts).
+
+    patience > 0: the epoch with the lowest `monitor` after the phase's first `min_epochs` (what the
+    checkpoint restored); patience 0: the last epoch, nothing chosen."""
+    if not history:
+        return {"by": None, "monitor": monitor, "epoch": None, "best_epoch": None, "min_epochs": min_epochs}
+    rows = [h for h in history if h["phase"] == history[-1]["phase"]]
+    first_eligible = int(rows[0]["epoch"]) + min_epochs  # epoch numbers are 1-based
+    eligible = [h for h in rows if int(h["epoch"]) >= first_eligible and h.get(monitor) is not None]
+    best = min(eligible, key=lambda h: (h[monitor], int(h["epoch"]))) if eligible else None
+    chosen = patience > 0 and best is not None
+    return {
+        "by": ("valid" if monitor == "val_loss" else "train") if chosen else None,
+        "monitor": monitor,
+        "epoch": int(best["epoch"]) if chosen else int(rows[-1]["epoch"]),
+        "best_epoch": int(best["epoch"]) if best is not None else None,
+        "min_epochs": min_epochs,
+        "first_eligible_epoch": first_eligible,
+    }
+
+
+def _verdict(plan: Plan, metrics: dict, history: list[dict]) -> dict:
+    """The floor (train.verdict) on unseen persons (else the seen holdout, else valid), with the diagnosis."""
+    cfg = plan.cfg
+    split = floor_split({s: metrics[s]["count"] for s in report.EVAL_SPLITS})
+    if split is None:
+        return {"learned": True, "split": None, "diagnosis": None,
+                "note": "no evaluation split has images: whether the model learned was not measured"}
+    m = metrics[split]
+    chk = floor_check(m["confusion_matrix"], m["balanced_accuracy"], significance=cfg.gate.significance,
+                      min_balanced_accuracy=cfg.gate.min_balanced_accuracy)
+    out = {"learned": chk["passed"], "split": split, **chk, "diagnosis": None}
+    if not chk["passed"]:
+        out["diagnosis"] = diagnose(
+            chk, split, labels=plan.labels, cm=m["confusion_matrix"], history=history,
+            epochs=cfg.training.epochs, patience=cfg.training.patience, min_epochs=cfg.training.min_epochs,
+            frozen_random_backbone=cfg.model.weights == "none" and cfg.model.freeze_backbone)
+    return out
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -500,6 +587,10 @@ def add_parser(subparsers) -> None:
                    help="override a config value, e.g. --set training.epochs=3 (repeatable; YAML values)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="continue an interrupted run (a runs/*.incomplete directory) at its next epoch")
+    p.add_argument("--allow-weak", "--allow_weak", dest="allow_weak", action="store_true",
+                   help="keep a run whose model did not learn (not better than chance on unseen persons, or "
+                        "below gate.min_balanced_accuracy) to inspect it; without it such a run ends with exit "
+                        "status 1 and a one-line diagnosis, and is not kept")
     p.set_defaults(func=_cli)
 
 
@@ -509,7 +600,7 @@ def _cli(args) -> int:
     if args.resume is not None and (args.config is not None or args.overrides):
         raise FaceedgeError("--resume takes the run's own config.yaml; drop --config/--set")
     try:
-        final = run(args.config, args.overrides, resume=args.resume)
+        final = run(args.config, args.overrides, resume=args.resume, allow_weak=args.allow_weak)
     except KeyboardInterrupt:
         log.warning("interrupted; continue with: python -m train fit --resume <the runs/*%s directory>", INCOMPLETE)
         raise
@@ -518,10 +609,17 @@ def _cli(args) -> int:
     for split in report.EVAL_SPLITS:
         m = metrics[split]
         if m["count"]:
-            print(f"  {split:15s} accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
-                  f"({m['count']} images)")
+            print(f"  {split:15s} accuracy {m['accuracy']:.3f} {stats.fmt_ci(m.get('accuracy_ci95'))}  "
+                  f"balanced {m['balanced_accuracy']:.3f}  ({m['count']} images, "
+                  f"{metrics['persons'][split]} persons)")
     t = metrics["timing"]
-    print(f"  epochs {metrics['epochs_run']} (best {metrics['best_epoch']}), first epoch {t['first_epoch_seconds']} s, "
+    sel = metrics["selection"]
+    chosen = (f"weights of epoch {sel['epoch']}, chosen by the {sel['by']} split's {sel['monitor']}" if sel["by"]
+              else f"weights of the last epoch ({sel['epoch']}), none chosen")
+    print(f"  epochs {metrics['epochs_run']} ({chosen}), first epoch {t['first_epoch_seconds']} s, "
           f"later {t['later_epochs_mean_seconds']} s, run {t['run_seconds']} s")
+    v = metrics["verdict"]
+    if not v["learned"]:
+        print(f"  WARNING {v['diagnosis']} (kept with --allow-weak; convert will not publish it)")
     print(f"  report: {final / 'report.md'}")
     return 0

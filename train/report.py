@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from device.manifest import atomic_write_bytes
+from train import stats
+from train.determinism import describe as describe_reproducibility
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,10 @@ EVAL_SPLITS = ("valid", "seen_holdout", "unseen_persons")
 SPLIT_TITLES = {"valid": "valid (random, seen persons)", "seen_holdout": "seen-person holdout",
                 "unseen_persons": "unseen persons"}
 GAP_WARNING = 0.10  # seen minus unseen accuracy above this is called out in the report
+# The Knowledge section claims generalisation to new persons only from at least this many unseen
+# persons and an unseen-person interval no wider than this many points.
+MIN_PERSONS_FOR_CLAIM = 5
+MAX_CI_POINTS_FOR_CLAIM = 10.0
 
 # ------------------------------------------------------------------------------ metrics (numpy)
 
@@ -94,14 +100,19 @@ def split_metrics(y: np.ndarray, probs: np.ndarray, output_kind: str, num_classe
     y = np.asarray(y, np.int64)
     n = int(len(y))
     if n == 0:
-        return {"count": 0, "accuracy": None, "balanced_accuracy": None, "loss": None, "roc_auc": None,
+        return {"count": 0, "correct": 0, "accuracy": None, "accuracy_ci95": None, "balanced_accuracy": None,
+                "balanced_accuracy_ci95": None, "loss": None, "roc_auc": None,
                 "confusion_matrix": np.zeros((num_classes, num_classes), int).tolist()}
     pred = predicted_classes(probs, output_kind, threshold)
     cm = confusion_matrix(y, pred, num_classes)
+    correct = int((pred == y).sum())
     return {
         "count": n,
-        "accuracy": float((pred == y).mean()),
+        "correct": correct,
+        "accuracy": correct / n,
+        "accuracy_ci95": stats.wilson_interval(correct, n),
         "balanced_accuracy": balanced_accuracy(cm),
+        "balanced_accuracy_ci95": stats.balanced_accuracy_interval(cm.tolist()),
         "loss": log_loss(y, probs, output_kind),
         "roc_auc": roc_auc(y, probs, output_kind, num_classes),
         "confusion_matrix": cm.tolist(),
@@ -247,6 +258,32 @@ def _save(fig, path: Path, plt) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def pick_grid(right: Sequence[bool], persons: Sequence[str | None], n: int = 18, max_mistakes: int = 36,
+              seed: int = 0) -> list[int]:
+    """Indices for a prediction grid: every mistake first (up to `max_mistakes`), then correct examples
+    spread over persons until the grid has `n` images."""
+    wrong = [i for i, ok in enumerate(right) if not ok]
+    good = [i for i, ok in enumerate(right) if ok]
+    shown_wrong = [wrong[j] for j in pick_examples([persons[i] for i in wrong], max_mistakes, seed)]
+    room = max(0, n - len(shown_wrong))
+    shown_good = [good[j] for j in pick_examples([persons[i] for i in good], room, seed)]
+    return shown_wrong + shown_good
+
+
+def grid_caption(title: str, m: dict, right: Sequence[bool], shown: Sequence[int]) -> str:
+    """'unseen persons: accuracy 0.925 [0.846, 0.965] (74 of 80); shown: all 6 mistakes, 12 of 74 correct'."""
+    if not m.get("count"):
+        return title
+    n_wrong = sum(not ok for ok in right)
+    wrong_shown = sum(not right[i] for i in shown)
+    good_shown = len(shown) - wrong_shown
+    plural = "s" if n_wrong != 1 else ""
+    mistakes = (f"all {n_wrong} mistake{plural}" if wrong_shown == n_wrong else f"{wrong_shown} of {n_wrong} mistakes")
+    return (f"{title}: accuracy {m['accuracy']:.3f} {stats.fmt_ci(m.get('accuracy_ci95'))} "
+            f"({m['correct']} of {m['count']}); shown: {mistakes if n_wrong else 'no mistakes'}, "
+            f"{good_shown} of {m['correct']} correct")
+
+
 def pick_examples(persons: Sequence[str | None], n: int = 18, seed: int = 0) -> list[int]:
     """Indices of up to `n` examples spread over persons, deterministic."""
     rng = np.random.default_rng(seed)
@@ -317,25 +354,33 @@ def write_report(run_dir: Path, *, cfg, info: dict, metrics: dict, summary: dict
               f"{'augment → ' if aug.active else ''}{'prefetch → ' if cfg.pipeline.prefetch else ''}train"
               + ("; head trained on cached backbone features (fast path)" if fit_info["fast_path"] else ""),
               f"- train: up to {cfg.training.epochs} epochs, "
-              + (f"early stopping on {fit_info['monitor']} (patience {cfg.training.patience}, best weights restored)"
-                 if cfg.training.patience > 0 else "no early stopping (patience 0): the last epoch's weights are kept")
+              + (f"early stopping on {fit_info['monitor']} (patience {cfg.training.patience}"
+                 + (f", not before epoch {cfg.training.min_epochs + 1}" if cfg.training.min_epochs else "")
+                 + "), the chosen epoch's weights restored"
+                 if cfg.training.patience > 0 else "no early stopping (patience 0): the last epoch's weights are kept, "
+                 "no epoch is chosen")
               + f", {fit_info['strategy']}"
               + (", mixed precision" if cfg.training.mixed_precision else ""),
+              f"- reproducibility: {describe_reproducibility(m.get('reproducibility') or {})} (see Knowledge)",
               ""]
     lines += ["## Result", "", "![curves](curves.png)", "",
-              f"- epochs run: {fit_info['epochs_run']}, best epoch (lowest {fit_info['monitor']}): {fit_info['best_epoch']}"
-              + (" (stopped early)" if fit_info.get("stopped_early") else "")
-              + ("" if cfg.training.patience > 0 else "; the saved model has the last epoch's weights"), ""]
+              f"- epochs run: {fit_info['epochs_run']}" + (" (stopped early)" if fit_info.get("stopped_early") else ""),
+              f"- model selection: {selection_text(m.get('selection') or {})}", ""]
     lines += ["| epoch | phase | loss | accuracy | val_loss | val_accuracy | seconds |", "|---|---|---|---|---|---|---|"]
     for h in history:
         lines.append(f"| {h['epoch']} | {h['phase']} | {_fmt(h.get('loss'))} | {_fmt(h.get('accuracy'))} | "
                      f"{_fmt(h.get('val_loss'))} | {_fmt(h.get('val_accuracy'))} | {_fmt(h.get('seconds'), 1)} |")
     lines += ["", "## Prediction", "",
-              "| split | images | accuracy | balanced acc. | loss | ROC AUC |", "|---|---|---|---|---|---|"]
+              "Intervals: 95 %, Wilson (balanced accuracy: per-class Wilson, Bonferroni), treating images as "
+              "independent; images of one person are not, so with few persons the real uncertainty is larger.", "",
+              "| split | images | persons | accuracy (95 % CI) | balanced acc. (95 % CI) | loss | ROC AUC |",
+              "|---|---|---|---|---|---|---|"]
+    n_persons = m.get("persons", {})
     for s in EVAL_SPLITS:
         d = m[s]
-        lines.append(f"| {SPLIT_TITLES[s]} | {d['count']} | {_fmt(d['accuracy'])} | {_fmt(d['balanced_accuracy'])} | "
-                     f"{_fmt(d['loss'])} | {_fmt(d['roc_auc'])} |")
+        lines.append(f"| {SPLIT_TITLES[s]} | {d['count']} | {n_persons.get(s, '–')} | {_fmt(d['accuracy'])} "
+                     f"{stats.fmt_ci(d.get('accuracy_ci95'))} | {_fmt(d['balanced_accuracy'])} "
+                     f"{stats.fmt_ci(d.get('balanced_accuracy_ci95'))} | {_fmt(d['loss'])} | {_fmt(d['roc_auc'])} |")
     lines += ["", "Seen persons, new images:", "", "![seen](predictions_seen.png)", "",
               "Persons never seen in training:", "", "![unseen](predictions_unseen.png)", "",
               "Per person:", "", "| split | person | images | accuracy |", "|---|---|---|---|"]
@@ -371,32 +416,13 @@ def knowledge(cfg, info: dict, m: dict) -> list[str]:
         if t.get("feature_extraction_seconds") is not None:
             out.append(f"- Fast path: backbone features computed once in {t['feature_extraction_seconds']:.1f} s; "
                        "head epochs then run on cached features.")
-    seen, unseen = m["seen_holdout"].get("accuracy"), m["unseen_persons"].get("accuracy")
-    k = len(m["labels"])
-    best_balanced = max(m[s].get("balanced_accuracy") or 0 for s in EVAL_SPLITS)
-    chance = best_balanced < 1 / k + 0.1 * (1 - 1 / k)  # within a tenth of the way from chance to perfect
-    if chance:
-        out.append("- **The model did not learn**: balanced accuracy is at chance level on every split. "
-                   + ("With `weights: none` a frozen backbone gives random features; train the backbone "
-                      "(`model.freeze_backbone: false`) or use pretrained weights." if cfg.model.weights == "none"
-                      and cfg.model.freeze_backbone else "Try more epochs, another learning rate or more data."))
-    elif seen is not None and unseen is not None:
-        gap = seen - unseen
-        if gap > GAP_WARNING:
-            out.append(f"- **Seen/unseen gap: {seen:.3f} on new images of seen persons vs {unseen:.3f} on unseen "
-                       f"persons ({gap:+.3f}).** The model has partly learned the persons, not the attribute; "
-                       "more persons, more augmentation or a frozen pretrained backbone usually narrow it. "
-                       "The random valid split leaks identities and overstates accuracy for new people.")
-        elif gap < -GAP_WARNING:
-            out.append(f"- Unseen persons score higher than seen persons ({unseen:.3f} vs {seen:.3f}), as in the "
-                       "log's run 4: with few persons per split, per-person difficulty dominates; see the per-person "
-                       "table before trusting either number.")
-        else:
-            out.append(f"- Seen-person holdout {seen:.3f} and unseen persons {unseen:.3f}: no large gap "
-                       f"({gap:+.3f}), so the model generalises to new persons on this data.")
-    if unseen is None:
-        out.append("- No unseen-person set (the data has no persons or none was held out): generalisation to new "
-                   "persons was NOT measured.")
+    out += _learned_and_generalisation(m)
+    rec = m.get("reproducibility")
+    if rec:
+        out.append(f"- Reproducibility: {describe_reproducibility(rec)}. The same config, data and seed give the "
+                   "same figures on this machine with this thread count; another CPU (instruction set, oneDNN "
+                   "kernels) or another thread count can change them, so compare runs by ranges over seeds, not "
+                   "by single figures.")
     if info["backbone"] == "mobilenet_v2":
         out.append("- Preprocessing: the original log rescaled inputs with /255 (to [0, 1]), which was wrong for "
                    "MobileNetV2: its ImageNet weights expect [-1, 1]. This model scales inside itself "
@@ -413,6 +439,80 @@ def knowledge(cfg, info: dict, m: dict) -> list[str]:
                    "ImageNet weights would normally learn faster and generalise better.")
     if not cfg.augment.active:
         out.append("- No augmentation: the log's run 2 found that without it even new images of seen persons fail.")
+    return out
+
+
+def selection_text(sel: dict) -> str:
+    """How the saved weights were chosen, and what that means for the valid figure."""
+    if not sel or sel.get("epoch") is None:
+        return "no epoch ran"
+    if sel.get("by") == "valid":
+        after = (f" from epoch {sel['first_eligible_epoch']} on (the first {sel['min_epochs']} not eligible)"
+                 if sel.get("min_epochs") else "")
+        return (f"the valid split chose epoch {sel['epoch']} (lowest {sel['monitor']}{after}) and its weights are "
+                "the saved model, so the valid figures are optimistic: that split picked the model. The seen-person "
+                "holdout and the unseen persons never influenced training or selection.")
+    if sel.get("by") == "train":
+        return (f"no valid split: the training loss chose epoch {sel['epoch']}; the seen-person holdout and the "
+                "unseen persons never influenced training or selection.")
+    best = sel.get("best_epoch")
+    return (f"none: patience 0, the last epoch's weights (epoch {sel['epoch']}) are the saved model"
+            + (f" (the lowest {sel['monitor']} was at epoch {best}, not used)" if best not in (None, sel["epoch"])
+               else "")
+            + ". The valid split was only watched; no split influenced selection.")
+
+
+def _learned_and_generalisation(m: dict) -> list[str]:
+    """What the data can and cannot show about the model: did it learn, and does it generalise to new
+    persons. Generalisation is claimed only from >= MIN_PERSONS_FOR_CLAIM unseen persons and an interval
+    no wider than MAX_CI_POINTS_FOR_CLAIM points."""
+    out = []
+    verdict = m.get("verdict") or {}
+    learned = verdict.get("learned") is not False
+    if not learned:
+        out.append(f"- **The model did not learn** — {verdict.get('diagnosis')}. The conversion gate will not "
+                   "publish it.")
+    seen, unseen = m["seen_holdout"], m["unseen_persons"]
+    if not unseen.get("count"):
+        out.append("- No unseen-person set (the data has no persons or none was held out): generalisation to new "
+                   "persons was NOT measured.")
+        return out
+    if not learned:
+        return out
+    persons = m.get("persons", {}).get("unseen_persons")
+    ci = unseen.get("accuracy_ci95")
+    width = stats.interval_points(ci)
+    measured = (f"{unseen['accuracy']:.3f} {stats.fmt_ci(ci)} on unseen persons ({unseen.get('correct', '?')} of "
+                f"{unseen['count']} images, {persons if persons is not None else '?'} persons)")
+    gap = (seen["accuracy"] - unseen["accuracy"]) if seen.get("count") else None
+    reasons = []
+    if persons is None or persons < MIN_PERSONS_FOR_CLAIM:
+        reasons.append(f"{'only ' + str(persons) if persons is not None else 'an unknown number of'} unseen "
+                       f"person{'s' if persons != 1 else ''} (at least {MIN_PERSONS_FOR_CLAIM} needed)")
+    if width is None or width > MAX_CI_POINTS_FOR_CLAIM:
+        reasons.append(f"a 95 % interval {width:.0f} points wide (at most {MAX_CI_POINTS_FOR_CLAIM:g})"
+                       if width is not None else "no interval")
+    if reasons:
+        out.append(f"- What the data can show: {measured}. That is how the model does on these persons; with "
+                   f"{' and '.join(reasons)} the data cannot show whether it generalises to new persons in general. "
+                   "Hold out more persons (data.holdout_persons) to measure that.")
+    if gap is not None and gap > GAP_WARNING:
+        out.append(f"- **Seen/unseen gap: {seen['accuracy']:.3f} on new images of seen persons vs "
+                   f"{unseen['accuracy']:.3f} on unseen persons ({gap:+.3f}).** The model has partly learned the "
+                   "persons, not the attribute; more persons, more augmentation or a frozen pretrained backbone "
+                   "usually narrow it. The random valid split leaks identities and overstates accuracy for new people."
+                   + (" With this few persons, per-person difficulty can also explain it." if reasons else ""))
+    elif gap is not None and gap < -GAP_WARNING:
+        out.append(f"- Unseen persons score higher than seen persons ({unseen['accuracy']:.3f} vs "
+                   f"{seen['accuracy']:.3f}), as in the log's run 4: with few persons per split, per-person "
+                   "difficulty dominates; see the per-person table before trusting either number.")
+    elif not reasons:
+        if gap is not None:
+            out.append(f"- {measured} and {seen['accuracy']:.3f} {stats.fmt_ci(seen.get('accuracy_ci95'))} on new "
+                       f"images of seen persons: no large gap ({gap:+.3f}), so the model generalises to new persons "
+                       "on this data.")
+        else:
+            out.append(f"- {measured}: the model generalises to new persons on this data.")
     return out
 
 
