@@ -18,10 +18,12 @@ KNOWN_HOSTS  ?=
 SSH_OPTS      = $(if $(SSH_KEY),--ssh_key $(SSH_KEY)) $(if $(KNOWN_HOSTS),--known_hosts $(KNOWN_HOSTS))
 ARGS         ?=
 PYTEST_ARGS  ?=
+PI_SUITES    ?= bookworm,trixie
+PI_CPUS      ?= cortex-a72,cortex-a76
 APT_PACKAGES := mosquitto openssh-server rsync systemd
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast data train compare convert crop-faces run-device check-device \
+.PHONY: help setup test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
         deploy rollback deploy-model bench bench-train bench-device demo clean
 
 help: ## list the targets
@@ -41,11 +43,18 @@ setup: ## create .venv and install everything the tests need (apt packages inclu
 $(PY):
 	$(error $(VENV) is missing: run `make setup` first)
 
-test: | $(PY) ## run the whole test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: | $(PY) ## run the whole test suite (but the emulated-Pi tests: make test-pi)
+	$(PY) -m pytest -m 'not pi' $(PYTEST_ARGS)
 
 test-fast: | $(PY) ## run the tests not marked slow
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+pibox: | $(PY) ## build the emulated arm64 Pi userlands (PI_SUITES), once: cached outside the repo
+	$(PY) -m tests.pibox build --suites $(PI_SUITES)
+
+test-pi: pibox ## install, parity and deploy tests in the emulated Pi (PI_SUITES x PI_CPUS)
+	FACEEDGE_PI_REQUIRED=1 FACEEDGE_PI_SUITES=$(PI_SUITES) FACEEDGE_PI_CPUS=$(PI_CPUS) \
+	  $(PY) -m pytest -m pi tests/pibox $(PYTEST_ARGS)
 
 data: | $(PY) ## generate the offline sample dataset into DATA
 	$(PY) -m train data --out $(DATA) --seed $(SEED) $(ARGS)
