@@ -197,8 +197,14 @@ def build_rootfs(suite: str, cache: Path, proot: Path, *, force: bool = False) -
     if suite not in SUITES:
         raise PiboxError(f"suite {suite!r}: choose one of {', '.join(SUITES)}")
     out = rootfs_tarball(suite, cache)
+    recipe = {"include": DEBOOTSTRAP_INCLUDE, "apt_inside": list(APT_INSIDE + APT_EXTRA.get(suite, ()))}
     if out.exists() and not force:
-        return out
+        try:
+            if {k: rootfs_facts(suite, cache).get(k) for k in recipe} == recipe:
+                return out
+        except PiboxError:
+            pass
+        log.info("%s: built from another package list; building again", out.name)
     work = cache / "work" / suite
     if work.exists():
         shutil.rmtree(work)
@@ -246,8 +252,7 @@ def build_rootfs(suite: str, cache: Path, proot: Path, *, force: bool = False) -
     tar_rootfs(root, out)
     times["tar_s"] = time.monotonic() - t3
     times["total_s"] = time.monotonic() - t0
-    meta = {"suite": suite, "arch": "arm64", "mirror": MIRROR, "include": DEBOOTSTRAP_INCLUDE,
-            "apt_inside": list(APT_INSIDE + APT_EXTRA.get(suite, ())), **facts, "size_bytes": out.stat().st_size,
+    meta = {"suite": suite, "arch": "arm64", "mirror": MIRROR, **recipe, **facts, "size_bytes": out.stat().st_size,
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "proot": str(proot_version(proot)),
             "timings": {k: round(v, 1) for k, v in times.items()}}
     out.with_suffix("").with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
