@@ -119,22 +119,36 @@ def proot() -> Path:
 
 
 @pytest.fixture(scope="session")
-def box(suite, proot, tmp_path_factory):
-    """A fresh unpacked rootfs of `suite` (deleted at the end), with the offline wheelhouse bound in."""
-    tar = build.rootfs_tarball(suite)
-    wheels = build.wheel_dir(suite)
-    if not tar.is_file():
-        missing(f"{tar}: no {suite} rootfs")
-    if not (wheels / ".key").is_file():
-        missing(f"{wheels}: no wheelhouse")
-    dest = tmp_path_factory.mktemp(f"pibox-{suite}")
-    t0 = time.monotonic()
-    b = Pibox.unpack(tar, dest, cpu=selected_cpus()[0], proot=proot, suite=suite)
-    b.binds.append((str(wheels), build.WHEEL_DIR_GUEST))
-    record(f"{suite}: rootfs unpacked in {time.monotonic() - t0:.1f} s ({tar.name}, "
-           f"{tar.stat().st_size / 1e6:.0f} MB)")
-    yield b
-    shutil.rmtree(dest / "root", ignore_errors=True)
+def _boxes(proot, tmp_path_factory):
+    """{suite: Pibox}, each unpacked once per session (pytest orders tests by suite x CPU and
+    would otherwise tear a suite's box down and unpack it again), all deleted at the end."""
+    made: dict[str, Pibox] = {}
+
+    def get(suite: str) -> Pibox:
+        if suite not in made:
+            tar, wheels = build.rootfs_tarball(suite), build.wheel_dir(suite)
+            if not tar.is_file():
+                missing(f"{tar}: no {suite} rootfs")
+            if not (wheels / ".key").is_file():
+                missing(f"{wheels}: no wheelhouse")
+            t0 = time.monotonic()
+            b = Pibox.unpack(tar, tmp_path_factory.mktemp(f"pibox-{suite}"), cpu=selected_cpus()[0], proot=proot,
+                             suite=suite)
+            b.binds.append((str(wheels), build.WHEEL_DIR_GUEST))
+            record(f"{suite}: rootfs unpacked in {time.monotonic() - t0:.1f} s ({tar.name}, "
+                   f"{tar.stat().st_size / 1e6:.0f} MB)")
+            made[suite] = b
+        return made[suite]
+
+    yield get
+    for b in made.values():
+        shutil.rmtree(b.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def box(suite, _boxes) -> Pibox:
+    """A fresh unpacked rootfs of `suite`, with the offline wheelhouse bound in."""
+    return _boxes(suite)
 
 
 @pytest.fixture(scope="session")
@@ -157,10 +171,20 @@ print(json.dumps({"seconds": time.monotonic() - t0}))
 '''
 
 
+_INSTALLED: dict[str, dict] = {}
+
+
 @pytest.fixture(scope="session")
 def installed(box, device_wheel) -> dict:
     """The device wheel installed inside the box the way deploy does it (deploy_remote.build_venv:
-    a --system-site-packages venv, pip from the box's offline index): {'python', 'seconds', 'log'}."""
+    a --system-site-packages venv, pip from the box's offline index): {'python', 'seconds', 'log'}.
+    Once per suite and session, like the box."""
+    if box.suite not in _INSTALLED:
+        _INSTALLED[box.suite] = _install(box, device_wheel)
+    return _INSTALLED[box.suite]
+
+
+def _install(box: Pibox, device_wheel: Path) -> dict:
     rel = box.path("/root/install")
     (rel / "wheels").mkdir(parents=True)
     shutil.copy2(device_wheel, rel / "wheels" / device_wheel.name)
