@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,21 +44,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pibox ready in {time.monotonic() - t0:.0f} s (cache {build.cache_dir()})")
             return 0
         dest = a.dir or Path(tempfile.mkdtemp(prefix=f"pibox-{a.suite}-"))
-        box = Pibox.unpack(build.rootfs_tarball(a.suite), dest, cpu=a.cpu, proot=build.proot_path(),
-                           suite=a.suite)
-        box.binds.append((str(build.wheel_dir(a.suite)), build.WHEEL_DIR_GUEST))
-        if a.cmd == "shell":
-            import subprocess
-
-            return subprocess.call(box.argv(["/bin/bash", "-l"]), env=box.env())
-        ssh = start_sshd(box, dest / "keys")
-        print(f"sshd ({a.suite}, {a.cpu}) on 127.0.0.1:{ssh.port}: ssh -p {ssh.port} -i {ssh.key} "
-              f"-o UserKnownHostsFile={ssh.known_hosts} root@127.0.0.1", flush=True)
         try:
-            ssh.proc.wait()
-        except KeyboardInterrupt:
-            ssh.stop()
-        return 0
+            box = Pibox.unpack(build.rootfs_tarball(a.suite), dest, cpu=a.cpu, proot=build.proot_path(),
+                               suite=a.suite)
+            box.binds.append((str(build.wheel_dir(a.suite)), build.WHEEL_DIR_GUEST))
+            if a.cmd == "shell":
+                return subprocess.call(box.argv(["/bin/bash", "-l"]), env=box.env())
+            ssh = start_sshd(box, dest / "keys")
+            print(f"sshd ({a.suite}, {a.cpu}) on 127.0.0.1:{ssh.port}: ssh -p {ssh.port} -i {ssh.key} "
+                  f"-o UserKnownHostsFile={ssh.known_hosts} root@127.0.0.1", flush=True)
+            try:
+                ssh.proc.wait()
+            except KeyboardInterrupt:
+                ssh.stop()
+            return 0
+        finally:
+            if a.dir is None:  # a temp copy: nothing of the user's
+                shutil.rmtree(dest, ignore_errors=True)
     except PiboxError as e:
         print(f"pibox: {e}", file=sys.stderr)
         return 1

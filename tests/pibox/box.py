@@ -66,6 +66,8 @@ class Pibox:
     def unpack(cls, tarball: Path, dest: Path, *, cpu: str, proot: Path, suite: str = "") -> "Pibox":
         """Unpack a rootfs tarball made by build.py into dest/root (seconds, not the build's minutes)."""
         root = Path(dest) / "root"
+        if root.exists():
+            raise PiboxError(f"{root}: exists already; unpack into an empty directory")
         root.mkdir(parents=True)
         t0 = time.monotonic()
         argv = ["tar", "-x", "-p", "--numeric-owner", "-f", str(tarball), "-C", str(root)]

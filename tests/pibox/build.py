@@ -257,6 +257,10 @@ def build_rootfs(suite: str, cache: Path, proot: Path, *, force: bool = False) -
             "timings": {k: round(v, 1) for k, v in times.items()}}
     out.with_suffix("").with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(work)
+    try:
+        work.parent.rmdir()  # cache/work, when no other suite is being built
+    except OSError:
+        pass
     log.info("%s rootfs: %s (%.0f MB) in %.1f min (second stage %.1f min)", suite, out, out.stat().st_size / 1e6,
              times["total_s"] / 60, times["second_stage_s"] / 60)
     return out
