@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,10 @@ from pathlib import Path
 
 from tests.pibox import build
 from tests.pibox.box import CPUS, SUITES, Pibox, PiboxError, start_sshd
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             ssh = start_sshd(box, dest / "keys")
             print(f"sshd ({a.suite}, {a.cpu}) on 127.0.0.1:{ssh.port}: ssh -p {ssh.port} -i {ssh.key} "
                   f"-o UserKnownHostsFile={ssh.known_hosts} root@127.0.0.1", flush=True)
+            signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does
             try:
                 ssh.proc.wait()
             except KeyboardInterrupt:
