@@ -19,6 +19,8 @@ KNOWN_HOSTS  ?=
 SSH_OPTS      = $(if $(SSH_KEY),--ssh_key $(SSH_KEY)) $(if $(KNOWN_HOSTS),--known_hosts $(KNOWN_HOSTS))
 ARGS         ?=
 PYTEST_ARGS  ?=
+PI_SUITES    ?= bookworm,trixie
+PI_CPUS      ?= cortex-a72,cortex-a76
 APT_PACKAGES := mosquitto openssh-server rsync systemd openssl
 # The imx500 variant's own environment (convert/imx500/): Sony's tools need Python < 3.12 and TF 2.15.
 IMX500_VENV  ?= .venv-imx500
@@ -34,7 +36,7 @@ apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missi
 	fi
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-imx500 test test-fast data train compare convert crop-faces run-device check-device \
+.PHONY: help setup setup-imx500 test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
         deploy rollback deploy-model bench bench-http bench-train bench-device demo clean distclean
 
 help: ## list the targets
@@ -57,11 +59,18 @@ setup-imx500: ## create .venv-imx500: Sony's MCT + IMX500 converter (TF 2.15, Ja
 $(PY):
 	$(error $(VENV) is missing: run `make setup` first)
 
-test: | $(PY) ## run the whole test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: | $(PY) ## run the whole test suite (but the emulated-Pi tests: make test-pi)
+	$(PY) -m pytest -m 'not pi' $(PYTEST_ARGS)
 
 test-fast: | $(PY) ## run the tests not marked slow
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+pibox: | $(PY) ## build the emulated arm64 Pi userlands (PI_SUITES), once: cached outside the repo
+	$(PY) -m tests.pibox build --suites $(PI_SUITES)
+
+test-pi: pibox ## install, parity and deploy tests in the emulated Pi (PI_SUITES x PI_CPUS)
+	FACEEDGE_PI_REQUIRED=1 FACEEDGE_PI_SUITES=$(PI_SUITES) FACEEDGE_PI_CPUS=$(PI_CPUS) \
+	  $(PY) -m pytest -m pi tests/pibox $(PYTEST_ARGS)
 
 data: | $(PY) ## generate the offline sample dataset into DATA
 	$(PY) -m train data --out $(DATA) --seed $(SEED) $(ARGS)

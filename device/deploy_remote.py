@@ -345,6 +345,21 @@ def verify(rel: str) -> dict:
     return bundle
 
 
+def numpy_constraint(version: str) -> str:
+    """The pip constraint that keeps the OS's numpy (apt's python3-numpy) in a release venv.
+
+    apt's C extensions (Bookworm's simplejpeg under picamera2) are built against that numpy's C
+    API; a numpy of another major in the venv shadows it and they fail ("numpy.dtype size
+    changed"). Within a major numpy's ABI holds forward, so this version or a newer one of it."""
+    return f"numpy>={version},<{int(version.split('.')[0]) + 1}"
+
+
+def system_numpy(python: str) -> str | None:
+    """The numpy version `python` (a --system-site-packages venv's) sees before pip runs; None if none."""
+    code, out = run([python, "-c", "import importlib.metadata as m; print(m.version('numpy'))"], timeout=120)
+    return out.strip().splitlines()[-1] if code == 0 and out.strip() else None
+
+
 def build_venv(rel: str, bundle: dict, plan: dict) -> None:
     venv = os.path.join(rel, "venv")
     if os.path.exists(os.path.join(venv, "bin", "python")):
@@ -364,6 +379,12 @@ def build_venv(rel: str, bundle: dict, plan: dict) -> None:
     if not inst.get("deps", True):
         argv.append("--no-deps")
     argv += list(inst.get("pip_args") or [])
+    os_numpy = system_numpy(argv[0])
+    if os_numpy:  # keep it: the constraint makes pip pick an OpenCV built for it (numpy 1.x: 4.11)
+        write_atomic(os.path.join(venv, "constraints.txt"), numpy_constraint(os_numpy) + "\n")
+        argv += ["-c", os.path.join(venv, "constraints.txt")]
+    log(f"system numpy {os_numpy}: the venv keeps it ({numpy_constraint(os_numpy)})" if os_numpy else
+        "no system numpy: the venv gets its own (after `apt install python3-picamera2`, deploy again)")
     argv.append(os.path.join(rel, bundle["wheel"]))
     code, out = run(argv, timeout=float(inst.get("timeout_s", 1800)), cwd=rel)
     if code != 0:
