@@ -44,6 +44,21 @@ def cpuinfo_text(cpu: str, n_cpus: int | None = None) -> str:
     return "\n\n".join(block.format(n=i) for i in range(n)) + "\n\n"
 
 
+def host_guard() -> list[str]:
+    """The prefix that keeps the box's mount and umount calls away from the host's mounts.
+
+    proot's fake root is only a view: a process inside runs with the caller's real privileges, and
+    the paths it mounts or unmounts are translated to host paths through the binds. As root, one
+    `debootstrap --second-stage` (its exit handler unmounts /dev/pts, /dev/shm, /proc and /sys in
+    "the target", which is / inside) unmounted the host's /dev/pts and /dev/shm. Run as root, the
+    box therefore gets a private mount namespace (util-linux `unshare`, no fork: the pid stays
+    proot's), where such calls change only the namespace's copy. As another user the kernel refuses
+    them anyway (EPERM)."""
+    if os.geteuid() != 0:
+        return []
+    return ["unshare", "--mount", "--propagation", "private", "--"]
+
+
 @dataclass
 class Pibox:
     """One unpacked rootfs (`root`) seen through one CPU model."""
@@ -87,8 +102,9 @@ class Pibox:
     # ------------------------------------------------------------------ running things inside
 
     def argv(self, cmd: list[str], *, cwd: str = "/root", binds: list[tuple[str, str]] = ()) -> list[str]:
-        """proot argv running `cmd` inside as (fake) root, with a clean guest environment."""
-        argv = [str(self.proot), "-q", f"{QEMU} -cpu {self.cpu}", "-r", str(self.root), "-0",
+        """proot argv running `cmd` inside as (fake) root, with a clean guest environment, in a
+        mount namespace of its own (`host_guard`)."""
+        argv = [*host_guard(), str(self.proot), "-q", f"{QEMU} -cpu {self.cpu}", "-r", str(self.root), "-0",
                 "-b", "/dev", "-b", "/proc", "-b", "/sys", "-b", f"{self.cpuinfo}:/proc/cpuinfo", "-w", cwd]
         for host, guest in [*self.binds, *binds]:
             argv += ["-b", f"{host}:{guest}"]
