@@ -43,54 +43,108 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m convert",
         description="Convert a trained model to int8 (and float) TFLite, verify every model with the device "
-                    "runtime on the run's splits, gate the int8 model against the float model, and publish "
-                    "export/<variant>/model.tflite + manifest.json, convert.json and a report section.",
+        "runtime on the run's splits, gate the int8 model against the float model, and publish "
+        "export/<variant>/model.tflite + manifest.json, convert.json and a report section.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", type=Path, metavar="RUN_DIR", help="training run directory (model.keras, model_info.json, splits.csv)")
-    src.add_argument("--from", dest="from_model", type=Path, metavar="MODEL",
-                     help="a .keras, full-model .h5 or SavedModel dir (needs --data and --out)")
-    p.add_argument("--data", type=Path, default=None, metavar="DIR_OR_CSV",
-                   help="images to calibrate/verify with: a splits.csv, a path,label[,person] CSV or a "
-                        "<label>/<person>/ folder (split person-aware by the training stage)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="where export/, convert.json and report.md go (required with --from; default: the run dir)")
-    p.add_argument("--variants", type=_variants, default="int8,float32",
-                   help=f"comma list of {', '.join(VARIANTS)}")
-    p.add_argument("--io_dtype", choices=("uint8", "int8"), default="uint8",
-                   help="int8 model's input/output tensor type")
-    p.add_argument("--calibration_images", type=int, default=DEFAULT_CALIBRATION_STEPS,
-                   help="representative images drawn from the training split (warning below 100)")
+    src.add_argument(
+        "--run", type=Path, metavar="RUN_DIR", help="training run directory (model.keras, model_info.json, splits.csv)"
+    )
+    src.add_argument(
+        "--from",
+        dest="from_model",
+        type=Path,
+        metavar="MODEL",
+        help="a .keras, full-model .h5 or SavedModel dir (needs --data and --out)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR_OR_CSV",
+        help="images to calibrate/verify with: a splits.csv, a path,label[,person] CSV or a "
+        "<label>/<person>/ folder (split person-aware by the training stage)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where export/, convert.json and report.md go (required with --from; default: the run dir)",
+    )
+    p.add_argument("--variants", type=_variants, default="int8,float32", help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument(
+        "--io_dtype", choices=("uint8", "int8"), default="uint8", help="int8 model's input/output tensor type"
+    )
+    p.add_argument(
+        "--calibration_images",
+        type=int,
+        default=DEFAULT_CALIBRATION_STEPS,
+        help="representative images drawn from the training split (warning below 100)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for drawing the calibration images")
-    p.add_argument("--max_drop", type=float, default=DEFAULT_MAX_DROP,
-                   help="gate: a variant fails a split where it is significantly worse than the float model "
-                        "(exact McNemar) by more than this many accuracy points")
-    p.add_argument("--min_agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
-                   help="gate: a variant fails a split where its agreement with the float model is "
-                        "significantly below this fraction (exact binomial test)")
-    p.add_argument("--significance", type=float, default=None,
-                   help=f"gate: p-value below which a test counts (default: the run's gate.significance, "
-                        f"else {DEFAULT_SIGNIFICANCE})")
-    p.add_argument("--min_balanced_accuracy", type=float, default=None,
-                   help="floor: a model below this balanced accuracy on unseen persons is never published "
-                        "(default: the run's gate.min_balanced_accuracy, else 0.55 for two labels)")
-    p.add_argument("--labels", type=_csv_list, default=None,
-                   help="--from without model_info.json: labels in output order (default: sorted data labels)")
-    p.add_argument("--positive_label", type=str, default=None,
-                   help="--from, 1-unit models: the label a sigmoid output of 1.0 means (default: second sorted)")
+    p.add_argument(
+        "--max_drop",
+        type=float,
+        default=DEFAULT_MAX_DROP,
+        help="gate: a variant fails a split where it is significantly worse than the float model "
+        "(exact McNemar) by more than this many accuracy points",
+    )
+    p.add_argument(
+        "--min_agreement",
+        type=float,
+        default=DEFAULT_MIN_AGREEMENT,
+        help="gate: a variant fails a split where its agreement with the float model is "
+        "significantly below this fraction (exact binomial test)",
+    )
+    p.add_argument(
+        "--significance",
+        type=float,
+        default=None,
+        help=f"gate: p-value below which a test counts (default: the run's gate.significance, "
+        f"else {DEFAULT_SIGNIFICANCE})",
+    )
+    p.add_argument(
+        "--min_balanced_accuracy",
+        type=float,
+        default=None,
+        help="floor: a model below this balanced accuracy on unseen persons is never published "
+        "(default: the run's gate.min_balanced_accuracy, else 0.55 for two labels)",
+    )
+    p.add_argument(
+        "--labels",
+        type=_csv_list,
+        default=None,
+        help="--from without model_info.json: labels in output order (default: sorted data labels)",
+    )
+    p.add_argument(
+        "--positive_label",
+        type=str,
+        default=None,
+        help="--from, 1-unit models: the label a sigmoid output of 1.0 means (default: second sorted)",
+    )
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: model_info's or 0.5)")
-    p.add_argument("--preprocessing", type=str, default=None,
-                   help="--from: text for the manifest describing the model's in-model preprocessing")
-    p.add_argument("--child_timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                   help="seconds allowed for loading each model in a child process")
+    p.add_argument(
+        "--preprocessing",
+        type=str,
+        default=None,
+        help="--from: text for the manifest describing the model's in-model preprocessing",
+    )
+    p.add_argument(
+        "--child_timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds allowed for loading each model in a child process",
+    )
     p.add_argument("--log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
     return p
 
 
 def run(run_dir: str | os.PathLike | None = None, **kw) -> dict:
     """Callable from tests: the same as the CLI (keyword names = flag names); returns convert.json's content."""
-    from convert.pipeline import options_from, run as pipeline_run
+    from convert.pipeline import options_from
+    from convert.pipeline import run as pipeline_run
 
     return pipeline_run(options_from(run=run_dir, **kw))
 
@@ -110,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     for v, r in summary["variants"].items():
         ratio = r["size_ratio_to_float32"]
         worst = min(r["splits"].values(), key=lambda m: m["agreement"])
-        accs = ", ".join(f"{s} {100 * m['accuracy']:.1f}% {_ci(m['accuracy_ci95'])} (n {m['n']})"
-                         for s, m in r["splits"].items())
-        print(f"{v}: {r['status']}, {r['size_bytes']} bytes"
-              + (f" ({ratio:.3f} of float32)" if ratio is not None else "")
-              + f", accuracy {accs}, min agreement {100 * worst['agreement']:.2f}%, {r['path']}")
+        accs = ", ".join(
+            f"{s} {100 * m['accuracy']:.1f}% {_ci(m['accuracy_ci95'])} (n {m['n']})" for s, m in r["splits"].items()
+        )
+        print(
+            f"{v}: {r['status']}, {r['size_bytes']} bytes"
+            + (f" ({ratio:.3f} of float32)" if ratio is not None else "")
+            + f", accuracy {accs}, min agreement {100 * worst['agreement']:.2f}%, {r['path']}"
+        )
         if r["status"] != "published":
             print(f"{v}: {current_text(v, r.get('current'))}")
     for note in summary["gate"].get("notes", []):
@@ -138,5 +195,7 @@ def current_text(variant: str, current: dict | None) -> str:
         return f"no published {variant} model: export/{variant}/ does not exist (the device has nothing to load)"
     if current.get("status") != "published":
         return f"export/{variant}/ holds a model that is not publishable ({current.get('status')})"
-    return (f"the published model is unchanged: {current['path']} (created {current.get('created') or '?'}, "
-            f"sha256 {str(current.get('sha256'))[:12]}…)")
+    return (
+        f"the published model is unchanged: {current['path']} (created {current.get('created') or '?'}, "
+        f"sha256 {str(current.get('sha256'))[:12]}…)"
+    )

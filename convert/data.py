@@ -88,8 +88,12 @@ def load_data_arg(data: Path, seed: int | None = None) -> ConvertData:
         samples = make_splits(index.records, seed=DEFAULT_SEED if seed is None else seed)
     except FaceedgeError as e:
         # Too few images or persons to split: verify (and calibrate) on everything, say so.
-        log.warning("%s: cannot make person-aware splits (%s); verifying all %d images as one split",
-                    data, e, len(index.records))
+        log.warning(
+            "%s: cannot make person-aware splits (%s); verifying all %d images as one split",
+            data,
+            e,
+            len(index.records),
+        )
         samples = [Sample(r.path, r.label, r.person, ALL_SPLIT) for r in index.records]
     return ConvertData(samples, str(data), list(index.labels))
 

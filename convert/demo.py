@@ -60,14 +60,14 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def run_stage(number: int, total: int, name: str, argv: list[str], remake: str, *, env: dict | None = None,
-              resume: str = "") -> list[str]:
+def run_stage(
+    number: int, total: int, name: str, argv: list[str], remake: str, *, env: dict | None = None, resume: str = ""
+) -> list[str]:
     """Run one stage CLI, stream its output (indented), return its stdout lines; raise on failure."""
     _say(f"==> [{number}/{total}] {name}: {shlex.join(argv)}")
     _say(f"    (re-run alone: {remake})")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
     lines: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -78,21 +78,31 @@ def run_stage(number: int, total: int, name: str, argv: list[str], remake: str, 
         _say(f"    {line}")
     rc = proc.wait()
     if rc != 0:
-        raise StageFailed(f"stage {name} failed (exit {rc}); "
-                          + (f"resume the demo there with: {resume} (or re-run the stage alone: {remake})" if resume
-                             else f"re-run it alone with: {remake}"))
+        raise StageFailed(
+            f"stage {name} failed (exit {rc}); "
+            + (
+                f"resume the demo there with: {resume} (or re-run the stage alone: {remake})"
+                if resume
+                else f"re-run it alone with: {remake}"
+            )
+        )
     _say(f"    {name} done in {time.perf_counter() - t0:.1f} s")
     return lines
 
 
 def _noise(line: str) -> bool:
     """TensorFlow/absl C++ start-up chatter that says nothing about the stage."""
-    return line.startswith(("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 ")) or \
-        "cuda" in line.lower() and ("cuInit" in line or "Could not find cuda" in line) or \
-        line.startswith(("To enable the following instructions", "fully_quantize:"))
+    return (
+        line.startswith(("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 "))
+        or "cuda" in line.lower()
+        and ("cuInit" in line or "Could not find cuda" in line)
+        or line.startswith(("To enable the following instructions", "fully_quantize:"))
+    )
 
 
-def make_video(run_dir: Path, out_dir: Path, *, fps: float, frames_per_image: int, size: int) -> tuple[Path, list[dict]]:
+def make_video(
+    run_dir: Path, out_dir: Path, *, fps: float, frames_per_image: int, size: int
+) -> tuple[Path, list[dict]]:
     """An MJPG .avi of the run's unseen-person images (grouped by person, then label), with its truth."""
     import cv2
 
@@ -168,8 +178,11 @@ def score_results(results: Path, truth: list[dict]) -> dict:
             per_image.setdefault(t["path"], []).append(r["label"] == t["label"])
     image_right = sum(sum(v) * 2 > len(v) for v in per_image.values())
     ts = sorted(r["timestamp"] for r in recs)
-    smoothed = [(r["smoothed_label"], by_frame[r["frame_id"]]["label"]) for r in recs
-                if r.get("smoothed_label") is not None and r["frame_id"] in by_frame]
+    smoothed = [
+        (r["smoothed_label"], by_frame[r["frame_id"]]["label"])
+        for r in recs
+        if r.get("smoothed_label") is not None and r["frame_id"] in by_frame
+    ]
     return {
         "frames": len(truth),
         "results": len(recs),
@@ -195,30 +208,54 @@ def _bench_pipeline_fps(bench_json: Path) -> dict:
     if not at:
         return {}
     p = at[-1]
-    return {"threads": p.get("threads"), "fps": p.get("fps"), "fps_p50": p.get("fps_p50"),
-            "peak_rss_mb": p.get("peak_rss_mb")}
+    return {
+        "threads": p.get("threads"),
+        "fps": p.get("fps"),
+        "fps_p50": p.get("fps_p50"),
+        "peak_rss_mb": p.get("peak_rss_mb"),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m convert.demo",
         description="The whole chain offline: sample data, training, int8 conversion (gated), a video of unseen "
-                    "persons through the device daemon, a short benchmark, then where everything is and the "
-                    "headline figures. Resumable: --from STAGE --run RUN.",
+        "persons through the device daemon, a short benchmark, then where everything is and the "
+        "headline figures. Resumable: --from STAGE --run RUN.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data", type=Path, default=Path("data/sample"), help="where the sample dataset is generated")
     p.add_argument("--config", type=Path, default=Path("configs/sample.yaml"), help="training config")
     p.add_argument("--seed", type=int, default=0, help="sample data seed")
-    p.add_argument("--from", dest="from_stage", choices=STAGES, default=STAGES[0],
-                   help="first stage to run; convert and later work on --run")
-    p.add_argument("--to", dest="to_stage", choices=STAGES, default=STAGES[-1],
-                   help="last stage to run (the summary is printed when the chain reaches bench)")
+    p.add_argument(
+        "--from",
+        dest="from_stage",
+        choices=STAGES,
+        default=STAGES[0],
+        help="first stage to run; convert and later work on --run",
+    )
+    p.add_argument(
+        "--to",
+        dest="to_stage",
+        choices=STAGES,
+        default=STAGES[-1],
+        help="last stage to run (the summary is printed when the chain reaches bench)",
+    )
     p.add_argument("--run", type=Path, default=None, help="the run directory for --from convert|video|device|bench")
-    p.add_argument("--data_args", type=str, default="",
-                   help="extra arguments for `train data`, e.g. '--persons 6 --images_per_person 20'")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="training config override, as `train fit --set` (repeatable)")
+    p.add_argument(
+        "--data_args",
+        type=str,
+        default="",
+        help="extra arguments for `train data`, e.g. '--persons 6 --images_per_person 20'",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training config override, as `train fit --set` (repeatable)",
+    )
     p.add_argument("--convert_args", type=str, default="", help="extra arguments for `python -m convert`")
     p.add_argument("--video_fps", type=float, default=10.0, help="frame rate written into the video")
     p.add_argument("--frames_per_image", type=int, default=3, help="frames each unseen-person image is shown")
@@ -235,9 +272,14 @@ def _make_vars(args: argparse.Namespace) -> str:
         if getattr(args, key) != getattr(defaults, key):
             out.append(f"{var}={shlex.quote(str(getattr(args, key)))}")
     extra: list[str] = []
-    for key, flag in (("data_args", "--data_args"), ("convert_args", "--convert_args"), ("video_fps", "--video_fps"),
-                      ("frames_per_image", "--frames_per_image"), ("video_size", "--video_size"),
-                      ("bench_seconds", "--bench_seconds")):
+    for key, flag in (
+        ("data_args", "--data_args"),
+        ("convert_args", "--convert_args"),
+        ("video_fps", "--video_fps"),
+        ("frames_per_image", "--frames_per_image"),
+        ("video_size", "--video_size"),
+        ("bench_seconds", "--bench_seconds"),
+    ):
         if getattr(args, key) != getattr(defaults, key):
             extra += [flag, str(getattr(args, key))]
     for o in args.overrides:
@@ -254,8 +296,10 @@ def resume_command(args: argparse.Namespace, stage: str, run_dir: Path | None) -
 
 def _resolve_run(run: Path | None, stage: str) -> Path:
     if run is None:
-        raise FaceedgeError(f"--from {stage} works on an existing run: give --run RUN_DIR (make demo FROM={stage} "
-                            f"RUN=runs/<name>-<timestamp>)")
+        raise FaceedgeError(
+            f"--from {stage} works on an existing run: give --run RUN_DIR (make demo FROM={stage} "
+            f"RUN=runs/<name>-<timestamp>)"
+        )
     if not run.is_dir():
         raise FaceedgeError(f"{run}: run directory not found")
     run = run.resolve()  # runs/latest → the run it points at
@@ -275,7 +319,7 @@ def run(args: argparse.Namespace) -> dict | None:
     first, last = STAGES.index(args.from_stage), STAGES.index(args.to_stage)
     if first > last:
         raise FaceedgeError(f"--from {args.from_stage} comes after --to {args.to_stage}")
-    todo = STAGES[first: last + 1]
+    todo = STAGES[first : last + 1]
     data, config = args.data, args.config
     run_dir = _resolve_run(args.run, args.from_stage) if args.from_stage in NEEDS_RUN else None
     if "train" in todo and not config.is_file():
@@ -285,18 +329,29 @@ def run(args: argparse.Namespace) -> dict | None:
     if "data" in todo:
         extra_data = shlex.split(args.data_args)
         make_extra = f" ARGS={shlex.quote(args.data_args)}" if args.data_args else ""
-        run_stage(number["data"], total, "data",
-                  [py, "-m", "train", "data", "--out", str(data), "--seed", str(args.seed), *extra_data],
-                  f"make data DATA={data} SEED={args.seed}{make_extra}", env=env,
-                  resume=resume_command(args, "data", None))
+        run_stage(
+            number["data"],
+            total,
+            "data",
+            [py, "-m", "train", "data", "--out", str(data), "--seed", str(args.seed), *extra_data],
+            f"make data DATA={data} SEED={args.seed}{make_extra}",
+            env=env,
+            resume=resume_command(args, "data", None),
+        )
 
     if "train" in todo:
         # One line per epoch (Keras verbose 2): a progress bar piped through the demo is ~17 lines an epoch.
         sets = [f"data.root={data}", "training.verbose=2", *args.overrides]
         set_args = [a for s in sets for a in ("--set", s)]
-        lines = run_stage(number["train"], total, "train", [py, "-m", "train", "fit", "--config", str(config), *set_args],
-                          f"make train CONFIG={config} ARGS={shlex.quote(shlex.join(set_args))}", env=env,
-                          resume=resume_command(args, "train", None))
+        lines = run_stage(
+            number["train"],
+            total,
+            "train",
+            [py, "-m", "train", "fit", "--config", str(config), *set_args],
+            f"make train CONFIG={config} ARGS={shlex.quote(shlex.join(set_args))}",
+            env=env,
+            resume=resume_command(args, "train", None),
+        )
         runs = [ln.split("run: ", 1)[1].strip() for ln in lines if ln.startswith("run: ")]
         if not runs:
             raise StageFailed("stage train printed no `run: <dir>` line")
@@ -306,17 +361,26 @@ def run(args: argparse.Namespace) -> dict | None:
     out = run_dir / DEMO_DIR if run_dir is not None else None
     if "convert" in todo:
         convert_extra = shlex.split(args.convert_args)
-        run_stage(number["convert"], total, "convert", [py, "-m", "convert", "--run", str(run_dir), *convert_extra],
-                  f"make convert RUN={run_dir}" + (f" ARGS={shlex.quote(args.convert_args)}" if convert_extra else ""),
-                  env=env, resume=resume_command(args, "convert", run_dir))
+        run_stage(
+            number["convert"],
+            total,
+            "convert",
+            [py, "-m", "convert", "--run", str(run_dir), *convert_extra],
+            f"make convert RUN={run_dir}" + (f" ARGS={shlex.quote(args.convert_args)}" if convert_extra else ""),
+            env=env,
+            resume=resume_command(args, "convert", run_dir),
+        )
 
     if "video" in todo:
         _say(f"==> [{number['video']}/{total}] video: unseen persons' images → {out / VIDEO_NAME}")
         _say(f"    (re-run alone: make video RUN={run_dir})")
-        video, truth = make_video(run_dir, out, fps=args.video_fps, frames_per_image=args.frames_per_image,
-                                  size=args.video_size)
-        _say(f"    {len(truth)} frames ({len(truth) // args.frames_per_image} images × {args.frames_per_image}) "
-             f"at {args.video_fps:g} fps, MJPG")
+        video, truth = make_video(
+            run_dir, out, fps=args.video_fps, frames_per_image=args.frames_per_image, size=args.video_size
+        )
+        _say(
+            f"    {len(truth)} frames ({len(truth) // args.frames_per_image} images × {args.frames_per_image}) "
+            f"at {args.video_fps:g} fps, MJPG"
+        )
 
     results = out / "results.jsonl" if out is not None else None
     if "device" in todo:
@@ -326,18 +390,37 @@ def run(args: argparse.Namespace) -> dict | None:
         if results.exists():
             results.unlink()
         device_cfg = write_device_config(out, video, results)
-        run_stage(number["device"], total, "device",
-                  [py, "-m", "device", "run", "--config", str(device_cfg), "--model-dir", str(run_dir)],
-                  f"make run-device DEVICE_CONFIG={device_cfg} RUN={run_dir}", env=env,
-                  resume=resume_command(args, "device", run_dir))
+        run_stage(
+            number["device"],
+            total,
+            "device",
+            [py, "-m", "device", "run", "--config", str(device_cfg), "--model-dir", str(run_dir)],
+            f"make run-device DEVICE_CONFIG={device_cfg} RUN={run_dir}",
+            env=env,
+            resume=resume_command(args, "device", run_dir),
+        )
 
     bench_out = run_dir / "bench" if run_dir is not None else None
     if "bench" in todo:
-        bench_args = ["--variants", "int8", "--min_seconds", "1", "--pipeline_seconds", f"{args.bench_seconds:g}",
-                      "--out", str(bench_out)]
-        run_stage(number["bench"], total, "bench", [py, "-m", "device", "bench", "--model-dir", str(run_dir), *bench_args],
-                  f"make bench RUN={run_dir} ARGS={shlex.quote(shlex.join(bench_args))}", env=env,
-                  resume=resume_command(args, "bench", run_dir))
+        bench_args = [
+            "--variants",
+            "int8",
+            "--min_seconds",
+            "1",
+            "--pipeline_seconds",
+            f"{args.bench_seconds:g}",
+            "--out",
+            str(bench_out),
+        ]
+        run_stage(
+            number["bench"],
+            total,
+            "bench",
+            [py, "-m", "device", "bench", "--model-dir", str(run_dir), *bench_args],
+            f"make bench RUN={run_dir} ARGS={shlex.quote(shlex.join(bench_args))}",
+            env=env,
+            resume=resume_command(args, "bench", run_dir),
+        )
 
     if args.to_stage != STAGES[-1]:
         return None
@@ -348,8 +431,12 @@ def run(args: argparse.Namespace) -> dict | None:
 
 
 def _split_figures(m: dict, n_key: str) -> dict:
-    return {"n": m[n_key], "correct": m.get("correct"), "accuracy": m["accuracy"],
-            "accuracy_ci95": m.get("accuracy_ci95")}
+    return {
+        "n": m[n_key],
+        "correct": m.get("correct"),
+        "accuracy": m["accuracy"],
+        "accuracy_ci95": m.get("accuracy_ci95"),
+    }
 
 
 def build_summary(run_dir: Path, *, seconds: float, from_stage: str) -> dict:
@@ -359,12 +446,23 @@ def build_summary(run_dir: Path, *, seconds: float, from_stage: str) -> dict:
     out = run_dir / DEMO_DIR
     results = out / "results.jsonl"
     int8 = conv["variants"]["int8"]
-    keras = {s: {**_split_figures(metrics[s], "count"), "persons": metrics.get("persons", {}).get(s)}
-             for s in ("valid", "seen_holdout", "unseen_persons") if metrics.get(s, {}).get("count")}
-    q = {s: {**_split_figures(m, "n"), "agree": m.get("agree"), "agreement": m["agreement"],
-             "agreement_ci95": m.get("agreement_ci95"), "only_float_right": m.get("only_float_right"),
-             "only_converted_right": m.get("only_converted_right"), "mcnemar_p": m.get("gate", {}).get("mcnemar_p")}
-         for s, m in int8["splits"].items()}
+    keras = {
+        s: {**_split_figures(metrics[s], "count"), "persons": metrics.get("persons", {}).get(s)}
+        for s in ("valid", "seen_holdout", "unseen_persons")
+        if metrics.get(s, {}).get("count")
+    }
+    q = {
+        s: {
+            **_split_figures(m, "n"),
+            "agree": m.get("agree"),
+            "agreement": m["agreement"],
+            "agreement_ci95": m.get("agreement_ci95"),
+            "only_float_right": m.get("only_float_right"),
+            "only_converted_right": m.get("only_converted_right"),
+            "mcnemar_p": m.get("gate", {}).get("mcnemar_p"),
+        }
+        for s, m in int8["splits"].items()
+    }
     lowest = min(q, key=lambda s: q[s]["agreement"])
     return {
         "run": str(run_dir),
@@ -372,19 +470,29 @@ def build_summary(run_dir: Path, *, seconds: float, from_stage: str) -> dict:
         "from_stage": from_stage,
         "keras": keras,
         "int8": q,
-        "int8_vs_float_agreement": {"split": lowest, "n": q[lowest]["n"], "agreement": q[lowest]["agreement"],
-                                    "agreement_ci95": q[lowest]["agreement_ci95"]},
-        "gate": {"passed": conv["gate"]["passed"], "notes": conv["gate"].get("notes", []),
-                 "failures": conv["gate"]["failures"]},
+        "int8_vs_float_agreement": {
+            "split": lowest,
+            "n": q[lowest]["n"],
+            "agreement": q[lowest]["agreement"],
+            "agreement_ci95": q[lowest]["agreement_ci95"],
+        },
+        "gate": {
+            "passed": conv["gate"]["passed"],
+            "notes": conv["gate"].get("notes", []),
+            "failures": conv["gate"]["failures"],
+        },
         "int8_size_ratio": int8["size_ratio_to_float32"],
         "int8_size_bytes": int8["size_bytes"],
         "daemon_on_video": score_results(results, read_truth(out)),
         "bench_pipeline": _bench_pipeline_fps(run_dir / "bench" / "bench.json"),
         "reproducibility": metrics.get("reproducibility", {}),
         "paths": {
-            "report": str(run_dir / "report.md"), "models": str(run_dir / "export"),
-            "convert": str(run_dir / "convert.json"), "daemon_results": str(results),
-            "video": str(out / VIDEO_NAME), "bench": str(run_dir / "bench" / "bench.md"),
+            "report": str(run_dir / "report.md"),
+            "models": str(run_dir / "export"),
+            "convert": str(run_dir / "convert.json"),
+            "daemon_results": str(results),
+            "video": str(out / VIDEO_NAME),
+            "bench": str(run_dir / "bench" / "bench.md"),
         },
     }
 
@@ -401,34 +509,47 @@ def _print_summary(s: dict) -> None:
     k, q, d, b = s["keras"], s["int8"], s["daemon_on_video"], s["bench_pipeline"]
     p = s["paths"]
     _say("")
-    _say(f"==> demo done in {s['seconds']:.0f} s" + (f" (from {s['from_stage']})" if s["from_stage"] != STAGES[0] else "")
-         + f" — run {s['run']}")
+    _say(
+        f"==> demo done in {s['seconds']:.0f} s"
+        + (f" (from {s['from_stage']})" if s["from_stage"] != STAGES[0] else "")
+        + f" — run {s['run']}"
+    )
     _say(f"    report          {p['report']}")
     _say(f"    models          {p['models']}/int8/ (+ float32), figures {p['convert']}")
     _say(f"    daemon results  {p['daemon_results']} (video {p['video']})")
     _say(f"    benchmark       {p['bench']}")
-    _say("    (95 % intervals, Wilson; images of one person are not independent, so with few persons the real "
-         "uncertainty is larger)")
+    _say(
+        "    (95 % intervals, Wilson; images of one person are not independent, so with few persons the real "
+        "uncertainty is larger)"
+    )
     _say("")
-    for split, title, what in (("unseen_persons", "unseen-person accuracy", "images of unseen persons"),
-                               ("seen_holdout", "seen-person accuracy  ", "new images of seen persons")):
+    for split, title, what in (
+        ("unseen_persons", "unseen-person accuracy", "images of unseen persons"),
+        ("seen_holdout", "seen-person accuracy  ", "new images of seen persons"),
+    ):
         if split not in q:
             continue
         kk = k.get(split, {})
         persons = kk.get("persons")
-        _say(f"    {title}  {_pct(q[split]['accuracy'])}{_ci(q[split]['accuracy_ci95'])} int8 on the device runtime, "
-             f"{q[split]['correct']} of {q[split]['n']} {what}"
-             + (f" ({persons} persons)" if persons is not None else "")
-             + f"; Keras {_pct(kk.get('accuracy'))}{_ci(kk.get('accuracy_ci95'))}")
+        _say(
+            f"    {title}  {_pct(q[split]['accuracy'])}{_ci(q[split]['accuracy_ci95'])} int8 on the device runtime, "
+            f"{q[split]['correct']} of {q[split]['n']} {what}"
+            + (f" ({persons} persons)" if persons is not None else "")
+            + f"; Keras {_pct(kk.get('accuracy'))}{_ci(kk.get('accuracy_ci95'))}"
+        )
     a = s["int8_vs_float_agreement"]
-    _say(f"    int8 vs float agreement {_pct(a['agreement'])}{_ci(a['agreement_ci95'])} on {a['split']} (n {a['n']}, "
-         f"the lowest split); gate {'passed' if s['gate']['passed'] else 'FAILED'}")
+    _say(
+        f"    int8 vs float agreement {_pct(a['agreement'])}{_ci(a['agreement_ci95'])} on {a['split']} (n {a['n']}, "
+        f"the lowest split); gate {'passed' if s['gate']['passed'] else 'FAILED'}"
+    )
     _say(f"    int8 size               {s['int8_size_bytes'] / 1024:.0f} KiB = {s['int8_size_ratio']:.3f} of float32")
     fps = f"{b['fps']:.1f} fps at {b['threads']} threads (bench, synthetic 640x480 frames)" if b.get("fps") else "n/a"
     _say(f"    pipeline fps            {fps}")
-    _say(f"    daemon on the video     {d['results']} frames, per frame {_pct(d['accuracy'])}, per image "
-         f"{_pct(d['image_accuracy'])}{_ci(d['image_accuracy_ci95'])} ({d['images_correct']} of {d['images']}), "
-         f"smoothed {_pct(d['smoothed_accuracy'])}, {d['events']} events, {d['fps']:.1f} fps")
+    _say(
+        f"    daemon on the video     {d['results']} frames, per frame {_pct(d['accuracy'])}, per image "
+        f"{_pct(d['image_accuracy'])}{_ci(d['image_accuracy_ci95'])} ({d['images_correct']} of {d['images']}), "
+        f"smoothed {_pct(d['smoothed_accuracy'])}, {d['events']} events, {d['fps']:.1f} fps"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

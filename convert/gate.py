@@ -40,8 +40,15 @@ from train.verdict import FLOOR_SPLITS, default_min_balanced_accuracy, floor_che
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 DEFAULT_MIN_AGREEMENT = 0.98
 DEFAULT_SIGNIFICANCE = 0.05
-__all__ = ["DEFAULT_MAX_DROP", "DEFAULT_MIN_AGREEMENT", "DEFAULT_SIGNIFICANCE", "FLOOR_SPLITS", "GateConfig",
-           "Verdict", "default_min_balanced_accuracy"]
+__all__ = [
+    "DEFAULT_MAX_DROP",
+    "DEFAULT_MIN_AGREEMENT",
+    "DEFAULT_SIGNIFICANCE",
+    "FLOOR_SPLITS",
+    "GateConfig",
+    "Verdict",
+    "default_min_balanced_accuracy",
+]
 
 
 @dataclass
@@ -62,8 +69,11 @@ class GateConfig(Strict):
     min_balanced_accuracy: float | None = Field(None, ge=0.0, le=1.0)
 
     def floor_of(self, num_labels: int) -> float:
-        return (self.min_balanced_accuracy if self.min_balanced_accuracy is not None
-                else default_min_balanced_accuracy(num_labels))
+        return (
+            self.min_balanced_accuracy
+            if self.min_balanced_accuracy is not None
+            else default_min_balanced_accuracy(num_labels)
+        )
 
     def split_check(self, m: dict) -> dict:
         """The paired tests on one split's counts (see `convert.verify.split_metrics`)."""
@@ -97,12 +107,14 @@ class GateConfig(Strict):
                     f"images only the float model gets right, {m['only_converted_right']} only {variant} "
                     f"(exact McNemar p = {chk['mcnemar_p']:.3g} < {self.significance:g}); accuracy "
                     f"{100 * m['accuracy']:.2f}% vs {100 * m['float_accuracy']:.2f}%, "
-                    f"{m['accuracy_drop_points']:.2f} points lower (max_drop {self.max_drop:g})")
+                    f"{m['accuracy_drop_points']:.2f} points lower (max_drop {self.max_drop:g})"
+                )
             if chk["agreement_significantly_low"]:
                 v.failures.append(
                     f"{variant} {name}: agreement with the float model {100 * m['agreement']:.2f}% "
                     f"({m['agree']} of {n}) is significantly below min_agreement {100 * self.min_agreement:g}% "
-                    f"(exact binomial p = {chk['agreement_p']:.3g} < {self.significance:g})")
+                    f"(exact binomial p = {chk['agreement_p']:.3g} < {self.significance:g})"
+                )
             if not chk["can_detect_max_drop"]:
                 too_small.append(f"{name} (n = {n}, {chk['smallest_detectable_drop_points']:.1f})")
         if too_small:
@@ -110,7 +122,8 @@ class GateConfig(Strict):
             v.notes.append(
                 f"{variant}: too few images to detect a drop of {self.max_drop:g} point(s) on "
                 f"{', '.join(too_small)}: even {b_min} images lost and none gained is the least that reaches "
-                f"p < {self.significance:g} (smallest detectable drop in points, per split)")
+                f"p < {self.significance:g} (smallest detectable drop in points, per split)"
+            )
         v.failures += self.floor_failures(variant, splits)
         return v
 
@@ -121,8 +134,12 @@ class GateConfig(Strict):
         if name is None:
             return []
         m = splits[name]
-        chk = floor_check(m["confusion_matrix"], m["balanced_accuracy"], significance=self.significance,
-                          min_balanced_accuracy=self.min_balanced_accuracy)
+        chk = floor_check(
+            m["confusion_matrix"],
+            m["balanced_accuracy"],
+            significance=self.significance,
+            min_balanced_accuracy=self.min_balanced_accuracy,
+        )
         if chk["passed"]:
             return []
         tail = "; the model did not learn" if not chk["better_than_chance"] else ""

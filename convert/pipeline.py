@@ -194,8 +194,12 @@ def _head(info: ModelInfo | None, opts: ConvertOptions, data_labels: list[str], 
     unknown = sorted(set(data_labels) - set(labels))
     if unknown:
         raise FaceedgeError(f"the data has label(s) {unknown} the model does not know (model labels {labels})")
-    return {"labels": labels, "positive_label": positive if kind == "sigmoid" else None,
-            "output_kind": kind, "threshold": float(threshold)}
+    return {
+        "labels": labels,
+        "positive_label": positive if kind == "sigmoid" else None,
+        "output_kind": kind,
+        "threshold": float(threshold),
+    }
 
 
 def _publish_dir(staged: Path, final: Path) -> None:
@@ -228,8 +232,13 @@ def describe_published(model_dir: Path) -> dict | None:
         raw = json.loads(mpath.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {"path": str(model_dir), "status": "unreadable manifest"}
-    return {"path": str(model_dir), "sha256": raw.get("sha256"), "created": raw.get("created"),
-            "source_run": raw.get("source_run"), "status": raw.get("status", "published")}
+    return {
+        "path": str(model_dir),
+        "sha256": raw.get("sha256"),
+        "created": raw.get("created"),
+        "source_run": raw.get("source_run"),
+        "status": raw.get("status", "published"),
+    }
 
 
 def gate_config(opts: ConvertOptions, run_dir: Path | None) -> GateConfig:
@@ -244,12 +253,19 @@ def gate_config(opts: ConvertOptions, run_dir: Path | None) -> GateConfig:
             run_gate = validate(load_raw(cfg_path), str(cfg_path)).gate
         except FaceedgeError as e:
             log.warning("%s: gate settings not read (%s); using the defaults", cfg_path, e)
-    significance = opts.significance if opts.significance is not None else (
-        run_gate.significance if run_gate is not None else DEFAULT_SIGNIFICANCE)
-    floor = opts.min_balanced_accuracy if opts.min_balanced_accuracy is not None else (
-        run_gate.min_balanced_accuracy if run_gate is not None else None)
-    return GateConfig(max_drop=opts.max_drop, min_agreement=opts.min_agreement, significance=significance,
-                      min_balanced_accuracy=floor)
+    significance = (
+        opts.significance
+        if opts.significance is not None
+        else (run_gate.significance if run_gate is not None else DEFAULT_SIGNIFICANCE)
+    )
+    floor = (
+        opts.min_balanced_accuracy
+        if opts.min_balanced_accuracy is not None
+        else (run_gate.min_balanced_accuracy if run_gate is not None else None)
+    )
+    return GateConfig(
+        max_drop=opts.max_drop, min_agreement=opts.min_agreement, significance=significance, min_balanced_accuracy=floor
+    )
 
 
 def _now() -> str:
@@ -277,23 +293,31 @@ def run(opts: ConvertOptions) -> dict:
         split = src.data.calibration_split
         calib = cdata.choose_calibration(src.data.split(split), opts.calibration_images, opts.seed)
         if len(calib) < MIN_RECOMMENDED_CALIBRATION:
-            log.warning("only %d calibration images (from the %s split; %d recommended at least): int8 ranges "
-                        "may miss rare inputs", len(calib), split, MIN_RECOMMENDED_CALIBRATION)
+            log.warning(
+                "only %d calibration images (from the %s split; %d recommended at least): int8 ranges "
+                "may miss rare inputs",
+                len(calib),
+                split,
+                MIN_RECOMMENDED_CALIBRATION,
+            )
     verify_splits = src.data.verify_splits
     if not verify_splits:
         raise FaceedgeError(f"{src.data.source}: no images in {', '.join(cdata.VERIFY_SPLITS)} to verify with")
 
+    import tensorflow as tf
+
     from convert import verify
     from convert.export import convert_saved_model, export_saved_model, load_float_model, tflite_metadata
     from convert.probe import probe_in_child
-    import tensorflow as tf
     from device.runtime import Classifier
 
     log.info("loading %s", src.model_path)
     fm = load_float_model(src.model_path)
     size_hw = (fm.input_height, fm.input_width)
     if src.info is not None and src.info.input_size is not None and tuple(src.info.input_size) != size_hw:
-        raise FaceedgeError(f"{src.model_path}: input {size_hw} does not match model_info input_size {src.info.input_size}")
+        raise FaceedgeError(
+            f"{src.model_path}: input {size_hw} does not match model_info input_size {src.info.input_size}"
+        )
     head = _head(src.info, opts, src.data.labels, fm.output_units, src.model_path)
     info = src.info
     preprocessing = Preprocessing(
@@ -316,7 +340,8 @@ def run(opts: ConvertOptions) -> dict:
                 continue  # below, in its own environment
             if variant == "int8":
                 recipe = QuantizationConfig.for_int8(
-                    cdata.representative_data(calib, size_hw), steps=len(calib), io_dtype=opts.io_dtype)
+                    cdata.representative_data(calib, size_hw), steps=len(calib), io_dtype=opts.io_dtype
+                )
             elif variant == "float16":
                 recipe = QuantizationConfig.for_float16()
             else:
@@ -330,30 +355,47 @@ def run(opts: ConvertOptions) -> dict:
             model_file = vdir / MODEL_NAME
             atomic_write_bytes(model_file, blob)
             probe = probe_in_child(model_file, opts.child_timeout)
-            log.info("%s: %d bytes in %.1fs; loads in the device runtime (%s %s), input %s, output %s",
-                     variant, len(blob), seconds, probe["runtime"], probe["runtime_version"],
-                     probe["input"]["dtype"], probe["output"]["dtype"])
+            log.info(
+                "%s: %d bytes in %.1fs; loads in the device runtime (%s %s), input %s, output %s",
+                variant,
+                len(blob),
+                seconds,
+                probe["runtime"],
+                probe["runtime_version"],
+                probe["input"]["dtype"],
+                probe["output"]["dtype"],
+            )
             notes = recipe.describe()
             if variant == "int8":
                 notes += f" from the {src.data.calibration_split} split (seed {opts.seed}, {len(calib)} images)"
             man = Manifest(
-                variant=variant, sha256=sha256_file(model_file), size_bytes=len(blob),
+                variant=variant,
+                sha256=sha256_file(model_file),
+                size_bytes=len(blob),
                 **head,
-                input_height=size_hw[0], input_width=size_hw[1],
-                input=TensorSpec(**probe["input"]), output=TensorSpec(**probe["output"]),
-                preprocessing=preprocessing, source_run=src.description,
+                input_height=size_hw[0],
+                input_width=size_hw[1],
+                input=TensorSpec(**probe["input"]),
+                output=TensorSpec(**probe["output"]),
+                preprocessing=preprocessing,
+                source_run=src.description,
                 backbone=info.backbone if info else "",
                 tensorflow_version=tf.__version__,
                 converter=f"tf.lite.TFLiteConverter.from_saved_model (TensorFlow {tf.__version__})",
                 min_runtime_version=tflite_metadata(blob).get("min_runtime_version", ""),
-                created=_now(), notes=notes,
+                created=_now(),
+                notes=notes,
             )
             manifests[variant] = man
             classifiers[variant] = Classifier(model_file, man)
             results[variant] = {
-                "status": "published", "recipe": recipe.describe(), "size_bytes": len(blob),
-                "sha256": man.sha256, "conversion_seconds": round(seconds, 3),
-                "input": probe["input"], "output": probe["output"],
+                "status": "published",
+                "recipe": recipe.describe(),
+                "size_bytes": len(blob),
+                "sha256": man.sha256,
+                "conversion_seconds": round(seconds, 3),
+                "input": probe["input"],
+                "output": probe["output"],
                 "min_runtime_version": man.min_runtime_version,
             }
         deciders = dict(classifiers)  # each variant's decision rule (the same threshold/argmax code)
@@ -362,10 +404,16 @@ def run(opts: ConvertOptions) -> dict:
             from convert.imx500.variant import build as build_imx500
 
             imx = build_imx500(
-                fm.keras_model, model_path=src.model_path, out_dir=staging / IMX500,
-                calibration=cdata.representative_data(calib, size_hw), calibration_count=len(calib),
+                fm.keras_model,
+                model_path=src.model_path,
+                out_dir=staging / IMX500,
+                calibration=cdata.representative_data(calib, size_hw),
+                calibration_count=len(calib),
                 verify_paths={n: [s.path for s in src.data.split(n)] for n in verify_splits},
-                float_predict=fm.predict, head=head, preprocessing=preprocessing, size_hw=size_hw,
+                float_predict=fm.predict,
+                head=head,
+                preprocessing=preprocessing,
+                size_hw=size_hw,
                 calibration_note=f"on {len(calib)} images of the {src.data.calibration_split} split (seed {opts.seed})",
                 common={"source_run": src.description, "backbone": info.backbone if info else "", "created": _now()},
             )
@@ -378,8 +426,9 @@ def run(opts: ConvertOptions) -> dict:
             samples = src.data.split(name)
             split_counts[name] = len(samples)
             log.info("verifying on %s (%d images): float model + %s", name, len(samples), ", ".join(variants))
-            outs = verify.run_split([s.path for s in samples], [s.label for s in samples], size_hw,
-                                    fm.predict, classifiers)
+            outs = verify.run_split(
+                [s.path for s in samples], [s.label for s in samples], size_hw, fm.predict, classifiers
+            )
             if imx is not None:  # the MCT simulation's outputs on these very images, in this order
                 outs.variant_probs[IMX500] = [imx.probabilities[name]]
             for v in variants:
@@ -402,8 +451,12 @@ def run(opts: ConvertOptions) -> dict:
             all_notes += verdict.notes
             if not verdict.passed:
                 results[v]["status"] = "rejected"
-                manifests[v] = manifests[v].model_copy(update={
-                    "status": "rejected", "notes": "rejected by the conversion gate: " + "; ".join(verdict.failures)})
+                manifests[v] = manifests[v].model_copy(
+                    update={
+                        "status": "rejected",
+                        "notes": "rejected by the conversion gate: " + "; ".join(verdict.failures),
+                    }
+                )
                 all_failures += verdict.failures
             write_manifest(staging / v, manifests[v])
         for v in variants:
@@ -430,24 +483,55 @@ def run(opts: ConvertOptions) -> dict:
 
     summary = {
         "created": _now(),
-        "source": {"run": str(src.run_dir) if src.run_dir else None, "model": str(src.model_path),
-                   "model_sha256": sha256_file(src.model_path) if src.model_path.is_file() else None,
-                   "float_model_kind": fm.kind, "data": src.data.source},
-        "versions": {"tensorflow": tf.__version__, "keras": _keras_version(),
-                     "device_runtime": f"{deciders[variants[0]].runtime.name} "
-                                       f"{deciders[variants[0]].runtime.version}"},
-        "settings": {"variants": variants, "io_dtype": opts.io_dtype, "calibration_images": opts.calibration_images,
-                     "seed": opts.seed, "max_drop": gate.max_drop, "min_agreement": gate.min_agreement,
-                     "significance": gate.significance, "min_balanced_accuracy": gate.floor_of(len(head["labels"]))},
+        "source": {
+            "run": str(src.run_dir) if src.run_dir else None,
+            "model": str(src.model_path),
+            "model_sha256": sha256_file(src.model_path) if src.model_path.is_file() else None,
+            "float_model_kind": fm.kind,
+            "data": src.data.source,
+        },
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": _keras_version(),
+            "device_runtime": f"{deciders[variants[0]].runtime.name} {deciders[variants[0]].runtime.version}",
+        },
+        "settings": {
+            "variants": variants,
+            "io_dtype": opts.io_dtype,
+            "calibration_images": opts.calibration_images,
+            "seed": opts.seed,
+            "max_drop": gate.max_drop,
+            "min_agreement": gate.min_agreement,
+            "significance": gate.significance,
+            "min_balanced_accuracy": gate.floor_of(len(head["labels"])),
+        },
         "model": {**head, "input_size": list(size_hw), "preprocessing": preprocessing.in_model},
-        "calibration": ({"split": src.data.calibration_split, "images": len(calib), "seed": opts.seed,
-                         "decode_resize": "train.pipeline.decode_and_resize"} if calib else None),
-        "verification": {"splits": split_counts, "preprocessing": "device.crop.load_image_rgb + resize_to_input",
-                         "runtime": "device.runtime.Classifier", "seconds": round(verify_seconds, 3)},
+        "calibration": (
+            {
+                "split": src.data.calibration_split,
+                "images": len(calib),
+                "seed": opts.seed,
+                "decode_resize": "train.pipeline.decode_and_resize",
+            }
+            if calib
+            else None
+        ),
+        "verification": {
+            "splits": split_counts,
+            "preprocessing": "device.crop.load_image_rgb + resize_to_input",
+            "runtime": "device.runtime.Classifier",
+            "seconds": round(verify_seconds, 3),
+        },
         "variants": results,
-        "gate": {"passed": not all_failures, "max_drop": gate.max_drop, "min_agreement": gate.min_agreement,
-                 "significance": gate.significance, "min_balanced_accuracy": gate.floor_of(len(head["labels"])),
-                 "failures": all_failures, "notes": all_notes},
+        "gate": {
+            "passed": not all_failures,
+            "max_drop": gate.max_drop,
+            "min_agreement": gate.min_agreement,
+            "significance": gate.significance,
+            "min_balanced_accuracy": gate.floor_of(len(head["labels"])),
+            "failures": all_failures,
+            "notes": all_notes,
+        },
         "seconds": round(time.perf_counter() - t_start, 3),
     }
     atomic_write_bytes(src.out / CONVERT_JSON, (json.dumps(summary, indent=2) + "\n").encode())

@@ -63,7 +63,11 @@ def probe_in_child(model_path: str | os.PathLike, timeout_s: float = DEFAULT_TIM
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "convert.probe", str(path)],
-            capture_output=True, text=True, timeout=timeout_s, env=env, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise FaceedgeError(f"{path}: loading the model with the device runtime took over {timeout_s:g} s") from None

@@ -50,8 +50,11 @@ def markdown_section(summary: dict) -> str:
     ]
     calib = summary.get("calibration")
     if calib:
-        lines += [f"int8 calibration: {calib['images']} images of the {calib['split']} split "
-                  f"(seed {calib['seed']}, training decode/resize).", ""]
+        lines += [
+            f"int8 calibration: {calib['images']} images of the {calib['split']} split "
+            f"(seed {calib['seed']}, training decode/resize).",
+            "",
+        ]
     lines += [
         "| variant | split | n | accuracy (95 % CI) | float acc. (95 % CI) | b / c | McNemar p | agreement (95 % CI) | "
         "balanced acc. | max abs Δp | mean abs Δp | size | size / float32 | status |",
@@ -71,9 +74,11 @@ def markdown_section(summary: dict) -> str:
             )
     lines.append("")
     times = ", ".join(f"{v} {r['conversion_seconds']:.1f}s" for v, r in summary["variants"].items())
-    lines += [f"Conversion time: {times}; verification {summary['verification']['seconds']:.1f}s; "
-              f"total {summary['seconds']:.1f}s. Published models in `export/<variant>/`, rejected ones in "
-              f"`export/<variant>.rejected/`, figures in `convert.json`."]
+    lines += [
+        f"Conversion time: {times}; verification {summary['verification']['seconds']:.1f}s; "
+        f"total {summary['seconds']:.1f}s. Published models in `export/<variant>/`, rejected ones in "
+        f"`export/<variant>.rejected/`, figures in `convert.json`."
+    ]
     if gate.get("notes"):
         lines += ["", "What these splits cannot show:", ""] + [f"- {n}" for n in gate["notes"]]
     if gate["failures"]:

@@ -96,12 +96,16 @@ PUBLISHED_NOTE = "MobileNetV2 1.0 224, XNNPACK, 4 threads (published)"
 # sensor's ISP + AI processing "in 3.1 ms" with MobileNet V1 (Sony IMX500 press release, May 2020).
 # No published on-sensor figure for MobileNetV2 (or our models) was found: none is shown for it.
 SENSOR_VARIANT = "imx500"
-PUBLISHED_SENSOR = {"fps": {"2028x1520": 30.0, "4056x3040": 10.0}, "dnn_ms": 3.1,
-                    "note": "AI Camera: sensor 30 fps at 2028x1520 (Raspberry Pi); ISP + AI 3.1 ms for "
-                            "MobileNet V1 (Sony); no published MobileNetV2 figure"}
+PUBLISHED_SENSOR = {
+    "fps": {"2028x1520": 30.0, "4056x3040": 10.0},
+    "dnn_ms": 3.1,
+    "note": "AI Camera: sensor 30 fps at 2028x1520 (Raspberry Pi); ISP + AI 3.1 ms for "
+    "MobileNet V1 (Sony); no published MobileNetV2 figure",
+}
 
 
 # ------------------------------------------------------------------------------------------ statistics
+
 
 def summarize(samples_ms: Iterable[float]) -> dict[str, float]:
     """mean/std/min/p50/p95/p99/max (+ n, cv, p95/p50) of a latency series in milliseconds."""
@@ -111,8 +115,16 @@ def summarize(samples_ms: Iterable[float]) -> dict[str, float]:
     p50, p95, p99 = np.percentile(a, [50, 95, 99])  # linear interpolation: min ≤ p50 ≤ … ≤ max
     mean = float(a.mean())
     std = float(a.std(ddof=1)) if a.size > 1 else 0.0
-    out = {"n": int(a.size), "mean": mean, "std": std, "min": float(a.min()), "p50": float(p50),
-           "p95": float(p95), "p99": float(p99), "max": float(a.max())}
+    out = {
+        "n": int(a.size),
+        "mean": mean,
+        "std": std,
+        "min": float(a.min()),
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "max": float(a.max()),
+    }
     out["cv"] = std / mean if mean > 0 else 0.0
     out["p95_over_p50"] = float(p95 / p50) if p50 > 0 else 1.0
     return out
@@ -134,6 +146,7 @@ def _round(x: Any, digits: int = 6) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ machine
+
 
 def board_model(path: Path = BOARD_MODEL_FILE) -> str | None:
     """'Raspberry Pi 4 Model B Rev 1.4' and the like, from the device tree; None elsewhere."""
@@ -157,8 +170,16 @@ def board_key(model: str | None) -> str | None:
     return None
 
 
-_ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
-              "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1", "0xd40": "Neoverse-V1"}
+_ARM_PARTS = {
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1",
+    "0xd40": "Neoverse-V1",
+}
 
 
 def cpu_model() -> str:
@@ -268,6 +289,7 @@ def _mhz(khz: str | None) -> float | None:
 
 # ------------------------------------------------------------------------------------------ models
 
+
 def find_variants(path: str | os.PathLike, wanted: Iterable[str] | None = None) -> dict[str, Path]:
     """{variant: model dir} for the variants present in a run dir (``export/<variant>``), or the one
     model dir given. Raises FaceedgeError when none is there."""
@@ -323,8 +345,11 @@ def model_summary(model_dir: Path) -> dict[str, Any]:
 
 def is_published_model(model: dict[str, Any]) -> bool:
     """MobileNetV2 1.0 at 224×224: the model the published Pi figures are for (alpha unknown = assumed)."""
-    return (model.get("backbone", "").startswith("mobilenet_v2") and model.get("input_size") == [224, 224]
-            and model.get("alpha") in (None, 1.0))
+    return (
+        model.get("backbone", "").startswith("mobilenet_v2")
+        and model.get("input_size") == [224, 224]
+        and model.get("alpha") in (None, 1.0)
+    )
 
 
 def published_raw(board: str | None, model: dict[str, Any], variant: str, threads: int) -> dict[str, Any] | None:
@@ -356,6 +381,7 @@ def verdict(measured_ms: float, low: float, high: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ raw
+
 
 def bench_raw(
     model_dir: Path,
@@ -414,6 +440,7 @@ def bench_raw(
 
 # ------------------------------------------------------------------------------------------ pipeline
 
+
 def parse_resolution(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
     if not m or int(m.group(1)) < 8 or int(m.group(2)) < 8:
@@ -436,25 +463,33 @@ def source_config(source: str, resolution: tuple[int, int]) -> dict[str, Any] | 
         return {"type": "opencv", "device": int(source), "width": w, "height": h}
     p = Path(source).expanduser()
     if not p.is_file():
-        raise FaceedgeError(f"--source {source!r}: not 'synthetic', 'picamera2', 'imx500', a camera index, nor a "
-                            "video file")
+        raise FaceedgeError(
+            f"--source {source!r}: not 'synthetic', 'picamera2', 'imx500', a camera index, nor a video file"
+        )
     return {"type": "opencv", "device": str(p.resolve()), "realtime": False, "loop": True}
 
 
-def sensor_source_check(found: dict[str, Path], source: dict[str, Any] | None, config: dict[str, Any] | None,
-                        pipeline: bool) -> None:
+def sensor_source_check(
+    found: dict[str, Path], source: dict[str, Any] | None, config: dict[str, Any] | None, pipeline: bool
+) -> None:
     """The AI Camera's model is benched alone, on the imx500 source, and only as the daemon's loop
     (there is no interpreter on the Pi to time raw)."""
     if len(found) > 1:
-        raise FaceedgeError(f"--variants {','.join(found)}: bench imx500 on its own (--variants imx500 --source "
-                            "imx500): it runs on the AI Camera, the others on the CPU")
+        raise FaceedgeError(
+            f"--variants {','.join(found)}: bench imx500 on its own (--variants imx500 --source "
+            "imx500): it runs on the AI Camera, the others on the CPU"
+        )
     if not pipeline:
-        raise FaceedgeError("--variants imx500 with --no_pipeline: the model runs on the sensor, so the only "
-                            "figures on the Pi are the daemon's loop (drop --no_pipeline)")
+        raise FaceedgeError(
+            "--variants imx500 with --no_pipeline: the model runs on the sensor, so the only "
+            "figures on the Pi are the daemon's loop (drop --no_pipeline)"
+        )
     kind = (source or ((config or {}).get("source") or {})).get("type")
     if kind != "imx500":
-        raise FaceedgeError(f"--variants imx500 runs on the AI Camera: --source imx500 (or --source config with "
-                            f"source.type imx500), not {kind or 'synthetic'!r}")
+        raise FaceedgeError(
+            f"--variants imx500 runs on the AI Camera: --source imx500 (or --source config with "
+            f"source.type imx500), not {kind or 'synthetic'!r}"
+        )
 
 
 def bench_pipeline(
@@ -472,8 +507,15 @@ def bench_pipeline(
 
     `source`: the daemon's `source:` section (None = the config's own); `config`: the daemon
     config as a dict (None = defaults; its outputs are replaced by a JSONL sink to /dev/null)."""
-    spec = {"model_dir": str(model_dir), "threads": threads, "source": source, "config": config,
-            "seconds": seconds, "warmup_seconds": warmup_seconds, "slice_seconds": slice_seconds}
+    spec = {
+        "model_dir": str(model_dir),
+        "threads": threads,
+        "source": source,
+        "config": config,
+        "seconds": seconds,
+        "warmup_seconds": warmup_seconds,
+        "slice_seconds": slice_seconds,
+    }
     with tempfile.TemporaryDirectory(prefix="faceedge-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec["spawned_at"] = time.time()
@@ -489,8 +531,10 @@ def bench_pipeline(
             raise FaceedgeError(f"pipeline bench of {model_dir} ({threads} threads) did not finish in {limit:.0f} s")
         if proc.returncode != 0 or not out_path.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise FaceedgeError(f"pipeline bench of {model_dir} ({threads} threads) failed "
-                                f"(exit {proc.returncode}): {tail[0].removeprefix('error: ')}")
+            raise FaceedgeError(
+                f"pipeline bench of {model_dir} ({threads} threads) failed "
+                f"(exit {proc.returncode}): {tail[0].removeprefix('error: ')}"
+            )
         return json.loads(out_path.read_text())
 
 
@@ -593,8 +637,7 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
         e2e = (time.time() - result.timestamp) * 1e3  # capture → published (outputs included)
         if result.timestamp >= slice_wall[0]:  # not a frame that waited through the raw slice
             stages = result.stages_ms
-            for k, v in (*stages.items(), ("publish", max(0.0, e2e - stages.get("latency", e2e))),
-                         ("end_to_end", e2e)):
+            for k, v in (*stages.items(), ("publish", max(0.0, e2e - stages.get("latency", e2e))), ("end_to_end", e2e)):
                 col = cols.get(k)
                 if col is None:
                     col = cols[k] = array("d")
@@ -640,8 +683,10 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
             daemon.run(threading.Event(), max_seconds=slice_s, on_result=on_result)
             t1, cpu1 = perf(), os.times()
             if g.finished:
-                raise FaceedgeError(f"the source ended or failed during the measurement ({g.state}); "
-                                    "use a longer file, or a looping or synthetic source")
+                raise FaceedgeError(
+                    f"the source ended or failed during the measurement ({g.state}); "
+                    "use a longer file, or a looping or synthetic source"
+                )
             pipe_s += t1 - t0
             cpu_s += (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
             dropped += g.stats.dropped - d0
@@ -661,8 +706,9 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
     n = sum(len(st) for st in stamps)
     intervals = np.concatenate([np.diff(st) for st in stamps if len(st) > 1] or [np.zeros(0)]) * 1e3
     if not cols or intervals.size == 0:
-        raise FaceedgeError("pipeline produced too few results to measure: the source is slower than "
-                            f"{2 / slice_s:.0f} fps or stalled")
+        raise FaceedgeError(
+            f"pipeline produced too few results to measure: the source is slower than {2 / slice_s:.0f} fps or stalled"
+        )
     stage_names = list(cols)
     per_stage = {k: summarize(cols[k]) for k in stage_names}
     if cap_slices:
@@ -676,8 +722,12 @@ def _pipeline_child(spec: dict[str, Any]) -> dict[str, Any]:
         raw_interleaved = None
     else:
         raw_stats = summarize(raw_samples)
-        raw_interleaved = {"latency_ms": raw_stats, "seconds": raw_s, "fps": len(raw_samples) / raw_s,
-                           "fps_p50": 1000.0 / raw_stats["p50"]}
+        raw_interleaved = {
+            "latency_ms": raw_stats,
+            "seconds": raw_s,
+            "fps": len(raw_samples) / raw_s,
+            "fps_p50": 1000.0 / raw_stats["p50"],
+        }
     return {
         "threads": int(spec["threads"]),
         "threads_used": threads_used,
@@ -771,8 +821,15 @@ json.dump({"frames": len(ends), "seconds": ends[-1] - ends[0], "fps": (len(ends)
 """
 
 
-def bench_bare_loop(model_dir: Path, threads: int, *, source: dict[str, Any], seconds: float = 5.0,
-                    warmup_seconds: float = 1.0, runtime: Any | None = None) -> dict[str, Any] | None:
+def bench_bare_loop(
+    model_dir: Path,
+    threads: int,
+    *,
+    source: dict[str, Any],
+    seconds: float = 5.0,
+    warmup_seconds: float = 1.0,
+    runtime: Any | None = None,
+) -> dict[str, Any] | None:
     """The bare-loop reference (see _BARE_LOOP), or None where it cannot run (no /proc, a camera)."""
     from device.manifest import load_manifest
     from device.runtime import RUNTIMES, load_runtime
@@ -786,12 +843,26 @@ def bench_bare_loop(model_dir: Path, threads: int, *, source: dict[str, Any], se
     _, model_path = load_manifest(model_dir)
     with tempfile.TemporaryDirectory(prefix="faceedge-bare-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_path.write_text(json.dumps({
-            "model_path": str(model_path), "threads": threads, "runtime_module": module, "source": source,
-            "seconds": seconds, "warmup_seconds": warmup_seconds, "spawned_at": time.time()}))
+        spec_path.write_text(
+            json.dumps(
+                {
+                    "model_path": str(model_path),
+                    "threads": threads,
+                    "runtime_module": module,
+                    "source": source,
+                    "seconds": seconds,
+                    "warmup_seconds": warmup_seconds,
+                    "spawned_at": time.time(),
+                }
+            )
+        )
         try:
-            proc = subprocess.run([sys.executable, "-c", _BARE_LOOP, str(spec_path), str(out_path)],
-                                  capture_output=True, text=True, timeout=60.0 + 3 * (seconds + warmup_seconds))
+            proc = subprocess.run(
+                [sys.executable, "-c", _BARE_LOOP, str(spec_path), str(out_path)],
+                capture_output=True,
+                text=True,
+                timeout=60.0 + 3 * (seconds + warmup_seconds),
+            )
         except subprocess.TimeoutExpired:
             log.warning("bare loop of %s (%d threads) timed out", model_dir, threads)
             return None
@@ -804,6 +875,7 @@ def bench_bare_loop(model_dir: Path, threads: int, *, source: dict[str, Any], se
 
 
 # ------------------------------------------------------------------------------------------ report
+
 
 def _ratios(pipes: dict[int, dict], key: str, default: int) -> dict[str, Any]:
     """Ratios of one round with one fps estimator (`fps` or `fps_p50`); raw = the interleaved
@@ -842,8 +914,7 @@ def efficiency(pipeline: list[dict], default_threads: int, bare: list[dict] | No
         entry: dict[str, Any] = {"default_threads": default_threads}
         for key, suffix in (("fps", ""), ("fps_p50", "_p50")):
             a = acc[key]
-            per = {k[1:]: float(np.median(v)) for k, v in sorted(a.items(), key=lambda kv: kv[0])
-                   if k.startswith("t")}
+            per = {k[1:]: float(np.median(v)) for k, v in sorted(a.items(), key=lambda kv: kv[0]) if k.startswith("t")}
             entry[f"pipeline_over_raw{suffix}"] = dict(sorted(per.items(), key=lambda kv: int(kv[0])))
             if str(default_threads) in per:
                 entry[f"pipeline_over_raw{suffix}_at_default"] = per[str(default_threads)]
@@ -874,16 +945,24 @@ def check_targets(report: dict[str, Any], variant: str = "int8") -> dict[str, An
     checks: dict[str, Any] = {
         "variant": variant,
         "threads": d,
-        "pipeline_over_raw": {"value": eff.get("pipeline_over_raw_p50_at_default"),
-                              "throughput": eff.get("pipeline_over_raw_at_default"),
-                              "min": TARGETS["pipeline_over_raw_min"]},
-        "pipeline_default_over_best_raw": {"value": eff.get("pipeline_default_over_best_raw_p50"),
-                                           "throughput": eff.get("pipeline_default_over_best_raw"),
-                                           "min": TARGETS["pipeline_default_over_best_raw_min"]},
-        "peak_rss_mb": {"value": float(np.median([p["peak_rss_mb"] for p in pipes])),
-                        "max": TARGETS["peak_rss_mb_max"]},
-        "first_result_s": {"value": float(np.median([p["first_result_s"] for p in pipes])),
-                           "max": TARGETS["first_result_s_max"]},
+        "pipeline_over_raw": {
+            "value": eff.get("pipeline_over_raw_p50_at_default"),
+            "throughput": eff.get("pipeline_over_raw_at_default"),
+            "min": TARGETS["pipeline_over_raw_min"],
+        },
+        "pipeline_default_over_best_raw": {
+            "value": eff.get("pipeline_default_over_best_raw_p50"),
+            "throughput": eff.get("pipeline_default_over_best_raw"),
+            "min": TARGETS["pipeline_default_over_best_raw_min"],
+        },
+        "peak_rss_mb": {
+            "value": float(np.median([p["peak_rss_mb"] for p in pipes])),
+            "max": TARGETS["peak_rss_mb_max"],
+        },
+        "first_result_s": {
+            "value": float(np.median([p["first_result_s"] for p in pipes])),
+            "max": TARGETS["first_result_s_max"],
+        },
     }
     for c in checks.values():
         if isinstance(c, dict) and c.get("value") is not None:
@@ -916,67 +995,133 @@ def render_markdown(report: dict[str, Any]) -> str:
         + (f" · **{m['board']}**" if m.get("board") else ""),
         "",
         f"Raw: {s['warmup_runs']} warm-up runs, then ≥ {s['runs']} runs and ≥ {s['min_seconds']} s. "
-        + (f"Pipeline: {s['pipeline_seconds']} s after {s['pipeline_warmup_seconds']} s of warm-up, source "
-           f"`{s['source_desc']}`. " if s["pipeline"] else "")
+        + (
+            f"Pipeline: {s['pipeline_seconds']} s after {s['pipeline_warmup_seconds']} s of warm-up, source "
+            f"`{s['source_desc']}`. "
+            if s["pipeline"]
+            else ""
+        )
         + f"{s['repeat']} round(s). The daemon's default thread count: {s['default_threads']}."
         + (f" Pinned to CPUs {','.join(map(str, s['cpus']))}." if s.get("cpus") else ""),
         "",
         "## Raw interpreter (invoke only)",
         "",
     ]
-    head = ["variant", "threads"] + (["round"] if multi else []) + [
-        "load ms", "first ms", "mean", "std", "min", "p50", "p95", "p99", "max", "fps", "fps (p50)", "cv", "p95/p50"]
+    head = (
+        ["variant", "threads"]
+        + (["round"] if multi else [])
+        + ["load ms", "first ms", "mean", "std", "min", "p50", "p95", "p99", "max", "fps", "fps (p50)", "cv", "p95/p50"]
+    )
     if board:
         head.append(f"published ({board}, {PUBLISHED_THREADS} thr)")
     rows = []
     for r in report["raw"]:
         st = r["latency_ms"]
-        row = [r["variant"], str(r["threads"])] + ([str(r["round"])] if multi else []) + [
-            _fmt(r["load_ms"], 1), _fmt(r["first_inference_ms"]), *(_fmt(st[k]) for k in STAT_KEYS),
-            _fmt(r["fps"], 1), _fmt(r["fps_p50"], 1),
-            f"{st['cv'] * 100:.0f} %" + (" ⚠" if r["wide_spread"] else ""), _fmt(st["p95_over_p50"])]
+        row = (
+            [r["variant"], str(r["threads"])]
+            + ([str(r["round"])] if multi else [])
+            + [
+                _fmt(r["load_ms"], 1),
+                _fmt(r["first_inference_ms"]),
+                *(_fmt(st[k]) for k in STAT_KEYS),
+                _fmt(r["fps"], 1),
+                _fmt(r["fps_p50"], 1),
+                f"{st['cv'] * 100:.0f} %" + (" ⚠" if r["wide_spread"] else ""),
+                _fmt(st["p95_over_p50"]),
+            ]
+        )
         if board:
             pub = r.get("published")
-            row.append(f"{pub['ms_low']:g}–{pub['ms_high']:g} ms: {verdict(st['p50'], pub['ms_low'], pub['ms_high'])}"
-                       if pub else "—")
+            row.append(
+                f"{pub['ms_low']:g}–{pub['ms_high']:g} ms: {verdict(st['p50'], pub['ms_low'], pub['ms_high'])}"
+                if pub
+                else "—"
+            )
         rows.append(row)
     lines += _table(head, rows)
-    lines += ["", f"Latencies in ms. fps = 1000 ÷ mean (throughput); fps (p50) = 1000 ÷ p50 (robust to other "
-              f"processes). ⚠ = wide spread (cv > {WIDE_CV:.0%} or p95/p50 > {WIDE_TAIL}): the machine was busy or "
-              "throttling; measure again.", ""]
+    lines += [
+        "",
+        f"Latencies in ms. fps = 1000 ÷ mean (throughput); fps (p50) = 1000 ÷ p50 (robust to other "
+        f"processes). ⚠ = wide spread (cv > {WIDE_CV:.0%} or p95/p50 > {WIDE_TAIL}): the machine was busy or "
+        "throttling; measure again.",
+        "",
+    ]
 
     if report["pipeline"]:
         lines += ["## Pipeline (the daemon's own loop, in a fresh process)", ""]
-        head = ["variant", "threads"] + (["round"] if multi else []) + [
-            "fps", "fps (p50)", "raw fps", "raw fps (p50)", "÷ raw", "÷ raw (p50)", "frames", "dropped",
-            "peak RSS MB", "CPU %", "first result s", "from exec s"]
+        head = (
+            ["variant", "threads"]
+            + (["round"] if multi else [])
+            + [
+                "fps",
+                "fps (p50)",
+                "raw fps",
+                "raw fps (p50)",
+                "÷ raw",
+                "÷ raw (p50)",
+                "frames",
+                "dropped",
+                "peak RSS MB",
+                "CPU %",
+                "first result s",
+                "from exec s",
+            ]
+        )
         if board:
             head.append(f"published ({board})")
         rows = []
         for p in report["pipeline"]:
-            row = [p["variant"], str(p["threads"])] + ([str(p["round"])] if multi else []) + [
-                _fmt(p["fps"], 1), _fmt(p["fps_p50"], 1), _fmt(p["raw_interleaved"]["fps"], 1),
-                _fmt(p["raw_interleaved"]["fps_p50"], 1), _fmt(p.get("pipeline_over_raw"), 3),
-                _fmt(p.get("pipeline_over_raw_p50"), 3), str(p["frames"]), str(p["dropped_frames"]),
-                _fmt(p["peak_rss_mb"], 1), _fmt(p["cpu_percent"], 0), _fmt(p["first_result_s"], 3),
-                _fmt(p.get("first_result_from_exec_s"), 3)]
+            row = (
+                [p["variant"], str(p["threads"])]
+                + ([str(p["round"])] if multi else [])
+                + [
+                    _fmt(p["fps"], 1),
+                    _fmt(p["fps_p50"], 1),
+                    _fmt(p["raw_interleaved"]["fps"], 1),
+                    _fmt(p["raw_interleaved"]["fps_p50"], 1),
+                    _fmt(p.get("pipeline_over_raw"), 3),
+                    _fmt(p.get("pipeline_over_raw_p50"), 3),
+                    str(p["frames"]),
+                    str(p["dropped_frames"]),
+                    _fmt(p["peak_rss_mb"], 1),
+                    _fmt(p["cpu_percent"], 0),
+                    _fmt(p["first_result_s"], 3),
+                    _fmt(p.get("first_result_from_exec_s"), 3),
+                ]
+            )
             if board:
                 pub = p.get("published")
                 row.append(f"≈{pub['fps']:g} fps, capture ≈{pub['capture_ms']:g} ms" if pub else "—")
             rows.append(row)
         lines += _table(head, rows)
-        lines += ["", "raw fps: invokes of the daemon's own interpreter in slices interleaved with the pipeline's "
-                  f"({s.get('slice_seconds', 0.25)} s each, same process, same moment), the reference of ÷ raw. "
-                  "CPU % = process CPU time ÷ wall time (100 = one core busy). first result = from "
-                  "`Daemon.start()` (model load, source open) to the first published result; from exec = from "
-                  "the process spawn (interpreter start and imports included).", ""]
+        lines += [
+            "",
+            "raw fps: invokes of the daemon's own interpreter in slices interleaved with the pipeline's "
+            f"({s.get('slice_seconds', 0.25)} s each, same process, same moment), the reference of ÷ raw. "
+            "CPU % = process CPU time ÷ wall time (100 = one core busy). first result = from "
+            "`Daemon.start()` (model load, source open) to the first published result; from exec = from "
+            "the process spawn (interpreter start and imports included).",
+            "",
+        ]
         if report.get("bare"):
             lines += ["### Bare loop (reference floor: numpy + OpenCV + runtime, sequential, nothing else)", ""]
-            head = ["variant", "threads"] + (["round"] if multi else []) + [
-                "fps", "fps (p50)", "peak RSS MB", "first result s", "from exec s"]
-            rows = [[b["variant"], str(b["threads"])] + ([str(b["round"])] if multi else []) + [
-                _fmt(b["fps"], 1), _fmt(b["fps_p50"], 1), _fmt(b["peak_rss_mb"], 1), _fmt(b["first_result_s"], 3),
-                _fmt(b["first_result_from_exec_s"], 3)] for b in report["bare"]]
+            head = (
+                ["variant", "threads"]
+                + (["round"] if multi else [])
+                + ["fps", "fps (p50)", "peak RSS MB", "first result s", "from exec s"]
+            )
+            rows = [
+                [b["variant"], str(b["threads"])]
+                + ([str(b["round"])] if multi else [])
+                + [
+                    _fmt(b["fps"], 1),
+                    _fmt(b["fps_p50"], 1),
+                    _fmt(b["peak_rss_mb"], 1),
+                    _fmt(b["first_result_s"], 3),
+                    _fmt(b["first_result_from_exec_s"], 3),
+                ]
+                for b in report["bare"]
+            ]
             lines += _table(head, rows) + [""]
         lines += ["### Per stage (ms, p50 / p95 / p99)", ""]
         stages = report["pipeline"][0]["stage_names"]
@@ -989,12 +1134,16 @@ def render_markdown(report: dict[str, Any]) -> str:
                 row.append(f"{x['p50']:.2f} / {x['p95']:.2f} / {x['p99']:.2f}" if x else "—")
             rows.append(row)
         lines += _table(head, rows)
-        lines += ["", "capture: `source.read()` in the capture thread (decode + colour conversion; on a paced "
-                  "source it includes the wait for the next frame); frame_wait: the loop idle, waiting for a frame; "
-                  "capture_wait: frame age when the loop took it; crop, preprocess (resize + set_input; the daemon "
-                  "crops and resizes in the capture thread and reports those times here), invoke, postprocess "
-                  "(dequantize + decision); publish: outputs; latency: capture → decided; end_to_end: capture → "
-                  "published. Frames captured before their slice began are left out of these statistics.", ""]
+        lines += [
+            "",
+            "capture: `source.read()` in the capture thread (decode + colour conversion; on a paced "
+            "source it includes the wait for the next frame); frame_wait: the loop idle, waiting for a frame; "
+            "capture_wait: frame age when the loop took it; crop, preprocess (resize + set_input; the daemon "
+            "crops and resizes in the capture thread and reports those times here), invoke, postprocess "
+            "(dequantize + decision); publish: outputs; latency: capture → decided; end_to_end: capture → "
+            "published. Frames captured before their slice began are left out of these statistics.",
+            "",
+        ]
 
     if report.get("sensor"):
         lines += sensor_lines(report)
@@ -1009,8 +1158,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         for k in ("pipeline_over_raw", "pipeline_default_over_best_raw", "peak_rss_mb", "first_result_s"):
             c = t[k]
             bound = f"≥ {c['min']}" if "min" in c else f"≤ {c['max']}"
-            rows.append([k, _fmt(c["value"], 3), _fmt(c.get("throughput"), 3) if "throughput" in c else "",
-                         bound, "yes" if c.get("ok") else "**NO**"])
+            rows.append(
+                [
+                    k,
+                    _fmt(c["value"], 3),
+                    _fmt(c.get("throughput"), 3) if "throughput" in c else "",
+                    bound,
+                    "yes" if c.get("ok") else "**NO**",
+                ]
+            )
         lines += [f"## Targets ({t['variant']}, {t['threads']} threads)", ""] + _table(head, rows)
         lines += ["", "fps ratios judged on the robust (p50) estimator; the throughput one beside it.", ""]
     if report.get("warnings"):
@@ -1024,13 +1180,26 @@ def sensor_lines(report: dict[str, Any]) -> list[str]:
     multi = report["settings"]["repeat"] > 1
     pub = PUBLISHED_SENSOR
     lines = ["## AI Camera (imx500: the model runs on the sensor)", ""]
-    head = ["variant"] + (["round"] if multi else []) + [
-        "fps", "fps (p50)", "frames", "dropped", "peak RSS MB", "CPU %", "first result s", "published"]
-    rows = [[s["variant"]] + ([str(s["round"])] if multi else []) + [
-        _fmt(s["fps"], 1), _fmt(s["fps_p50"], 1), str(s["frames"]), str(s["dropped_frames"]),
-        _fmt(s["peak_rss_mb"], 1), _fmt(s["cpu_percent"], 0), _fmt(s["first_result_s"], 3),
-        f"sensor ≤ {pub['fps']['2028x1520']:g} fps (2028x1520), ≤ {pub['fps']['4056x3040']:g} fps (4056x3040)"]
-        for s in report["sensor"]]
+    head = (
+        ["variant"]
+        + (["round"] if multi else [])
+        + ["fps", "fps (p50)", "frames", "dropped", "peak RSS MB", "CPU %", "first result s", "published"]
+    )
+    rows = [
+        [s["variant"]]
+        + ([str(s["round"])] if multi else [])
+        + [
+            _fmt(s["fps"], 1),
+            _fmt(s["fps_p50"], 1),
+            str(s["frames"]),
+            str(s["dropped_frames"]),
+            _fmt(s["peak_rss_mb"], 1),
+            _fmt(s["cpu_percent"], 0),
+            _fmt(s["first_result_s"], 3),
+            f"sensor ≤ {pub['fps']['2028x1520']:g} fps (2028x1520), ≤ {pub['fps']['4056x3040']:g} fps (4056x3040)",
+        ]
+        for s in report["sensor"]
+    ]
     lines += _table(head, rows) + ["", "### Per stage (ms, p50 / p95 / p99)", ""]
     stages = report["sensor"][0]["stage_names"]
     head = ["variant"] + (["round"] if multi else []) + stages
@@ -1042,11 +1211,15 @@ def sensor_lines(report: dict[str, Any]) -> list[str]:
             row.append(f"{x['p50']:.2f} / {x['p95']:.2f} / {x['p99']:.2f}" if x else "—")
         rows.append(row)
     lines += _table(head, rows)
-    lines += ["", "No crop, preprocess or invoke on the Pi: the sensor crops its region of interest, scales it and "
-              "runs the network. capture: one camera request (frame + its output tensors; includes the wait for "
-              "the frame); postprocess: output tensor → decision; sensor_dnn / sensor_dsp: the sensor's own "
-              f"runtimes for each frame (CnnKpiInfo). Published: {pub['note']} (Sony reports ISP + AI "
-              f"processing in {pub['dnn_ms']:g} ms for MobileNet V1; no figure for MobileNetV2 was found).", ""]
+    lines += [
+        "",
+        "No crop, preprocess or invoke on the Pi: the sensor crops its region of interest, scales it and "
+        "runs the network. capture: one camera request (frame + its output tensors; includes the wait for "
+        "the frame); postprocess: output tensor → decision; sensor_dnn / sensor_dsp: the sensor's own "
+        f"runtimes for each frame (CnnKpiInfo). Published: {pub['note']} (Sony reports ISP + AI "
+        f"processing in {pub['dnn_ms']:g} ms for MobileNet V1; no figure for MobileNetV2 was found).",
+        "",
+    ]
     return lines
 
 
@@ -1056,19 +1229,25 @@ def efficiency_lines(report: dict[str, Any], md: bool = False) -> list[str]:
     out = []
     for v, e in report.get("efficiency", {}).items():
         d = e["default_threads"]
-        s = (f"efficiency {v}: pipeline ÷ raw fps at {d} threads = "
-             f"{_fmt(e.get('pipeline_over_raw_p50_at_default'), 3)}"
-             f" (throughput {_fmt(e.get('pipeline_over_raw_at_default'), 3)})")
+        s = (
+            f"efficiency {v}: pipeline ÷ raw fps at {d} threads = "
+            f"{_fmt(e.get('pipeline_over_raw_p50_at_default'), 3)}"
+            f" (throughput {_fmt(e.get('pipeline_over_raw_at_default'), 3)})"
+        )
         rr = e.get("pipeline_over_raw_p50_rounds") or []
         if len(rr) > 1:
             s += f" [rounds {min(rr):.3f}–{max(rr):.3f}]"
         if "pipeline_default_over_best_raw_p50" in e:
-            s += (f"; pipeline at default ({d}) ÷ best raw ({e['best_raw_threads_p50']} thr) = "
-                  f"{e['pipeline_default_over_best_raw_p50']:.3f} "
-                  f"(throughput {e['pipeline_default_over_best_raw']:.3f})")
+            s += (
+                f"; pipeline at default ({d}) ÷ best raw ({e['best_raw_threads_p50']} thr) = "
+                f"{e['pipeline_default_over_best_raw_p50']:.3f} "
+                f"(throughput {e['pipeline_default_over_best_raw']:.3f})"
+            )
         if "pipeline_over_bare_p50" in e:
-            s += (f"; ÷ bare loop = {e['pipeline_over_bare_p50']:.3f} (throughput {e['pipeline_over_bare']:.3f}), "
-                  f"RSS {e['rss_over_bare_mb']:+.1f} MB over it")
+            s += (
+                f"; ÷ bare loop = {e['pipeline_over_bare_p50']:.3f} (throughput {e['pipeline_over_bare']:.3f}), "
+                f"RSS {e['rss_over_bare_mb']:+.1f} MB over it"
+            )
         out.append(("- " if md else "") + s)
         if md:
             per = ", ".join(f"{t} thr {x:.3f}" for t, x in e["pipeline_over_raw_p50"].items())
@@ -1077,6 +1256,7 @@ def efficiency_lines(report: dict[str, Any], md: bool = False) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ plot
+
 
 def write_plot(report: dict[str, Any], path: Path) -> str:
     """bench.png: raw latency per variant × threads (p50 bar, p95/p99 ticks) and the pipeline's
@@ -1099,16 +1279,22 @@ SPAN_STAGES = ("frame_wait", "capture_wait", "latency", "end_to_end")
 
 
 def _raw_series(report: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    return [(f"{r['variant']} {r['threads']}t" + (f" r{r['round']}" if report["settings"]["repeat"] > 1 else ""),
-             r["latency_ms"]) for r in report["raw"]]
+    return [
+        (
+            f"{r['variant']} {r['threads']}t" + (f" r{r['round']}" if report["settings"]["repeat"] > 1 else ""),
+            r["latency_ms"],
+        )
+        for r in report["raw"]
+    ]
 
 
 def _stage_series(report: dict[str, Any]) -> tuple[list[str], list[tuple[str, dict[str, dict]]]]:
     pipes = report["pipeline"] or report.get("sensor") or []  # the AI Camera's loop when that is all there is
     stages = pipes[0]["stage_names"] if pipes else []
     multi = report["settings"]["repeat"] > 1
-    return stages, [(f"{p['variant']} {p['threads']}t" + (f" r{p['round']}" if multi else ""), p["stages_ms"])
-                    for p in pipes]
+    return stages, [
+        (f"{p['variant']} {p['threads']}t" + (f" r{p['round']}" if multi else ""), p["stages_ms"]) for p in pipes
+    ]
 
 
 def _percentile_bars(ax: Any, series: list[tuple[str, dict[str, float]]], xlabel: str, title: str) -> None:
@@ -1154,20 +1340,31 @@ def _plot_matplotlib(report: dict[str, Any], path: Path) -> None:
         for i, (name, st) in enumerate(pipes):
             p50 = [st.get(s, {}).get("p50", 0.0) for s in work]
             err = [max(0.0, st.get(s, {}).get("p95", 0.0) - st.get(s, {}).get("p50", 0.0)) for s in work]
-            ax.barh(yb + i * height, p50, height=height, xerr=[np.zeros(n), err], capsize=2, label=name,
-                    color=colours[i % len(colours)])
+            ax.barh(
+                yb + i * height,
+                p50,
+                height=height,
+                xerr=[np.zeros(n), err],
+                capsize=2,
+                label=name,
+                color=colours[i % len(colours)],
+            )
         ax.set_yticks(yb + height * (len(pipes) - 1) / 2, work)
         ax.invert_yaxis()
         ax.set_xlabel("ms per frame (bar p50, whisker p95)")
         ax.set_title("pipeline: work per stage")
         ax.legend(fontsize=7, loc="lower right")
-        e2e = [(f"{name} · {p['fps_p50']:.0f} fps", st["end_to_end"]) for (name, st), p in
-               zip(pipes, report["pipeline"] or report.get("sensor") or []) if "end_to_end" in st]
+        e2e = [
+            (f"{name} · {p['fps_p50']:.0f} fps", st["end_to_end"])
+            for (name, st), p in zip(pipes, report["pipeline"] or report.get("sensor") or [])
+            if "end_to_end" in st
+        ]
         if e2e:
             _percentile_bars(axes[0][2], e2e, "ms, capture → published", "pipeline: end-to-end latency")
     m = report["machine"]
-    fig.suptitle(f"{m.get('board') or m['cpu_model']} · {m['runtime']} {m['runtime_version']} · "
-                 f"{report['created']}", fontsize=9)
+    fig.suptitle(
+        f"{m.get('board') or m['cpu_model']} · {m['runtime']} {m['runtime_version']} · {report['created']}", fontsize=9
+    )
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
@@ -1191,16 +1388,25 @@ def _plot_cv2(report: dict[str, Any], path: Path) -> None:
     img = np.full((60 + row_h * max(1, len(rows)), width, 3), 255, np.uint8)
     top = max([r[2] for r in rows] + [1e-3])
     scale = (width - left - 40) / top
-    cv2.putText(img, "latency ms: bar p50, tick p95", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
-                cv2.LINE_AA)
+    cv2.putText(
+        img, "latency ms: bar p50, tick p95", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA
+    )
     for i, (name, p50, p95, colour) in enumerate(rows):
         y = 45 + i * row_h
         cv2.putText(img, name[:34], (8, y + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.rectangle(img, (left, y + 3), (left + max(1, int(p50 * scale)), y + row_h - 3), colour, -1)
         x95 = left + int(p95 * scale)
         cv2.line(img, (x95, y + 1), (x95, y + row_h - 1), (0, 0, 0), 2)
-        cv2.putText(img, f"{p50:.2f}", (min(x95 + 4, width - 50), y + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
-                    (60, 60, 60), 1, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            f"{p50:.2f}",
+            (min(x95 + 4, width - 50), y + 14),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.38,
+            (60, 60, 60),
+            1,
+            cv2.LINE_AA,
+        )
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise FaceedgeError(f"{path}: OpenCV could not encode the plot")
@@ -1218,6 +1424,7 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------------ run
+
 
 def parse_threads(text: str) -> list[int]:
     try:
@@ -1298,12 +1505,29 @@ def run(
         except (OSError, ValueError) as e:
             raise FaceedgeError(f"--cpus {','.join(map(str, cpus))}: cannot pin to these CPUs ({e})") from None
         try:
-            return run(model_dir, out=out, variants=variants, threads=threads, runs=runs, min_seconds=min_seconds,
-                       max_seconds=max_seconds, warmup_runs=warmup_runs, pipeline=pipeline,
-                       pipeline_seconds=pipeline_seconds, pipeline_warmup_seconds=pipeline_warmup_seconds,
-                       source=source, resolution=resolution, config=config, slice_seconds=slice_seconds,
-                       repeat=repeat, baseline=baseline, compare_board=compare_board, echo=echo, cpus=None,
-                       _pinned=cpus)
+            return run(
+                model_dir,
+                out=out,
+                variants=variants,
+                threads=threads,
+                runs=runs,
+                min_seconds=min_seconds,
+                max_seconds=max_seconds,
+                warmup_runs=warmup_runs,
+                pipeline=pipeline,
+                pipeline_seconds=pipeline_seconds,
+                pipeline_warmup_seconds=pipeline_warmup_seconds,
+                source=source,
+                resolution=resolution,
+                config=config,
+                slice_seconds=slice_seconds,
+                repeat=repeat,
+                baseline=baseline,
+                compare_board=compare_board,
+                echo=echo,
+                cpus=None,
+                _pinned=cpus,
+            )
         finally:
             os.sched_setaffinity(0, previous)
     root = Path(model_dir)
@@ -1324,12 +1548,16 @@ def run(
     models = {v: model_summary(d) for v, d in found.items()}
     warnings: list[str] = []
     if machine["load_avg_start"] and machine["load_avg_start"][0] > 0.5 * cores:
-        warnings.append(f"the machine was busy at start (load average {machine['load_avg_start'][0]:.2f} on "
-                        f"{cores} cores): absolute figures are pessimistic; the interleaved pipeline ÷ raw "
-                        "ratios (p50) hold better")
+        warnings.append(
+            f"the machine was busy at start (load average {machine['load_avg_start'][0]:.2f} on "
+            f"{cores} cores): absolute figures are pessimistic; the interleaved pipeline ÷ raw "
+            "ratios (p50) hold better"
+        )
     if machine["cpu_governor"] not in (None, "performance"):
-        warnings.append(f"CPU governor is {machine['cpu_governor']!r}: frequency scaling widens the spread "
-                        "(`echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor`)")
+        warnings.append(
+            f"CPU governor is {machine['cpu_governor']!r}: frequency scaling widens the spread "
+            "(`echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor`)"
+        )
     if max(threads) > cores:
         warnings.append(f"threads {max(threads)} > {cores} available cores: oversubscribed")
 
@@ -1339,13 +1567,23 @@ def run(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
         "settings": {
-            "variants": list(found), "threads": threads, "runs": runs, "min_seconds": min_seconds,
-            "max_seconds": max_seconds, "warmup_runs": warmup_runs, "pipeline": pipeline,
-            "pipeline_seconds": pipeline_seconds, "pipeline_warmup_seconds": pipeline_warmup_seconds,
+            "variants": list(found),
+            "threads": threads,
+            "runs": runs,
+            "min_seconds": min_seconds,
+            "max_seconds": max_seconds,
+            "warmup_runs": warmup_runs,
+            "pipeline": pipeline,
+            "pipeline_seconds": pipeline_seconds,
+            "pipeline_warmup_seconds": pipeline_warmup_seconds,
             "slice_seconds": slice_seconds,
-            "source": src, "source_desc": source if source in ("synthetic", "picamera2") else str(source),
-            "resolution": list(resolution), "config": str(config) if config else None,
-            "repeat": repeat, "default_threads": default, "cpus": _pinned,
+            "source": src,
+            "source_desc": source if source in ("synthetic", "picamera2") else str(source),
+            "resolution": list(resolution),
+            "config": str(config) if config else None,
+            "repeat": repeat,
+            "default_threads": default,
+            "cpus": _pinned,
             "compare_board": board,
         },
         "models": models,
@@ -1357,76 +1595,125 @@ def run(
     for rnd in range(1, repeat + 1):
         for variant, mdir in found.items():
             if variant == SENSOR_VARIANT:  # the AI Camera: only the loop exists on the Pi
-                s = bench_pipeline(mdir, 1, source=src, config=cfg, seconds=pipeline_seconds,
-                                   warmup_seconds=pipeline_warmup_seconds, slice_seconds=slice_seconds)
+                s = bench_pipeline(
+                    mdir,
+                    1,
+                    source=src,
+                    config=cfg,
+                    seconds=pipeline_seconds,
+                    warmup_seconds=pipeline_warmup_seconds,
+                    slice_seconds=slice_seconds,
+                )
                 s.update(variant=variant, round=rnd, threads="sensor", published=PUBLISHED_SENSOR)
                 report["sensor"].append(s)
                 st = s["stages_ms"]
                 dnn = st.get("sensor_dnn")
-                say(f"sensor   {variant:8s}: {s['fps']:.1f} fps (p50 {s['fps_p50']:.1f}), postprocess p50 "
+                say(
+                    f"sensor   {variant:8s}: {s['fps']:.1f} fps (p50 {s['fps_p50']:.1f}), postprocess p50 "
                     f"{st['postprocess']['p50']:.3f} ms, latency p50 {st['latency']['p50']:.1f} ms"
                     + (f", sensor DNN p50 {dnn['p50']:.2f} ms" if dnn else "")
-                    + f"  peak RSS {s['peak_rss_mb']:.1f} MB  first result {s['first_result_s']:.3f} s")
+                    + f"  peak RSS {s['peak_rss_mb']:.1f} MB  first result {s['first_result_s']:.3f} s"
+                )
                 continue
             for t in threads:
-                r = bench_raw(mdir, t, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds,
-                              warmup_runs=warmup_runs, runtime=runtime)
+                r = bench_raw(
+                    mdir,
+                    t,
+                    runs=runs,
+                    min_seconds=min_seconds,
+                    max_seconds=max_seconds,
+                    warmup_runs=warmup_runs,
+                    runtime=runtime,
+                )
                 r.update(variant=variant, round=rnd, published=published_raw(board, models[variant], variant, t))
                 report["raw"].append(r)
                 st = r["latency_ms"]
-                say(f"raw      {variant:8s} {t} thr: p50 {st['p50']:.2f} ms  p95 {st['p95']:.2f}  "
+                say(
+                    f"raw      {variant:8s} {t} thr: p50 {st['p50']:.2f} ms  p95 {st['p95']:.2f}  "
                     f"p99 {st['p99']:.2f}  {r['fps']:.1f} fps  cv {st['cv']:.0%}"
-                    + ("  (wide spread)" if r["wide_spread"] else ""))
+                    + ("  (wide spread)" if r["wide_spread"] else "")
+                )
                 if pipeline:
-                    p = bench_pipeline(mdir, t, source=src, config=cfg, seconds=pipeline_seconds,
-                                       warmup_seconds=pipeline_warmup_seconds, slice_seconds=slice_seconds)
+                    p = bench_pipeline(
+                        mdir,
+                        t,
+                        source=src,
+                        config=cfg,
+                        seconds=pipeline_seconds,
+                        warmup_seconds=pipeline_warmup_seconds,
+                        slice_seconds=slice_seconds,
+                    )
                     ri = p["raw_interleaved"]
-                    p.update(variant=variant, round=rnd, pipeline_over_raw=p["fps"] / ri["fps"],
-                             pipeline_over_raw_p50=p["fps_p50"] / ri["fps_p50"],
-                             published=published_pipeline(board, models[variant], variant))
+                    p.update(
+                        variant=variant,
+                        round=rnd,
+                        pipeline_over_raw=p["fps"] / ri["fps"],
+                        pipeline_over_raw_p50=p["fps_p50"] / ri["fps_p50"],
+                        published=published_pipeline(board, models[variant], variant),
+                    )
                     report["pipeline"].append(p)
-                    say(f"pipeline {variant:8s} {t} thr: {p['fps']:.1f} fps (p50 {p['fps_p50']:.1f}), "
+                    say(
+                        f"pipeline {variant:8s} {t} thr: {p['fps']:.1f} fps (p50 {p['fps_p50']:.1f}), "
                         f"÷ raw {p['pipeline_over_raw']:.3f} (p50 {p['pipeline_over_raw_p50']:.3f})  "
                         f"dropped {p['dropped_frames']}  peak RSS {p['peak_rss_mb']:.1f} MB  "
-                        f"first result {p['first_result_s']:.3f} s")
+                        f"first result {p['first_result_s']:.3f} s"
+                    )
                     if baseline and t == default:
-                        b = bench_bare_loop(mdir, t, source=src, seconds=pipeline_seconds,
-                                            warmup_seconds=pipeline_warmup_seconds, runtime=runtime)
+                        b = bench_bare_loop(
+                            mdir,
+                            t,
+                            source=src,
+                            seconds=pipeline_seconds,
+                            warmup_seconds=pipeline_warmup_seconds,
+                            runtime=runtime,
+                        )
                         if b is not None:
                             b.update(variant=variant, round=rnd)
                             report["bare"].append(b)
-                            say(f"bare     {variant:8s} {t} thr: {b['fps']:.1f} fps (p50 {b['fps_p50']:.1f})  "
-                                f"peak RSS {b['peak_rss_mb']:.1f} MB  first result {b['first_result_s']:.3f} s")
+                            say(
+                                f"bare     {variant:8s} {t} thr: {b['fps']:.1f} fps (p50 {b['fps_p50']:.1f})  "
+                                f"peak RSS {b['peak_rss_mb']:.1f} MB  first result {b['first_result_s']:.3f} s"
+                            )
     for r in report["raw"]:
         if r["wide_spread"]:
             st = r["latency_ms"]
-            warnings.append(f"raw {r['variant']} {r['threads']} threads: wide spread (cv {st['cv']:.0%}, "
-                            f"p95/p50 {st['p95_over_p50']:.2f}): another process competed for the CPU, or it throttled")
+            warnings.append(
+                f"raw {r['variant']} {r['threads']} threads: wide spread (cv {st['cv']:.0%}, "
+                f"p95/p50 {st['p95_over_p50']:.2f}): another process competed for the CPU, or it throttled"
+            )
     if pipeline and report["pipeline"]:
         report["efficiency"] = efficiency(report["pipeline"], default, report["bare"])
         for v, e in report["efficiency"].items():
             rr = e.get("pipeline_over_raw_p50_rounds") or []
             if len(rr) > 1 and max(rr) - min(rr) > 0.1:
-                warnings.append(f"{v}: pipeline ÷ raw (p50) at {default} threads varied from {min(rr):.2f} to "
-                                f"{max(rr):.2f} over the rounds: the median is the figure, the range its spread")
+                warnings.append(
+                    f"{v}: pipeline ÷ raw (p50) at {default} threads varied from {min(rr):.2f} to "
+                    f"{max(rr):.2f} over the rounds: the median is the figure, the range its spread"
+                )
         for p in report["pipeline"]:
             fw = p["stages_ms"].get("frame_wait", {}).get("p50", 0.0)
             if p["fps_p50"] > 0 and fw > 0.25 * 1000.0 / p["fps_p50"]:
-                warnings.append(f"pipeline {p['variant']} {p['threads']} threads: the loop waited {fw:.1f} ms per "
-                                f"frame for the source (p50): it is source-bound at {p['fps_p50']:.1f} fps (a camera's "
-                                "frame rate?), so pipeline ÷ raw measures the source, not the model")
+                warnings.append(
+                    f"pipeline {p['variant']} {p['threads']} threads: the loop waited {fw:.1f} ms per "
+                    f"frame for the source (p50): it is source-bound at {p['fps_p50']:.1f} fps (a camera's "
+                    "frame rate?), so pipeline ÷ raw measures the source, not the model"
+                )
             if p["fps"] < 0.85 * p["fps_p50"]:
-                warnings.append(f"pipeline {p['variant']} {p['threads']} threads: throughput {p['fps']:.0f} fps is "
-                                f"{1 - p['fps'] / p['fps_p50']:.0%} below the median frame rate {p['fps_p50']:.0f}: "
-                                "the process lost the CPU to others (or stalled) during the window")
+                warnings.append(
+                    f"pipeline {p['variant']} {p['threads']} threads: throughput {p['fps']:.0f} fps is "
+                    f"{1 - p['fps'] / p['fps_p50']:.0%} below the median frame rate {p['fps_p50']:.0f}: "
+                    "the process lost the CPU to others (or stalled) during the window"
+                )
         if default not in threads:
             warnings.append(f"the daemon's default thread count ({default}) was not measured: no default ratio")
         report["targets"] = check_targets(report, "int8" if "int8" in found else next(iter(found)))
     report["machine"]["temperature_c_end"] = cpu_temperature_c()
     report["machine"]["throttled_end"] = pi_throttled()
     if report["machine"]["throttled_end"] not in (None, "0x0"):
-        warnings.append(f"the Pi reports throttling/under-voltage (get_throttled={report['machine']['throttled_end']}):"
-                        " figures are below what the board can do (power supply, cooling)")
+        warnings.append(
+            f"the Pi reports throttling/under-voltage (get_throttled={report['machine']['throttled_end']}):"
+            " figures are below what the board can do (power supply, cooling)"
+        )
     report["warnings"] = warnings
     report["outputs"] = {k: str(v) for k, v in write_outputs(report, out_dir).items()}
     return report
@@ -1483,9 +1770,12 @@ def run_remote(
 
     targets: list[Host] = parse_hosts(hosts)
     rdir = _check_remote_dir(remote_dir)
-    ssh = Ssh(port=port, key=Path(ssh_key).expanduser() if ssh_key else None,
-              known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
-              connect_timeout=connect_timeout)
+    ssh = Ssh(
+        port=port,
+        key=Path(ssh_key).expanduser() if ssh_key else None,
+        known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
+        connect_timeout=connect_timeout,
+    )
     stop_cmd, start_cmd = _service_commands(stop_service)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     remote_out = f"{REMOTE_BENCH_DIR}/{stamp}"
@@ -1494,11 +1784,13 @@ def run_remote(
         local = Path(out) if out else Path("runs") / "bench" / f"{_host_slug(host.host)}-{stamp}"
         if out and len(targets) > 1:
             local = local / _host_slug(host.host)
-        argv = ssh.ssh_argv(host, ["sh", "-c", REMOTE_BENCH_SH, "bench", rdir, remote_out, stop_cmd, start_cmd,
-                                   *(bench_args or [])])
+        argv = ssh.ssh_argv(
+            host, ["sh", "-c", REMOTE_BENCH_SH, "bench", rdir, remote_out, stop_cmd, start_cmd, *(bench_args or [])]
+        )
         echo(f"[{host.spec}] device bench in {rdir}/current (results: {rdir}/{remote_out})")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
         lines: list[str] = []
         abs_out = None  # rsync's remote side starts in the passwd home, not $HOME: fetch by absolute path
         assert proc.stdout is not None
@@ -1521,8 +1813,10 @@ def run_remote(
         sync = ["rsync", "-a", "-e", ssh.rsync_shell(host), "--", src, f"{local}/"]
         p = subprocess.run(sync, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if p.returncode != 0:
-            raise FaceedgeError(f"{host.dest}: fetching {src} failed (exit {p.returncode}): "
-                                f"{(p.stderr.strip().splitlines() or [''])[-1]}")
+            raise FaceedgeError(
+                f"{host.dest}: fetching {src} failed (exit {p.returncode}): "
+                f"{(p.stderr.strip().splitlines() or [''])[-1]}"
+            )
         try:
             report = json.loads((local / "bench.json").read_text())
         except (OSError, ValueError) as e:
@@ -1556,25 +1850,52 @@ def _host_slug(host: str) -> str:
 
 def add_remote_parser(subparsers: Any, fmt: Any = argparse.ArgumentDefaultsHelpFormatter) -> None:
     p = subparsers.add_parser(
-        "bench-remote", formatter_class=fmt,
+        "bench-remote",
+        formatter_class=fmt,
         help="run `bench` on Pis over ssh in the deployed release and bring the results back",
         description="Run `python -m device bench` on each host over ssh, in the deployed release "
-                    "(<remote_dir>/current: its venv, model and device.yaml), then fetch bench.json/.md/.png "
-                    "and redraw the plot here. The bench flags below are passed through.",
+        "(<remote_dir>/current: its venv, model and device.yaml), then fetch bench.json/.md/.png "
+        "and redraw the plot here. The bench flags below are passed through.",
     )
     p.add_argument("--hosts", required=True, help="comma-separated user@host[:port] (measured one after the other)")
     p.add_argument("--port", type=int, default=22, help="ssh port (a host's own :port wins)")
-    p.add_argument("--ssh_key", "--ssh-key", dest="ssh_key", default=None,
-                   help="private key for ssh (None = ssh's own choice or the agent)")
-    p.add_argument("--known_hosts", "--known-hosts", dest="known_hosts", default=None,
-                   help="known_hosts file to check host keys against (None = ~/.ssh/known_hosts)")
-    p.add_argument("--connect_timeout", "--connect-timeout", dest="connect_timeout", type=int, default=10,
-                   help="ssh connect timeout, seconds")
-    p.add_argument("--remote_dir", "--remote-dir", dest="remote_dir", default="faceedge",
-                   help="the deploy dir on the device (relative = under the user's home)")
-    p.add_argument("--stop_service", "--stop-service", dest="stop_service", default=None,
-                   choices=["systemd-user", "systemd-system"],
-                   help="stop faceedge.service while measuring (it competes for CPU and camera), start it after")
+    p.add_argument(
+        "--ssh_key",
+        "--ssh-key",
+        dest="ssh_key",
+        default=None,
+        help="private key for ssh (None = ssh's own choice or the agent)",
+    )
+    p.add_argument(
+        "--known_hosts",
+        "--known-hosts",
+        dest="known_hosts",
+        default=None,
+        help="known_hosts file to check host keys against (None = ~/.ssh/known_hosts)",
+    )
+    p.add_argument(
+        "--connect_timeout",
+        "--connect-timeout",
+        dest="connect_timeout",
+        type=int,
+        default=10,
+        help="ssh connect timeout, seconds",
+    )
+    p.add_argument(
+        "--remote_dir",
+        "--remote-dir",
+        dest="remote_dir",
+        default="faceedge",
+        help="the deploy dir on the device (relative = under the user's home)",
+    )
+    p.add_argument(
+        "--stop_service",
+        "--stop-service",
+        dest="stop_service",
+        default=None,
+        choices=["systemd-user", "systemd-system"],
+        help="stop faceedge.service while measuring (it competes for CPU and camera), start it after",
+    )
     p.add_argument("--out", default=None, help="local results dir (None = runs/bench/<host>-<UTC timestamp>)")
     _add_bench_args(p)
     p.set_defaults(func=_cmd_bench_remote)
@@ -1605,9 +1926,15 @@ def _bench_passthrough(args: argparse.Namespace) -> list[str]:
 
 def _cmd_bench_remote(args: argparse.Namespace) -> int:
     reports = run_remote(
-        args.hosts, port=args.port, ssh_key=args.ssh_key, known_hosts=args.known_hosts,
-        connect_timeout=args.connect_timeout, remote_dir=args.remote_dir, out=args.out,
-        bench_args=_bench_passthrough(args), stop_service=args.stop_service,
+        args.hosts,
+        port=args.port,
+        ssh_key=args.ssh_key,
+        known_hosts=args.known_hosts,
+        connect_timeout=args.connect_timeout,
+        remote_dir=args.remote_dir,
+        out=args.out,
+        bench_args=_bench_passthrough(args),
+        stop_service=args.stop_service,
     )
     for host, report in reports.items():
         print(f"== {host}: {report['remote']['local']}")
@@ -1617,54 +1944,134 @@ def _cmd_bench_remote(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ CLI
 
+
 def _add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variants", type=lambda s: [v for v in s.split(",") if v], default=None,
-                   help="comma-separated subset of int8,float32,float16 (None = all present)")
-    p.add_argument("--threads", type=parse_threads, default=None,
-                   help="comma-separated thread counts (None = 1 … available cores)")
+    p.add_argument(
+        "--variants",
+        type=lambda s: [v for v in s.split(",") if v],
+        default=None,
+        help="comma-separated subset of int8,float32,float16 (None = all present)",
+    )
+    p.add_argument(
+        "--threads", type=parse_threads, default=None, help="comma-separated thread counts (None = 1 … available cores)"
+    )
     p.add_argument("--runs", type=int, default=100, help="raw: timed invokes, at least")
-    p.add_argument("--min_seconds", "--min-seconds", dest="min_seconds", type=float, default=2.0,
-                   help="raw: time the invokes for at least this long")
-    p.add_argument("--max_seconds", "--max-seconds", dest="max_seconds", type=float, default=60.0,
-                   help="raw: stop after this long whatever --runs says")
-    p.add_argument("--warmup_runs", "--warmup-runs", dest="warmup_runs", type=int, default=10,
-                   help="raw: untimed invokes before timing")
-    p.add_argument("--no_pipeline", "--no-pipeline", dest="pipeline", action="store_false", help="raw interpreter only (pipeline measured: %(default)s)")
-    p.add_argument("--pipeline_seconds", "--pipeline-seconds", dest="pipeline_seconds", type=float, default=5.0,
-                   help="pipeline: measured window per run")
-    p.add_argument("--pipeline_warmup_seconds", "--pipeline-warmup-seconds", dest="pipeline_warmup_seconds",
-                   type=float, default=1.0,
-                   help="pipeline: results discarded before the window opens")
-    p.add_argument("--slice_seconds", "--slice-seconds", dest="slice_seconds", type=float, default=0.25,
-                   help="pipeline: the window alternates slices of this length of the daemon's loop and of raw "
-                        "invokes on its interpreter (the reference of pipeline ÷ raw)")
-    p.add_argument("--source", default="synthetic",
-                   help="pipeline source: synthetic, picamera2, a camera index, a video file (read unpaced, "
-                        "looped), or config (the --config file's own source)")
-    p.add_argument("--config", default=None,
-                   help="device YAML whose crop/decision/capture/model sections the pipeline uses (None = "
-                        "the daemon's defaults); its outputs are replaced by a JSONL sink to /dev/null")
-    p.add_argument("--resolution", type=parse_resolution, default=(640, 480),
-                   help="pipeline frame size WIDTHxHEIGHT (synthetic/cameras; a file has its own)")
+    p.add_argument(
+        "--min_seconds",
+        "--min-seconds",
+        dest="min_seconds",
+        type=float,
+        default=2.0,
+        help="raw: time the invokes for at least this long",
+    )
+    p.add_argument(
+        "--max_seconds",
+        "--max-seconds",
+        dest="max_seconds",
+        type=float,
+        default=60.0,
+        help="raw: stop after this long whatever --runs says",
+    )
+    p.add_argument(
+        "--warmup_runs",
+        "--warmup-runs",
+        dest="warmup_runs",
+        type=int,
+        default=10,
+        help="raw: untimed invokes before timing",
+    )
+    p.add_argument(
+        "--no_pipeline",
+        "--no-pipeline",
+        dest="pipeline",
+        action="store_false",
+        help="raw interpreter only (pipeline measured: %(default)s)",
+    )
+    p.add_argument(
+        "--pipeline_seconds",
+        "--pipeline-seconds",
+        dest="pipeline_seconds",
+        type=float,
+        default=5.0,
+        help="pipeline: measured window per run",
+    )
+    p.add_argument(
+        "--pipeline_warmup_seconds",
+        "--pipeline-warmup-seconds",
+        dest="pipeline_warmup_seconds",
+        type=float,
+        default=1.0,
+        help="pipeline: results discarded before the window opens",
+    )
+    p.add_argument(
+        "--slice_seconds",
+        "--slice-seconds",
+        dest="slice_seconds",
+        type=float,
+        default=0.25,
+        help="pipeline: the window alternates slices of this length of the daemon's loop and of raw "
+        "invokes on its interpreter (the reference of pipeline ÷ raw)",
+    )
+    p.add_argument(
+        "--source",
+        default="synthetic",
+        help="pipeline source: synthetic, picamera2, a camera index, a video file (read unpaced, "
+        "looped), or config (the --config file's own source)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="device YAML whose crop/decision/capture/model sections the pipeline uses (None = "
+        "the daemon's defaults); its outputs are replaced by a JSONL sink to /dev/null",
+    )
+    p.add_argument(
+        "--resolution",
+        type=parse_resolution,
+        default=(640, 480),
+        help="pipeline frame size WIDTHxHEIGHT (synthetic/cameras; a file has its own)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="measure every (raw, pipeline) pair this many times")
-    p.add_argument("--cpus", type=parse_cpus, default=None,
-                   help="pin the benchmark and its children to these CPUs, e.g. 2-3 (None = no pinning); "
-                        "thread counts then default to 1 … len(cpus)")
-    p.add_argument("--no_baseline", "--no-baseline", dest="baseline", action="store_false",
-                   help="skip the bare-loop reference (numpy + OpenCV + runtime only) at the default thread count "
-                        "(bare loop measured: %(default)s)")
-    p.add_argument("--compare_board", "--compare-board", dest="compare_board", choices=["auto", "pi4", "pi5", "none"],
-                   default="auto",
-                   help="add the published figures of this board (auto: /proc/device-tree/model)")
+    p.add_argument(
+        "--cpus",
+        type=parse_cpus,
+        default=None,
+        help="pin the benchmark and its children to these CPUs, e.g. 2-3 (None = no pinning); "
+        "thread counts then default to 1 … len(cpus)",
+    )
+    p.add_argument(
+        "--no_baseline",
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the bare-loop reference (numpy + OpenCV + runtime only) at the default thread count "
+        "(bare loop measured: %(default)s)",
+    )
+    p.add_argument(
+        "--compare_board",
+        "--compare-board",
+        dest="compare_board",
+        choices=["auto", "pi4", "pi5", "none"],
+        default="auto",
+        help="add the published figures of this board (auto: /proc/device-tree/model)",
+    )
 
 
 def add_parser(subparsers: Any) -> None:
     """Register `bench` and `bench-remote` with device/cli.py's subparsers."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = subparsers.add_parser("bench", help="latency benchmark here: raw interpreter and the daemon's pipeline",
-                              description=__doc__.split("\n\n")[0], formatter_class=fmt)
-    p.add_argument("--model_dir", "--model-dir", dest="model_dir", default="runs/latest",
-                   help="a run dir (export/<variant>/) or one model dir")
+    p = subparsers.add_parser(
+        "bench",
+        help="latency benchmark here: raw interpreter and the daemon's pipeline",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=fmt,
+    )
+    p.add_argument(
+        "--model_dir",
+        "--model-dir",
+        dest="model_dir",
+        default="runs/latest",
+        help="a run dir (export/<variant>/) or one model dir",
+    )
     p.add_argument("--out", default=None, help="output dir (None = <run>/bench)")
     _add_bench_args(p)
     p.set_defaults(func=_cmd_bench)
@@ -1672,17 +2079,39 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.runs < 1 or args.warmup_runs < 0 or args.repeat < 1 or args.pipeline_seconds <= 0 or \
-            args.slice_seconds <= 0 or args.pipeline_warmup_seconds < 0:
-        raise FaceedgeError("--runs and --repeat must be ≥ 1, --warmup_runs and --pipeline_warmup_seconds ≥ 0, "
-                            "--pipeline_seconds and --slice_seconds > 0")
+    if (
+        args.runs < 1
+        or args.warmup_runs < 0
+        or args.repeat < 1
+        or args.pipeline_seconds <= 0
+        or args.slice_seconds <= 0
+        or args.pipeline_warmup_seconds < 0
+    ):
+        raise FaceedgeError(
+            "--runs and --repeat must be ≥ 1, --warmup_runs and --pipeline_warmup_seconds ≥ 0, "
+            "--pipeline_seconds and --slice_seconds > 0"
+        )
     report = run(
-        args.model_dir, out=args.out, variants=args.variants, threads=args.threads, runs=args.runs,
-        min_seconds=args.min_seconds, max_seconds=args.max_seconds, warmup_runs=args.warmup_runs,
-        pipeline=args.pipeline, pipeline_seconds=args.pipeline_seconds,
-        pipeline_warmup_seconds=args.pipeline_warmup_seconds, source=args.source, resolution=args.resolution,
-        config=args.config, slice_seconds=args.slice_seconds, repeat=args.repeat, baseline=args.baseline,
-        compare_board=args.compare_board, echo=print, cpus=args.cpus,
+        args.model_dir,
+        out=args.out,
+        variants=args.variants,
+        threads=args.threads,
+        runs=args.runs,
+        min_seconds=args.min_seconds,
+        max_seconds=args.max_seconds,
+        warmup_runs=args.warmup_runs,
+        pipeline=args.pipeline,
+        pipeline_seconds=args.pipeline_seconds,
+        pipeline_warmup_seconds=args.pipeline_warmup_seconds,
+        source=args.source,
+        resolution=args.resolution,
+        config=args.config,
+        slice_seconds=args.slice_seconds,
+        repeat=args.repeat,
+        baseline=args.baseline,
+        compare_board=args.compare_board,
+        echo=print,
+        cpus=args.cpus,
     )
     print_summary(report)
     return 0
@@ -1695,8 +2124,10 @@ def print_summary(report: dict[str, Any]) -> None:
     for k in ("peak_rss_mb", "first_result_s"):
         if k in t:
             c = t[k]
-            print(f"{k} ({t['variant']}, {t['threads']} thr): {_fmt(c['value'], 3)} (target ≤ {c['max']}"
-                  f"{'' if c.get('ok') else ', MISSED'})")
+            print(
+                f"{k} ({t['variant']}, {t['threads']} thr): {_fmt(c['value'], 3)} (target ≤ {c['max']}"
+                f"{'' if c.get('ok') else ', MISSED'})"
+            )
     print("wrote " + ", ".join(report["outputs"].values()))
     for line in efficiency_lines(report):  # last, as the issue asks
         print(line)

@@ -67,8 +67,15 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     return status, body
 
 
-def load(port: int, *, clients: int = 20, rounds: int = 50, pause_s: float = 0.02, timeout: float = 5.0,
-         paths: tuple[str, ...] = PATHS) -> dict[str, Any]:
+def load(
+    port: int,
+    *,
+    clients: int = 20,
+    rounds: int = 50,
+    pause_s: float = 0.02,
+    timeout: float = 5.0,
+    paths: tuple[str, ...] = PATHS,
+) -> dict[str, Any]:
     """`clients` threads fire together `rounds` times; every request's latency (ms) and every error."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -104,29 +111,37 @@ def load(port: int, *, clients: int = 20, rounds: int = 50, pause_s: float = 0.0
         t.start()
     for t in threads:
         t.join(rounds * (timeout + pause_s + 5))
-    return {"latencies_ms": latencies, "errors": errors, "seconds": time.monotonic() - t0,
-            "requests": clients * rounds}
+    return {"latencies_ms": latencies, "errors": errors, "seconds": time.monotonic() - t0, "requests": clients * rounds}
 
 
 class DaemonProcess:
     """`python -m device run` on a paced synthetic camera, HTTP on a free loopback port."""
 
-    def __init__(self, model_dir: str | os.PathLike, *, fps: float = 30.0, width: int = 640, height: int = 480,
-                 workdir: Path) -> None:
+    def __init__(
+        self, model_dir: str | os.PathLike, *, fps: float = 30.0, width: int = 640, height: int = 480, workdir: Path
+    ) -> None:
         self.port = _free_port()
         self.cfg = Path(workdir) / "device.yaml"
         self.cfg.write_text(
             f"source: {{type: synthetic, width: {width}, height: {height}, fps: {fps}}}\n"
             "crop: {mode: full}\n"
             f"outputs: {{jsonl: {{path: {os.devnull}}}, http: {{host: {HOST}, port: {self.port}}}}}\n"
-            "log_level: WARNING\n")
+            "log_level: WARNING\n"
+        )
         self.log = Path(workdir) / "daemon.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "device", "run", "--config", str(self.cfg), "--model-dir", str(model_dir)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log_file,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                                          os.environ.get("PYTHONPATH")]))})
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_file,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+                ),
+            },
+        )
 
     def health(self) -> dict[str, Any]:
         status, body = get(self.port, "/healthz")
@@ -143,8 +158,7 @@ class DaemonProcess:
             except (OSError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                raise FaceedgeError(f"the daemon was not healthy within {timeout:.0f} s: "
-                                    f"{self.log.read_text()[-800:]}")
+                raise FaceedgeError(f"the daemon was not healthy within {timeout:.0f} s: {self.log.read_text()[-800:]}")
             time.sleep(0.1)
 
     def results(self) -> tuple[int, float]:
@@ -175,8 +189,16 @@ def rate(a: tuple[int, float], b: tuple[int, float]) -> float:
     return (b[0] - a[0]) / max(b[1] - a[1], 1e-9)
 
 
-def run(model_dir: str | os.PathLike, *, clients: int = 20, rounds: int = 150, pause_ms: float = 20.0,
-        quiet_s: float = 3.0, fps: float = 30.0, timeout: float = 5.0) -> dict[str, Any]:
+def run(
+    model_dir: str | os.PathLike,
+    *,
+    clients: int = 20,
+    rounds: int = 150,
+    pause_ms: float = 20.0,
+    quiet_s: float = 3.0,
+    fps: float = 30.0,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
     """Start the daemon, measure quiet then under load, stop it; the report (see the module doc)."""
     from device.bench import summarize
 
@@ -203,13 +225,27 @@ def run(model_dir: str | os.PathLike, *, clients: int = 20, rounds: int = 150, p
     before, after, load_fps = rate(q0, q1), rate(q2, q3), rate(q1, q2)
     quiet_fps = (before + after) / 2
     return {
-        "clients": clients, "rounds": rounds, "requests": r["requests"], "pause_ms": pause_ms,
-        "camera_fps": fps, "load_seconds": round(r["seconds"], 3),
-        "latency_ms": lat, "errors": len(r["errors"]), "error_examples": sorted(set(r["errors"]))[:5],
-        "quiet_fps": quiet_fps, "quiet_fps_before": before, "quiet_fps_after": after, "load_fps": load_fps, "fps_change": load_fps / quiet_fps - 1 if quiet_fps else None,
-        "rss_mb_before": rss0, "rss_mb_after": rss1, "rss_change_mb": rss1 - rss0,
-        "status_after": health.get("status"), "daemon_exit": code,
-        "load_average": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count(),
+        "clients": clients,
+        "rounds": rounds,
+        "requests": r["requests"],
+        "pause_ms": pause_ms,
+        "camera_fps": fps,
+        "load_seconds": round(r["seconds"], 3),
+        "latency_ms": lat,
+        "errors": len(r["errors"]),
+        "error_examples": sorted(set(r["errors"]))[:5],
+        "quiet_fps": quiet_fps,
+        "quiet_fps_before": before,
+        "quiet_fps_after": after,
+        "load_fps": load_fps,
+        "fps_change": load_fps / quiet_fps - 1 if quiet_fps else None,
+        "rss_mb_before": rss0,
+        "rss_mb_after": rss1,
+        "rss_change_mb": rss1 - rss0,
+        "status_after": health.get("status"),
+        "daemon_exit": code,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cores": os.cpu_count(),
     }
 
 
@@ -220,8 +256,9 @@ def summary_lines(rep: dict[str, Any]) -> list[str]:
         f"(new connection each; /healthz, /metrics, /latest), {rep['pause_ms']:g} ms between rounds, "
         f"{rep['load_seconds']:.1f} s; camera {rep['camera_fps']:g} fps; load average "
         f"{rep['load_average'][0]} on {rep['cores']} cores",
-        "latency ms: p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {max:.2f}".format(**lat) if lat else
-        "latency ms: (no answers)",
+        "latency ms: p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {max:.2f}".format(**lat)
+        if lat
+        else "latency ms: (no answers)",
         f"errors: {rep['errors']}" + (f" ({'; '.join(rep['error_examples'])})" if rep["errors"] else ""),
         f"result rate: {rep['load_fps']:.2f} fps under load, {rep['quiet_fps']:.2f} fps quiet (before "
         f"{rep['quiet_fps_before']:.2f}, after {rep['quiet_fps_after']:.2f}): {100 * rep['fps_change']:+.1f} %",
@@ -232,15 +269,20 @@ def summary_lines(rep: dict[str, Any]) -> list[str]:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "bench-http", help="the daemon's HTTP endpoints under concurrent loopback clients (latency, errors, fps)",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_dir", "--model-dir", dest="model_dir", required=True,
-                   help="model dir or run dir (its export/int8/)")
+        "bench-http",
+        help="the daemon's HTTP endpoints under concurrent loopback clients (latency, errors, fps)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--model_dir", "--model-dir", dest="model_dir", required=True, help="model dir or run dir (its export/int8/)"
+    )
     p.add_argument("--clients", type=int, default=20, help="concurrent clients")
     p.add_argument("--rounds", type=int, default=150, help="requests per client (all clients fire together)")
     p.add_argument("--pause_ms", type=float, default=20.0, help="pause between rounds")
-    p.add_argument("--quiet_s", type=float, default=3.0,
-                   help="seconds of result rate measured without load, before and after it")
+    p.add_argument(
+        "--quiet_s", type=float, default=3.0, help="seconds of result rate measured without load, before and after it"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.set_defaults(func=_cli)
 

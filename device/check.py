@@ -183,20 +183,22 @@ def run(
         times.append((time.perf_counter() - t) * 1e3)
     again = clf.scores()
 
-    report.update({
-        "image": source,
-        "image_shape": list(rgb.shape),
-        "crop": crop_desc,
-        "crop_box": list(cut.box) if cut.box else None,
-        "preprocess_ms": round(preprocess_ms, 3),
-        "first_inference_ms": round(first_ms, 3),
-        "runs": runs,
-        "mean_inference_ms": round(float(np.mean(times)), 3),
-        "p90_inference_ms": round(float(np.percentile(times, 90)), 3),
-        "scores": [round(float(s), 6) for s in scores],
-        "expected": expect,
-        "expected_score": expect_score,
-    })
+    report.update(
+        {
+            "image": source,
+            "image_shape": list(rgb.shape),
+            "crop": crop_desc,
+            "crop_box": list(cut.box) if cut.box else None,
+            "preprocess_ms": round(preprocess_ms, 3),
+            "first_inference_ms": round(first_ms, 3),
+            "runs": runs,
+            "mean_inference_ms": round(float(np.mean(times)), 3),
+            "p90_inference_ms": round(float(np.percentile(times, 90)), 3),
+            "scores": [round(float(s), 6) for s in scores],
+            "expected": expect,
+            "expected_score": expect_score,
+        }
+    )
     problem = _output_problem(scores, manifest)
     if problem is None and not np.array_equal(scores, again):
         problem = f"model is not deterministic: {scores.tolist()} then {again.tolist()}"
@@ -209,7 +211,9 @@ def run(
         report["failure"] = f"self-test image classified {label!r} ({score:.3f}), expected {expect!r}"
         return report
     if expect_score is not None and not math.isclose(score, expect_score, abs_tol=tolerance):
-        report["failure"] = f"self-test score {score:.4f} differs from the expected {expect_score:.4f} by more than {tolerance}"
+        report["failure"] = (
+            f"self-test score {score:.4f} differs from the expected {expect_score:.4f} by more than {tolerance}"
+        )
         return report
     report["ok"] = True
     return report
@@ -224,15 +228,27 @@ def _check_on_sensor(cfg, mdir: Path, manifest, model_path: Path, given: tuple) 
     clf = Imx500Classifier(model_path, manifest)
     bind_source(clf, cfg)  # FaceedgeError (exit 2): no network.rpk, or a source/crop it cannot run on
     report: dict[str, Any] = {
-        "ok": True, "model_dir": str(mdir), "model_sha256": manifest.sha256, "variant": manifest.variant,
-        "runtime": clf.runtime.name, "runtime_version": clf.runtime.version, "threads": 0,
-        "input": [clf.input_height, clf.input_width, 3], "input_dtype": manifest.input.dtype,
-        "labels": manifest.labels, "positive_label": manifest.positive_label, "threshold": manifest.threshold,
-        "network_file": str(clf.network_file), "inference": "on the sensor (AI Camera)",
+        "ok": True,
+        "model_dir": str(mdir),
+        "model_sha256": manifest.sha256,
+        "variant": manifest.variant,
+        "runtime": clf.runtime.name,
+        "runtime_version": clf.runtime.version,
+        "threads": 0,
+        "input": [clf.input_height, clf.input_width, 3],
+        "input_dtype": manifest.input.dtype,
+        "labels": manifest.labels,
+        "positive_label": manifest.positive_label,
+        "threshold": manifest.threshold,
+        "network_file": str(clf.network_file),
+        "inference": "on the sensor (AI Camera)",
     }
     if any(g is not None for g in given):
-        report.update(ok=False, failure="an imx500 model cannot classify a self-test image here: the AI Camera "
-                                        "classifies its own frames (run the daemon on it)")
+        report.update(
+            ok=False,
+            failure="an imx500 model cannot classify a self-test image here: the AI Camera "
+            "classifies its own frames (run the daemon on it)",
+        )
     return report
 
 
@@ -250,14 +266,17 @@ def format_report(r: dict[str, Any]) -> str:
         exp = f"  (expected {r['expected']})" if r.get("expected") else ""
         lines.append(f"result   {r['label']} {r['score']:.4f}{exp}")
     if "first_inference_ms" in r:
-        lines.append(f"timings  load {r['load_ms']:.1f} ms, preprocess {r['preprocess_ms']:.2f} ms, first inference "
-                     f"{r['first_inference_ms']:.2f} ms, mean {r['mean_inference_ms']:.3f} ms "
-                     f"(p90 {r['p90_inference_ms']:.3f}) over {r['runs']}")
+        lines.append(
+            f"timings  load {r['load_ms']:.1f} ms, preprocess {r['preprocess_ms']:.2f} ms, first inference "
+            f"{r['first_inference_ms']:.2f} ms, mean {r['mean_inference_ms']:.3f} ms "
+            f"(p90 {r['p90_inference_ms']:.3f}) over {r['runs']}"
+        )
     lines.append("check OK" if r["ok"] else f"check FAILED: {r.get('failure', r.get('error', '?'))}")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- SIGHUP helper
+
 
 def validate_in_child(
     model_dir: str | os.PathLike,
@@ -275,8 +294,12 @@ def validate_in_child(
     cmd = [python, "-m", "device.check", "--model-dir", str(model_dir), "--json", "--runs", "1"]
     if config is not None:
         cmd += ["--config", str(config)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                                    os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+        ),
+    )
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
@@ -300,18 +323,33 @@ def validate_in_child(
 
 # ----------------------------------------------------------------------------- CLI
 
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "check", help="load the model, classify a self-test image, print result and timings",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "check",
+        help="load the model, classify a self-test image, print result and timings",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=None, help="device config YAML (default: built-in defaults)")
-    p.add_argument("--model-dir", "--model_dir", dest="model_dir", type=Path, default=None,
-                   help="model dir (model.tflite + manifest.json) or run dir; overrides model.dir")
-    p.add_argument("--image", type=Path, default=None,
-                   help=f"self-test image (default: the model dir's {SELFTEST_NAME}, else a generated pattern)")
+    p.add_argument(
+        "--model-dir",
+        "--model_dir",
+        dest="model_dir",
+        type=Path,
+        default=None,
+        help="model dir (model.tflite + manifest.json) or run dir; overrides model.dir",
+    )
+    p.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help=f"self-test image (default: the model dir's {SELFTEST_NAME}, else a generated pattern)",
+    )
     p.add_argument("--expect", type=str, default=None, help="label the self-test image must get")
-    p.add_argument("--expect_score", type=float, default=None, help="score the self-test image must get (± --tolerance)")
+    p.add_argument(
+        "--expect_score", type=float, default=None, help="score the self-test image must get (± --tolerance)"
+    )
     p.add_argument("--tolerance", type=float, default=0.02, help="allowed |score - expect_score|")
     p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed invokes after the first")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -321,8 +359,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cli(args: argparse.Namespace) -> int:
     try:
-        report = run(args.config, args.model_dir, image=args.image, expect=args.expect,
-                     expect_score=args.expect_score, tolerance=args.tolerance, runs=args.runs)
+        report = run(
+            args.config,
+            args.model_dir,
+            image=args.image,
+            expect=args.expect,
+            expect_score=args.expect_score,
+            tolerance=args.tolerance,
+            runs=args.runs,
+        )
     except FaceedgeError as e:
         if args.json:
             print(json.dumps({"ok": False, "error": str(e)}))

@@ -36,19 +36,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="faceedge on the device: run the classifier on camera frames, check, collect, deploy, bench.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--validate_config", "--validate-config", dest="validate_config", type=Path, default=None,
-                        metavar="CONFIG", help="validate a device YAML config and exit")
-    parser.add_argument("--log_level", "--log-level", dest="log_level", default=None,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log level on stderr (default: the config's log_level, else INFO)")
+    parser.add_argument(
+        "--validate_config",
+        "--validate-config",
+        dest="validate_config",
+        type=Path,
+        default=None,
+        metavar="CONFIG",
+        help="validate a device YAML config and exit",
+    )
+    parser.add_argument(
+        "--log_level",
+        "--log-level",
+        dest="log_level",
+        default=None,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default: the config's log_level, else INFO)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser
 
 
-def standalone(add_parser, prog: str, argv: list[str] | None = None, *, command: str | None = None,
-               log_level: str = "INFO") -> int:
+def standalone(
+    add_parser, prog: str, argv: list[str] | None = None, *, command: str | None = None, log_level: str = "INFO"
+) -> int:
     """`python -m device.<module>`: the same subcommand(s) without the dispatcher.
 
     `command` is prepended to argv for modules with a single subcommand (`python -m device.check ...`).

@@ -33,8 +33,8 @@ import sys
 import tempfile
 import time
 from collections import deque
-from contextlib import closing
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -60,6 +60,7 @@ SAVED, TOO_SOON, NO_FACE, BLURRED, DUPLICATE = "saved", "too_soon", "no_face", "
 
 # ----------------------------------------------------------------------------- measures (pure)
 
+
 def grey_thumb(rgb: np.ndarray, size: int = SHARP_SIZE) -> np.ndarray:
     return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_AREA)
 
@@ -81,6 +82,7 @@ def hamming(a: int, b: int) -> int:
 
 
 # ----------------------------------------------------------------------------- writing
+
 
 def write_new(path: Path, data: bytes) -> Path:
     """Write `data` to `path`, or to `path` with the next free number, never overwriting a file.
@@ -121,6 +123,7 @@ def _place_exclusive(tmp: str, dst: Path) -> None:
 
 # ----------------------------------------------------------------------------- the frame loop
 
+
 @dataclass
 class CollectStats:
     frames: int = 0
@@ -133,9 +136,11 @@ class CollectStats:
     files: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"saved {self.saved} crops from {self.frames} frames in {self.seconds:.1f} s "
-                f"(skipped: {self.duplicate} duplicate, {self.blurred} blurred, {self.no_face} without a face, "
-                f"{self.too_soon} within every_s)")
+        return (
+            f"saved {self.saved} crops from {self.frames} frames in {self.seconds:.1f} s "
+            f"(skipped: {self.duplicate} duplicate, {self.blurred} blurred, {self.no_face} without a face, "
+            f"{self.too_soon} within every_s)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -208,8 +213,9 @@ class Collector:
         try:
             path = write_new(self.out_dir / f"{self.person}-{self.session}-{self._n:05d}{self.ext}", data)
         except OSError as e:  # e.g. the disk filled up meanwhile: stop with what was saved so far
-            raise FaceedgeError(f"--out {self.out_dir}: cannot write a crop ({e.strerror or e}); "
-                                f"{self.stats.saved} saved before") from None
+            raise FaceedgeError(
+                f"--out {self.out_dir}: cannot write a crop ({e.strerror or e}); {self.stats.saved} saved before"
+            ) from None
         self.stats.saved += 1
         self.stats.files.append(str(path))
         log.debug("saved %s", path)
@@ -286,8 +292,10 @@ def collect_frames(
 
 # ----------------------------------------------------------------------------- sources
 
-def source_frames(source, *, read_timeout_s: float = 1.0, stall_seconds: float = 10.0,
-                  open_attempts: int = 4) -> Iterator[tuple[float, np.ndarray]]:
+
+def source_frames(
+    source, *, read_timeout_s: float = 1.0, stall_seconds: float = 10.0, open_attempts: int = 4
+) -> Iterator[tuple[float, np.ndarray]]:
     """(monotonic time, frame) pairs from a `device.sources` FrameSource, opened here (retrying a
     busy camera with backoff) and closed when the iteration ends."""
     from device.sources import SourceError
@@ -301,8 +309,9 @@ def source_frames(source, *, read_timeout_s: float = 1.0, stall_seconds: float =
             if attempt == open_attempts:
                 raise FaceedgeError(f"source {source.describe()}: {e} (gave up after {attempt} attempts)") from None
             delay = backoff_delay(attempt, 0.5, 8.0)
-            log.warning("source %s: %s; retrying in %.1f s (attempt %d/%d)", source.describe(), e, delay,
-                        attempt, open_attempts)
+            log.warning(
+                "source %s: %s; retrying in %.1f s (attempt %d/%d)", source.describe(), e, delay, attempt, open_attempts
+            )
             time.sleep(delay)
     try:
         last = time.monotonic()
@@ -363,16 +372,30 @@ def run(
     require_writable_dir(out_dir, "--out")  # before the camera is opened
     src_cfg = source_from_arg(source, cfg.source) if source else cfg.source
     src = build_source(src_cfg)
-    collector = Collector(out_dir, Cropper(crop_cfg), person=person,
-                          every_s=every_s if src.paced else 0.0,
-                          min_sharpness=min_sharpness, min_change=min_change, fmt=fmt)
+    collector = Collector(
+        out_dir,
+        Cropper(crop_cfg),
+        person=person,
+        every_s=every_s if src.paced else 0.0,
+        min_sharpness=min_sharpness,
+        min_change=min_change,
+        fmt=fmt,
+    )
     if not src.paced and every_s:
         log.info("%s is read as fast as it is consumed: every_s does not apply", src.describe())
-    log.info("collecting %s of %s/%s from %s (crop %s) into %s", count or "crops", label, person,
-             src.describe(), crop_cfg.mode, out_dir)
+    log.info(
+        "collecting %s of %s/%s from %s (crop %s) into %s",
+        count or "crops",
+        label,
+        person,
+        src.describe(),
+        crop_cfg.mode,
+        out_dir,
+    )
     bar = Progress(f"{label}/{person}", count) if progress else None
-    frames = source_frames(src, read_timeout_s=cfg.capture.read_timeout_s,
-                           stall_seconds=max(cfg.capture.stall_seconds, 2.0))
+    frames = source_frames(
+        src, read_timeout_s=cfg.capture.read_timeout_s, stall_seconds=max(cfg.capture.stall_seconds, 2.0)
+    )
     with closing(frames):  # closes the source as soon as we stop, not at garbage collection
         stats = collect_frames(frames, collector, count=count, max_seconds=max_seconds, progress=bar)
     log.info("%s", stats.summary())
@@ -381,39 +404,79 @@ def run(
 
 # ----------------------------------------------------------------------------- CLI
 
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "collect", help="save de-duplicated, sharp crops from a camera/video into <out>/<label>/<person>/",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "collect",
+        help="save de-duplicated, sharp crops from a camera/video into <out>/<label>/<person>/",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--label", type=str, required=True, help="class of what the camera sees, e.g. open")
     p.add_argument("--person", type=str, required=True, help="who is filmed (keeps persons apart in the splits)")
     p.add_argument("--out", type=Path, required=True, help="dataset root")
     p.add_argument("--config", type=Path, default=None, help="device config YAML (its source: and crop:)")
-    p.add_argument("--source", type=str, default=None,
-                   help="override the source: picamera2, a camera index, a video file, an image folder/glob, a URL")
-    p.add_argument("--mode", choices=["full", "center", "face"], default=argparse.SUPPRESS,
-                   help="override crop.mode (default: the config's)")
-    p.add_argument("--margin", type=float, default=argparse.SUPPRESS,
-                   help="override crop.margin for face crops (default: the config's)")
+    p.add_argument(
+        "--source",
+        type=str,
+        default=None,
+        help="override the source: picamera2, a camera index, a video file, an image folder/glob, a URL",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["full", "center", "face"],
+        default=argparse.SUPPRESS,
+        help="override crop.mode (default: the config's)",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="override crop.margin for face crops (default: the config's)",
+    )
     p.add_argument("--count", type=int, default=100, help="stop after saving this many crops")
-    p.add_argument("--every_s", "--every-s", dest="every_s", type=float, default=0.2,
-                   help="at least this many seconds between saved crops")
+    p.add_argument(
+        "--every_s",
+        "--every-s",
+        dest="every_s",
+        type=float,
+        default=0.2,
+        help="at least this many seconds between saved crops",
+    )
     p.add_argument("--max_seconds", type=float, default=None, help="stop after this long")
-    p.add_argument("--min_sharpness", type=float, default=DEFAULT_MIN_SHARPNESS,
-                   help="variance of the Laplacian (at 128x128) below which a crop is 'blurred'")
-    p.add_argument("--min_change", type=int, default=DEFAULT_MIN_CHANGE,
-                   help="dHash bits (of 64) a crop must differ from recent saves, else 'duplicate'")
+    p.add_argument(
+        "--min_sharpness",
+        type=float,
+        default=DEFAULT_MIN_SHARPNESS,
+        help="variance of the Laplacian (at 128x128) below which a crop is 'blurred'",
+    )
+    p.add_argument(
+        "--min_change",
+        type=int,
+        default=DEFAULT_MIN_CHANGE,
+        help="dHash bits (of 64) a crop must differ from recent saves, else 'duplicate'",
+    )
     p.add_argument("--format", dest="fmt", choices=["png", "jpg"], default="png", help="crop file format")
     p.set_defaults(func=cli)
     return p
 
 
 def cli(args: argparse.Namespace) -> int:
-    stats = run(args.label, args.person, args.out, config=args.config, source=args.source,
-                mode=getattr(args, "mode", None), margin=getattr(args, "margin", None), count=args.count,
-                every_s=args.every_s, max_seconds=args.max_seconds, min_sharpness=args.min_sharpness,
-                min_change=args.min_change, fmt=args.fmt)
+    stats = run(
+        args.label,
+        args.person,
+        args.out,
+        config=args.config,
+        source=args.source,
+        mode=getattr(args, "mode", None),
+        margin=getattr(args, "margin", None),
+        count=args.count,
+        every_s=args.every_s,
+        max_seconds=args.max_seconds,
+        min_sharpness=args.min_sharpness,
+        min_change=args.min_change,
+        fmt=args.fmt,
+    )
     print(stats.summary())
     print(f"crops in {Path(args.out) / args.label / args.person}")
     return 0

@@ -47,12 +47,16 @@ SourceSection = Annotated[
 
 
 class ModelConfig(Strict):
-    dir: str | None = Field(None, description="model dir (model.tflite + manifest.json) or a run dir; --model-dir overrides")
+    dir: str | None = Field(
+        None, description="model dir (model.tflite + manifest.json) or a run dir; --model-dir overrides"
+    )
     variant: Literal["int8", "float32", "float16", "imx500"] = Field(
-        "int8", description="which export/<variant>/ of a run dir (imx500: runs on the AI Camera, source.type imx500)")
+        "int8", description="which export/<variant>/ of a run dir (imx500: runs on the AI Camera, source.type imx500)"
+    )
     num_threads: int | None = Field(None, ge=1, le=64, description="interpreter threads; None = all cores")
     runtime: Literal["ai-edge-litert", "tflite-runtime", "tensorflow"] | None = Field(
-        None, description="None = the first importable, in that order")
+        None, description="None = the first importable, in that order"
+    )
     validate_timeout_s: float = Field(60.0, gt=0, description="SIGHUP: limit for validating a new model in a child")
 
 
@@ -65,10 +69,13 @@ class DaemonConfig(Strict):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     expose_images: bool = Field(False, description="let the HTTP output serve the latest crop (/latest.jpg)")
     opencv_threads: int | None = Field(
-        None, ge=0, le=64,
+        None,
+        ge=0,
+        le=64,
         description="OpenCV's thread pool (cv2.setNumThreads); None = 1 in full/center crop modes, where "
-                    "OpenCV only converts and resizes small images and its pool would compete with the "
-                    "interpreter's threads, and OpenCV's default in face mode (the detector uses it)")
+        "OpenCV only converts and resizes small images and its pool would compete with the "
+        "interpreter's threads, and OpenCV's default in face mode (the detector uses it)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
@@ -148,5 +155,7 @@ def source_from_arg(text: str, current: SourceConfig | None = None) -> SourceCon
 
 def summary(cfg: DaemonConfig) -> str:
     outs = [n for n in OutputsConfig.model_fields if getattr(cfg.outputs, n) is not None] or ["none"]
-    return (f"source={cfg.source.type} crop={cfg.crop.mode} smoothing={cfg.decision.smoothing}"
-            f"/{cfg.decision.window} outputs={','.join(outs)}")
+    return (
+        f"source={cfg.source.type} crop={cfg.crop.mode} smoothing={cfg.decision.smoothing}"
+        f"/{cfg.decision.window} outputs={','.join(outs)}"
+    )

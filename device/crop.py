@@ -60,6 +60,7 @@ _IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 # --------------------------------------------------------------------------- loading and resizing
 
+
 def load_image_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB (grey → 3 channels, alpha dropped, EXIF ignored).
 
@@ -130,6 +131,7 @@ def resize_to_input(rgb: np.ndarray, size_hw: Sequence[int], out: np.ndarray | N
 
 # --------------------------------------------------------------------------- config
 
+
 class CropConfig(Strict):
     """How a frame becomes the square region the model sees (the `crop:` block of a config)."""
 
@@ -155,12 +157,15 @@ class CropConfig(Strict):
     @model_validator(mode="after")
     def _check(self) -> "CropConfig":
         if self.mode == "face" and self.detector == "yunet" and not self.yunet_model:
-            raise ValueError(f"crop.yunet_model: detector 'yunet' needs the path to {YUNET_FILE} "
-                             "(not shipped with OpenCV; or use detector: haar)")
+            raise ValueError(
+                f"crop.yunet_model: detector 'yunet' needs the path to {YUNET_FILE} "
+                "(not shipped with OpenCV; or use detector: haar)"
+            )
         return self
 
 
 # --------------------------------------------------------------------------- detectors
+
 
 class Detector(Protocol):
     """The one call the cropper needs from a face detector."""
@@ -204,7 +209,8 @@ class HaarDetector(_Downscaled):
         grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
         m = max(8, int(self.min_size * s))
         found = self.cascade.detectMultiScale(
-            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(m, m))
+            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(m, m)
+        )
         return [_unscale(b, s) for b in (found if len(found) else [])]
 
 
@@ -216,8 +222,10 @@ class YuNetDetector(_Downscaled):
         super().__init__(cfg.detect_width)
         path = Path(cfg.yunet_model or "")
         if not path.is_file():
-            raise FaceedgeError(f"crop.yunet_model: {path}: YuNet model file not found "
-                                f"(download {YUNET_FILE} from opencv_zoo, or use detector: haar)")
+            raise FaceedgeError(
+                f"crop.yunet_model: {path}: YuNet model file not found "
+                f"(download {YUNET_FILE} from opencv_zoo, or use detector: haar)"
+            )
         try:
             self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), cfg.score_threshold, 0.3, 50)
         except cv2.error as e:
@@ -251,6 +259,7 @@ def build_detector(cfg: CropConfig) -> Detector:
 
 # --------------------------------------------------------------------------- geometry (pure)
 
+
 def center_square(h: int, w: int, fraction: float = 1.0) -> Box:
     """The centred square of side fraction × min(h, w)."""
     side = max(1, int(round(min(h, w) * fraction)))
@@ -277,6 +286,7 @@ def face_square(box: Box, frame_hw: tuple[int, int], margin: float) -> Box:
 
 
 # --------------------------------------------------------------------------- the cropper
+
 
 @dataclass
 class CropResult:
@@ -318,11 +328,12 @@ class Cropper:
         side = max(h, w)  # letterbox
         top, left = (side - h) // 2, (side - w) // 2
         v = self.cfg.pad_value
-        padded = cv2.copyMakeBorder(rgb, top, side - h - top, left, side - w - left,
-                                    cv2.BORDER_CONSTANT, value=(v, v, v))
+        padded = cv2.copyMakeBorder(
+            rgb, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=(v, v, v)
+        )
         return CropResult(padded, (0, 0, w, h), 0)
 
 
 def _cut(rgb: np.ndarray, box: Box, faces: int) -> CropResult:
     x, y, w, h = box
-    return CropResult(rgb[y:y + h, x:x + w], box, faces)
+    return CropResult(rgb[y : y + h, x : x + w], box, faces)

@@ -134,18 +134,37 @@ class Daemon:
         self._prepare_fn = self._make_prepare()
         self.telemetry.set_model(self.classifier.manifest.sha256)
         self.telemetry.set_status("starting", "waiting for the first frame")
-        self.outputs = self._outputs_given if self._outputs_given is not None else build_outputs(
-            cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
+        self.outputs = (
+            self._outputs_given
+            if self._outputs_given is not None
+            else build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
+        )
         start_outputs(self.outputs)
         self._started = True  # from here on close() has something to release
         self.grabber = self._make_grabber(cfg).start()
-        self.stats = {"frames": 0, "results": 0, "no_roi": 0, "no_outputs": 0, "stale": 0, "stalls": 0, "reloads": 0,
-                      "reloads_refused": 0, "start_to_first_result_s": None, "model_load_s":
-                      round(time.monotonic() - self._t_start, 4)}
-        log.info("model %s (%s, %dx%d, %d threads, %s %s); source %s; crop %s",
-                 self.model_dir, self.classifier.manifest.variant, *self.classifier.input_size,
-                 self.classifier.num_threads, self.classifier.runtime.name, self.classifier.runtime.version,
-                 cfg.source.type, cfg.crop.mode)
+        self.stats = {
+            "frames": 0,
+            "results": 0,
+            "no_roi": 0,
+            "no_outputs": 0,
+            "stale": 0,
+            "stalls": 0,
+            "reloads": 0,
+            "reloads_refused": 0,
+            "start_to_first_result_s": None,
+            "model_load_s": round(time.monotonic() - self._t_start, 4),
+        }
+        log.info(
+            "model %s (%s, %dx%d, %d threads, %s %s); source %s; crop %s",
+            self.model_dir,
+            self.classifier.manifest.variant,
+            *self.classifier.input_size,
+            self.classifier.num_threads,
+            self.classifier.runtime.name,
+            self.classifier.runtime.version,
+            cfg.source.type,
+            cfg.crop.mode,
+        )
         self.notifier.status("starting: waiting for the first frame")
         return self
 
@@ -158,10 +177,13 @@ class Daemon:
         self.notifier.stopping()
         closed = self.grabber.stop(timeout=1.0) if self.grabber else True
         close_outputs(self.outputs)
-        log.info("stopped: %d results from %d frames (%d dropped); source %s",
-                 self.stats.get("results", 0), self.stats.get("frames", 0),
-                 self.grabber.stats.dropped if self.grabber else 0,
-                 "closed" if closed else "NOT closed (capture call blocked)")
+        log.info(
+            "stopped: %d results from %d frames (%d dropped); source %s",
+            self.stats.get("results", 0),
+            self.stats.get("frames", 0),
+            self.grabber.stats.dropped if self.grabber else 0,
+            "closed" if closed else "NOT closed (capture call blocked)",
+        )
         self.notifier.close()
 
     def __enter__(self) -> "Daemon":
@@ -348,18 +370,30 @@ class Daemon:
         scores = self.classifier.scores_from(frame.sensor_output)
         d = self.decider.update(scores)
         t4 = time.perf_counter()
-        stages = {"frame_wait": wait_ms, "capture_wait": age_ms, "postprocess": (t4 - t3) * 1000.0,
-                  "latency": (time.monotonic() - frame.mono) * 1000.0}
+        stages = {
+            "frame_wait": wait_ms,
+            "capture_wait": age_ms,
+            "postprocess": (t4 - t3) * 1000.0,
+            "latency": (time.monotonic() - frame.mono) * 1000.0,
+        }
         return self._emit(frame, d, scores, stages, frame.image, t4)
 
-    def _emit(self, frame, d, scores: np.ndarray, stages: dict[str, float], image: np.ndarray | None,
-              t4: float) -> Result:
+    def _emit(
+        self, frame, d, scores: np.ndarray, stages: dict[str, float], image: np.ndarray | None, t4: float
+    ) -> Result:
         """Publish one decided frame: result, outputs, telemetry, readiness (both paths)."""
         clf = self.classifier
         result = Result(
-            frame_id=frame.frame_id, timestamp=frame.timestamp, label=d.label, score=d.score,
-            smoothed_label=d.smoothed_label, smoothed_score=d.smoothed_score, event=d.event,
-            stages_ms=stages, scores=scores.tolist(), model_sha256=clf.manifest.sha256,
+            frame_id=frame.frame_id,
+            timestamp=frame.timestamp,
+            label=d.label,
+            score=d.score,
+            smoothed_label=d.smoothed_label,
+            smoothed_score=d.smoothed_score,
+            event=d.event,
+            stages_ms=stages,
+            scores=scores.tolist(),
+            model_sha256=clf.manifest.sha256,
         )
         self.telemetry.result_published(result)
         publish_all(self.outputs, result)
@@ -372,8 +406,9 @@ class Daemon:
         if self.stats["start_to_first_result_s"] is None:
             self.stats["start_to_first_result_s"] = round(time.monotonic() - self._t_start, 4)
             self.notifier.ready(f"classifying {self.grabber.source_name}")
-            log.info("first result %.3f s after start: %s %.3f", self.stats["start_to_first_result_s"],
-                     d.label, d.score)
+            log.info(
+                "first result %.3f s after start: %s %.3f", self.stats["start_to_first_result_s"], d.label, d.score
+            )
         if self.telemetry.status() != "ok":
             self.telemetry.set_status("ok")
             self.notifier.status(f"ok: classifying {self.grabber.source_name}")
@@ -409,8 +444,7 @@ class Daemon:
         except FaceedgeError as e:
             self.stats["reloads_refused"] += 1
             self.telemetry.inc("reloads_refused")
-            log.error("reload refused: %s; still serving %s (sha256 %s)", e, old.model_path,
-                      old.manifest.sha256[:12])
+            log.error("reload refused: %s; still serving %s (sha256 %s)", e, old.model_path, old.manifest.sha256[:12])
             self.notifier.ready(f"reload refused: {e}")
             return
         with self._pending_lock:
@@ -438,8 +472,9 @@ class Daemon:
                     start_outputs(self.outputs)
                 except FaceedgeError as e:  # e.g. the new port is taken: keep the old outputs
                     log.error("reload: new outputs refused (%s); keeping the previous ones", e)
-                    self.config = cfg = cfg.model_copy(update={"outputs": old_cfg.outputs,
-                                                                "expose_images": old_cfg.expose_images})
+                    self.config = cfg = cfg.model_copy(
+                        update={"outputs": old_cfg.outputs, "expose_images": old_cfg.expose_images}
+                    )
                     self.outputs = build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
                     start_outputs(self.outputs)
         # the AI Camera loads its network when it opens: a new imx500 model means reopening it
@@ -450,8 +485,13 @@ class Daemon:
         self.telemetry.set_model(clf.manifest.sha256)
         self.stats["reloads"] += 1
         self.telemetry.inc("reloads")
-        log.info("reloaded: model %s (sha256 %s), source %s, crop %s", mdir, clf.manifest.sha256[:12],
-                 cfg.source.type, cfg.crop.mode)
+        log.info(
+            "reloaded: model %s (sha256 %s), source %s, crop %s",
+            mdir,
+            clf.manifest.sha256[:12],
+            cfg.source.type,
+            cfg.crop.mode,
+        )
         self.notifier.ready(f"reloaded model {clf.manifest.sha256[:12]}")
 
     # ------------------------------------------------------------------------------- helpers
@@ -474,8 +514,7 @@ class Daemon:
         factory = self._source_factory or (lambda: build_source(source))
         # keep_images=False: the loop uses the prepared input, not the frame (face mode has no hook
         # and keeps its frames): one full-size buffer in flight instead of up to four
-        return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn,
-                            keep_images=False)
+        return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn, keep_images=False)
 
 
 def apply_opencv_threads(cfg: DaemonConfig) -> int:
@@ -487,8 +526,9 @@ def apply_opencv_threads(cfg: DaemonConfig) -> int:
     return n
 
 
-def check_limits(*, max_frames: int | None = None, max_seconds: float | None = None,
-                 num_threads: int | None = None) -> None:
+def check_limits(
+    *, max_frames: int | None = None, max_seconds: float | None = None, num_threads: int | None = None
+) -> None:
     """Run limits below 1 are mistakes (0 used to mean one frame, or no limit at all): refuse them."""
     if max_frames is not None and max_frames < 1:
         raise FaceedgeError(f"--max_frames {max_frames}: must be >= 1 (leave it out to run until stopped)")
@@ -502,11 +542,14 @@ def require_outputs(cfg: DaemonConfig, config: str | os.PathLike | None) -> None
     """A daemon whose results go nowhere is a mistake, not a run."""
     if not any(getattr(cfg.outputs, name) is not None for name in type(cfg.outputs).model_fields):
         where = f"{config}: key 'outputs'" if config else "no --config given, so key 'outputs'"
-        raise FaceedgeError(f"{where}: no output configured, the results would go nowhere; add outputs.jsonl "
-                            "(path: '-' for stdout), outputs.http or outputs.mqtt")
+        raise FaceedgeError(
+            f"{where}: no output configured, the results would go nowhere; add outputs.jsonl "
+            "(path: '-' for stdout), outputs.http or outputs.mqtt"
+        )
 
 
 # ----------------------------------------------------------------------------------- signals + CLI
+
 
 def install_signal_handlers(stop: threading.Event, daemon: Daemon | None = None) -> None:
     """SIGTERM/SIGINT → stop; SIGHUP → reload. Main thread only (Python's rule for signals)."""
@@ -550,24 +593,53 @@ def add_parser(subparsers) -> None:
     import argparse
 
     p = subparsers.add_parser(
-        "run", help="run the daemon: camera → classifier → outputs",
+        "run",
+        help="run the daemon: camera → classifier → outputs",
         description="Classify camera frames on-device until SIGTERM/SIGINT (SIGHUP reloads config and model).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=None, help="device YAML config (default: all defaults)")
-    p.add_argument("--model_dir", "--model-dir", dest="model_dir", type=str, default=None,
-                   help="model dir or run dir (overrides model.dir)")
-    p.add_argument("--source", type=str, default=None,
-                   help="override the config's source: synthetic, picamera2, a camera index, a video file, "
-                        "a URL, an image folder or glob")
-    p.add_argument("--num_threads", "--num-threads", dest="num_threads", type=int, default=None,
-                   help="interpreter threads (overrides model.num_threads; default all cores)")
-    p.add_argument("--max_frames", "--max-frames", dest="max_frames", type=int, default=None,
-                   help="stop after this many results")
-    p.add_argument("--max_seconds", "--max-seconds", dest="max_seconds", type=float, default=None,
-                   help="stop after this many seconds")
-    p.add_argument("--validate_config", "--validate-config", dest="validate_only", action="store_true",
-                   help="only validate --config and exit")
+    p.add_argument(
+        "--model_dir",
+        "--model-dir",
+        dest="model_dir",
+        type=str,
+        default=None,
+        help="model dir or run dir (overrides model.dir)",
+    )
+    p.add_argument(
+        "--source",
+        type=str,
+        default=None,
+        help="override the config's source: synthetic, picamera2, a camera index, a video file, "
+        "a URL, an image folder or glob",
+    )
+    p.add_argument(
+        "--num_threads",
+        "--num-threads",
+        dest="num_threads",
+        type=int,
+        default=None,
+        help="interpreter threads (overrides model.num_threads; default all cores)",
+    )
+    p.add_argument(
+        "--max_frames", "--max-frames", dest="max_frames", type=int, default=None, help="stop after this many results"
+    )
+    p.add_argument(
+        "--max_seconds",
+        "--max-seconds",
+        dest="max_seconds",
+        type=float,
+        default=None,
+        help="stop after this many seconds",
+    )
+    p.add_argument(
+        "--validate_config",
+        "--validate-config",
+        dest="validate_only",
+        action="store_true",
+        help="only validate --config and exit",
+    )
     p.set_defaults(func=_cmd_run)
 
 
@@ -580,7 +652,14 @@ def _cmd_run(args) -> int:
         return 0
     if getattr(args, "log_level", None) is None:
         logging.getLogger().setLevel(cfg.log_level)
-    stats = run(args.config, model_dir=args.model_dir, source=args.source, num_threads=args.num_threads,
-                max_frames=args.max_frames, max_seconds=args.max_seconds, handle_signals=True)
+    stats = run(
+        args.config,
+        model_dir=args.model_dir,
+        source=args.source,
+        num_threads=args.num_threads,
+        max_frames=args.max_frames,
+        max_seconds=args.max_seconds,
+        handle_signals=True,
+    )
     log.info("run stats: %s", json.dumps({k: v for k, v in stats.items() if k != "capture"}))
     return 0

@@ -74,6 +74,7 @@ _SAFE_USER = re.compile(r"^[A-Za-z0-9._-]+$")
 
 # ============================================================================ hosts and ssh
 
+
 @dataclass(frozen=True)
 class Host:
     """One target: `[user@]host[:port]` (IPv6: `[user@][addr]:port`)."""
@@ -137,15 +138,24 @@ class Ssh:
 
     def options(self, host: Host) -> list[str]:
         opts = [
-            "-p", str(host.port or self.port),
-            "-o", "BatchMode=yes",  # never prompt: no passwords, no passphrases typed here
-            "-o", "PasswordAuthentication=no",
-            "-o", "KbdInteractiveAuthentication=no",
-            "-o", "PubkeyAuthentication=yes",
-            "-o", "StrictHostKeyChecking=yes",  # unknown or changed host key: refuse
-            "-o", f"ConnectTimeout={self.connect_timeout}",
-            "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=4",
+            "-p",
+            str(host.port or self.port),
+            "-o",
+            "BatchMode=yes",  # never prompt: no passwords, no passphrases typed here
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "KbdInteractiveAuthentication=no",
+            "-o",
+            "PubkeyAuthentication=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",  # unknown or changed host key: refuse
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
         ]
         if self.key is not None:
             opts += ["-i", str(self.key), "-o", "IdentitiesOnly=yes"]
@@ -179,19 +189,24 @@ def explain_ssh_failure(host: Host, ssh: Ssh, stderr: str) -> str:
     s = stderr.strip()
     if "Host key verification failed" in s or "REMOTE HOST IDENTIFICATION HAS CHANGED" in s:
         kh = ssh.known_hosts or Path("~/.ssh/known_hosts")
-        return (f"host key verification failed for {host.host}: its key is not in {kh} or has CHANGED. "
-                "Nothing was copied. Check the fingerprint on the Pi "
-                "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) "
-                f"and add it, e.g. `ssh-keyscan -p {host.port or ssh.port} {host.host} >> {kh}` after comparing")
+        return (
+            f"host key verification failed for {host.host}: its key is not in {kh} or has CHANGED. "
+            "Nothing was copied. Check the fingerprint on the Pi "
+            "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) "
+            f"and add it, e.g. `ssh-keyscan -p {host.port or ssh.port} {host.host} >> {kh}` after comparing"
+        )
     if "Permission denied" in s:
-        return (f"ssh key refused by {host.dest}: copy your public key there first "
-                f"(ssh-copy-id {'-i ' + str(ssh.key) + ' ' if ssh.key else ''}-p {host.port or ssh.port} {host.dest})")
+        return (
+            f"ssh key refused by {host.dest}: copy your public key there first "
+            f"(ssh-copy-id {'-i ' + str(ssh.key) + ' ' if ssh.key else ''}-p {host.port or ssh.port} {host.dest})"
+        )
     if "Connection refused" in s or "timed out" in s or "No route" in s or "Could not resolve" in s:
         return f"cannot reach {host.host}:{host.port or ssh.port} ({s.splitlines()[-1]})"
     return f"ssh to {host.dest} failed: {s.splitlines()[-1] if s else 'no message'}"
 
 
 # ============================================================================ the device wheel
+
 
 def device_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
     """The base dependencies plus the `device` extra, read from the project's pyproject.toml."""
@@ -221,8 +236,9 @@ def build_device_wheel(out_dir: Path, *, python: str = sys.executable) -> Path:
     reqs = device_requirements()
     with tempfile.TemporaryDirectory(prefix="faceedge-wheel-") as tmp:
         src = Path(tmp) / "src"
-        shutil.copytree(PACKAGE_DIR, src / "device",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*"))
+        shutil.copytree(
+            PACKAGE_DIR, src / "device", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*")
+        )
         (src / "pyproject.toml").write_text(
             "[build-system]\n"
             'requires = ["setuptools>=61", "wheel"]\n'
@@ -240,8 +256,20 @@ def build_device_wheel(out_dir: Path, *, python: str = sys.executable) -> Path:
             "[tool.setuptools.package-data]\n"
             'device = ["*.service", "*.yaml", "assets/*"]\n'
         )
-        argv = [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                "--disable-pip-version-check", "-q", "-w", str(Path(tmp) / "dist"), str(src)]
+        argv = [
+            python,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "-q",
+            "-w",
+            str(Path(tmp) / "dist"),
+            str(src),
+        ]
         p = subprocess.run(argv, capture_output=True, text=True, check=False)
         if p.returncode != 0:
             raise FaceedgeError(f"building the device wheel failed: {(p.stderr or p.stdout).strip()[-800:]}")
@@ -272,6 +300,7 @@ def check_wheel(wheel: Path) -> None:
 
 # ============================================================================ the bundle
 
+
 @dataclass
 class SelfTest:
     image: Path
@@ -291,8 +320,10 @@ def health_spec(cfg, config_path: Path) -> dict:
     """Where the deploy health gate asks: the config's HTTP output, queried on loopback on the Pi."""
     http = cfg.outputs.http
     if http is None:
-        raise FaceedgeError(f"{config_path}: key 'outputs.http': the deploy health gate needs the HTTP output "
-                            "(add `outputs: {http: {}}` for 127.0.0.1:8088)")
+        raise FaceedgeError(
+            f"{config_path}: key 'outputs.http': the deploy health gate needs the HTTP output "
+            "(add `outputs: {http: {}}` for 127.0.0.1:8088)"
+        )
     if http.port == 0:
         raise FaceedgeError(f"{config_path}: key 'outputs.http.port': deploy needs a fixed port, not 0")
     host = http.host
@@ -367,17 +398,27 @@ def selftest_from_image(image: Path, expect: str | None, model_dir: Path, cfg) -
     clf = Classifier.from_model_dir(model_dir, num_threads=1)
     label, score, _ = _classify_like_check(clf, Cropper(cfg.crop), load_image_rgb(image))
     if expect is not None and expect != label:
-        raise FaceedgeError(f"--selftest_image {image}: this model says {label!r} ({score:.3f}) here, "
-                            f"not --selftest_expect {expect!r}; the deploy would fail its own check")
+        raise FaceedgeError(
+            f"--selftest_image {image}: this model says {label!r} ({score:.3f}) here, "
+            f"not --selftest_expect {expect!r}; the deploy would fail its own check"
+        )
     return SelfTest(image=image, expect=label, score=score)
 
 
 def _git_describe() -> dict:
     try:
-        sha = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--", "device"],
-                               capture_output=True, text=True, check=True).stdout.strip() != ""
+        sha = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--", "device"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            != ""
+        )
         return {"commit": sha, "device_dir_dirty": dirty}
     except (OSError, subprocess.CalledProcessError):
         return {}
@@ -401,8 +442,15 @@ def write_bundle_manifest(root: Path, meta: dict) -> str:
 
 
 def build_bundle(
-    out: Path, *, run: Path, config: Path, variant: str = "int8", unit: Path = DEFAULT_UNIT,
-    selftest_image: Path | None = None, selftest_expect: str | None = None, model_only: bool = False,
+    out: Path,
+    *,
+    run: Path,
+    config: Path,
+    variant: str = "int8",
+    unit: Path = DEFAULT_UNIT,
+    selftest_image: Path | None = None,
+    selftest_expect: str | None = None,
+    model_only: bool = False,
     wheel: Path | None = None,
 ) -> dict:
     """Write a bundle into `out` (created; must not exist or be empty); returns BUNDLE.json's content.
@@ -419,8 +467,10 @@ def build_bundle(
     run_dir = Path(run) if (Path(run) / "splits.csv").is_file() else model_dir.parent.parent
     if manifest.variant == "imx500":  # the AI Camera classifies its own frames: no image to self-test with
         if selftest_image is not None:
-            raise FaceedgeError(f"--selftest_image {selftest_image}: an imx500 model runs on the sensor; the Pi "
-                                "cannot classify an image with it (the health gate checks its first results)")
+            raise FaceedgeError(
+                f"--selftest_image {selftest_image}: an imx500 model runs on the sensor; the Pi "
+                "cannot classify an image with it (the health gate checks its first results)"
+            )
         st = None
     elif selftest_image is not None:
         st = selftest_from_image(Path(selftest_image), selftest_expect, model_dir, cfg)
@@ -434,17 +484,28 @@ def build_bundle(
         "format": BUNDLE_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model_only": model_only,
-        "model": {"sha256": manifest.sha256, "variant": manifest.variant, "labels": manifest.labels,
-                  "source_run": manifest.source_run, "from": str(model_dir)},
+        "model": {
+            "sha256": manifest.sha256,
+            "variant": manifest.variant,
+            "labels": manifest.labels,
+            "source_run": manifest.source_run,
+            "from": str(model_dir),
+        },
         "selftest": None,
     }
     if st is not None:
         (out / "selftest").mkdir()
         dest = out / "selftest" / f"selftest{st.image.suffix.lower() or '.png'}"
         shutil.copy2(st.image, dest)
-        meta["selftest"] = {"image": dest.relative_to(out).as_posix(), "expect": st.expect,
-                            "score": round(st.score, 6), "tolerance": SELFTEST_TOLERANCE,
-                            "true_label": st.true_label, "split": st.split, "from": str(st.image)}
+        meta["selftest"] = {
+            "image": dest.relative_to(out).as_posix(),
+            "expect": st.expect,
+            "score": round(st.score, 6),
+            "tolerance": SELFTEST_TOLERANCE,
+            "true_label": st.true_label,
+            "split": st.split,
+            "from": str(st.image),
+        }
     if not model_only:
         if not Path(unit).is_file():
             raise FaceedgeError(f"{unit}: systemd unit not found")
@@ -482,6 +543,7 @@ def read_bundle(path: Path) -> dict:
 
 
 # ============================================================================ talking to hosts
+
 
 @dataclass
 class Options:
@@ -531,8 +593,10 @@ def _check_remote_dir(remote_dir: str) -> str:
         raise FaceedgeError(f"--remote_dir {remote_dir!r}: use letters, digits and ._/+- only (relative = under ~)")
     d = posixpath.normpath(d)
     if d in (".", "/"):
-        raise FaceedgeError(f"--remote_dir {remote_dir!r}: give a folder inside the home on the device "
-                            "(default faceedge), not the home itself or /")
+        raise FaceedgeError(
+            f"--remote_dir {remote_dir!r}: give a folder inside the home on the device "
+            "(default faceedge), not the home itself or /"
+        )
     return d
 
 
@@ -558,20 +622,29 @@ fi
 def probe(host: Host, opts: Options) -> dict:
     """Resolve remote_dir (relative = under $HOME) and read `current`; proves ssh and host key work."""
     argv = opts.ssh.ssh_argv(host, ["sh", "-c", PROBE, "probe", opts.remote_dir, opts.remote_python])
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=opts.ssh.connect_timeout + 60,
-                       stdin=subprocess.DEVNULL, check=False)
+    p = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=opts.ssh.connect_timeout + 60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     if p.returncode != 0:
         if p.returncode == 255:
             raise HostFailed(explain_ssh_failure(host, opts.ssh, p.stderr))
         raise HostFailed(f"cannot prepare {opts.remote_dir} on {host.dest}: {p.stderr.strip()[-300:]}")
     info = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
     if not info.get("python"):
-        raise HostFailed(f"{opts.remote_python} not found on {host.dest} (Raspberry Pi OS has python3; "
-                         "or set --remote_python)")
+        raise HostFailed(
+            f"{opts.remote_python} not found on {host.dest} (Raspberry Pi OS has python3; or set --remote_python)"
+        )
     major, minor = (int(x) for x in info["python"].split("."))
     if (major, minor) < (3, 10):
-        raise HostFailed(f"{opts.remote_python} on {host.dest} is {info['python']}; the daemon needs Python >= 3.10 "
-                         "(Raspberry Pi OS Bookworm has 3.11)")
+        raise HostFailed(
+            f"{opts.remote_python} on {host.dest} is {info['python']}; the daemon needs Python >= 3.10 "
+            "(Raspberry Pi OS Bookworm has 3.11)"
+        )
     info["current"] = os.path.basename(info.get("current", "").rstrip("/"))
     return info
 
@@ -583,8 +656,9 @@ def remote_script(host: Host, opts: Options, plan: dict, out: Callable[[str], No
     of stdin before running it, and the only statement with an effect is the last line's main().
     """
     argv = opts.ssh.ssh_argv(host, [opts.remote_python, "-", json.dumps(plan, separators=(",", ":"))])
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(REMOTE_SCRIPT.read_text())
     proc.stdin.close()
@@ -619,8 +693,7 @@ def ship(host: Host, opts: Options, bundle_dir: Path, release: str, action: str,
     cur = info["current"] or None
     out(f"{remote_dir} on {host.dest}: current {cur or '(none)'}; copying release {release}")
     t0 = time.monotonic()
-    argv = opts.ssh.rsync_argv(host, bundle_dir, f"{remote_dir}/releases/{release}",
-                               f"../{cur}" if cur else None)
+    argv = opts.ssh.rsync_argv(host, bundle_dir, f"{remote_dir}/releases/{release}", f"../{cur}" if cur else None)
     p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     if p.returncode != 0:
         if "Host key verification failed" in p.stderr:
@@ -640,8 +713,9 @@ def release_name(digest: str, when: float | None = None) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when)) + "-" + digest[:8]
 
 
-def for_each_host(hosts: list[Host], fn: Callable[[Host, Callable[[str], None]], str],
-                  printer: Printer) -> dict[str, str | None]:
+def for_each_host(
+    hosts: list[Host], fn: Callable[[Host, Callable[[str], None]], str], printer: Printer
+) -> dict[str, str | None]:
     """Run fn on every host in parallel; {spec: result or None}; one failure never stops the others."""
     results: dict[str, str | None] = {}
 
@@ -678,8 +752,10 @@ def _summary(results: dict[str, str | None], what: str, stream) -> int:
 
 # ============================================================================ entry points
 
-def deploy(hosts: list[Host], opts: Options, bundle_dir: Path, *, action: str = "deploy",
-           printer: Printer | None = None) -> int:
+
+def deploy(
+    hosts: list[Host], opts: Options, bundle_dir: Path, *, action: str = "deploy", printer: Printer | None = None
+) -> int:
     """Ship a built bundle to every host in parallel; 0 when all succeeded."""
     printer = printer or Printer(prefix_hosts=len(hosts) > 1)
     meta = read_bundle(bundle_dir)
@@ -726,36 +802,74 @@ def status(hosts: list[Host], opts: Options) -> dict[str, dict]:
 def _add_ssh_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hosts", required=True, help="comma-separated user@host[:port] (done in parallel)")
     p.add_argument("--port", type=int, default=22, help="ssh port (a host's own :port wins)")
-    p.add_argument("--ssh_key", "--ssh-key", type=Path, default=None,
-                   help="private key for ssh (none: what ssh picks itself, e.g. ~/.ssh/id_ed25519 or the agent)")
-    p.add_argument("--known_hosts", "--known-hosts", type=Path, default=None,
-                   help="known_hosts file to check host keys against (none: ~/.ssh/known_hosts); "
-                        "checking is never turned off")
+    p.add_argument(
+        "--ssh_key",
+        "--ssh-key",
+        type=Path,
+        default=None,
+        help="private key for ssh (none: what ssh picks itself, e.g. ~/.ssh/id_ed25519 or the agent)",
+    )
+    p.add_argument(
+        "--known_hosts",
+        "--known-hosts",
+        type=Path,
+        default=None,
+        help="known_hosts file to check host keys against (none: ~/.ssh/known_hosts); checking is never turned off",
+    )
     p.add_argument("--connect_timeout", type=int, default=10, help="ssh connect timeout, seconds")
-    p.add_argument("--remote_dir", "--remote-dir", default="faceedge",
-                   help="where releases live on the device (relative = under the user's home)")
+    p.add_argument(
+        "--remote_dir",
+        "--remote-dir",
+        default="faceedge",
+        help="where releases live on the device (relative = under the user's home)",
+    )
     p.add_argument("--remote_python", default="python3", help="the device's python (creates the venvs)")
-    p.add_argument("--service_manager", choices=SERVICE_MANAGERS, default="systemd-user",
-                   help="how the service is restarted: systemctl --user (no sudo), sudo systemctl, or "
-                        "your own commands (--restart_cmd/--stop_cmd/--reload_cmd, run on the device)")
+    p.add_argument(
+        "--service_manager",
+        choices=SERVICE_MANAGERS,
+        default="systemd-user",
+        help="how the service is restarted: systemctl --user (no sudo), sudo systemctl, or "
+        "your own commands (--restart_cmd/--stop_cmd/--reload_cmd, run on the device)",
+    )
     p.add_argument("--restart_cmd", default=None, help="service_manager command: restart the daemon")
     p.add_argument("--stop_cmd", default=None, help="service_manager command: stop the daemon")
     p.add_argument("--reload_cmd", default=None, help="service_manager command: send the daemon SIGHUP")
-    p.add_argument("--health_timeout", type=float, default=60.0,
-                   help="seconds for /healthz to say ok after a restart before rolling back")
-    p.add_argument("--lock_wait", type=float, default=60.0,
-                   help="seconds to wait for another deploy on the same device to finish")
+    p.add_argument(
+        "--health_timeout",
+        type=float,
+        default=60.0,
+        help="seconds for /healthz to say ok after a restart before rolling back",
+    )
+    p.add_argument(
+        "--lock_wait", type=float, default=60.0, help="seconds to wait for another deploy on the same device to finish"
+    )
 
 
 def _add_bundle_args(p: argparse.ArgumentParser, *, full: bool) -> None:
-    p.add_argument("--run", type=Path, default=Path("runs/latest"),
-                   help="run dir (uses export/<variant>/) or a model dir with manifest.json")
-    p.add_argument("--variant", choices=["int8", "float32", "float16", "imx500"], default="int8",
-                   help="which exported model of the run (imx500: packaged into network.rpk on the Pi)")
-    p.add_argument("--config", type=Path, default=Path("configs/device.yaml"),
-                   help="device config shipped with the release (its outputs.http is the health gate)")
-    p.add_argument("--selftest_image", type=Path, default=None,
-                   help="self-test image (default: a holdout image from the run's splits.csv)")
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=Path("runs/latest"),
+        help="run dir (uses export/<variant>/) or a model dir with manifest.json",
+    )
+    p.add_argument(
+        "--variant",
+        choices=["int8", "float32", "float16", "imx500"],
+        default="int8",
+        help="which exported model of the run (imx500: packaged into network.rpk on the Pi)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("configs/device.yaml"),
+        help="device config shipped with the release (its outputs.http is the health gate)",
+    )
+    p.add_argument(
+        "--selftest_image",
+        type=Path,
+        default=None,
+        help="self-test image (default: a holdout image from the run's splits.csv)",
+    )
     p.add_argument("--selftest_expect", default=None, help="label --selftest_image must get")
     p.add_argument("--bundle", type=Path, default=None, help="ship this already built bundle instead")
     p.add_argument("--bundle_out", type=Path, default=None, help="build the bundle here (kept)")
@@ -764,34 +878,51 @@ def _add_bundle_args(p: argparse.ArgumentParser, *, full: bool) -> None:
     if full:
         p.add_argument("--unit", type=Path, default=DEFAULT_UNIT, help="systemd unit shipped with the release")
         p.add_argument("--keep", type=int, default=3, help="ready releases kept on the device (plus current/previous)")
-        p.add_argument("--no_deps", action="store_true",
-                       help="pip install the wheel without its dependencies (they come from the system "
-                            "site-packages, e.g. apt's python3-opencv, or a wheelhouse via --pip_args)")
-        p.add_argument("--venv_without_pip", action="store_true",
-                       help="make release venvs without their own pip and install with the device's "
-                            "system pip (apt install python3-pip): faster, ~15 MB less per release")
-        p.add_argument("--pip_args", default="",
-                       help="extra pip install arguments on the device, e.g. "
-                            "\"--no-index --find-links /home/pi/wheels\" (one string)")
+        p.add_argument(
+            "--no_deps",
+            action="store_true",
+            help="pip install the wheel without its dependencies (they come from the system "
+            "site-packages, e.g. apt's python3-opencv, or a wheelhouse via --pip_args)",
+        )
+        p.add_argument(
+            "--venv_without_pip",
+            action="store_true",
+            help="make release venvs without their own pip and install with the device's "
+            "system pip (apt install python3-pip): faster, ~15 MB less per release",
+        )
+        p.add_argument(
+            "--pip_args",
+            default="",
+            help="extra pip install arguments on the device, e.g. "
+            '"--no-index --find-links /home/pi/wheels" (one string)',
+        )
 
 
 def add_parser(subparsers) -> None:
-    d = subparsers.add_parser("deploy", help="deploy daemon + model to Raspberry Pis over ssh",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                              description=__doc__.split("\n\n")[0])
+    d = subparsers.add_parser(
+        "deploy",
+        help="deploy daemon + model to Raspberry Pis over ssh",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+    )
     _add_ssh_args(d)
     _add_bundle_args(d, full=True)
     d.set_defaults(func=lambda a: run_cli("deploy", a))
-    m = subparsers.add_parser("deploy-model", help="ship a new model only and reload it with SIGHUP",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m = subparsers.add_parser(
+        "deploy-model",
+        help="ship a new model only and reload it with SIGHUP",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     _add_ssh_args(m)
     _add_bundle_args(m, full=False)
     m.set_defaults(func=lambda a: run_cli("deploy-model", a))
-    r = subparsers.add_parser("rollback", help="go back one release on the device(s)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r = subparsers.add_parser(
+        "rollback", help="go back one release on the device(s)", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     _add_ssh_args(r)
-    r.add_argument("--to", default=None,
-                   help="a release name to go back to (none: the newest ready release older than current)")
+    r.add_argument(
+        "--to", default=None, help="a release name to go back to (none: the newest ready release older than current)"
+    )
     r.set_defaults(func=lambda a: run_cli("rollback", a))
 
 
@@ -847,16 +978,28 @@ def run_cli(action: str, a: argparse.Namespace) -> int:
     # (a failed build included); --bundle_out keeps it.
     with contextlib.ExitStack() as stack:
         bundle_dir = a.bundle_out or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faceedge-bundle-")))
-        meta = build_bundle(bundle_dir, run=a.run, config=a.config, variant=a.variant,
-                            unit=getattr(a, "unit", DEFAULT_UNIT), selftest_image=a.selftest_image,
-                            selftest_expect=a.selftest_expect, model_only=(action == "deploy-model"))
+        meta = build_bundle(
+            bundle_dir,
+            run=a.run,
+            config=a.config,
+            variant=a.variant,
+            unit=getattr(a, "unit", DEFAULT_UNIT),
+            selftest_image=a.selftest_image,
+            selftest_expect=a.selftest_expect,
+            model_only=(action == "deploy-model"),
+        )
         st = meta["selftest"]
-        print(f"bundle {bundle_dir}: {len(meta['files'])} files, model {meta['model']['sha256'][:12]} "
-              f"({meta['model']['variant']}), self-test "
-              + (f"{st['image']} ({st['split']} image {Path(st['from']).name}) must give {st['expect']!r} "
-                 f"({st['score']:.3f} ± {st['tolerance']})" if st else
-                 "(none: no splits.csv next to the model; device check uses its test pattern)"),
-              flush=True)
+        print(
+            f"bundle {bundle_dir}: {len(meta['files'])} files, model {meta['model']['sha256'][:12]} "
+            f"({meta['model']['variant']}), self-test "
+            + (
+                f"{st['image']} ({st['split']} image {Path(st['from']).name}) must give {st['expect']!r} "
+                f"({st['score']:.3f} ± {st['tolerance']})"
+                if st
+                else "(none: no splits.csv next to the model; device check uses its test pattern)"
+            ),
+            flush=True,
+        )
         if a.build_only:
             return 0
         return deploy(hosts, opts, bundle_dir, action=action)

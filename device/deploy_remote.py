@@ -70,6 +70,7 @@ class DeployError(Exception):
 
 # ----------------------------------------------------------------------------------------- logging
 
+
 class Log:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -93,6 +94,7 @@ log = Log(os.devnull)
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
 
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
@@ -124,8 +126,14 @@ def run(argv: list, *, timeout: float, cwd: str | None = None, env: dict | None 
     """Run argv (never through a shell); return (exit code, combined output)."""
     try:
         p = subprocess.run(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, timeout=timeout, check=False,
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
         )
     except FileNotFoundError:
         return 127, f"{argv[0]}: command not found"
@@ -149,12 +157,15 @@ def check_root(remote_dir: str, home: str | None = None) -> str:
     home = os.path.normpath(home or os.path.expanduser("~"))
     root = os.path.normpath(os.path.join(home, os.path.expanduser(remote_dir)))
     if root == home or not root.startswith(home.rstrip("/") + "/"):
-        raise DeployError(f"remote_dir {remote_dir!r} ({root}) must be a folder inside your home ({home}), "
-                          "not the home itself, / or anything outside it")
+        raise DeployError(
+            f"remote_dir {remote_dir!r} ({root}) must be a folder inside your home ({home}), "
+            "not the home itself, / or anything outside it"
+        )
     return root
 
 
 # --------------------------------------------------------------------------------------- the layout
+
 
 class Layout:
     def __init__(self, remote_dir: str) -> None:
@@ -287,6 +298,7 @@ class Lock:
 
 # ----------------------------------------------------------------------------- the flip in progress
 
+
 def pending_path(lay: "Layout") -> str:
     return os.path.join(lay.root, PENDING)
 
@@ -303,9 +315,20 @@ def read_pending(lay: "Layout") -> dict | None:
 
 def begin_flip(lay: "Layout", action: str, release: str, previous: str | None, *, mark_failed: bool) -> None:
     """Record, durably, what to go back to should this process die before the health gate passed."""
-    write_atomic(pending_path(lay), json.dumps({"action": action, "release": release, "previous": previous,
-                                                "mark_failed": mark_failed, "pid": os.getpid(),
-                                                "time": time.time()}) + "\n")
+    write_atomic(
+        pending_path(lay),
+        json.dumps(
+            {
+                "action": action,
+                "release": release,
+                "previous": previous,
+                "mark_failed": mark_failed,
+                "pid": os.getpid(),
+                "time": time.time(),
+            }
+        )
+        + "\n",
+    )
 
 
 def end_flip(lay: "Layout") -> None:
@@ -317,6 +340,7 @@ def end_flip(lay: "Layout") -> None:
 
 
 # ------------------------------------------------------------------------------------------- steps
+
 
 def verify(rel: str) -> dict:
     """Every file listed in BUNDLE.json is there with its sha256; returns the bundle manifest."""
@@ -372,10 +396,11 @@ def build_venv(rel: str, bundle: dict, plan: dict) -> None:
         mk.append("--without-pip")
     code, out = run(mk + [venv], timeout=600, cwd=rel)
     if code != 0:
-        raise DeployError(f"cannot create the venv with {py} -m venv (exit {code}); on Raspberry Pi OS: "
-                          f"sudo apt install python3-venv\n{tail(out)}")
-    argv = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
-            "--no-input"]
+        raise DeployError(
+            f"cannot create the venv with {py} -m venv (exit {code}); on Raspberry Pi OS: "
+            f"sudo apt install python3-venv\n{tail(out)}"
+        )
+    argv = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
     if not inst.get("deps", True):
         argv.append("--no-deps")
     argv += list(inst.get("pip_args") or [])
@@ -383,14 +408,19 @@ def build_venv(rel: str, bundle: dict, plan: dict) -> None:
     if os_numpy:  # keep it: the constraint makes pip pick an OpenCV built for it (numpy 1.x: 4.11)
         write_atomic(os.path.join(venv, "constraints.txt"), numpy_constraint(os_numpy) + "\n")
         argv += ["-c", os.path.join(venv, "constraints.txt")]
-    log(f"system numpy {os_numpy}: the venv keeps it ({numpy_constraint(os_numpy)})" if os_numpy else
-        "no system numpy: the venv gets its own (after `apt install python3-picamera2`, deploy again)")
+    log(
+        f"system numpy {os_numpy}: the venv keeps it ({numpy_constraint(os_numpy)})"
+        if os_numpy
+        else "no system numpy: the venv gets its own (after `apt install python3-picamera2`, deploy again)"
+    )
     argv.append(os.path.join(rel, bundle["wheel"]))
     code, out = run(argv, timeout=float(inst.get("timeout_s", 1800)), cwd=rel)
     if code != 0:
         raise DeployError(f"pip install of {bundle['wheel']} failed (exit {code})\n{tail(out)}")
-    log(f"venv ready with {os.path.basename(bundle['wheel'])} ({time.monotonic() - t0:.1f} s, "
-        f"{'with' if inst.get('deps', True) else 'without'} dependencies)")
+    log(
+        f"venv ready with {os.path.basename(bundle['wheel'])} ({time.monotonic() - t0:.1f} s, "
+        f"{'with' if inst.get('deps', True) else 'without'} dependencies)"
+    )
 
 
 def share_identical(new_venv: str, old_venv: str, min_size: int = DEDUP_MIN_BYTES) -> tuple[int, int]:
@@ -411,9 +441,16 @@ def share_identical(new_venv: str, old_venv: str, min_size: int = DEDUP_MIN_BYTE
                 st_new, st_old = os.lstat(new), os.lstat(old)
             except FileNotFoundError:
                 continue
-            if (not os.path.isfile(new) or os.path.islink(new) or os.path.islink(old) or st_new.st_size < min_size
-                    or st_new.st_size != st_old.st_size or st_new.st_mode != st_old.st_mode
-                    or st_new.st_ino == st_old.st_ino or st_new.st_dev != st_old.st_dev):
+            if (
+                not os.path.isfile(new)
+                or os.path.islink(new)
+                or os.path.islink(old)
+                or st_new.st_size < min_size
+                or st_new.st_size != st_old.st_size
+                or st_new.st_mode != st_old.st_mode
+                or st_new.st_ino == st_old.st_ino
+                or st_new.st_dev != st_old.st_dev
+            ):
                 continue
             if not filecmp.cmp(new, old, shallow=False):
                 continue
@@ -437,8 +474,9 @@ def package_imx500(rel: str, bundle: dict) -> None:
     model = os.path.join(rel, "model")
     rpk = os.path.join(model, "network.rpk")
     if shutil.which("imx500-package") is None:
-        raise DeployError("imx500-package not found: an imx500 model is packaged on the Pi; "
-                          "sudo apt install imx500-tools")
+        raise DeployError(
+            "imx500-package not found: an imx500 model is packaged on the Pi; sudo apt install imx500-tools"
+        )
     code, out = run(["imx500-package", "-i", os.path.join(model, "packerOut.zip"), "-o", model], timeout=600, cwd=rel)
     if code != 0 or not os.path.isfile(rpk):
         raise DeployError(f"imx500-package failed (exit {code}), no network.rpk\n{tail(out)}")
@@ -446,8 +484,9 @@ def package_imx500(rel: str, bundle: dict) -> None:
 
 
 def check(rel: str, bundle: dict, plan: dict) -> None:
-    argv = device_cmd(rel, "check", "--config", os.path.join(rel, "device.yaml"),
-                      "--model-dir", os.path.join(rel, "model"), "--json")
+    argv = device_cmd(
+        rel, "check", "--config", os.path.join(rel, "device.yaml"), "--model-dir", os.path.join(rel, "model"), "--json"
+    )
     st = bundle.get("selftest")
     if st:
         argv += ["--image", os.path.join(rel, st["image"])]
@@ -467,13 +506,16 @@ def check_summary(out: str) -> str:
         r = json.loads(out.strip().splitlines()[-1])
         got = f"{r['label']!r} ({r['score']:.3f})"
         want = f" as expected from {os.path.basename(str(r.get('image', '')))}" if r.get("expected") else ""
-        return (f"{got}{want}; model load {r['load_ms']:.0f} ms, inference {r['mean_inference_ms']:.2f} ms mean "
-                f"({r['runtime']} {r['runtime_version']}, {r['threads']} threads)")
+        return (
+            f"{got}{want}; model load {r['load_ms']:.0f} ms, inference {r['mean_inference_ms']:.2f} ms mean "
+            f"({r['runtime']} {r['runtime_version']}, {r['threads']} threads)"
+        )
     except (ValueError, KeyError, IndexError, TypeError):
         return out.strip()[-300:]
 
 
 # ------------------------------------------------------------------------------- service managers
+
 
 class Service:
     def __init__(self, plan: dict, lay: Layout) -> None:
@@ -560,12 +602,20 @@ class Service:
         if self.kind == "command":
             return ""
         argv = (["journalctl", "--user"] if self.kind == "systemd-user" else ["journalctl"]) + [
-            "-u", self.unit, "-n", "15", "--no-pager", "-o", "cat"]
+            "-u",
+            self.unit,
+            "-n",
+            "15",
+            "--no-pager",
+            "-o",
+            "cat",
+        ]
         code, out = run(argv, timeout=20)
         return f"\n  last log lines ({' '.join(argv)}):\n{tail(out)}" if code == 0 and out.strip() else ""
 
 
 # ------------------------------------------------------------------------------------ health gate
+
 
 def health_target(rel: str) -> dict:
     """The release's health gate (BUNDLE.json "health": url, token_file, token_env from its config)."""
@@ -617,9 +667,11 @@ def health(plan: dict, rel: str) -> tuple[bool, str]:
         if body is not None:
             status = body.get("status")
             sha = body.get("model_sha256") or ""
-            last = (f"status {status!r}, model {sha[:12] or '?'}"
-                    f"{'' if not want_sha or sha == want_sha else ' (not ' + want_sha[:12] + ')'}, "
-                    f"last_frame_age_s {body.get('last_frame_age_s')}")
+            last = (
+                f"status {status!r}, model {sha[:12] or '?'}"
+                f"{'' if not want_sha or sha == want_sha else ' (not ' + want_sha[:12] + ')'}, "
+                f"last_frame_age_s {body.get('last_frame_age_s')}"
+            )
             if status == "ok" and (not want_sha or sha == want_sha):
                 return True, last
         if time.monotonic() >= deadline:
@@ -636,6 +688,7 @@ def model_sha(rel: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ actions
+
 
 def prune(lay: Layout, keep: int, protect: set) -> None:
     cur = lay.current_name()
@@ -820,16 +873,19 @@ def recover(plan: dict, lay: Layout, svc: Service) -> str | None:
         cur = lay.current_name()
         rel = None if cur is None or lay.is_ready(cur) else cur
         prev = cur if rel is None else lay.previous_ready(cur)
-    if (rel and p.get("action") in ("deploy", "deploy-model") and lay.current_name() == rel
-            and lay.is_ready(rel)):  # it passed its gate; only the cleanup was cut short
+    if (
+        rel and p.get("action") in ("deploy", "deploy-model") and lay.current_name() == rel and lay.is_ready(rel)
+    ):  # it passed its gate; only the cleanup was cut short
         end_flip(lay)
         log(f"the {p.get('action')} of {rel} had passed its health gate; finishing it")
         return None
     if prev is not None and not lay.is_ready(prev):
         log(f"warning: {prev}, current before the interrupted {p.get('action')}, is not a ready release")
         prev = lay.previous_ready(rel) if rel else None
-    log(f"the {p.get('action')} of {rel} (pid {p.get('pid')}) was interrupted before its health gate passed; "
-        f"going back to {prev or 'nothing'}")
+    log(
+        f"the {p.get('action')} of {rel} (pid {p.get('pid')}) was interrupted before its health gate passed; "
+        f"going back to {prev or 'nothing'}"
+    )
     if rel and p.get("mark_failed") and os.path.isdir(lay.release(rel)) and not lay.is_ready(rel):
         lay.mark_failed(rel, f"interrupted before its health gate passed ({p.get('action')} by pid {p.get('pid')})")
     if prev is None:
@@ -840,19 +896,28 @@ def recover(plan: dict, lay: Layout, svc: Service) -> str | None:
     ok, state = health(plan, lay.release(prev))
     end_flip(lay)
     msg = f"interrupted {p.get('action')} of {rel} undone: current is {prev} again " + (
-        f"(healthy: {state})" if ok else f"(NOT healthy: {state})")
+        f"(healthy: {state})" if ok else f"(NOT healthy: {state})"
+    )
     log(msg)
     return msg
 
 
 def do_status(lay: Layout) -> None:
     cur = lay.current_name()
-    out = {"remote_dir": lay.root, "current": cur, "previous": lay.previous_ready(cur) if cur else None,
-           "interrupted": read_pending(lay), "releases": []}
+    out = {
+        "remote_dir": lay.root,
+        "current": cur,
+        "previous": lay.previous_ready(cur) if cur else None,
+        "interrupted": read_pending(lay),
+        "releases": [],
+    }
     for n in lay.names():
         d = lay.release(n)
-        state = "failed" if os.path.exists(os.path.join(d, FAILED)) else (
-            "ready" if os.path.exists(os.path.join(d, READY)) else "incomplete")
+        state = (
+            "failed"
+            if os.path.exists(os.path.join(d, FAILED))
+            else ("ready" if os.path.exists(os.path.join(d, READY)) else "incomplete")
+        )
         out["releases"].append({"name": n, "state": state})
     print(json.dumps(out), flush=True)
 
@@ -890,8 +955,10 @@ def main(argv: list | None = None) -> int:
             lay.sweep_trash()
             log(f"{action} {plan.get('release') or ''} in {lay.root} (pid {os.getpid()})".replace("  ", " "))
             if recover(plan, lay, svc) is not None and action == "rollback":
-                log("rollback: the interrupted transaction was rolled back instead; run rollback again to go "
-                    "further back")
+                log(
+                    "rollback: the interrupted transaction was rolled back instead; run rollback again to go "
+                    "further back"
+                )
                 return 0
             if action == "deploy":
                 do_deploy(plan, lay, svc, model_only=False)

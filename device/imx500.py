@@ -85,8 +85,10 @@ class Imx500Classifier(LabelRule):
         probabilities; FaceedgeError when it is not this model's output (another network loaded)."""
         flat = np.asarray(outputs, np.float32).reshape(-1)
         if flat.size != self.outputs:
-            raise FaceedgeError(f"the AI Camera returned {flat.size} output values, the model "
-                                f"{self.model_path} has {self.outputs}: is another network loaded on the sensor?")
+            raise FaceedgeError(
+                f"the AI Camera returned {flat.size} output values, the model "
+                f"{self.model_path} has {self.outputs}: is another network loaded on the sensor?"
+            )
         return flat
 
 
@@ -106,16 +108,20 @@ def sensor_roi_fraction(crop: Any) -> float | None:
     fraction of the sensor's height, or None for the whole sensor. FaceedgeError for crops the
     sensor cannot do."""
     if crop.mode == "face":
-        raise FaceedgeError("crop.mode 'face' cannot run on the AI Camera: the sensor classifies its own input "
-                            "(a region of interest), not a face found on the Pi; use crop.mode full or center")
+        raise FaceedgeError(
+            "crop.mode 'face' cannot run on the AI Camera: the sensor classifies its own input "
+            "(a region of interest), not a face found on the Pi; use crop.mode full or center"
+        )
     if crop.mode == "center":
         return float(crop.fraction)
     if crop.square == "center_crop":
         return 1.0
     if crop.square == "stretch":
         return None
-    raise FaceedgeError(f"crop.square {crop.square!r} cannot run on the AI Camera (the sensor crops, it does not "
-                        "pad): use center_crop or stretch")
+    raise FaceedgeError(
+        f"crop.square {crop.square!r} cannot run on the AI Camera (the sensor crops, it does not "
+        "pad): use center_crop or stretch"
+    )
 
 
 def bind_source(classifier: Any, cfg: Any):
@@ -125,12 +131,17 @@ def bind_source(classifier: Any, cfg: Any):
     source = cfg.source
     if not classifier.on_sensor:
         if source.type == SOURCE_TYPE:
-            raise FaceedgeError(f"source.type 'imx500' runs the network on the AI Camera's sensor: load an imx500 "
-                                f"model (convert --variants imx500), not the {classifier.manifest.variant} model "
-                                f"{classifier.model_path}")
+            raise FaceedgeError(
+                f"source.type 'imx500' runs the network on the AI Camera's sensor: load an imx500 "
+                f"model (convert --variants imx500), not the {classifier.manifest.variant} model "
+                f"{classifier.model_path}"
+            )
         return source
     if source.type != SOURCE_TYPE:
-        raise FaceedgeError(f"{classifier.model_path}: an imx500 model runs on the AI Camera's sensor: set "
-                            f"source.type imx500 (not {source.type!r}), or use the int8 model on this source")
-    return source.model_copy(update={"network_file": str(classifier.require_network()),
-                                     "roi_fraction": sensor_roi_fraction(cfg.crop)})
+        raise FaceedgeError(
+            f"{classifier.model_path}: an imx500 model runs on the AI Camera's sensor: set "
+            f"source.type imx500 (not {source.type!r}), or use the int8 model on this source"
+        )
+    return source.model_copy(
+        update={"network_file": str(classifier.require_network()), "roi_fraction": sensor_roi_fraction(cfg.crop)}
+    )

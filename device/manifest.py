@@ -124,8 +124,10 @@ def resolve_model_dir(path: str | os.PathLike, variant: str = "int8") -> Path:
     if not p.exists():
         raise FaceedgeError(f"{p}: no such model directory")
     if (p / "export" / f"{variant}.rejected" / MANIFEST_NAME).is_file():
-        raise FaceedgeError(f"{p}: no published model under export/{variant}/: the conversion gate rejected it "
-                            f"(export/{variant}.rejected/; the reasons are in convert.json)")
+        raise FaceedgeError(
+            f"{p}: no published model under export/{variant}/: the conversion gate rejected it "
+            f"(export/{variant}.rejected/; the reasons are in convert.json)"
+        )
     raise FaceedgeError(f"{p}: no {MANIFEST_NAME} here nor under export/{variant}/ (run `make convert` first)")
 
 

@@ -147,7 +147,12 @@ class Classifier(LabelRule):
                 )
         log.debug(
             "loaded %s with %s %s, %d threads, input %s %s",
-            self.model_path, self.runtime.name, self.runtime.version, self.num_threads, shape, self.input_dtype,
+            self.model_path,
+            self.runtime.name,
+            self.runtime.version,
+            self.num_threads,
+            shape,
+            self.input_dtype,
         )
 
     @classmethod
@@ -193,7 +198,6 @@ class Classifier(LabelRule):
         self.set_input(rgb)
         self.invoke()
         return self.scores()
-
 
 
 def _dequantizer(dtype: np.dtype, scale: float, zero_point: int):

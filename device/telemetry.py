@@ -247,8 +247,10 @@ class Telemetry:
                 return "stalled", f"no frame for {now - ref:.1f} s (stall_after_s={self.stall_after_s:g})"
             loop = self._last_loop_mono
             if loop is not None and now - loop > self.stall_after_s:
-                return "stalled", (f"the loop has not finished a frame for {now - loop:.1f} s while frames arrive "
-                                   f"(stuck in an output or inference?; stall_after_s={self.stall_after_s:g})")
+                return "stalled", (
+                    f"the loop has not finished a frame for {now - loop:.1f} s while frames arrive "
+                    f"(stuck in an output or inference?; stall_after_s={self.stall_after_s:g})"
+                )
         return status, reason
 
     def status(self) -> str:
@@ -278,9 +280,7 @@ class Telemetry:
                 "results_fps": round(self._result_rate.rate(now), 2),
                 "last_frame_age_s": None if self._last_frame_mono is None else round(now - self._last_frame_mono, 3),
                 "last_frame_time": self._last_frame_ts,
-                "last_result_age_s": None
-                if self._last_result_mono is None
-                else round(now - self._last_result_mono, 3),
+                "last_result_age_s": None if self._last_result_mono is None else round(now - self._last_result_mono, 3),
                 "last_label": None if latest is None else latest.smoothed_label,
                 "model_sha256": self._model_sha256,
                 "uptime_s": round(now - self._t0, 3),
@@ -340,7 +340,9 @@ class Telemetry:
                 cum = 0
                 for edge, c in zip(BUCKETS_MS, h.counts):
                     cum += c
-                    out.append(f'{PREFIX}_stage_latency_seconds_bucket{{stage="{lab}",le="{_fmt(edge / 1000.0)}"}} {cum}')
+                    out.append(
+                        f'{PREFIX}_stage_latency_seconds_bucket{{stage="{lab}",le="{_fmt(edge / 1000.0)}"}} {cum}'
+                    )
                 out.append(f'{PREFIX}_stage_latency_seconds_bucket{{stage="{lab}",le="+Inf"}} {h.count}')
                 out.append(f'{PREFIX}_stage_latency_seconds_sum{{stage="{lab}"}} {_fmt(h.sum / 1000.0)}')
                 out.append(f'{PREFIX}_stage_latency_seconds_count{{stage="{lab}"}} {h.count}')

@@ -69,16 +69,28 @@ def convert_tiny(model, rep: np.ndarray, out_dir: Path, variant: str) -> Path:
     interp = load_runtime().interpreter_cls(model_path=str(mdir / "model.tflite"))
     i, o = interp.get_input_details()[0], interp.get_output_details()[0]
     spec = lambda d: TensorSpec(  # noqa: E731
-        dtype=np.dtype(d["dtype"]).name, shape=[int(s) for s in d["shape"]],
-        scale=float(d["quantization"][0]), zero_point=int(d["quantization"][1]),
+        dtype=np.dtype(d["dtype"]).name,
+        shape=[int(s) for s in d["shape"]],
+        scale=float(d["quantization"][0]),
+        zero_point=int(d["quantization"][1]),
     )
     size = int(i["shape"][1])
     man = Manifest(
-        variant=variant, sha256=sha256_file(mdir / "model.tflite"), size_bytes=len(data),
-        labels=["closed", "open"], positive_label="open", output_kind="sigmoid", threshold=0.5,
-        input_height=size, input_width=size, input=spec(i), output=spec(o),
-        preprocessing={"in_model": "rescale: x/127.5 - 1"}, source_run="tests/conftest.py",
-        tensorflow_version=tf.__version__, converter="TFLiteConverter.from_saved_model",
+        variant=variant,
+        sha256=sha256_file(mdir / "model.tflite"),
+        size_bytes=len(data),
+        labels=["closed", "open"],
+        positive_label="open",
+        output_kind="sigmoid",
+        threshold=0.5,
+        input_height=size,
+        input_width=size,
+        input=spec(i),
+        output=spec(o),
+        preprocessing={"in_model": "rescale: x/127.5 - 1"},
+        source_run="tests/conftest.py",
+        tensorflow_version=tf.__version__,
+        converter="TFLiteConverter.from_saved_model",
     )
     write_manifest(mdir, man)
     return mdir

@@ -19,8 +19,12 @@ SIZE = 32
 FILE_SIZE = 40
 LABELS = ["closed", "open"]  # label 1 (sigmoid 1.0) = "open" = left half brighter
 SPLIT_PLAN = {  # person: (split, images)
-    "p0": ("train", 40), "p1": ("train", 40), "p2": ("train", 40),
-    "p3": ("valid", 50), "p4": ("seen_holdout", 50), "p5": ("unseen_persons", 60),
+    "p0": ("train", 40),
+    "p1": ("train", 40),
+    "p2": ("train", 40),
+    "p3": ("valid", 50),
+    "p4": ("seen_holdout", 50),
+    "p5": ("unseen_persons", 60),
 }
 
 
@@ -72,9 +76,16 @@ def make_tiny_run(root: Path, *, model=None) -> Path:
         model, _ = build_tiny_keras_model(SIZE)
     model.save(run / "model.keras")
     info = {
-        "labels": LABELS, "positive_label": "open", "output_kind": "sigmoid", "threshold": 0.5,
-        "input_size": [SIZE, SIZE], "backbone": "tiny_cnn", "alpha": None,
-        "preprocessing": "rescale: x/127.5 - 1", "resize_method": "bilinear", "data_root": str(data.resolve()),
+        "labels": LABELS,
+        "positive_label": "open",
+        "output_kind": "sigmoid",
+        "threshold": 0.5,
+        "input_size": [SIZE, SIZE],
+        "backbone": "tiny_cnn",
+        "alpha": None,
+        "preprocessing": "rescale: x/127.5 - 1",
+        "resize_method": "bilinear",
+        "data_root": str(data.resolve()),
     }
     (run / "model_info.json").write_text(json.dumps(info, indent=2))
     with open(run / "splits.csv", "w", newline="") as f:

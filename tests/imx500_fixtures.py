@@ -24,10 +24,16 @@ def make_imx500_dir(root: Path, *, size: int = 32, packaged: bool = True, labels
     (mdir / "labels.txt").write_text("\n".join(labels) + "\n")
     sigmoid = len(labels) == 2
     man = Manifest(
-        variant="imx500", model_file="packerOut.zip", sha256=sha256_file(mdir / "packerOut.zip"),
-        size_bytes=(mdir / "packerOut.zip").stat().st_size, labels=list(labels),
-        positive_label=labels[1] if sigmoid else None, output_kind="sigmoid" if sigmoid else "softmax",
-        threshold=0.5, input_height=size, input_width=size,
+        variant="imx500",
+        model_file="packerOut.zip",
+        sha256=sha256_file(mdir / "packerOut.zip"),
+        size_bytes=(mdir / "packerOut.zip").stat().st_size,
+        labels=list(labels),
+        positive_label=labels[1] if sigmoid else None,
+        output_kind="sigmoid" if sigmoid else "softmax",
+        threshold=0.5,
+        input_height=size,
+        input_width=size,
         input=TensorSpec(dtype="uint8", shape=[1, size, size, 3], scale=1.0, zero_point=0),
         output=TensorSpec(dtype="uint8", shape=[1, 1 if sigmoid else len(labels)], scale=OUTPUT_SCALE, zero_point=0),
         converter="tests/imx500_fixtures.py",

@@ -28,8 +28,9 @@ class Mosquitto:
     "subscriber reconnects" and "client under test reconnects and flushes its queue".
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False,
-                 extra: list[str] | None = None):
+    def __init__(
+        self, workdir: Path, port: int | None = None, persistence: bool = False, extra: list[str] | None = None
+    ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -61,7 +62,9 @@ class Mosquitto:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited {self.proc.returncode}: {(self.workdir / 'mosquitto.log').read_text()}")
+                raise RuntimeError(
+                    f"mosquitto exited {self.proc.returncode}: {(self.workdir / 'mosquitto.log').read_text()}"
+                )
             if port_open(self.port):
                 return time.monotonic()
             time.sleep(0.02)
@@ -101,8 +104,17 @@ class Mosquitto:
 class Recorder:
     """A paho subscriber that records (monotonic time, topic, payload, retain) for every message."""
 
-    def __init__(self, port: int, topic: str, client_id: str = "", persistent: bool = False, qos: int = 1,
-                 ca_file: str | None = None, username: str | None = None, password: str | None = None):
+    def __init__(
+        self,
+        port: int,
+        topic: str,
+        client_id: str = "",
+        persistent: bool = False,
+        qos: int = 1,
+        ca_file: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ):
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[float, str, bytes, bool]] = []

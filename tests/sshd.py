@@ -75,11 +75,12 @@ def start_sshd(tmp: Path, *, env: dict[str, str] | None = None) -> SshServer:
     home.mkdir()
     port = free_port()
     setenv = " ".join(f"{k}={v}" for k, v in {"HOME": str(home), **(env or {})}.items())
-    (tmp / "sshd_config").write_text(textwrap.dedent(f"""\
+    (tmp / "sshd_config").write_text(
+        textwrap.dedent(f"""\
         ListenAddress 127.0.0.1
         Port {port}
-        HostKey {tmp / 'host_key'}
-        AuthorizedKeysFile {tmp / 'authorized_keys'}
+        HostKey {tmp / "host_key"}
+        AuthorizedKeysFile {tmp / "authorized_keys"}
         PubkeyAuthentication yes
         PasswordAuthentication no
         KbdInteractiveAuthentication no
@@ -87,11 +88,15 @@ def start_sshd(tmp: Path, *, env: dict[str, str] | None = None) -> SshServer:
         StrictModes no
         UsePAM no
         UseDNS no
-        PidFile {tmp / 'sshd.pid'}
+        PidFile {tmp / "sshd.pid"}
         SetEnv {setenv}
-        """))
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(tmp / "sshd_config")],
-                            stdout=open(tmp / "sshd.log", "wb"), stderr=subprocess.STDOUT)
+        """)
+    )
+    proc = subprocess.Popen(
+        [sshd, "-D", "-e", "-f", str(tmp / "sshd_config")],
+        stdout=open(tmp / "sshd.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:

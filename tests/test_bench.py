@@ -22,10 +22,30 @@ from tests.conftest import ROOT
 from tests.sshd import start_sshd
 
 # the daemon's own stages (Result.stages_ms) plus the bench's capture (timed source.read), publish, end_to_end
-PIPELINE_STAGES = {"capture", "capture_wait", "crop", "preprocess", "invoke", "postprocess", "publish", "latency",
-                   "end_to_end"}
-MACHINE_KEYS = {"cpu_model", "cores", "cores_available", "os", "python", "runtime", "runtime_version", "board",
-                "numpy", "opencv", "arch"}
+PIPELINE_STAGES = {
+    "capture",
+    "capture_wait",
+    "crop",
+    "preprocess",
+    "invoke",
+    "postprocess",
+    "publish",
+    "latency",
+    "end_to_end",
+}
+MACHINE_KEYS = {
+    "cpu_model",
+    "cores",
+    "cores_available",
+    "os",
+    "python",
+    "runtime",
+    "runtime_version",
+    "board",
+    "numpy",
+    "opencv",
+    "arch",
+}
 
 
 def make_run(tmp: Path, tiny_models: dict) -> Path:
@@ -47,9 +67,25 @@ def bench_run(tiny_models, tmp_path_factory):
 
     run = make_run(tmp_path_factory.mktemp("bench"), tiny_models)
     threads = sorted({1, default_threads()})
-    argv = ["bench", "--model-dir", str(run), "--threads", ",".join(map(str, threads)), "--runs", "20",
-            "--min_seconds", "0.1", "--warmup_runs", "3", "--pipeline_seconds", "0.4",
-            "--pipeline_warmup_seconds", "0.2", "--resolution", "320x240"]
+    argv = [
+        "bench",
+        "--model-dir",
+        str(run),
+        "--threads",
+        ",".join(map(str, threads)),
+        "--runs",
+        "20",
+        "--min_seconds",
+        "0.1",
+        "--warmup_runs",
+        "3",
+        "--pipeline_seconds",
+        "0.4",
+        "--pipeline_warmup_seconds",
+        "0.2",
+        "--resolution",
+        "320x240",
+    ]
     import contextlib
     import io
 
@@ -59,8 +95,14 @@ def bench_run(tiny_models, tmp_path_factory):
         code = main(argv)
     elapsed = time.monotonic() - t0
     out_dir = run / "bench"
-    return {"code": code, "stdout": buf.getvalue(), "dir": out_dir, "threads": threads, "elapsed": elapsed,
-            "report": json.loads((out_dir / "bench.json").read_text())}
+    return {
+        "code": code,
+        "stdout": buf.getvalue(),
+        "dir": out_dir,
+        "threads": threads,
+        "elapsed": elapsed,
+        "report": json.loads((out_dir / "bench.json").read_text()),
+    }
 
 
 def test_bench_json_structure(bench_run):
@@ -75,7 +117,8 @@ def test_bench_json_structure(bench_run):
     assert rep["models"]["int8"]["input_size"] == [32, 32]
     # raw: every variant × thread count, ordered statistics, positive figures
     assert sorted((r["variant"], r["threads"]) for r in rep["raw"]) == sorted(
-        (v, t) for v in ("int8", "float32") for t in threads)
+        (v, t) for v in ("int8", "float32") for t in threads
+    )
     for r in rep["raw"]:
         st = r["latency_ms"]
         assert ordered(st), st
@@ -86,7 +129,8 @@ def test_bench_json_structure(bench_run):
         assert isinstance(r["wide_spread"], bool)
     # pipeline: the daemon's own stages, every variant × thread count
     assert sorted((p["variant"], p["threads"]) for p in rep["pipeline"]) == sorted(
-        (v, t) for v in ("int8", "float32") for t in threads)
+        (v, t) for v in ("int8", "float32") for t in threads
+    )
     for p in rep["pipeline"]:
         assert PIPELINE_STAGES <= set(p["stage_names"]) == set(p["stages_ms"])
         for st in p["stages_ms"].values():
@@ -127,8 +171,14 @@ def test_bench_json_structure(bench_run):
 def test_bench_writes_md_png_and_prints_efficiency_last(bench_run):
     out = bench_run["dir"]
     md = (out / "bench.md").read_text()
-    for heading in ("## Raw interpreter", "## Pipeline", "### Per stage", "### Bare loop", "## Efficiency",
-                    "## Targets"):
+    for heading in (
+        "## Raw interpreter",
+        "## Pipeline",
+        "### Per stage",
+        "### Bare loop",
+        "## Efficiency",
+        "## Targets",
+    ):
         assert heading in md
     assert md.count("| int8 |") >= 3 * len(bench_run["threads"])  # raw, pipeline, per-stage rows
     assert "published (" not in md  # not a Pi, no --compare_board: no published column
@@ -187,8 +237,9 @@ def test_published_figures_only_for_the_same_model_and_threads():
             assert 0 < low <= high  # a range, fastest first
             assert bench.published_raw(board, MNV2, variant, bench.PUBLISHED_THREADS - 1) is None
             assert bench.published_raw(board, {**MNV2, "alpha": 0.35}, variant, bench.PUBLISHED_THREADS) is None
-            assert bench.published_raw(board, {**MNV2, "input_size": [96, 96]}, variant,
-                                       bench.PUBLISHED_THREADS) is None
+            assert (
+                bench.published_raw(board, {**MNV2, "input_size": [96, 96]}, variant, bench.PUBLISHED_THREADS) is None
+            )
             assert bench.published_raw(board, {**MNV2, "backbone": "vgg16"}, variant, bench.PUBLISHED_THREADS) is None
             assert bench.published_raw(board, {**MNV2, "alpha": 1.0}, variant, bench.PUBLISHED_THREADS) == pub
     assert bench.published_raw(None, MNV2, "int8", bench.PUBLISHED_THREADS) is None
@@ -198,11 +249,17 @@ def test_published_figures_only_for_the_same_model_and_threads():
     assert pi5["ms_high"] < pi4["ms_low"]  # a Pi 5 is faster than a Pi 4, not the same entry twice
 
 
-@pytest.mark.parametrize("p50, expected", [
-    (None, "as published"),  # the middle of the range
-    ("low*0.9", "as published"), ("low*0.89", "faster than published"),
-    ("high*1.1", "as published"), ("high*1.11", "slower ×1.1"), ("high*2", "slower ×2.0"),
-])
+@pytest.mark.parametrize(
+    "p50, expected",
+    [
+        (None, "as published"),  # the middle of the range
+        ("low*0.9", "as published"),
+        ("low*0.89", "faster than published"),
+        ("high*1.1", "as published"),
+        ("high*1.11", "slower ×1.1"),
+        ("high*2", "slower ×2.0"),
+    ],
+)
 def test_verdict_follows_the_measured_median(p50, expected):
     low, high = bench.PUBLISHED_RAW_MS["pi4"]["int8"]
     if p50 is None:
@@ -218,8 +275,11 @@ def test_published_column_rendered_on_a_pi(bench_run):
     THAT row's measured median against it (three medians, three verdicts)."""
     pub = bench.published_raw("pi4", MNV2, "int8", bench.PUBLISHED_THREADS)
     low, high = pub["ms_low"], pub["ms_high"]
-    for p50, verdict in ((low / 2, "faster than published"), ((low + high) / 2, "as published"),
-                         (high * 3, "slower ×3.0")):
+    for p50, verdict in (
+        (low / 2, "faster than published"),
+        ((low + high) / 2, "as published"),
+        (high * 3, "slower ×3.0"),
+    ):
         rep = copy.deepcopy(bench_run["report"])
         rep["settings"]["compare_board"] = "pi4"
         rep["machine"]["board"] = "Raspberry Pi 4 Model B Rev 1.4"
@@ -234,8 +294,15 @@ def test_published_column_rendered_on_a_pi(bench_run):
 
 def test_efficiency_ratios_by_hand():
     def pipe(t, fps, fps50, raw, raw50, rnd=1):
-        return {"variant": "int8", "threads": t, "round": rnd, "fps": fps, "fps_p50": fps50, "peak_rss_mb": 90.0,
-                "raw_interleaved": {"fps": raw, "fps_p50": raw50}}
+        return {
+            "variant": "int8",
+            "threads": t,
+            "round": rnd,
+            "fps": fps,
+            "fps_p50": fps50,
+            "peak_rss_mb": 90.0,
+            "raw_interleaved": {"fps": raw, "fps_p50": raw50},
+        }
 
     pipes = [pipe(1, 95, 99, 100, 110), pipe(2, 171, 190, 180, 200), pipe(4, 120, 160, 150, 210)]
     bare = [{"variant": "int8", "threads": 2, "round": 1, "fps": 150.0, "fps_p50": 190.0, "peak_rss_mb": 70.0}]
@@ -289,9 +356,26 @@ def test_pipeline_failure_in_the_child_is_one_line(tiny_models, tmp_path, capsys
 
     cfg = tmp_path / "device.yaml"
     cfg.write_text(f"source: {{type: opencv, device: {tmp_path / 'gone.avi'}}}\n")
-    code = main(["bench", "--model-dir", str(tiny_models["int8"]), "--threads", "1", "--runs", "3",
-                 "--min_seconds", "0", "--config", str(cfg), "--source", "config", "--no_baseline",
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "bench",
+            "--model-dir",
+            str(tiny_models["int8"]),
+            "--threads",
+            "1",
+            "--runs",
+            "3",
+            "--min_seconds",
+            "0",
+            "--config",
+            str(cfg),
+            "--source",
+            "config",
+            "--no_baseline",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: pipeline bench of ") and "gone.avi" in err[-1]
     assert not (tmp_path / "out" / "bench.json").exists()  # nothing half-written
@@ -324,8 +408,20 @@ def test_passthrough_flags_round_trip():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers()
     bench.add_parser(sub)
-    args = p.parse_args(["bench-remote", "--hosts", "pi@x", "--threads", "1,4", "--no_pipeline", "--resolution",
-                         "1280x720", "--min-seconds", "3"])
+    args = p.parse_args(
+        [
+            "bench-remote",
+            "--hosts",
+            "pi@x",
+            "--threads",
+            "1,4",
+            "--no_pipeline",
+            "--resolution",
+            "1280x720",
+            "--min-seconds",
+            "3",
+        ]
+    )
     flags = bench._bench_passthrough(args)
     assert flags == ["--threads", "1,4", "--min_seconds", "3.0", "--no_pipeline", "--resolution", "1280x720"]
     again = p.parse_args(["bench", *flags])
@@ -334,12 +430,18 @@ def test_passthrough_flags_round_trip():
 
 # ------------------------------------------------------------------------------------------ remote (real sshd)
 
+
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     """An OpenSSH server on 127.0.0.1 (generated keys, its own known_hosts), the 'Pi'."""
     server = start_sshd(tmp_path_factory.mktemp("sshd"), env={"PYTHONPATH": str(ROOT)})
-    yield {"port": server.port, "key": server.key, "known_hosts": server.known_hosts, "home": server.home,
-           "host": server.host}
+    yield {
+        "port": server.port,
+        "key": server.key,
+        "known_hosts": server.known_hosts,
+        "home": server.home,
+        "host": server.host,
+    }
     server.stop()
 
 
@@ -353,10 +455,32 @@ def test_bench_remote_over_real_ssh(sshd, tiny_models, tmp_path, capsys):
     (current / "venv").symlink_to(Path(sys.prefix))  # the project venv plays the release venv
     shutil.copytree(tiny_models["int8"], current / "model")
     out = tmp_path / "fetched"
-    argv = ["bench-remote", "--hosts", sshd["host"], "--port", str(sshd["port"]), "--ssh-key", str(sshd["key"]),
-            "--known_hosts", str(sshd["known_hosts"]), "--remote-dir", "faceedge", "--out", str(out),
-            "--threads", "1", "--runs", "5", "--min_seconds", "0.05", "--pipeline_seconds", "0.3",
-            "--pipeline_warmup_seconds", "0.1", "--no_baseline"]
+    argv = [
+        "bench-remote",
+        "--hosts",
+        sshd["host"],
+        "--port",
+        str(sshd["port"]),
+        "--ssh-key",
+        str(sshd["key"]),
+        "--known_hosts",
+        str(sshd["known_hosts"]),
+        "--remote-dir",
+        "faceedge",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--runs",
+        "5",
+        "--min_seconds",
+        "0.05",
+        "--pipeline_seconds",
+        "0.3",
+        "--pipeline_warmup_seconds",
+        "0.1",
+        "--no_baseline",
+    ]
     assert main(argv) == 0, capsys.readouterr()
     stdout = capsys.readouterr().out
     rep = json.loads((out / "bench.json").read_text())
@@ -369,6 +493,6 @@ def test_bench_remote_over_real_ssh(sshd, tiny_models, tmp_path, capsys):
     assert (Path(rep["remote"]["dir"]) / "bench.json").is_file()
     assert stdout.strip().splitlines()[-1].startswith("efficiency int8:")
     # no deployed release: one clear line naming the fix
-    assert main([*argv[:argv.index("--remote-dir")], "--remote-dir", "elsewhere", "--no_pipeline"]) == 2
+    assert main([*argv[: argv.index("--remote-dir")], "--remote-dir", "elsewhere", "--no_pipeline"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "deploy" in err

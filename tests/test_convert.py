@@ -62,8 +62,12 @@ def test_int8_has_uint8_io_and_agrees_with_keras(tiny_run, converted):
 
     gate = converted["gate"]
     assert gate["passed"] and gate["failures"] == []
-    assert (gate["max_drop"], gate["min_agreement"], gate["significance"], gate["min_balanced_accuracy"]) == \
-        (1.0, 0.98, 0.05, 0.55)
+    assert (gate["max_drop"], gate["min_agreement"], gate["significance"], gate["min_balanced_accuracy"]) == (
+        1.0,
+        0.98,
+        0.05,
+        0.55,
+    )
     assert gate["notes"] and all("too few images to detect a drop of 1 point" in n for n in gate["notes"])
     man, path = load_manifest(tiny_run / "export" / "int8")
     assert (man.input.dtype, man.output.dtype) == ("uint8", "uint8")
@@ -140,8 +144,12 @@ def test_convert_json_and_report_section(tiny_run, converted):
     assert r["size_ratio_to_float32"] == pytest.approx(r["size_bytes"] / data["variants"]["float32"]["size_bytes"])
     assert set(r["splits"]) == set(VERIFY_SPLITS)
     assert set(r["splits"]["valid"]) >= {"accuracy", "balanced_accuracy", "agreement", "max_abs_diff", "mean_abs_diff"}
-    assert data["calibration"] == {"split": "train", "images": 100, "seed": 0,
-                                   "decode_resize": "train.pipeline.decode_and_resize"}
+    assert data["calibration"] == {
+        "split": "train",
+        "images": 100,
+        "seed": 0,
+        "decode_resize": "train.pipeline.decode_and_resize",
+    }
     assert data["verification"]["splits"] == {"valid": 50, "seen_holdout": 50, "unseen_persons": 60}
     report = (tiny_run / "report.md").read_text()
     assert report.startswith("# Run tiny\n\n## Metrics")  # the training part is kept
@@ -317,10 +325,15 @@ def test_keras_archive_with_corrupt_member_rejected(tiny_run, tmp_path, capsys):
     _assert_nothing_written(bad)
 
 
-@pytest.mark.parametrize("kind, expect", [
-    ("truncated", "unreadable HDF5 file"), ("random", "not an HDF5 file"), ("lfs", "Git LFS pointer"),
-    ("weights_only", "holds weights only"),
-])
+@pytest.mark.parametrize(
+    "kind, expect",
+    [
+        ("truncated", "unreadable HDF5 file"),
+        ("random", "not an HDF5 file"),
+        ("lfs", "Git LFS pointer"),
+        ("weights_only", "holds weights only"),
+    ],
+)
 def test_bad_h5_file_rejected(tiny_run, tmp_path, capsys, kind, expect):
     import keras
 
@@ -332,9 +345,13 @@ def test_bad_h5_file_rejected(tiny_run, tmp_path, capsys, kind, expect):
     else:
         model.save(h5)
         good = h5.read_bytes()
-        h5.write_bytes({"truncated": good[: len(good) // 3],
-                        "random": np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes(),
-                        "lfs": b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n"}[kind])
+        h5.write_bytes(
+            {
+                "truncated": good[: len(good) // 3],
+                "random": np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes(),
+                "lfs": b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n",
+            }[kind]
+        )
     out = tmp_path / "out"
     assert main(["--from", str(h5), "--data", str(tiny_run / "splits.csv"), "--out", str(out)]) == 2
     line = _error_line(capsys)
@@ -416,8 +433,16 @@ def test_from_h5_with_data_folder_and_int8_io(tiny_run, tmp_path):
     keras.models.load_model(tiny_run / "model.keras").save(h5)
     data = tiny_run.parents[1] / "data"
     out = tmp_path / "out"
-    summary = run(None, from_model=h5, data=data, out=out, variants=["int8"], io_dtype="int8",
-                  calibration_images=60, positive_label="open")
+    summary = run(
+        None,
+        from_model=h5,
+        data=data,
+        out=out,
+        variants=["int8"],
+        io_dtype="int8",
+        calibration_images=60,
+        positive_label="open",
+    )
     assert summary["gate"]["passed"], summary["gate"]
     man, _ = load_manifest(out / "export" / "int8")
     assert (man.input.dtype, man.output.dtype) == ("int8", "int8")
@@ -435,8 +460,15 @@ def test_from_saved_model_dir(tiny_run, tmp_path):
     saved = tmp_path / "saved"
     keras.models.load_model(tiny_run / "model.keras").export(str(saved), verbose=False)
     out = tmp_path / "out"
-    summary = run(None, from_model=saved, data=tiny_run / "splits.csv", out=out, variants=["float32"],
-                  labels=["closed", "open"], positive_label="open")
+    summary = run(
+        None,
+        from_model=saved,
+        data=tiny_run / "splits.csv",
+        out=out,
+        variants=["float32"],
+        labels=["closed", "open"],
+        positive_label="open",
+    )
     assert summary["source"]["float_model_kind"] == "saved_model"
     assert summary["gate"]["passed"]
     for m in summary["variants"]["float32"]["splits"].values():
@@ -455,24 +487,48 @@ def test_balanced_accuracy_and_report_upsert(tmp_path):
     p = ["a"] * 10  # always "a": 80% accurate, but only half the classes recalled
     assert accuracy(y, p) == pytest.approx(0.8)
     assert balanced_accuracy(y, p) == pytest.approx(0.5)
-    m = {"n": 10, "accuracy": 0.8, "accuracy_ci95": [0.49, 0.94], "balanced_accuracy": 0.5, "float_accuracy": 0.8,
-         "float_accuracy_ci95": [0.49, 0.94], "accuracy_drop_points": 0.0, "only_float_right": 0,
-         "only_converted_right": 0, "agreement": 1.0, "agreement_ci95": [0.72, 1.0], "max_abs_diff": 0.01,
-         "mean_abs_diff": 0.001, "gate": {"mcnemar_p": 1.0}}
+    m = {
+        "n": 10,
+        "accuracy": 0.8,
+        "accuracy_ci95": [0.49, 0.94],
+        "balanced_accuracy": 0.5,
+        "float_accuracy": 0.8,
+        "float_accuracy_ci95": [0.49, 0.94],
+        "accuracy_drop_points": 0.0,
+        "only_float_right": 0,
+        "only_converted_right": 0,
+        "agreement": 1.0,
+        "agreement_ci95": [0.72, 1.0],
+        "max_abs_diff": 0.01,
+        "mean_abs_diff": 0.001,
+        "gate": {"mcnemar_p": 1.0},
+    }
     summary = {
-        "created": "2026-01-01T00:00:00Z", "versions": {"tensorflow": "x", "device_runtime": "y"},
-        "gate": {"passed": True, "max_drop": 1.0, "min_agreement": 0.98, "failures": []}, "calibration": None,
-        "variants": {"int8": {"splits": {"valid": m}, "size_bytes": 2048, "size_ratio_to_float32": 0.3,
-                              "status": "published", "conversion_seconds": 1.0}},
-        "verification": {"seconds": 0.5}, "seconds": 2.0,
+        "created": "2026-01-01T00:00:00Z",
+        "versions": {"tensorflow": "x", "device_runtime": "y"},
+        "gate": {"passed": True, "max_drop": 1.0, "min_agreement": 0.98, "failures": []},
+        "calibration": None,
+        "variants": {
+            "int8": {
+                "splits": {"valid": m},
+                "size_bytes": 2048,
+                "size_ratio_to_float32": 0.3,
+                "status": "published",
+                "conversion_seconds": 1.0,
+            }
+        },
+        "verification": {"seconds": 0.5},
+        "seconds": 2.0,
     }
     report = tmp_path / "report.md"
     report.write_text(f"# Run\n\n{HEADING}\n\nold text\n\n## Later section\n\nkept\n")
     upsert_section(report, summary)
     text = report.read_text()
     assert "old text" not in text and text.count(HEADING) == 1
-    assert "| int8 | valid | 10 | 80.00% (49.0–94.0%) | 80.00% (49.0–94.0%) | 0 / 0 | 1 | 100.00% (72.0–100.0%) | " \
+    assert (
+        "| int8 | valid | 10 | 80.00% (49.0–94.0%) | 80.00% (49.0–94.0%) | 0 / 0 | 1 | 100.00% (72.0–100.0%) | "
         "50.00% |" in text
+    )
     assert text.index(HEADING) < text.index("## Later section") and text.rstrip().endswith("kept")
 
 
@@ -511,8 +567,14 @@ def test_softmax_model_from_keras_file_and_folder(tmp_path):
         imgs, yy = _three_class_images(24, size, 10 + person)
         for i, (img, y) in enumerate(zip(imgs, yy)):
             write_images(tmp_path / "data" / labels[y] / f"p{person}", img[None], f"p{person}_{i:02d}")
-    summary = run(None, from_model=tmp_path / "three.keras", data=tmp_path / "data", out=tmp_path / "out",
-                  variants=["int8", "float32"], calibration_images=50)
+    summary = run(
+        None,
+        from_model=tmp_path / "three.keras",
+        data=tmp_path / "data",
+        out=tmp_path / "out",
+        variants=["int8", "float32"],
+        calibration_images=50,
+    )
     man, _ = load_manifest(tmp_path / "out" / "export" / "int8")
     assert man.output_kind == "softmax" and man.labels == labels and man.positive_label is None
     assert man.output.shape == [1, 3] and man.output.dtype == "uint8"

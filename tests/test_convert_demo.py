@@ -30,11 +30,24 @@ def make(*argv: str, timeout: int = 900) -> subprocess.CompletedProcess:
 @pytest.mark.timeout(1500)
 def test_make_demo_small_then_resumed(tmp_path):
     data, runs = tmp_path / "data", tmp_path / "runs"
-    args = shlex.join([
-        "--data_args", "--persons 8 --images_per_person 40 --size 96",
-        "--set", "model.input_size=64", "--set", "training.epochs=40", "--set", "training.patience=0",
-        "--set", f"run.runs_dir={runs}", "--frames_per_image", "2", "--bench_seconds", "0.5",
-    ])
+    args = shlex.join(
+        [
+            "--data_args",
+            "--persons 8 --images_per_person 40 --size 96",
+            "--set",
+            "model.input_size=64",
+            "--set",
+            "training.epochs=40",
+            "--set",
+            "training.patience=0",
+            "--set",
+            f"run.runs_dir={runs}",
+            "--frames_per_image",
+            "2",
+            "--bench_seconds",
+            "0.5",
+        ]
+    )
     proc = make("demo", f"DATA={data}", "CONFIG=configs/sample-cnn.yaml", f"ARGS={args}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
@@ -52,12 +65,19 @@ def test_make_demo_small_then_resumed(tmp_path):
     # every accuracy carries its n and interval, and is the stage's own figure
     for split, q in summary["int8"].items():
         c = conv["variants"]["int8"]["splits"][split]
-        assert (q["n"], q["correct"], q["accuracy"], q["accuracy_ci95"]) == \
-            (c["n"], c["correct"], c["accuracy"], c["accuracy_ci95"])
+        assert (q["n"], q["correct"], q["accuracy"], q["accuracy_ci95"]) == (
+            c["n"],
+            c["correct"],
+            c["accuracy"],
+            c["accuracy_ci95"],
+        )
         assert q["accuracy_ci95"][0] <= q["accuracy"] <= q["accuracy_ci95"][1]
     k = summary["keras"]["unseen_persons"]
-    assert (k["n"], k["accuracy"], k["persons"]) == (metrics["unseen_persons"]["count"],
-                                                     metrics["unseen_persons"]["accuracy"], 2)
+    assert (k["n"], k["accuracy"], k["persons"]) == (
+        metrics["unseen_persons"]["count"],
+        metrics["unseen_persons"]["accuracy"],
+        2,
+    )
     for key in ("report", "models", "convert", "daemon_results", "video", "bench"):
         assert Path(summary["paths"][key]).exists(), key
 
@@ -94,8 +114,10 @@ def test_make_demo_small_then_resumed(tmp_path):
     (run_dir / "demo" / "unseen_persons.avi").unlink()
     proc = make("demo", "FROM=device", f"RUN={run_dir}")
     assert proc.returncode == 2
-    assert f"error: {run_dir / 'demo' / 'unseen_persons.avi'}: no video (run the video stage first: make video " \
-           f"RUN={run_dir})" in proc.stderr
+    assert (
+        f"error: {run_dir / 'demo' / 'unseen_persons.avi'}: no video (run the video stage first: make video "
+        f"RUN={run_dir})" in proc.stderr
+    )
     proc = make("demo", "FROM=convert", f"RUN={tmp_path / 'nowhere'}")
     assert proc.returncode == 2 and "run directory not found" in proc.stderr
 
@@ -110,10 +132,19 @@ def test_a_failed_stage_says_how_to_resume_there():
     resume = demo.resume_command(args, "convert", Path("/x/runs/s-1"))
     assert resume == "make demo FROM=convert RUN=/x/runs/s-1 SEED=3 ARGS='--set training.epochs=5'"
     with pytest.raises(demo.StageFailed) as e:
-        demo.run_stage(3, 6, "convert", [sys.executable, "-c", "import sys; print('gate says no'); sys.exit(1)"],
-                       "make convert RUN=/x/runs/s-1", resume=resume)
-    assert str(e.value) == ("stage convert failed (exit 1); resume the demo there with: " + resume
-                            + " (or re-run the stage alone: make convert RUN=/x/runs/s-1)")
+        demo.run_stage(
+            3,
+            6,
+            "convert",
+            [sys.executable, "-c", "import sys; print('gate says no'); sys.exit(1)"],
+            "make convert RUN=/x/runs/s-1",
+            resume=resume,
+        )
+    assert str(e.value) == (
+        "stage convert failed (exit 1); resume the demo there with: "
+        + resume
+        + " (or re-run the stage alone: make convert RUN=/x/runs/s-1)"
+    )
     assert e.value.exit_code == 1
     with pytest.raises(FaceedgeError, match="--from video comes after --to convert"):
         demo.run(demo.build_parser().parse_args(["--from", "video", "--to", "convert"]))

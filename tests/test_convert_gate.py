@@ -21,8 +21,15 @@ def clf(tiny_models):
     return Classifier.from_model_dir(tiny_models["int8"])  # labels closed/open, threshold 0.5
 
 
-def paired(n: int, *, float_wrong: int = 0, lost: int = 0, gained: int = 0, open_share: float = 0.5,
-           variant_says: str | None = None) -> SplitOutputs:
+def paired(
+    n: int,
+    *,
+    float_wrong: int = 0,
+    lost: int = 0,
+    gained: int = 0,
+    open_share: float = 0.5,
+    variant_says: str | None = None,
+) -> SplitOutputs:
     """n images; the float model is wrong on `float_wrong` of them; the variant additionally gets `lost`
     images wrong that the float model gets right, and `gained` right that the float model gets wrong
     (or, with `variant_says`, says that label for every image)."""
@@ -33,11 +40,14 @@ def paired(n: int, *, float_wrong: int = 0, lost: int = 0, gained: int = 0, open
     p_float[:float_wrong] = 1 - p_float[:float_wrong]  # the float model's own mistakes
     p_var = p_float.copy()
     p_var[:gained] = 1 - p_var[:gained]  # right where float was wrong
-    p_var[float_wrong: float_wrong + lost] = 1 - p_var[float_wrong: float_wrong + lost]
+    p_var[float_wrong : float_wrong + lost] = 1 - p_var[float_wrong : float_wrong + lost]
     if variant_says is not None:
         p_var[:] = 0.9 if variant_says == "open" else 0.1
-    out = SplitOutputs(labels=labels, float_probs=[p_float[:, None].astype(np.float32)],
-                       variant_probs={"int8": [p_var[:, None].astype(np.float32)]})
+    out = SplitOutputs(
+        labels=labels,
+        float_probs=[p_float[:, None].astype(np.float32)],
+        variant_probs={"int8": [p_var[:, None].astype(np.float32)]},
+    )
     return out
 
 
@@ -62,7 +72,8 @@ def test_mcnemar_boundary_four_lost_passes_five_lost_fail(clf):
     assert five.checks["valid"]["mcnemar_p"] == 1 / 32 and not five.passed
     assert five.failures == [
         "int8 valid: significantly worse than the float model: 5 of 80 images only the float model gets right, "
-        "0 only int8 (exact McNemar p = 0.0312 < 0.05); accuracy 93.75% vs 100.00%, 6.25 points lower (max_drop 1)"]
+        "0 only int8 (exact McNemar p = 0.0312 < 0.05); accuracy 93.75% vs 100.00%, 6.25 points lower (max_drop 1)"
+    ]
     # gains count for the variant: 5 lost but 3 gained is 5 of 8 discordant, p = 0.36
     mixed = split_metrics(paired(80, float_wrong=3, lost=5, gained=3), "int8", clf)
     assert (mixed["only_float_right"], mixed["only_converted_right"]) == (5, 3)
@@ -85,10 +96,13 @@ def test_agreement_significantly_below_min_agreement_fails(clf):
     # 5 disagreements of 80 at min_agreement 0.98: P(X <= 75 | 80, 0.98) = 0.022355 < 0.05 (exact, by Fraction)
     five = split_metrics(paired(80, float_wrong=5, lost=0, gained=5), "int8", clf)  # all gains: not worse
     v = GateConfig().evaluate("int8", {"seen_holdout": five})
-    assert five["agree"] == 75 and v.checks["seen_holdout"]["agreement_p"] == pytest.approx(0.02235544314860857, rel=1e-9)
+    assert five["agree"] == 75 and v.checks["seen_holdout"]["agreement_p"] == pytest.approx(
+        0.02235544314860857, rel=1e-9
+    )
     assert [f for f in v.failures if "agreement" in f] == [
         "int8 seen_holdout: agreement with the float model 93.75% (75 of 80) is significantly below "
-        "min_agreement 98% (exact binomial p = 0.0224 < 0.05)"]
+        "min_agreement 98% (exact binomial p = 0.0224 < 0.05)"
+    ]
     four = split_metrics(paired(80, float_wrong=4, gained=4), "int8", clf)  # P(X <= 76) = 0.0769: passes
     assert GateConfig().evaluate("int8", {"seen_holdout": four}).passed
 
@@ -104,8 +118,9 @@ def test_too_small_note_depends_on_n_and_max_drop(clf):
 
 def test_floor_refuses_a_model_at_chance(clf):
     constant = split_metrics(paired(80, variant_says="open"), "int8", clf)
-    v = GateConfig(min_agreement=0.0).evaluate("int8", {"valid": split_metrics(paired(80), "int8", clf),
-                                                        "unseen_persons": constant})
+    v = GateConfig(min_agreement=0.0).evaluate(
+        "int8", {"valid": split_metrics(paired(80), "int8", clf), "unseen_persons": constant}
+    )
     floor = [f for f in v.failures if "chance" in f]
     assert len(floor) == 1 and floor[0].startswith("int8 unseen_persons: not better than chance: 40 of 80 right")
     assert "the model did not learn" in floor[0]
@@ -120,7 +135,8 @@ def test_floor_min_balanced_accuracy(clf):
     assert m["balanced_accuracy"] == pytest.approx(0.65)
     assert GateConfig().floor_failures("int8", {"unseen_persons": m}) == []
     assert GateConfig(min_balanced_accuracy=0.7).floor_failures("int8", {"unseen_persons": m}) == [
-        "int8 unseen_persons: balanced accuracy 0.650 (n = 80) is below min_balanced_accuracy 0.7"]
+        "int8 unseen_persons: balanced accuracy 0.650 (n = 80) is below min_balanced_accuracy 0.7"
+    ]
     assert default_min_balanced_accuracy(2) == 0.55 and default_min_balanced_accuracy(4) == 0.325
 
 

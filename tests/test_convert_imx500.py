@@ -43,8 +43,9 @@ def keras_models():
     keras.utils.set_random_seed(0)
     out = {}
     for backbone, alpha in (("mobilenet_v2", 0.35), ("simple_cnn", 0.25), ("vgg16", 1.0)):
-        cfg = ModelConfig(backbone=backbone, alpha=alpha, input_size=32, weights="none",
-                          freeze_backbone=backbone == "vgg16")
+        cfg = ModelConfig(
+            backbone=backbone, alpha=alpha, input_size=32, weights="none", freeze_backbone=backbone == "vgg16"
+        )
         out[backbone] = build_model(cfg, 3 if backbone == "simple_cnn" else 2).model
     return out
 
@@ -73,8 +74,11 @@ def test_training_models_are_handed_over_whole(models, tmp_path):
             assert layer["config"].get("dtype", "float32") == "float32"
         assert list(layers["image"]["config"]["batch_input_shape"]) == [None, 32, 32, 3]
     assert json.loads((tmp_path / "mobilenet_v2" / handoff.ARCH_FILE).read_text())["format"] == handoff.FORMAT
-    add = next(layer for layer in handoff.architecture(models["mobilenet_v2"].get_config())["layers"]
-               if layer["class_name"] == "Add")
+    add = next(
+        layer
+        for layer in handoff.architecture(models["mobilenet_v2"].get_config())["layers"]
+        if layer["class_name"] == "Add"
+    )
     assert add["inbound_is_list"] and len(add["inbound"]) == 2
 
 
@@ -85,15 +89,27 @@ def _functional(build):
     return keras.Model(inp, build(keras, inp))
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda k, x: k.layers.Dense(1, name="out")(k.layers.Flatten()(k.layers.Lambda(lambda t: t * 2.0, name="double")(x))),
-     r"layer 'double' \(Lambda\) cannot be rebuilt in tf.keras 2.15 for the IMX500: the layer type is not supported"),
-    (lambda k, x: k.layers.Dense(1, name="out", activation=k.activations.gelu)(k.layers.Flatten()(x)),
-     r"layer 'out' \(Dense\) .* activation 'gelu' is not a built-in one"),
-    (lambda k, x: (lambda c: k.layers.Dense(1, name="out")(k.layers.Flatten()(k.layers.Add()([c(x), c(x)]))))(
-        k.layers.Conv2D(3, 1, name="shared")),
-     r"layer 'shared' \(Conv2D\) .* called 2 times \(a shared layer\)"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda k, x: k.layers.Dense(1, name="out")(
+                k.layers.Flatten()(k.layers.Lambda(lambda t: t * 2.0, name="double")(x))
+            ),
+            r"layer 'double' \(Lambda\) cannot be rebuilt in tf.keras 2.15 for the IMX500: the layer type is not supported",
+        ),
+        (
+            lambda k, x: k.layers.Dense(1, name="out", activation=k.activations.gelu)(k.layers.Flatten()(x)),
+            r"layer 'out' \(Dense\) .* activation 'gelu' is not a built-in one",
+        ),
+        (
+            lambda k, x: (lambda c: k.layers.Dense(1, name="out")(k.layers.Flatten()(k.layers.Add()([c(x), c(x)]))))(
+                k.layers.Conv2D(3, 1, name="shared")
+            ),
+            r"layer 'shared' \(Conv2D\) .* called 2 times \(a shared layer\)",
+        ),
+    ],
+)
 def test_what_cannot_be_rebuilt_is_refused_in_one_line(build, message):
     model = _functional(build)
     with pytest.raises(FaceedgeError, match=message) as e:
@@ -117,8 +133,11 @@ def test_two_outputs_and_non_functional_models_are_refused(tmp_path):
 
 def test_missing_environment_says_how_to_make_it(monkeypatch, tmp_path):
     monkeypatch.setenv(env.ENV_VAR, str(tmp_path / "nowhere" / "python"))
-    with pytest.raises(FaceedgeError, match=r"nowhere/python: the imx500 variant needs its own environment .* "
-                                            r"run `make setup-imx500`"):
+    with pytest.raises(
+        FaceedgeError,
+        match=r"nowhere/python: the imx500 variant needs its own environment .* "
+        r"run `make setup-imx500`",
+    ):
         env.python_path()
 
 
@@ -127,11 +146,18 @@ def test_convert_without_the_environment_or_with_a_saved_model_is_one_line_and_w
 
     run = make_tiny_run(tmp_path)
     monkeypatch.setenv(env.ENV_VAR, str(tmp_path / "no-env" / "python"))
-    proc = subprocess.run([sys.executable, "-m", "convert", "--run", str(run), "--variants", "int8,imx500"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "convert", "--run", str(run), "--variants", "int8,imx500"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {env.ENV_VAR}=") and "make setup-imx500" in proc.stderr
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith(f"error: {env.ENV_VAR}=") and "make setup-imx500" in proc.stderr
+    )
     assert not (run / "export").exists() and not (run / "convert.json").exists()  # int8 was not published either
 
     import keras
@@ -139,12 +165,34 @@ def test_convert_without_the_environment_or_with_a_saved_model_is_one_line_and_w
     saved = tmp_path / "saved"
     keras.models.load_model(run / "model.keras").export(str(saved), verbose=False)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "convert", "--from", str(saved), "--data", str(run / "splits.csv"),
-                           "--out", str(out), "--variants", "imx500", "--labels", "closed,open",
-                           "--positive_label", "open"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "convert",
+            "--from",
+            str(saved),
+            "--data",
+            str(run / "splits.csv"),
+            "--out",
+            str(out),
+            "--variants",
+            "imx500",
+            "--labels",
+            "closed,open",
+            "--positive_label",
+            "open",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 2
-    assert "needs a Keras model (.keras or .h5): a SavedModel has no layer graph" in proc.stderr.strip().splitlines()[-1]
+    assert (
+        "needs a Keras model (.keras or .h5): a SavedModel has no layer graph" in proc.stderr.strip().splitlines()[-1]
+    )
     assert not (out / "export" / "imx500").exists()
 
 
@@ -169,8 +217,13 @@ print(json.dumps({"arrays": n, "classes": sorted({type(l).__name__ for l in mode
 
 
 def _rebuild_in_env(python: Path, job: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "-I", "-c", REBUILD, str(env.CHILD), str(job)], capture_output=True,
-                          text=True, timeout=300, env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")})
+    return subprocess.run(
+        [str(python), "-I", "-c", REBUILD, str(env.CHILD), str(job)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+    )
 
 
 def test_rebuilt_in_tf_keras_2_15_computes_what_keras_3_computes(models, tmp_path):
@@ -201,8 +254,13 @@ def test_a_weight_mismatch_in_the_rebuild_is_one_line(models, tmp_path):
     np.save(job / "x.npy", np.zeros((1, 32, 32, 3), np.float32))
     proc = _rebuild_in_env(python, job)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(
-        "error: layer 'predictions' (Dense): tf.keras 2.15 expects weights [(64, 3), (3,)], the Keras model has [(64, 2), (3,)]")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: layer 'predictions' (Dense): tf.keras 2.15 expects weights [(64, 3), (3,)], the Keras model has [(64, 2), (3,)]"
+        )
+    )
 
 
 # ------------------------------------------------------------------ a run converted end to end (slow)
@@ -275,8 +333,13 @@ def test_run_converted_for_int8_and_imx500_then_classified_on_the_fake_ai_camera
     fake_imx500.install(monkeypatch)
     fake_imx500.STATE.scene = [(cv2.resize(img, (64, 48)), [p]) for img, p in zip(images, on_grid)]
     (export / "network.rpk").write_bytes(b"made by imx500-package on the Pi")
-    cfg = parse_config({"source": {"type": "imx500", "width": 64, "height": 48, "fps": 200},
-                        "decision": {"smoothing": "none"}, "capture": {"stall_seconds": 10}})
+    cfg = parse_config(
+        {
+            "source": {"type": "imx500", "width": 64, "height": 48, "fps": 200},
+            "decision": {"smoothing": "none"},
+            "capture": {"stall_seconds": 10},
+        }
+    )
     clf = Imx500Classifier.from_model_dir(export)
     expected = [clf.label_of(p)[0] for p in probs]
     results = []

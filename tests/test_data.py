@@ -12,8 +12,16 @@ import pytest
 from PIL import Image
 
 from device.errors import FaceedgeError
-from train.data import (IMAGE_EXTENSIONS, DatasetIndex, Record, check_image, index_dataset, inspect_image,
-                        read_skipped_csv, write_skipped_csv)
+from train.data import (
+    IMAGE_EXTENSIONS,
+    DatasetIndex,
+    Record,
+    check_image,
+    index_dataset,
+    inspect_image,
+    read_skipped_csv,
+    write_skipped_csv,
+)
 
 
 def _pixels(seed: int = 0, size: int = 24) -> np.ndarray:
@@ -91,8 +99,19 @@ def test_unreadable_file_is_skipped(tmp_path):
             p.chmod(0o644)
 
 
-@pytest.mark.parametrize("mode,ext", [("L", ".jpg"), ("L", ".png"), ("RGBA", ".png"), ("P", ".png"),
-                                      ("LA", ".png"), ("CMYK", ".jpg"), ("RGB", ".bmp"), ("RGB", ".jpeg")])
+@pytest.mark.parametrize(
+    "mode,ext",
+    [
+        ("L", ".jpg"),
+        ("L", ".png"),
+        ("RGBA", ".png"),
+        ("P", ".png"),
+        ("LA", ".png"),
+        ("CMYK", ".jpg"),
+        ("RGB", ".bmp"),
+        ("RGB", ".jpeg"),
+    ],
+)
 def test_gray_rgba_palette_and_other_modes_are_accepted(tmp_path, mode, ext):
     assert check_image(write_image(tmp_path / f"x{ext}", mode=mode)) is None
 
@@ -209,19 +228,24 @@ def test_csv_layout(tmp_path):
     (imgs / "bad.jpg").write_bytes(b"")
     lst = tmp_path / "lists" / "data.csv"
     lst.parent.mkdir()
-    rows = [["path", "label", "person", "extra"],
-            ["../imgs/a.jpg", "open", "ann", "x"],
-            ["../imgs/b.png", "closed", "", "x"],  # empty person → None
-            [str(c), "closed", "bob", ""],  # absolute path
-            ["../imgs/bad.jpg", "open", "bob", ""],
-            ["../imgs/missing.jpg", "open", "bob", ""],
-            ["../imgs/a.jpg", "open", "ann", ""]]  # duplicate
+    rows = [
+        ["path", "label", "person", "extra"],
+        ["../imgs/a.jpg", "open", "ann", "x"],
+        ["../imgs/b.png", "closed", "", "x"],  # empty person → None
+        [str(c), "closed", "bob", ""],  # absolute path
+        ["../imgs/bad.jpg", "open", "bob", ""],
+        ["../imgs/missing.jpg", "open", "bob", ""],
+        ["../imgs/a.jpg", "open", "ann", ""],
+    ]  # duplicate
     with open(lst, "w", newline="") as f:
         csv.writer(f).writerows(rows)
     idx = index_dataset(lst, max_bad_fraction=1.0)
     assert idx.layout == "csv" and idx.has_persons and idx.labels == ["closed", "open"]
-    assert set(idx.records) == {Record(str(a.resolve()), "open", "ann"), Record(str(b.resolve()), "closed", None),
-                                Record(str(c.resolve()), "closed", "bob")}
+    assert set(idx.records) == {
+        Record(str(a.resolve()), "open", "ann"),
+        Record(str(b.resolve()), "closed", None),
+        Record(str(c.resolve()), "closed", "bob"),
+    }
     kinds = {Path(p).name: r.split(":")[0] for p, r in idx.skipped}
     assert kinds == {"bad.jpg": "zero-byte", "missing.jpg": "missing", "a.jpg": "duplicate"}
 
@@ -343,8 +367,10 @@ def test_every_accepted_file_decodes_with_tensorflow_and_truncated_ones_do_not(t
     """The contract behind the checks: what we accept, tf.io.decode_image decodes (channels=3)."""
     tf = pytest.importorskip("tensorflow")
     d = tmp_path / "mix"
-    accepted = [write_image(d / f"m{mode}{ext}", mode=mode) for mode, ext in
-                [("L", ".jpg"), ("RGBA", ".png"), ("P", ".png"), ("CMYK", ".jpg"), ("RGB", ".bmp")]]
+    accepted = [
+        write_image(d / f"m{mode}{ext}", mode=mode)
+        for mode, ext in [("L", ".jpg"), ("RGBA", ".png"), ("P", ".png"), ("CMYK", ".jpg"), ("RGB", ".bmp")]
+    ]
     accepted.append(write_image(d / "png_named.jpg", fmt="PNG"))
     bad = _bad_files(tmp_path / "bad")
     for p in accepted:

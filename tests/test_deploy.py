@@ -115,6 +115,7 @@ elif action == "reload":
 
 # ============================================================================ fixtures
 
+
 class Pi:
     """The sshd + the ssh options a client needs."""
 
@@ -128,8 +129,18 @@ class Pi:
         return f"{self.user}@127.0.0.1"
 
     def ssh_args(self, known_hosts: Path | None = None) -> list[str]:
-        return ["--hosts", self.host, "--port", str(self.port), "--ssh_key", str(self.key),
-                "--known_hosts", str(known_hosts or self.known_hosts), "--remote_python", self.python]
+        return [
+            "--hosts",
+            self.host,
+            "--port",
+            str(self.port),
+            "--ssh_key",
+            str(self.key),
+            "--known_hosts",
+            str(known_hosts or self.known_hosts),
+            "--remote_python",
+            self.python,
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +171,14 @@ def make_run(root: Path, model_dir: Path, *, seed: int = 0, n: int = 12) -> Path
         p = run / "images" / f"img{i:02d}.png"
         p.parent.mkdir(parents=True, exist_ok=True)
         save_image_rgb(p, img)
-        rows.append({"path": str(p), "label": "open" if y else "closed", "person": f"p{i % 3}",
-                     "split": "unseen_persons" if i % 2 else "train"})
+        rows.append(
+            {
+                "path": str(p),
+                "label": "open" if y else "closed",
+                "person": f"p{i % 3}",
+                "split": "unseen_persons" if i % 2 else "train",
+            }
+        )
     with open(run / "splits.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["path", "label", "person", "split"])
         w.writeheader()
@@ -175,7 +192,8 @@ def device_yaml(path: Path, http_port: int, source: str = "synthetic") -> Path:
         # a camera that is not plugged in: the daemon starts, /healthz never says ok
         "absent_camera": "source: {type: opencv, device: 9}",
     }[source]
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         {src}
         capture: {{stall_seconds: 2.0, reconnect_initial_s: 0.2, reconnect_max_s: 1.0}}
         crop: {{mode: full}}
@@ -183,7 +201,8 @@ def device_yaml(path: Path, http_port: int, source: str = "synthetic") -> Path:
         outputs:
           http: {{host: 127.0.0.1, port: {http_port}}}
         log_level: INFO
-        """))
+        """)
+    )
     return path
 
 
@@ -200,8 +219,18 @@ class Target:
     def service_args(self) -> list[str]:
         sup = [self.pi.python, str(self.pi.tmp / "supervisor.py")]
         cmd = lambda action: " ".join([*sup, action, str(self.remote_dir), str(self.state)])  # noqa: E731
-        return ["--remote_dir", self.name, "--service_manager", "command",
-                "--restart_cmd", cmd("restart"), "--stop_cmd", cmd("stop"), "--reload_cmd", cmd("reload")]
+        return [
+            "--remote_dir",
+            self.name,
+            "--service_manager",
+            "command",
+            "--restart_cmd",
+            cmd("restart"),
+            "--stop_cmd",
+            cmd("stop"),
+            "--reload_cmd",
+            cmd("reload"),
+        ]
 
     def current(self) -> str | None:
         try:
@@ -297,9 +326,11 @@ def kit(tiny_models, pi, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kit")
     t = Target(pi, "faceedge")
     good = device_yaml(tmp / "device.yaml", t.http_port)
-    runs = {"a": make_run(tmp / "run-a", tiny_models["int8"]),
-            "b": make_run(tmp / "run-b", tiny_models["float32"], seed=1),
-            "bad": make_run(tmp / "run-bad", logits_model(tiny_models, tmp / "logits"), seed=2)}
+    runs = {
+        "a": make_run(tmp / "run-a", tiny_models["int8"]),
+        "b": make_run(tmp / "run-b", tiny_models["float32"], seed=1),
+        "bad": make_run(tmp / "run-bad", logits_model(tiny_models, tmp / "logits"), seed=2),
+    }
     wheel = build_device_wheel(tmp / "wheel")
     b = {}
     for key, run, variant, cfg, model_only in [
@@ -310,11 +341,14 @@ def kit(tiny_models, pi, tmp_path_factory):
         ("model_b", runs["b"], "float32", good, True),
         ("model_bad", runs["bad"], "float32", good, True),
     ]:
-        build_bundle(tmp / f"bundle-{key}", run=run, variant=variant, config=cfg, wheel=wheel,
-                     model_only=model_only, unit=UNIT)
+        build_bundle(
+            tmp / f"bundle-{key}", run=run, variant=variant, config=cfg, wheel=wheel, model_only=model_only, unit=UNIT
+        )
         b[key] = tmp / f"bundle-{key}"
-    sha = {k: json.loads((r / "export" / v / "manifest.json").read_text())["sha256"]
-           for k, r, v in [("a", runs["a"], "int8"), ("b", runs["b"], "float32"), ("bad", runs["bad"], "float32")]}
+    sha = {
+        k: json.loads((r / "export" / v / "manifest.json").read_text())["sha256"]
+        for k, r, v in [("a", runs["a"], "int8"), ("b", runs["b"], "float32"), ("bad", runs["bad"], "float32")]
+    }
     return {"target": t, "config": good, "runs": runs, "bundles": b, "sha": sha, "tmp": tmp, "wheel": wheel}
 
 
@@ -328,9 +362,21 @@ def test_first_deploy(pi, kit):
     t0 = time.monotonic()
     # through the Makefile, as a user types it (ARGS: the test's supervisor instead of systemd)
     args = [*t.service_args(), "--remote_python", pi.python, "--health_timeout", "20", "--no_deps"]
-    p = run_cli(["make", "--no-print-directory", "deploy", f"PI={pi.host}", f"PORT={pi.port}", f"SSH_KEY={pi.key}",
-                 f"KNOWN_HOSTS={pi.known_hosts}", f"REMOTE_DIR={t.name}", f"RUN={kit['runs']['a']}",
-                 f"DEVICE_CONFIG={kit['config']}", "ARGS=" + shlex.join(args)])
+    p = run_cli(
+        [
+            "make",
+            "--no-print-directory",
+            "deploy",
+            f"PI={pi.host}",
+            f"PORT={pi.port}",
+            f"SSH_KEY={pi.key}",
+            f"KNOWN_HOSTS={pi.known_hosts}",
+            f"REMOTE_DIR={t.name}",
+            f"RUN={kit['runs']['a']}",
+            f"DEVICE_CONFIG={kit['config']}",
+            "ARGS=" + shlex.join(args),
+        ]
+    )
     took = time.monotonic() - t0
     assert p.returncode == 0, p.stdout + p.stderr
     cur = t.current()
@@ -350,8 +396,14 @@ def test_first_deploy(pi, kit):
     # the release (model, config, self-test image) and the data folder are the deploying user's alone:
     # every folder on the way is 700, every bundle file 600 (pip's venv files may be 755 inside)
     rel = t.remote_dir / "releases" / cur
-    for f in [t.remote_dir, t.remote_dir / "data", t.remote_dir / "releases", rel,
-              *(rel / p for p in bundle["files"]), *((rel / p).parent for p in bundle["files"])]:
+    for f in [
+        t.remote_dir,
+        t.remote_dir / "data",
+        t.remote_dir / "releases",
+        rel,
+        *(rel / p for p in bundle["files"]),
+        *((rel / p).parent for p in bundle["files"]),
+    ]:
         assert f.stat().st_mode & 0o077 == 0, f"{f} is mode {f.stat().st_mode & 0o777:o}"
     # the daemon runs from the release, with the unit's command line, and is healthy
     h = t.healthz()
@@ -361,9 +413,13 @@ def test_first_deploy(pi, kit):
     assert str(t.remote_dir / "current" / "venv" / "bin" / "python").encode() == cmdline[0]
     assert str(t.remote_dir / "current" / "model").encode() in cmdline
     # the device package the daemon imported is the release's wheel, not this checkout
-    out = subprocess.run([str(t.remote_dir / "current" / "venv" / "bin" / "python"), "-c",
-                          "import device, sys; print(device.__file__)"], capture_output=True, text=True,
-                         cwd="/", env={**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]})
+    out = subprocess.run(
+        [str(t.remote_dir / "current" / "venv" / "bin" / "python"), "-c", "import device, sys; print(device.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]},
+    )
     assert os.path.realpath(out.stdout.strip()).startswith(str(t.remote_dir / "releases" / cur / "venv")), out
     print(f"first deploy: {took:.1f} s")
 
@@ -470,9 +526,13 @@ def test_deploy_killed_in_its_health_gate_is_never_ready_nor_a_rollback_target(p
     t: Target = kit["target"]
     old = t.current()
     t.wait_served(old)
-    proc = subprocess.Popen(deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["unhealthy"]), *FAST,
-                                       "--health_timeout", "120"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["unhealthy"]), *FAST, "--health_timeout", "120"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while t.current() == old:  # the device side flips, restarts, then waits in the gate (absent camera)
         assert proc.poll() is None and time.monotonic() < deadline, "the deploy never flipped"
@@ -502,8 +562,21 @@ def test_deploy_killed_in_its_health_gate_is_never_ready_nor_a_rollback_target(p
 
 def test_remote_dir_outside_the_home_is_refused_on_the_device(pi, kit):
     outside = pi.tmp / "not-in-home" / "faceedge"
-    p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), "--service_manager", "command",
-                 "--restart_cmd", "true", "--remote_dir", str(outside)])
+    p = run_cli(
+        [
+            PY,
+            "-m",
+            "device",
+            "rollback",
+            *pi.ssh_args(),
+            "--service_manager",
+            "command",
+            "--restart_cmd",
+            "true",
+            "--remote_dir",
+            str(outside),
+        ]
+    )
     assert p.returncode == 1, p.stdout + p.stderr
     assert "is not inside the home" in p.stdout
     assert not (pi.tmp / "not-in-home").exists()
@@ -514,8 +587,13 @@ def test_first_deploy_that_never_turns_healthy_leaves_nothing_running(pi, kit):
 
     t = Target(pi, "faceedge-fresh")
     bundle = kit["tmp"] / "bundle-fresh-unhealthy"
-    build_bundle(bundle, run=kit["runs"]["a"], config=device_yaml(kit["tmp"] / "fresh.yaml", t.http_port,
-                 "absent_camera"), wheel=kit["wheel"], unit=UNIT)
+    build_bundle(
+        bundle,
+        run=kit["runs"]["a"],
+        config=device_yaml(kit["tmp"] / "fresh.yaml", t.http_port, "absent_camera"),
+        wheel=kit["wheel"],
+        unit=UNIT,
+    )
     p = run_cli(deploy_cmd(pi, t, "--bundle", str(bundle), *FAST, "--health_timeout", "4"))
     assert p.returncode == 1, p.stdout + p.stderr
     assert "no previous release: service stopped, `current` removed" in p.stdout
@@ -527,8 +605,9 @@ def test_first_deploy_that_never_turns_healthy_leaves_nothing_running(pi, kit):
 def _status(pi: Pi, t: Target) -> dict:
     from device.deploy import Host, Options, Ssh, status
 
-    opts = Options(ssh=Ssh(port=pi.port, key=pi.key, known_hosts=pi.known_hosts), remote_dir=t.name,
-                   remote_python=pi.python)
+    opts = Options(
+        ssh=Ssh(port=pi.port, key=pi.key, known_hosts=pi.known_hosts), remote_dir=t.name, remote_python=pi.python
+    )
     return status([Host.parse(pi.host)], opts)[pi.host]
 
 
@@ -616,8 +695,13 @@ def test_killed_deploys_leave_old_or_new_current_never_a_mix(pi, kit):
         old = t.current()
         log_len = len(log.read_text().splitlines())
         started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        proc = subprocess.Popen(deploy_cmd(pi, t, "--bundle", str(bundles[(i + 1) % 2]), *FAST), cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            deploy_cmd(pi, t, "--bundle", str(bundles[(i + 1) % 2]), *FAST),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         t0 = time.monotonic()
         remote = []
         if who == "laptop":

@@ -41,8 +41,14 @@ def test_bundle_of_an_imx500_model_ships_the_package_without_a_selftest(tmp_path
     from device.errors import FaceedgeError
 
     with pytest.raises(FaceedgeError, match="an imx500 model runs on the sensor"):
-        build_bundle(tmp_path / "c", run=mdir, config=_config(tmp_path), wheel=wheel, unit=_unit(tmp_path),
-                     selftest_image=tmp_path / "any.png")
+        build_bundle(
+            tmp_path / "c",
+            run=mdir,
+            config=_config(tmp_path),
+            wheel=wheel,
+            unit=_unit(tmp_path),
+            selftest_image=tmp_path / "any.png",
+        )
 
 
 def test_the_pi_packages_packer_out_into_network_rpk_before_the_check(tmp_path, monkeypatch):

@@ -27,15 +27,18 @@ from device.deploy import (
 from device.errors import FaceedgeError
 from tests.conftest import ROOT
 
-
 # ============================================================================ hosts and ssh
 
-@pytest.mark.parametrize("spec, user, host, port", [
-    ("pi@raspberrypi.local", "pi", "raspberrypi.local", None),
-    ("pi@10.0.0.7:2222", "pi", "10.0.0.7", 2222),
-    ("cam1", None, "cam1", None),
-    ("pi@[fe80::1%eth0]:22", "pi", "fe80::1%eth0", 22),
-])
+
+@pytest.mark.parametrize(
+    "spec, user, host, port",
+    [
+        ("pi@raspberrypi.local", "pi", "raspberrypi.local", None),
+        ("pi@10.0.0.7:2222", "pi", "10.0.0.7", 2222),
+        ("cam1", None, "cam1", None),
+        ("pi@[fe80::1%eth0]:22", "pi", "fe80::1%eth0", 22),
+    ],
+)
 def test_host_parse(spec, user, host, port):
     h = Host.parse(spec)
     assert (h.user, h.host, h.port) == (user, host, port)
@@ -95,6 +98,7 @@ def test_release_names_sort_by_time():
 
 # ============================================================================ wheel and bundle
 
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     return build_device_wheel(tmp_path_factory.mktemp("wheel"))
@@ -127,11 +131,16 @@ def _config(tmp: Path, http: bool = True) -> Path:
 
 def test_bundle_lists_every_file_with_sha256_and_a_selftest(tiny_models, tmp_path, wheel):
     run = _run_dir(tmp_path, tiny_models["int8"])
-    meta = build_bundle(tmp_path / "b", run=run, config=_config(tmp_path), wheel=wheel,
-                        unit=_unit(tmp_path))
+    meta = build_bundle(tmp_path / "b", run=run, config=_config(tmp_path), wheel=wheel, unit=_unit(tmp_path))
     files = set(meta["files"])
-    assert files == {"model/model.tflite", "model/manifest.json", "device.yaml", "faceedge.service",
-                     f"wheels/{wheel.name}", meta["selftest"]["image"]}
+    assert files == {
+        "model/model.tflite",
+        "model/manifest.json",
+        "device.yaml",
+        "faceedge.service",
+        f"wheels/{wheel.name}",
+        meta["selftest"]["image"],
+    }
     assert meta["health"]["url"] == "http://127.0.0.1:8123/healthz"
     # the self-test expectation is this model's own answer for a holdout image, through the crop
     from device.crop import load_image_rgb, resize_to_input
@@ -160,8 +169,13 @@ def _unit(tmp: Path) -> Path:
 
 def test_bundle_needs_the_http_health_endpoint(tiny_models, tmp_path, wheel):
     with pytest.raises(FaceedgeError, match="key 'outputs.http'"):
-        build_bundle(tmp_path / "b", run=tiny_models["int8"], config=_config(tmp_path, http=False), wheel=wheel,
-                     unit=_unit(tmp_path))
+        build_bundle(
+            tmp_path / "b",
+            run=tiny_models["int8"],
+            config=_config(tmp_path, http=False),
+            wheel=wheel,
+            unit=_unit(tmp_path),
+        )
     assert not (tmp_path / "b" / "BUNDLE.json").exists()
 
 
@@ -177,6 +191,7 @@ def test_cli_errors_are_one_line(capsys):
 
 
 # ============================================================================ the device-side layout
+
 
 def _release(lay: remote.Layout, name: str, *, ready: bool = True, failed: bool = False) -> Path:
     d = Path(lay.release(name))
@@ -260,7 +275,8 @@ def test_unit_rendered_for_the_remote_dir(tmp_path, monkeypatch):
     lay = remote.Layout(str(tmp_path / "srv" / "cam"))
     d = _release(lay, "r1")
     (d / "faceedge.service").write_text(
-        "[Service]\nExecStart=%h/faceedge/current/venv/bin/python -m device run\n[Install]\nWantedBy=default.target\n")
+        "[Service]\nExecStart=%h/faceedge/current/venv/bin/python -m device run\n[Install]\nWantedBy=default.target\n"
+    )
     user = remote.Service({"service": {"manager": "systemd-user"}}, lay).render_unit("r1")
     assert f"ExecStart={lay.root}/current/venv/bin/python" in user
     system = remote.Service({"service": {"manager": "systemd-system"}}, lay).render_unit("r1")
@@ -327,6 +343,7 @@ def test_bundle_refuses_a_model_the_conversion_gate_rejected(tiny_models, tmp_pa
 
 # ============================================================================ prune and remote_dir safety
 
+
 def _real_release(lay: remote.Layout, when: float, *, ready: bool = True, age_s: float = 3600) -> str:
     """A release as deploy makes it: <UTC time>-<digest> with a BUNDLE.json, older than the prune grace."""
     name = release_name(("%064x" % int(when)), when)
@@ -367,8 +384,19 @@ def test_remote_dir_that_is_home_or_root_is_refused_before_any_connection(bad, c
     from tests.sshd import free_port
 
     closed = free_port()  # nothing listens there: a connection attempt would say "cannot reach"
-    code = main(["rollback", "--hosts", f"pi@127.0.0.1:{closed}", "--service_manager", "command",
-                 "--restart_cmd", "true", "--remote_dir", bad])
+    code = main(
+        [
+            "rollback",
+            "--hosts",
+            f"pi@127.0.0.1:{closed}",
+            "--service_manager",
+            "command",
+            "--restart_cmd",
+            "true",
+            "--remote_dir",
+            bad,
+        ]
+    )
     err = capsys.readouterr()
     assert code == 2, err
     assert err.err.startswith(f"error: --remote_dir {bad!r}") and err.err.count("\n") == 1
@@ -401,10 +429,24 @@ def test_failed_make_deploy_leaves_no_bundle_dir(tmp_path, tiny_models):
     closed = free_port()
     bad_config = tmp_path / "device.yaml"
     bad_config.write_text("source: {type: synthetic}\n")  # no outputs.http: the bundle build refuses it
-    for run, config in ((tmp_path / "no-such-run", ROOT / "configs" / "device.yaml"),
-                        (tiny_models["int8"], bad_config)):
-        p = subprocess.run(["make", "--no-print-directory", "deploy", f"PI=pi@127.0.0.1:{closed}", f"RUN={run}",
-                            f"DEVICE_CONFIG={config}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "TMPDIR": str(tmpdir)})
+    for run, config in (
+        (tmp_path / "no-such-run", ROOT / "configs" / "device.yaml"),
+        (tiny_models["int8"], bad_config),
+    ):
+        p = subprocess.run(
+            [
+                "make",
+                "--no-print-directory",
+                "deploy",
+                f"PI=pi@127.0.0.1:{closed}",
+                f"RUN={run}",
+                f"DEVICE_CONFIG={config}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "TMPDIR": str(tmpdir)},
+        )
         assert p.returncode != 0 and "error:" in p.stderr, p.stdout + p.stderr
         assert list(tmpdir.iterdir()) == [], p.stderr

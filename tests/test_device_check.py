@@ -20,7 +20,7 @@ def halves(left: int, right: int, size: int = 64) -> np.ndarray:
     """The tiny model's rule: 'open' when the left half is brighter than the right half."""
     img = np.empty((size, size, 3), np.uint8)
     img[:, : size // 2] = left
-    img[:, size // 2:] = right
+    img[:, size // 2 :] = right
     return img
 
 
@@ -63,12 +63,32 @@ def test_generated_pattern_and_text_output(tiny_models, capsys):
 
 def test_json_and_expected_score(tiny_models, images, capsys):
     first = check.run(model_dir=tiny_models["int8"], image=images / "open.png", runs=1)
-    rc = check.main(["--model-dir", str(tiny_models["int8"]), "--image", str(images / "open.png"),
-                     "--expect_score", str(first["score"]), "--tolerance", "0.001", "--json"])
+    rc = check.main(
+        [
+            "--model-dir",
+            str(tiny_models["int8"]),
+            "--image",
+            str(images / "open.png"),
+            "--expect_score",
+            str(first["score"]),
+            "--tolerance",
+            "0.001",
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["ok"] and report["score"] == first["score"]
-    rc = check.main(["--model-dir", str(tiny_models["int8"]), "--image", str(images / "open.png"),
-                     "--expect_score", str(first["score"] - 0.2), "--json"])
+    rc = check.main(
+        [
+            "--model-dir",
+            str(tiny_models["int8"]),
+            "--image",
+            str(images / "open.png"),
+            "--expect_score",
+            str(first["score"] - 0.2),
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert rc == 1 and not report["ok"] and "differs from the expected" in report["failure"]
 
@@ -94,8 +114,9 @@ def test_face_crop_config_without_a_face_still_checks_the_model(tiny_models, ima
 
 def test_output_not_matching_the_manifest_fails(model_copy):
     man, _ = load_manifest(model_copy)
-    write_manifest(model_copy, man.model_copy(update={
-        "labels": ["a", "b", "c"], "positive_label": None, "output_kind": "softmax"}))
+    write_manifest(
+        model_copy, man.model_copy(update={"labels": ["a", "b", "c"], "positive_label": None, "output_kind": "softmax"})
+    )
     r = check.run(model_dir=model_copy, runs=1)
     assert not r["ok"] and "1 output values" in r["failure"] and "needs 3" in r["failure"]
 
@@ -110,7 +131,9 @@ def test_bad_models_exit_2_with_one_error_line(tiny_models, model_copy, tmp_path
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
     # truncated AND a manifest that vouches for it: the runtime refuses it
     man, _ = load_manifest(model_copy, verify_sha256=False)
-    write_manifest(model_copy, man.model_copy(update={"sha256": sha256_file(model), "size_bytes": model.stat().st_size}))
+    write_manifest(
+        model_copy, man.model_copy(update={"sha256": sha256_file(model), "size_bytes": model.stat().st_size})
+    )
     with pytest.raises(FaceedgeError, match="cannot load|TFL3"):
         check.run(model_dir=model_copy)
     with pytest.raises(FaceedgeError, match="no such model directory"):
@@ -136,8 +159,19 @@ def test_python_m_device_check(tiny_models, images, tmp_path):
 
     from tests.conftest import ROOT
 
-    cmd = [sys.executable, "-m", "device", "check", "--model-dir", str(tiny_models["int8"]),
-           "--image", str(images / "open.png"), "--json", "--runs", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "device",
+        "check",
+        "--model-dir",
+        str(tiny_models["int8"]),
+        "--image",
+        str(images / "open.png"),
+        "--json",
+        "--runs",
+        "2",
+    ]
     dump = tmp_path / "modules.txt"
     env = {**os.environ, "FACEEDGE_DUMP_MODULES": str(dump)}
     ok = subprocess.run([*cmd, "--expect", "open"], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)

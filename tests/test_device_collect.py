@@ -55,16 +55,18 @@ class FakeDetector:
 
 # ----------------------------------------------------------------------------- measures
 
+
 def test_sharpness_and_dhash_separate_the_cases():
     a = scene(1)
     g = grey_thumb(a)
     assert sharpness(g) > 500 > collect.DEFAULT_MIN_SHARPNESS > 20 > sharpness(grey_thumb(blurred(a)))
     assert hamming(dhash(g), dhash(grey_thumb(noisy(a, 5)))) < collect.DEFAULT_MIN_CHANGE
     assert all(hamming(dhash(g), dhash(grey_thumb(scene(s)))) >= 20 for s in range(2, 8))
-    assert 0 <= dhash(g) < 2 ** 64
+    assert 0 <= dhash(g) < 2**64
 
 
 # ----------------------------------------------------------------------------- the frame loop
+
 
 def test_frame_loop_skip_counts_and_saved_pixels(tmp_path):
     a, b, c = scene(1), scene(2), scene(3)
@@ -113,6 +115,7 @@ def test_collect_frames_stops_at_count_and_reports_progress(tmp_path):
 
 # ----------------------------------------------------------------------------- files
 
+
 def test_write_new_never_overwrites(tmp_path):
     p = tmp_path / "d" / "x.png"
     assert write_new(p, b"one") == p
@@ -124,6 +127,7 @@ def test_write_new_never_overwrites(tmp_path):
 
 def test_write_new_without_hard_links(tmp_path, monkeypatch):
     """FAT/exFAT media have no hard links: an exclusive reservation + rename, still never overwriting."""
+
     def no_links(src, dst):
         raise PermissionError(1, "Operation not permitted")
 
@@ -146,6 +150,7 @@ def test_a_second_session_with_the_same_name_keeps_the_first(tmp_path):
 
 # ----------------------------------------------------------------------------- the command, real sources
 
+
 def test_collect_from_an_image_folder_via_the_device_cli(tmp_path, capsys):
     from device.cli import main
 
@@ -155,8 +160,9 @@ def test_collect_from_an_image_folder_via_the_device_cli(tmp_path, capsys):
     for i, f in enumerate(frames):
         cv2.imwrite(str(src / f"{i:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     out = tmp_path / "dataset"
-    rc = main(["collect", "--label", "open", "--person", "alice", "--out", str(out), "--source", str(src),
-               "--count", "10"])
+    rc = main(
+        ["collect", "--label", "open", "--person", "alice", "--out", str(out), "--source", str(src), "--count", "10"]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     # an image folder is unpaced: every_s does not apply; 4 distinct sharp scenes
@@ -174,8 +180,7 @@ def test_collect_from_a_video_file_paced_with_every_s(tmp_path):
     for i in range(20):  # 1 s of video, a new scene every frame
         w.write(cv2.cvtColor(scene(200 + i), cv2.COLOR_RGB2BGR))
     w.release()
-    stats = collect.run("closed", "bob", tmp_path / "ds", source=str(video), count=None, every_s=0.3,
-                        progress=False)
+    stats = collect.run("closed", "bob", tmp_path / "ds", source=str(video), count=None, every_s=0.3, progress=False)
     # the file is played at its 20 fps: saves at ~0, 0.3, 0.6, 0.9 s
     assert stats.frames == 20 and 3 <= stats.saved <= 4 and stats.too_soon == 20 - stats.saved
     assert len(list((tmp_path / "ds" / "closed" / "bob").iterdir())) == stats.saved

@@ -87,12 +87,22 @@ def test_source_override(tmp_path):
 
 
 def test_validate_config_cli(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "device", "--validate-config", str(SAMPLE)],
-                        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "device", "--validate-config", str(SAMPLE)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {SAMPLE}"), ok.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("source:\n  type: synthetic\n  fsp: 30\n")
-    r = subprocess.run([sys.executable, "-m", "device", "--validate-config", str(bad)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "device", "--validate-config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {bad}: key 'source.fsp': Extra inputs are not permitted"

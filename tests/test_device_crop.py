@@ -42,6 +42,7 @@ class FakeDetector:
 
 # ----------------------------------------------------------------------------- loading
 
+
 def test_load_png_roundtrip_is_exact_and_rgb_ordered(tmp_path):
     img = rand_rgb(23, 31)
     img[0, 0] = (255, 0, 0)  # pure red stays in channel 0 (RGB, not BGR)
@@ -94,6 +95,7 @@ def test_save_rejects_unknown_extension(tmp_path):
 
 # ----------------------------------------------------------------------------- resize
 
+
 def test_resize_shapes_and_preallocated_out():
     img = rand_rgb(48, 64)
     out = np.zeros((32, 24, 3), np.uint8)
@@ -131,6 +133,7 @@ def test_resize_rejects_bad_input():
 
 # ----------------------------------------------------------------------------- config
 
+
 def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(ValidationError) as e:
         CropConfig.model_validate({"mode": "face", "marjin": 0.2})
@@ -154,6 +157,7 @@ def test_yunet_missing_file_names_key_and_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- full / center
+
 
 def test_full_center_crop_is_a_view_of_the_centre_square():
     img = rand_rgb(480, 640)
@@ -186,6 +190,7 @@ def test_center_mode_fraction():
 
 
 # ----------------------------------------------------------------------------- face geometry (injected detector)
+
 
 def test_face_square_geometry():
     # margin 0.25 on a 40x60 box: side = 60 * 1.5 = 90, centred on the box centre (120, 130)
@@ -225,6 +230,7 @@ def test_cropper_rejects_non_rgb():
 
 # ----------------------------------------------------------------------------- the real Haar detector
 
+
 def test_haar_finds_no_face_in_blank_or_smooth_frames():
     cropper = Cropper(CropConfig(mode="face"))
     assert isinstance(cropper.detector, HaarDetector)
@@ -259,9 +265,9 @@ def test_haar_detects_a_real_face(portrait):
 def test_haar_on_a_large_frame_maps_boxes_back(portrait):
     """Frames wider than detect_width are downscaled for detection; boxes come back in frame pixels."""
     det = HaarDetector(CropConfig(mode="face"))
-    (x0, y0, w0, _), = det.detect(portrait)
+    ((x0, y0, w0, _),) = det.detect(portrait)
     canvas = np.full((900, 1400, 3), 90, np.uint8)
-    canvas[200:200 + portrait.shape[0], 700:700 + portrait.shape[1]] = portrait
+    canvas[200 : 200 + portrait.shape[0], 700 : 700 + portrait.shape[1]] = portrait
     boxes = det.detect(canvas)
     assert len(boxes) == 1
     x, y, w, _ = boxes[0]

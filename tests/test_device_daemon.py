@@ -34,11 +34,13 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, dict]:
 
 
 def test_synthetic_run_labels_follow_the_scene_and_events_fire(tiny_models):
-    cfg = parse_config({
-        "source": {"type": "synthetic", "width": 320, "height": 240, "fps": 0, "switch_every": 10},
-        "decision": {"smoothing": "moving_average", "window": 3, "hysteresis": 0.05},
-        "outputs": {"http": {"port": 0}},
-    })
+    cfg = parse_config(
+        {
+            "source": {"type": "synthetic", "width": 320, "height": 240, "fps": 0, "switch_every": 10},
+            "decision": {"smoothing": "moving_average", "window": 3, "hysteresis": 0.05},
+            "outputs": {"http": {"port": 0}},
+        }
+    )
     results = []
     with Daemon(cfg, model_dir=tiny_models["int8"]) as d:
         stats = d.run(max_frames=40, on_result=results.append)
@@ -112,9 +114,20 @@ def test_make_run_device_classifies_a_video(tiny_models, tmp_path):
     (tmp_path / "device.yaml").write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run(
-        ["make", "-s", "run-device", f"DEVICE_CONFIG={tmp_path / 'device.yaml'}", f"RUN={tiny_models['int8']}",
-         f"SOURCE={video}", f"PY={sys.executable}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+        [
+            "make",
+            "-s",
+            "run-device",
+            f"DEVICE_CONFIG={tmp_path / 'device.yaml'}",
+            f"RUN={tiny_models['int8']}",
+            f"SOURCE={video}",
+            f"PY={sys.executable}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in r.stdout.splitlines()]
@@ -128,8 +141,13 @@ def test_make_run_device_classifies_a_video(tiny_models, tmp_path):
 def test_unusable_source_stops_with_one_error_line(tiny_models, tmp_path):
     cfg = tmp_path / "device.yaml"
     cfg.write_text(f"source: {{type: opencv, device: {tmp_path / 'gone.mp4'}}}\noutputs: {{jsonl: {{path: '-'}}}}\n")
-    r = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(cfg), "--model-dir",
-                        str(tiny_models["int8"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "device", "run", "--config", str(cfg), "--model-dir", str(tiny_models["int8"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == f"error: source.device '{tmp_path / 'gone.mp4'}': no such video file"
 
@@ -144,8 +162,10 @@ def test_reload_applies_new_config_sections(tiny_models, tmp_path):
     with Daemon(load_config(path), model_dir=tiny_models["int8"], config_path=path) as d:
         t = threading.Thread(target=d.run, args=(stop,), daemon=True)
         t.start()
-        path.write_text("source: {type: synthetic, width: 64, height: 48, fps: 50}\n"
-                        "decision: {window: 1, smoothing: none}\ncrop: {mode: center, fraction: 0.5}\n")
+        path.write_text(
+            "source: {type: synthetic, width: 64, height: 48, fps: 50}\n"
+            "decision: {window: 1, smoothing: none}\ncrop: {mode: center, fraction: 0.5}\n"
+        )
         n = d.stats["results"]
         d.request_reload()
         deadline = time.monotonic() + 30
@@ -160,7 +180,7 @@ def test_reload_applies_new_config_sections(tiny_models, tmp_path):
 
 
 def test_frames_that_keep_failing_end_the_loop_with_status_error(tiny_models, caplog):
-    from device.sources.synthetic import SyntheticSource, SyntheticConfig
+    from device.sources.synthetic import SyntheticConfig, SyntheticSource
 
     class GreySource(SyntheticSource):  # test double of a broken source: 2-D frames
         def read(self, out=None, timeout=None):
@@ -176,9 +196,16 @@ def test_frames_that_keep_failing_end_the_loop_with_status_error(tiny_models, ca
 
 # ----------------------------------------------------------------------------- silent successes are errors
 
+
 def device_run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "device", "run", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "device", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def assert_one_line_error(p: subprocess.CompletedProcess, *words: str) -> str:
@@ -203,19 +230,39 @@ def test_a_folder_of_corrupt_images_is_an_error_not_zero_results(tiny_models, tm
     for i in range(4):
         (photos / f"img{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated " * (i + 1))
     cfg = tmp_path / "device.yaml"
-    cfg.write_text(f"source: {{type: images, path: {photos}, loop: {str(loop).lower()}}}\n"
-                   "capture: {stall_seconds: 1.0, reconnect_initial_s: 0.1, reconnect_max_s: 0.2}\n"
-                   "outputs: {jsonl: {path: '-'}}\n")
+    cfg.write_text(
+        f"source: {{type: images, path: {photos}, loop: {str(loop).lower()}}}\n"
+        "capture: {stall_seconds: 1.0, reconnect_initial_s: 0.1, reconnect_max_s: 0.2}\n"
+        "outputs: {jsonl: {path: '-'}}\n"
+    )
     p = device_run(["--config", str(cfg), "--model-dir", str(tiny_models["int8"]), "--max_seconds", "30"])
     line = assert_one_line_error(p, str(photos), "4")
     assert "could be read" in line and p.stdout == ""
 
 
-@pytest.mark.parametrize("flag, value", [("--max_frames", "0"), ("--max_frames", "-1"), ("--max_seconds", "0"),
-                                         ("--max_seconds", "-2"), ("--num_threads", "0")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--max_frames", "0"),
+        ("--max_frames", "-1"),
+        ("--max_seconds", "0"),
+        ("--max_seconds", "-2"),
+        ("--num_threads", "0"),
+    ],
+)
 def test_run_limits_below_one_are_refused(tiny_models, tmp_path, flag, value):
-    p = device_run(["--config", str(_stdout_config(tmp_path)), "--model-dir", str(tiny_models["int8"]),
-                    "--source", "synthetic", flag, value])
+    p = device_run(
+        [
+            "--config",
+            str(_stdout_config(tmp_path)),
+            "--model-dir",
+            str(tiny_models["int8"]),
+            "--source",
+            "synthetic",
+            flag,
+            value,
+        ]
+    )
     assert_one_line_error(p, f"{flag} {value}")
     assert p.stdout == ""  # not one frame classified
 
@@ -231,7 +278,9 @@ def test_a_daemon_without_outputs_refuses_to_start(tiny_models, tmp_path):
 def test_a_reload_that_removes_every_output_is_refused(tiny_models, tmp_path):
     path = tmp_path / "device.yaml"
     out = tmp_path / "results.jsonl"
-    path.write_text(f"source: {{type: synthetic, width: 64, height: 48, fps: 50}}\noutputs: {{jsonl: {{path: {out}}}}}\n")
+    path.write_text(
+        f"source: {{type: synthetic, width: 64, height: 48, fps: 50}}\noutputs: {{jsonl: {{path: {out}}}}}\n"
+    )
     from device.config import load_config
 
     stop = threading.Event()

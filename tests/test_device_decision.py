@@ -14,9 +14,17 @@ def manifest(kind: str = "sigmoid", threshold: float = 0.5) -> Manifest:
     labels = ["closed", "open"] if kind == "sigmoid" else ["a", "b", "c"]
     spec = TensorSpec(dtype="uint8", shape=[1, 1 if kind == "sigmoid" else 3], scale=1 / 256, zero_point=0)
     return Manifest(
-        variant="int8", sha256="0" * 64, size_bytes=1, labels=labels,
-        positive_label="open" if kind == "sigmoid" else None, output_kind=kind, threshold=threshold,
-        input_height=32, input_width=32, input=TensorSpec(dtype="uint8", shape=[1, 32, 32, 3]), output=spec,
+        variant="int8",
+        sha256="0" * 64,
+        size_bytes=1,
+        labels=labels,
+        positive_label="open" if kind == "sigmoid" else None,
+        output_kind=kind,
+        threshold=threshold,
+        input_height=32,
+        input_width=32,
+        input=TensorSpec(dtype="uint8", shape=[1, 32, 32, 3]),
+        output=spec,
     )
 
 

@@ -87,11 +87,17 @@ class Runner:
 
 
 PICAM = {"type": "picamera2", "width": 64, "height": 48, "fps": 30}
-CAPTURE = {"stall_seconds": 0.6, "read_timeout_s": 0.2, "reconnect_initial_s": 0.1, "reconnect_max_s": 0.4,
-           "discard_after_reconnect": 2}
+CAPTURE = {
+    "stall_seconds": 0.6,
+    "read_timeout_s": 0.2,
+    "reconnect_initial_s": 0.1,
+    "reconnect_max_s": 0.4,
+    "discard_after_reconnect": 2,
+}
 
 
 # ----------------------------------------------------------------------------- 1. source stalls
+
 
 @pytest.mark.slow
 def test_1_stall_is_reported_source_reopened_with_backoff_and_nothing_stale(tiny_models, picam, caplog):
@@ -121,9 +127,13 @@ def test_1_stall_is_reported_source_reopened_with_backoff_and_nothing_stale(tiny
     detect_s = wall_detect - last_frame_wall
     gaps = np.diff(opens)
     after = [(r, pub) for r, pub in run.results[n_before:]]
-    FIGURES["stall"] = {"stall_seconds": 0.6, "detected_after_last_frame_s": round(detect_s, 3),
-                        "reopen_intervals_s": [round(g, 3) for g in gaps], "resume_after_return_s":
-                        round(t_resume - t_back, 3), "discarded": grabber.stats.discarded}
+    FIGURES["stall"] = {
+        "stall_seconds": 0.6,
+        "detected_after_last_frame_s": round(detect_s, 3),
+        "reopen_intervals_s": [round(g, 3) for g in gaps],
+        "resume_after_return_s": round(t_resume - t_back, 3),
+        "discarded": grabber.stats.discarded,
+    }
     print(FIGURES["stall"])
     assert detect_s <= 0.6 + 0.25  # health says stalled within stall_seconds (+ the 0.1 s poll)
     assert t_detect - t_stall <= 0.6 + 0.35
@@ -142,6 +152,7 @@ def test_1_stall_is_reported_source_reopened_with_backoff_and_nothing_stale(tiny
 
 
 # ----------------------------------------------------------------------------- 2. a capture call that never returns
+
 
 class HangingSource(SyntheticSource):
     """Test double of a source: once `hang` is set, read() blocks until the test releases it."""
@@ -178,8 +189,12 @@ def test_2_hung_capture_healthz_answers_and_watchdog_stops(tiny_models, tmp_path
     listener.start()
     cfg = parse_config({"capture": {"stall_seconds": 0.5}, "outputs": {"http": {"port": 0}}})
     notifier = Notifier(env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"})
-    d = Daemon(cfg, model_dir=tiny_models["int8"], notifier=notifier,
-               source_factory=lambda: HangingSource(SyntheticConfig(width=64, height=48, fps=50)))
+    d = Daemon(
+        cfg,
+        model_dir=tiny_models["int8"],
+        notifier=notifier,
+        source_factory=lambda: HangingSource(SyntheticConfig(width=64, height=48, fps=50)),
+    )
     try:
         with Runner(d) as run:
             wait_until(lambda: len(run.results) >= 50, 5)
@@ -196,8 +211,13 @@ def test_2_hung_capture_healthz_answers_and_watchdog_stops(tiny_models, tmp_path
     assert any(m.startswith("READY=1") for _, m in messages)
     before = [t for t in pings if t < t_hang]
     after = [t for t in pings if t > t_hang + 0.1]
-    FIGURES["hang"] = {"pings_before": len(before), "pings_after_hang": len(after),
-                       "healthz_code": code, "healthz_status": health["status"], "healthz_answer_s": round(answer_s, 3)}
+    FIGURES["hang"] = {
+        "pings_before": len(before),
+        "pings_after_hang": len(after),
+        "healthz_code": code,
+        "healthz_status": health["status"],
+        "healthz_answer_s": round(answer_s, 3),
+    }
     print(FIGURES["hang"])
     assert len(before) >= 5  # pings while fresh results flowed (rate-limited to WATCHDOG_USEC/4)
     assert after == []  # no ping once capture hung: systemd would restart the service after WatchdogSec
@@ -205,6 +225,7 @@ def test_2_hung_capture_healthz_answers_and_watchdog_stops(tiny_models, tmp_path
 
 
 # ----------------------------------------------------------------------------- 3. camera busy at open
+
 
 def test_3_camera_busy_at_open_retries_with_backoff(tiny_models, picam, caplog):
     caplog.set_level(logging.INFO)
@@ -227,6 +248,7 @@ def test_3_camera_busy_at_open_retries_with_backoff(tiny_models, picam, caplog):
 
 
 # ----------------------------------------------------------------------------- 4. back-pressure
+
 
 @pytest.fixture(scope="session")
 def slow_model(tmp_path_factory, tiny_models) -> Path:
@@ -264,11 +286,13 @@ def test_4_back_pressure_latency_bounded_drops_counted_memory_flat(slow_model):
         times.append((time.perf_counter() - t) * 1000)
     del clf
     fps = max(30.0, 3000.0 / float(np.median(times[2:])))
-    cfg = parse_config({
-        "source": {"type": "synthetic", "width": 640, "height": 480, "fps": fps},
-        "model": {"num_threads": 1},
-        "outputs": {"http": {"port": 0}},
-    })
+    cfg = parse_config(
+        {
+            "source": {"type": "synthetic", "width": 640, "height": 480, "fps": fps},
+            "model": {"num_threads": 1},
+            "outputs": {"http": {"port": 0}},
+        }
+    )
     proc = psutil.Process()
     rss: list[tuple[float, float]] = []
     with Runner(Daemon(cfg, model_dir=slow_model)) as run:
@@ -284,17 +308,24 @@ def test_4_back_pressure_latency_bounded_drops_counted_memory_flat(slow_model):
     period = float(np.median(invoke))
     warm = [m for t, m in rss if t >= 1.5]
     FIGURES["backpressure"] = {
-        "invoke_p50_ms": round(period, 1), "latency_p50_ms": round(float(np.median(latency)), 1),
-        "latency_p95_ms": round(float(np.percentile(latency, 95)), 1), "latency_max_ms": round(float(latency.max()), 1),
-        "results": len(run.results), "captured": stats["captured"], "dropped": stats["dropped"],
-        "rss_growth_mb": round(warm[-1] - warm[0], 2), "rss_max_growth_mb": round(max(warm) - warm[0], 2),
+        "invoke_p50_ms": round(period, 1),
+        "latency_p50_ms": round(float(np.median(latency)), 1),
+        "latency_p95_ms": round(float(np.percentile(latency, 95)), 1),
+        "latency_max_ms": round(float(latency.max()), 1),
+        "results": len(run.results),
+        "captured": stats["captured"],
+        "dropped": stats["dropped"],
+        "rss_growth_mb": round(warm[-1] - warm[0], 2),
+        "rss_max_growth_mb": round(max(warm) - warm[0], 2),
     }
     FIGURES["backpressure"]["source_fps"] = round(fps, 1)
     assert period > 1000 / fps  # the model really is slower than the camera
     # Newest frame, never a queue: capture → decision stays within two inference periods. Judged per
     # result against that result's own invoke, because on a shared machine invoke itself spikes.
     ratio = latency / invoke
-    FIGURES["backpressure"]["latency_over_invoke_p50_p90"] = [round(float(np.percentile(ratio, q)), 2) for q in (50, 90)]
+    FIGURES["backpressure"]["latency_over_invoke_p50_p90"] = [
+        round(float(np.percentile(ratio, q)), 2) for q in (50, 90)
+    ]
     print(FIGURES["backpressure"])
     # (p90, not the max: on a loaded 2-core CI box the loop thread itself is sometimes descheduled)
     assert np.percentile(ratio, 90) <= 2.0 and np.median(ratio) <= 1.5 and np.median(latency) <= 2 * period
@@ -306,6 +337,7 @@ def test_4_back_pressure_latency_bounded_drops_counted_memory_flat(slow_model):
 
 
 # ----------------------------------------------------------------------------- 7. signals, in a real process
+
 
 def _model_copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_saved*"))
@@ -322,8 +354,14 @@ class Proc:
     """A `python -m device run` subprocess with its stdout (JSON lines) and stderr read live."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict | None = None) -> None:
-        self.p = subprocess.Popen([sys.executable, "-m", "device", *args], cwd=cwd, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env)
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "device", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.rows: list[dict] = []
         self.err: list[str] = []
         threading.Thread(target=self._read_out, daemon=True).start()
@@ -348,8 +386,10 @@ def test_7_sighup_refuses_bad_models_accepts_good_and_sigterm_exits_fast(tiny_mo
     data = (truncated / "model.tflite").read_bytes()
     (truncated / "model.tflite").write_bytes(data[: len(data) // 2])
     man, _ = load_manifest(good)
-    write_manifest(truncated, man.model_copy(update={
-        "sha256": sha256_file(truncated / "model.tflite"), "size_bytes": len(data) // 2}))
+    write_manifest(
+        truncated,
+        man.model_copy(update={"sha256": sha256_file(truncated / "model.tflite"), "size_bytes": len(data) // 2}),
+    )
     wrong_shape = _model_copy(tiny_models["int8"], tmp_path / "wrong_shape")
     write_manifest(wrong_shape, man.model_copy(update={"input_height": 64, "input_width": 64}))
     newer = _model_copy(tiny_models["float32"], tmp_path / "newer")
@@ -357,16 +397,24 @@ def test_7_sighup_refuses_bad_models_accepts_good_and_sigterm_exits_fast(tiny_mo
     current = tmp_path / "current"
     current.symlink_to(good)
     cfg = tmp_path / "device.yaml"
-    cfg.write_text(f"source: {{type: synthetic, width: 64, height: 48, fps: 30}}\n"
-                   f"model: {{dir: {current}}}\noutputs: {{jsonl: {{path: '-'}}}}\n")
+    cfg.write_text(
+        f"source: {{type: synthetic, width: 64, height: 48, fps: 30}}\n"
+        f"model: {{dir: {current}}}\noutputs: {{jsonl: {{path: '-'}}}}\n"
+    )
     proc = Proc(["run", "--config", str(cfg)], ROOT, dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
         wait_until(lambda: len(proc.rows) >= 5, 30)
         for bad, why in ((truncated, "cannot load this model"), (wrong_shape, "does not match manifest")):
             _point(current, bad)
             proc.p.send_signal(signal.SIGHUP)
-            line = wait_until(lambda: proc.err_has("reload refused")[-1:] if len(proc.err_has("reload refused")) >
-                              (0 if bad is truncated else 1) else None, 30)[0]
+            line = wait_until(
+                lambda: (
+                    proc.err_has("reload refused")[-1:]
+                    if len(proc.err_has("reload refused")) > (0 if bad is truncated else 1)
+                    else None
+                ),
+                30,
+            )[0]
             assert why in line and str(bad) in line, line
             n = len(proc.rows)
             wait_until(lambda: len(proc.rows) >= n + 5, 10)  # the old model keeps serving
@@ -392,6 +440,7 @@ def test_7_sighup_refuses_bad_models_accepts_good_and_sigterm_exits_fast(tiny_mo
 
 # ----------------------------------------------------------------------------- 8. missing or corrupt model at start
 
+
 def test_8_missing_or_corrupt_model_is_one_error_line(tiny_models, tmp_path):
     corrupt = _model_copy(tiny_models["int8"], tmp_path / "corrupt")
     with open(corrupt / "model.tflite", "r+b") as f:
@@ -401,16 +450,35 @@ def test_8_missing_or_corrupt_model_is_one_error_line(tiny_models, tmp_path):
     data = (truncated / "model.tflite").read_bytes()
     (truncated / "model.tflite").write_bytes(data[:200])
     man, _ = load_manifest(tiny_models["int8"])
-    write_manifest(truncated, man.model_copy(update={"sha256": sha256_file(truncated / "model.tflite"),
-                                                     "size_bytes": 200}))
-    cases = {tmp_path / "missing": "no such model directory", corrupt: "does not match manifest",
-             truncated: "cannot load this model"}
+    write_manifest(
+        truncated, man.model_copy(update={"sha256": sha256_file(truncated / "model.tflite"), "size_bytes": 200})
+    )
+    cases = {
+        tmp_path / "missing": "no such model directory",
+        corrupt: "does not match manifest",
+        truncated: "cannot load this model",
+    }
     cfg = tmp_path / "device.yaml"
     cfg.write_text("outputs: {jsonl: {path: '-'}}\n")
     for mdir, why in cases.items():
-        r = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(cfg), "--model-dir", str(mdir),
-                            "--source", "synthetic"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "device",
+                "run",
+                "--config",
+                str(cfg),
+                "--model-dir",
+                str(mdir),
+                "--source",
+                "synthetic",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2, r.stderr
         assert len(lines) == 1 and lines[0].startswith("error: ") and why in lines[0], r.stderr

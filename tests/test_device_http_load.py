@@ -40,8 +40,7 @@ def test_twenty_concurrent_clients(tiny_models):
         runs.append((lat["p99"], rep["fps_change"]))
         if lat["p99"] <= 50 and abs(rep["fps_change"]) <= 0.05:
             break
-    assert any(p99 <= 50 and abs(change) <= 0.05 for p99, change in runs), \
-        f"(p99 ms, fps change) per run: {runs}"
+    assert any(p99 <= 50 and abs(change) <= 0.05 for p99, change in runs), f"(p99 ms, fps change) per run: {runs}"
 
 
 def test_a_full_pool_answers_busy_at_once():

@@ -69,8 +69,11 @@ def test_daemon_decides_on_the_sensor_outputs_of_each_frame(tmp_path, sensor):
 def test_crop_becomes_the_sensors_region_of_interest(tmp_path, sensor):
     mdir = make_imx500_dir(tmp_path)
     sensor.scene = scene(images(2), [0.2, 0.8])
-    cases = [({"mode": "center", "fraction": 0.5}, 1520), ({"mode": "full"}, SENSOR_HEIGHT),
-             ({"mode": "full", "square": "stretch"}, None)]
+    cases = [
+        ({"mode": "center", "fraction": 0.5}, 1520),
+        ({"mode": "full"}, SENSOR_HEIGHT),
+        ({"mode": "full", "square": "stretch"}, None),
+    ]
     for crop, side in cases:
         with Daemon(parse_config(config(crop=crop)), model_dir=mdir) as d:
             d.run(max_frames=1)
@@ -81,11 +84,14 @@ def test_crop_becomes_the_sensors_region_of_interest(tmp_path, sensor):
             assert roi == ((SENSOR_WIDTH - side) // 2, (SENSOR_HEIGHT - side) // 2, side, side)
 
 
-@pytest.mark.parametrize("over, message", [
-    ({"source": {"type": "picamera2"}}, "set source.type imx500"),
-    ({"crop": {"mode": "face"}}, "crop.mode 'face' cannot run on the AI Camera"),
-    ({"crop": {"mode": "full", "square": "letterbox"}}, "crop.square 'letterbox'"),
-])
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"source": {"type": "picamera2"}}, "set source.type imx500"),
+        ({"crop": {"mode": "face"}}, "crop.mode 'face' cannot run on the AI Camera"),
+        ({"crop": {"mode": "full", "square": "letterbox"}}, "crop.square 'letterbox'"),
+    ],
+)
 def test_imx500_model_refuses_what_the_sensor_cannot_do(tmp_path, sensor, over, message):
     mdir = make_imx500_dir(tmp_path)
     with pytest.raises(FaceedgeError, match=message):
@@ -158,21 +164,47 @@ def test_bench_measures_the_ai_camera_loop_beside_the_published_figures(tmp_path
     sensor.scene = scene(images(4), [0.2, 0.8, 0.3, 0.7])
     sensor.kpi_us = (3100, 450)  # what the sensor reports per frame in CnnKpiInfo (µs)
 
-    def in_process(model_dir, threads, *, source, config=None, seconds=5.0, warmup_seconds=1.0,
-                   slice_seconds=0.25, timeout=None):
+    def in_process(
+        model_dir, threads, *, source, config=None, seconds=5.0, warmup_seconds=1.0, slice_seconds=0.25, timeout=None
+    ):
         # the fake camera exists in this process only: run the pipeline child's code here
-        return bench._pipeline_child({"model_dir": str(model_dir), "threads": threads, "source": source,
-                                      "config": config, "seconds": seconds, "warmup_seconds": warmup_seconds,
-                                      "slice_seconds": slice_seconds, "spawned_at": time.time()})
+        return bench._pipeline_child(
+            {
+                "model_dir": str(model_dir),
+                "threads": threads,
+                "source": source,
+                "config": config,
+                "seconds": seconds,
+                "warmup_seconds": warmup_seconds,
+                "slice_seconds": slice_seconds,
+                "spawned_at": time.time(),
+            }
+        )
 
     monkeypatch.setattr(bench, "bench_pipeline", in_process)
-    report = bench.run(mdir, variants=["imx500"], source="imx500", resolution=(64, 48), pipeline_seconds=1.0,
-                       pipeline_warmup_seconds=0.2, out=tmp_path / "bench")
+    report = bench.run(
+        mdir,
+        variants=["imx500"],
+        source="imx500",
+        resolution=(64, 48),
+        pipeline_seconds=1.0,
+        pipeline_warmup_seconds=0.2,
+        out=tmp_path / "bench",
+    )
     assert report["raw"] == [] and report["pipeline"] == [] and report["bare"] == []
     (s,) = report["sensor"]
     assert s["raw_interleaved"] is None and s["published"] == bench.PUBLISHED_SENSOR
-    assert set(s["stage_names"]) == {"capture", "frame_wait", "capture_wait", "postprocess", "latency", "publish",
-                                     "end_to_end", "sensor_dnn", "sensor_dsp"}
+    assert set(s["stage_names"]) == {
+        "capture",
+        "frame_wait",
+        "capture_wait",
+        "postprocess",
+        "latency",
+        "publish",
+        "end_to_end",
+        "sensor_dnn",
+        "sensor_dsp",
+    }
     assert s["stages_ms"]["sensor_dnn"]["p50"] == pytest.approx(3.1) and s["stages_ms"]["sensor_dsp"]["p50"] == 0.45
     assert 15 <= s["fps"] <= 33  # the fake camera delivers 30 fps; the loop keeps up
     md = Path(report["outputs"]["md"]).read_text()
@@ -200,7 +232,6 @@ def test_bench_takes_the_ai_camera_model_only_when_asked(tiny_models, tmp_path):
 
 def test_sample_config_for_the_ai_camera_runs_an_imx500_model(tmp_path, sensor):
     from device.config import load_config
-
     from tests.conftest import ROOT
 
     cfg = load_config(ROOT / "configs" / "device-imx500.yaml")

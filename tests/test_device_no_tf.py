@@ -20,8 +20,12 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.lineno, node.module))
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.append((node.lineno, str(node.args[0].value)))
     return found
 
@@ -40,11 +44,19 @@ def test_no_file_under_device_imports_them():
 def test_running_the_daemon_never_imports_them(tiny_models, tmp_path):
     dump = tmp_path / "modules.txt"
     cfg = tmp_path / "device.yaml"
-    cfg.write_text("source: {type: synthetic, width: 160, height: 120, fps: 0, frames: 20}\n"
-                   "crop: {mode: face, on_no_face: full}\noutputs: {jsonl: {path: '-'}, http: {port: 0}}\n")
+    cfg.write_text(
+        "source: {type: synthetic, width: 160, height: 120, fps: 0, frames: 20}\n"
+        "crop: {mode: face, on_no_face: full}\noutputs: {jsonl: {path: '-'}, http: {port: 0}}\n"
+    )
     env = dict(os.environ, FACEEDGE_DUMP_MODULES=str(dump), PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(cfg), "--model-dir",
-                        str(tiny_models["int8"])], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "device", "run", "--config", str(cfg), "--model-dir", str(tiny_models["int8"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 20  # every frame classified (no face: the full frame)
     modules = dump.read_text().split()

@@ -32,16 +32,23 @@ def test_daemon_keeps_classifying_through_broker_kill_and_full_disk(tiny_models,
     broker.start()
     rec = Recorder(broker.port, "e2e/#")
     assert rec.subscribed.wait(5)
-    cfg = parse_config({
-        "source": {"type": "synthetic", "width": 160, "height": 120, "fps": 20, "switch_every": 10},
-        "decision": {"smoothing": "moving_average", "window": 3},
-        "outputs": {
-            "jsonl": {"path": "/dev/full"},
-            "http": {"port": 0},
-            "mqtt": {"port": broker.port, "topic_prefix": "e2e", "queue_size": 30,
-                     "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
-        },
-    })
+    cfg = parse_config(
+        {
+            "source": {"type": "synthetic", "width": 160, "height": 120, "fps": 20, "switch_every": 10},
+            "decision": {"smoothing": "moving_average", "window": 3},
+            "outputs": {
+                "jsonl": {"path": "/dev/full"},
+                "http": {"port": 0},
+                "mqtt": {
+                    "port": broker.port,
+                    "topic_prefix": "e2e",
+                    "queue_size": 30,
+                    "reconnect_min_s": 0.2,
+                    "reconnect_max_s": 1.0,
+                },
+            },
+        }
+    )
     caplog.set_level(logging.WARNING)
     results = []
     stop = threading.Event()
@@ -62,8 +69,10 @@ def test_daemon_keeps_classifying_through_broker_kill_and_full_disk(tiny_models,
             depths.append(mqtt.queue_depth)
             time.sleep(0.05)
         outage_rate = (len(results) - n0) / (time.monotonic() - t0)
-        print(f"\n{outage_rate:.1f} results/s with the broker dead (source 20 fps); "
-              f"queue max {max(depths)} of 30; dropped {daemon.telemetry.counter('mqtt_dropped')}")
+        print(
+            f"\n{outage_rate:.1f} results/s with the broker dead (source 20 fps); "
+            f"queue max {max(depths)} of 30; dropped {daemon.telemetry.counter('mqtt_dropped')}"
+        )
         assert outage_rate > 12  # the loop does not wait on the network
         assert max(depths) <= 30 and daemon.telemetry.counter("mqtt_dropped") > 0
         with urllib.request.urlopen(f"http://127.0.0.1:{http.port}/healthz", timeout=2) as r:

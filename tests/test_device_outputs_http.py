@@ -100,11 +100,13 @@ def test_model_path_is_not_published(tiny_models, tmp_path, monkeypatch):
     shutil.copytree(tiny_models["int8"], model_dir)
     sha = json.loads((model_dir / "manifest.json").read_text())["sha256"]
     monkeypatch.setenv("FACEEDGE_TEST_TOKEN", TOKEN)
-    for http_cfg, headers in (({"port": 0}, {}),
-                          ({"host": "0.0.0.0", "port": 0, "token_env": "FACEEDGE_TEST_TOKEN"},
-                           {"Authorization": f"Bearer {TOKEN}"})):
-        cfg = parse_config({"source": {"type": "synthetic", "width": 64, "height": 48, "fps": 0},
-                            "outputs": {"http": http_cfg}})
+    for http_cfg, headers in (
+        ({"port": 0}, {}),
+        ({"host": "0.0.0.0", "port": 0, "token_env": "FACEEDGE_TEST_TOKEN"}, {"Authorization": f"Bearer {TOKEN}"}),
+    ):
+        cfg = parse_config(
+            {"source": {"type": "synthetic", "width": 64, "height": 48, "fps": 0}, "outputs": {"http": http_cfg}}
+        )
         with Daemon(cfg, model_dir=model_dir) as d:
             d.run(max_frames=3)
             (out,) = d.outputs
@@ -202,9 +204,13 @@ def test_answers_while_the_loop_is_stuck(tiny_models, tmp_path):
     fifo = tmp_path / "results.pipe"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open, never read: the pipe fills
-    cfg = parse_config({"source": {"type": "synthetic", "width": 64, "height": 48, "fps": 30},
-                        "capture": {"stall_seconds": 0.8},
-                        "outputs": {"jsonl": {"path": str(fifo)}, "http": {"port": 0}}})
+    cfg = parse_config(
+        {
+            "source": {"type": "synthetic", "width": 64, "height": 48, "fps": 30},
+            "capture": {"stall_seconds": 0.8},
+            "outputs": {"jsonl": {"path": str(fifo)}, "http": {"port": 0}},
+        }
+    )
     stop = threading.Event()
     d = Daemon(cfg, model_dir=tiny_models["int8"])
     d.start()
@@ -230,8 +236,10 @@ def test_answers_while_the_loop_is_stuck(tiny_models, tmp_path):
                 break
             time.sleep(0.1)
         elapsed, code, snap = answers[-1]
-        print(f"\nloop stuck in a write: /healthz said stalled {snap['last_result_age_s']:.2f} s after the last "
-              f"result (stall_seconds 0.8), answering in {max(a[0] for a in answers) * 1000:.1f} ms at most")
+        print(
+            f"\nloop stuck in a write: /healthz said stalled {snap['last_result_age_s']:.2f} s after the last "
+            f"result (stall_seconds 0.8), answering in {max(a[0] for a in answers) * 1000:.1f} ms at most"
+        )
         assert max(a[0] for a in answers) < 1.0  # answered at once, every time
         assert code == 503 and snap["status"] == "stalled", snap
         assert "loop" in snap["reason"] and snap["last_frame_age_s"] < 0.5, snap  # the camera is fine

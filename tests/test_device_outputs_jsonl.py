@@ -75,8 +75,11 @@ def test_rotation_caps_size(tmp_path):
     line_len = len((tmp_path / "results.jsonl.1").read_text().splitlines()[0]) + 1
     assert sizes["results.jsonl.1"] > 2000 - line_len  # rotated only when the next line did not fit
     # Newest lines in the live file, older ones in .1, .2; every line whole; nothing beyond 2 backups.
-    ids = [json.loads(x)["frame_id"] for name in ("results.jsonl.2", "results.jsonl.1", "results.jsonl")
-           for x in (tmp_path / name).read_text().splitlines()]
+    ids = [
+        json.loads(x)["frame_id"]
+        for name in ("results.jsonl.2", "results.jsonl.1", "results.jsonl")
+        for x in (tmp_path / name).read_text().splitlines()
+    ]
     assert ids == list(range(100 - len(ids), 100))
     assert len(ids) < 100
 
@@ -181,8 +184,14 @@ def test_short_write_leaves_no_torn_line(tmp_path):
     from tests.conftest import ROOT
 
     path = tmp_path / "r.jsonl"
-    p = subprocess.run([sys.executable, "-c", FSIZE_CHILD, str(path)], capture_output=True, text=True, timeout=120,
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    p = subprocess.run(
+        [sys.executable, "-c", FSIZE_CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     info = json.loads(p.stdout.strip().splitlines()[-1])
     data = path.read_bytes()

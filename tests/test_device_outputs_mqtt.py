@@ -48,8 +48,12 @@ def closing():
 
 def make_output(port: int, prefix: str, tel: Telemetry | None = None, **kw) -> MqttOutput:
     cfg = MqttConfig(
-        port=port, topic_prefix=prefix, client_id=f"faceedge-test-{prefix.replace('/', '-')}",
-        reconnect_min_s=0.2, reconnect_max_s=1.0, **kw,
+        port=port,
+        topic_prefix=prefix,
+        client_id=f"faceedge-test-{prefix.replace('/', '-')}",
+        reconnect_min_s=0.2,
+        reconnect_max_s=1.0,
+        **kw,
     )
     return MqttOutput(cfg, tel or Telemetry())
 
@@ -285,18 +289,22 @@ def test_password_file_readable_by_others_is_refused(tmp_path):
     assert MqttOutput(MqttConfig(username="u", password_file=pw), Telemetry()).client.password == "hunter2hunter2"
 
 
-@pytest.mark.parametrize("host, tls, warned", [
-    ("192.0.2.10", False, True),  # TEST-NET-1: never contacted (the output is not started)
-    ("broker.example", False, True),
-    ("192.0.2.10", True, False),
-    ("127.0.0.1", False, False),
-    ("::1", False, False),
-])
+@pytest.mark.parametrize(
+    "host, tls, warned",
+    [
+        ("192.0.2.10", False, True),  # TEST-NET-1: never contacted (the output is not started)
+        ("broker.example", False, True),
+        ("192.0.2.10", True, False),
+        ("127.0.0.1", False, False),
+        ("::1", False, False),
+    ],
+)
 def test_password_in_clear_to_a_remote_broker_warns_once(tmp_path, caplog, monkeypatch, host, tls, warned):
     monkeypatch.setenv("FACEEDGE_TEST_MQTT_PW", "hunter2hunter2")
     caplog.set_level(logging.WARNING, logger="device.outputs.mqtt")
-    out = MqttOutput(MqttConfig(host=host, username="pi", password_env="FACEEDGE_TEST_MQTT_PW",
-                                tls={} if tls else None), Telemetry())  # {}: the system's trust store
+    out = MqttOutput(
+        MqttConfig(host=host, username="pi", password_env="FACEEDGE_TEST_MQTT_PW", tls={} if tls else None), Telemetry()
+    )  # {}: the system's trust store
     for i in range(5):  # publishing (queued: never started, nothing is sent) says nothing more
         out.publish(result(i))
     clear = [r for r in caplog.records if "without TLS" in r.getMessage()]
@@ -309,8 +317,9 @@ def test_tls_files_are_checked_one_by_one(tmp_path):
     with pytest.raises(FaceedgeError, match=rf"outputs.mqtt.tls.ca_file {tmp_path}/nope.crt: "):
         MqttOutput(MqttConfig(tls={"ca_file": tmp_path / "nope.crt"}), Telemetry())
     with pytest.raises(FaceedgeError, match=rf"outputs.mqtt.tls.cert_file {tmp_path}/client.crt: "):
-        MqttOutput(MqttConfig(tls={"cert_file": tmp_path / "client.crt", "key_file": tmp_path / "client.key"}),
-                   Telemetry())
+        MqttOutput(
+            MqttConfig(tls={"cert_file": tmp_path / "client.crt", "key_file": tmp_path / "client.key"}), Telemetry()
+        )
     key = tmp_path / "client.key"
     key.write_text("-----BEGIN PRIVATE KEY-----\n")
     key.chmod(0o644)
@@ -332,18 +341,52 @@ def make_tls_files(d: Path) -> dict[str, Path]:
     ossl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=faceedge-test-ca")
     ossl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-         "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    ossl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    )
     # a client certificate from the same CA (mutual TLS), and one from a CA the broker does not trust
     ossl("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=faceedge-pi1")
-    ossl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-         "-out", "client.crt", "-days", "2")
+    ossl(
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.crt",
+        "-days",
+        "2",
+    )
     ossl("req", "-x509", *ec, "-keyout", "rogue.key", "-out", "rogue.crt", "-days", "2", "-subj", "/CN=rogue")
     for key in ("ca.key", "server.key", "client.key", "rogue.key"):
         (d / key).chmod(0o600)
-    return {"ca": d / "ca.crt", "server": d / "server.crt", "server_key": d / "server.key",
-            "client": d / "client.crt", "client_key": d / "client.key", "rogue": d / "rogue.crt",
-            "rogue_key": d / "rogue.key"}
+    return {
+        "ca": d / "ca.crt",
+        "server": d / "server.crt",
+        "server_key": d / "server.key",
+        "client": d / "client.crt",
+        "client_key": d / "client.key",
+        "rogue": d / "rogue.crt",
+        "rogue_key": d / "rogue.key",
+    }
 
 
 @pytest.mark.slow
@@ -352,12 +395,22 @@ def test_tls_and_password_from_file(tmp_path, closing, caplog, monkeypatch):
     files = make_tls_files(tmp_path / "pki")
     pwfile = tmp_path / "broker" / "passwd"
     pwfile.parent.mkdir()
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "pi", "correct-horse-battery"], check=True,
-                   capture_output=True, timeout=30)
-    broker = Mosquitto(tmp_path / "broker", extra=[
-        f"cafile {files['ca']}", f"certfile {files['server']}", f"keyfile {files['server_key']}",
-        "allow_anonymous false", f"password_file {pwfile}",
-    ])
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(pwfile), "pi", "correct-horse-battery"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    broker = Mosquitto(
+        tmp_path / "broker",
+        extra=[
+            f"cafile {files['ca']}",
+            f"certfile {files['server']}",
+            f"keyfile {files['server_key']}",
+            "allow_anonymous false",
+            f"password_file {pwfile}",
+        ],
+    )
     broker.start()
     try:
         rec = Recorder(broker.port, "t6/#", ca_file=str(files["ca"]), username="pi", password="correct-horse-battery")
@@ -377,8 +430,15 @@ def test_tls_and_password_from_file(tmp_path, closing, caplog, monkeypatch):
         monkeypatch.setenv("FACEEDGE_TEST_MQTT_PW", "wrong")
         caplog.set_level(logging.WARNING, logger="device.outputs.mqtt")
         tel = Telemetry()
-        bad = make_output(broker.port, "t6bad", tel, username="pi", password_env="FACEEDGE_TEST_MQTT_PW",
-                          tls={"ca_file": files["ca"]}, queue_size=5)
+        bad = make_output(
+            broker.port,
+            "t6bad",
+            tel,
+            username="pi",
+            password_env="FACEEDGE_TEST_MQTT_PW",
+            tls={"ca_file": files["ca"]},
+            queue_size=5,
+        )
         closing(bad)
         bad.start()
         for i in range(10):
@@ -396,10 +456,17 @@ def test_mutual_tls_with_a_client_certificate(tmp_path, closing, caplog):
     """A broker that requires a client certificate from its CA: ours gets in, a rogue one and none do not."""
     tools.require("mosquitto", "openssl")
     files = make_tls_files(tmp_path / "pki")
-    broker = Mosquitto(tmp_path / "broker", extra=[
-        f"cafile {files['ca']}", f"certfile {files['server']}", f"keyfile {files['server_key']}",
-        "require_certificate true", "use_identity_as_username true", "allow_anonymous false",
-    ])
+    broker = Mosquitto(
+        tmp_path / "broker",
+        extra=[
+            f"cafile {files['ca']}",
+            f"certfile {files['server']}",
+            f"keyfile {files['server_key']}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "allow_anonymous false",
+        ],
+    )
     broker.start()
     try:
         tls = {"ca_file": files["ca"], "cert_file": files["client"], "key_file": files["client_key"]}

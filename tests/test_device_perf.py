@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- Result.to_dict
 
+
 def _to_dict_reference(r: Result) -> dict:
     """What to_dict returned before it was built by hand (dataclasses.asdict + rounding)."""
     d = dataclasses.asdict(r)
@@ -48,10 +49,18 @@ def _to_dict_reference(r: Result) -> dict:
 @pytest.mark.parametrize("smoothed", ["open", None])
 def test_to_dict_equals_the_asdict_reference_with_key_order(smoothed):
     rng = np.random.default_rng(0)
-    r = Result(frame_id=7, timestamp=1764300000.123456, label="closed", score=float(rng.random()),
-               smoothed_label=smoothed, smoothed_score=float(rng.random()), event=smoothed is not None,
-               stages_ms={"crop": 0.1234567, "invoke": 1.98765, "latency": 12.00049},
-               scores=[float(x) for x in rng.random(3)], model_sha256="ab" * 32)
+    r = Result(
+        frame_id=7,
+        timestamp=1764300000.123456,
+        label="closed",
+        score=float(rng.random()),
+        smoothed_label=smoothed,
+        smoothed_score=float(rng.random()),
+        event=smoothed is not None,
+        stages_ms={"crop": 0.1234567, "invoke": 1.98765, "latency": 12.00049},
+        scores=[float(x) for x in rng.random(3)],
+        model_sha256="ab" * 32,
+    )
     got, ref = r.to_dict(), _to_dict_reference(r)
     assert got == ref
     assert list(got) == list(ref) and list(got["stages_ms"]) == list(ref["stages_ms"])
@@ -61,6 +70,7 @@ def test_to_dict_equals_the_asdict_reference_with_key_order(smoothed):
 
 
 # ----------------------------------------------------------------------------- Decider
+
 
 class ReferenceDecider:
     """The window mean recomputed with np.mean on every frame (the Decider before running sums)."""
@@ -89,7 +99,7 @@ class ReferenceDecider:
             k = int(np.argmax(s))
             label, score = self.labels[k], float(s[k])
             v = np.eye(len(self.labels))[k] if maj else s
-        self.buf = (self.buf + [v])[-self.window:]
+        self.buf = (self.buf + [v])[-self.window :]
         mean = np.mean(self.buf, axis=0)
         h = self.cfg.hysteresis
         if self.binary:
@@ -126,16 +136,30 @@ class ReferenceDecider:
 
 def _manifest(labels: list[str]) -> Manifest:
     spec = TensorSpec(dtype="uint8", shape=[1, len(labels) if len(labels) > 2 else 1])
-    return Manifest(variant="int8", sha256="0" * 64, size_bytes=1, labels=labels,
-                    positive_label="open" if len(labels) == 2 else None,
-                    output_kind="sigmoid" if len(labels) == 2 else "softmax",
-                    input_height=8, input_width=8, input=spec, output=spec)
+    return Manifest(
+        variant="int8",
+        sha256="0" * 64,
+        size_bytes=1,
+        labels=labels,
+        positive_label="open" if len(labels) == 2 else None,
+        output_kind="sigmoid" if len(labels) == 2 else "softmax",
+        input_height=8,
+        input_width=8,
+        input=spec,
+        output=spec,
+    )
 
 
 @pytest.mark.parametrize("labels", [["closed", "open"], ["a", "b", "c"]])
-@pytest.mark.parametrize("smoothing,window,min_frames", [
-    ("moving_average", 5, None), ("moving_average", 7, 2), ("majority", 4, None), ("none", 5, None),
-])
+@pytest.mark.parametrize(
+    "smoothing,window,min_frames",
+    [
+        ("moving_average", 5, None),
+        ("moving_average", 7, 2),
+        ("majority", 4, None),
+        ("none", 5, None),
+    ],
+)
 def test_running_sum_decider_equals_the_window_mean(labels, smoothing, window, min_frames):
     man = _manifest(labels)
     cfg = DecisionConfig(smoothing=smoothing, window=window, min_frames=min_frames, hysteresis=0.05)
@@ -171,8 +195,10 @@ def test_running_sum_does_not_drift_over_a_long_run():
 
 # ----------------------------------------------------------------------------- dequantization + threads
 
-@pytest.mark.parametrize("dtype,scale,zero", [("uint8", 1 / 256, 0), ("uint8", 0.0123, 131),
-                                              ("int8", 1 / 256, -128), ("int8", 0.07, 5)])
+
+@pytest.mark.parametrize(
+    "dtype,scale,zero", [("uint8", 1 / 256, 0), ("uint8", 0.0123, 131), ("int8", 1 / 256, -128), ("int8", 0.07, 5)]
+)
 def test_table_dequantization_equals_quant_dequantize_for_every_code(dtype, scale, zero):
     codes = np.arange(256, dtype=np.uint8).view(dtype)
     fast = _dequantizer(np.dtype(dtype), float(np.float32(scale)), zero)
@@ -200,14 +226,17 @@ def test_classifier_scores_equal_the_reference_dequantization(tiny_models):
 
 def test_default_threads_follow_the_affinity_mask():
     assert default_threads() == len(os.sched_getaffinity(0))
-    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
-            "from device.runtime import default_threads; print(default_threads(), os.cpu_count())")
+    code = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+        "from device.runtime import default_threads; print(default_threads(), os.cpu_count())"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     threads, cpus = map(int, out.stdout.split())
     assert threads == 1 and cpus >= 1
 
 
 # ----------------------------------------------------------------------------- telemetry
+
 
 def test_observe_many_equals_repeated_observe():
     clock = lambda: 100.0  # noqa: E731 - a frozen clock: both snapshots are taken at the same time
@@ -224,6 +253,7 @@ def test_observe_many_equals_repeated_observe():
 
 # ----------------------------------------------------------------------------- channel order
 
+
 def test_opencv_read_native_is_bgr_decoded_into_the_given_buffer(tmp_path):
     write_video(tmp_path / "v.avi", n=3)
     a = build_source(OpencvConfig(device=str(tmp_path / "v.avi"), realtime=False))
@@ -238,8 +268,15 @@ def test_opencv_read_native_is_bgr_decoded_into_the_given_buffer(tmp_path):
         assert a.read_native(out) is None and b.read() is None
 
 
-@pytest.mark.parametrize("crop", [{"mode": "full"}, {"mode": "full", "square": "letterbox", "pad_value": 7},
-                                  {"mode": "full", "square": "stretch"}, {"mode": "center", "fraction": 0.55}])
+@pytest.mark.parametrize(
+    "crop",
+    [
+        {"mode": "full"},
+        {"mode": "full", "square": "letterbox", "pad_value": 7},
+        {"mode": "full", "square": "stretch"},
+        {"mode": "center", "fraction": 0.55},
+    ],
+)
 def test_swap_after_resize_is_pixel_identical_to_swap_before(tiny_models, crop):
     """What justifies the capture thread's order: cv2.resize treats channels independently."""
     cfg = parse_config({"source": {"type": "synthetic", "fps": 0, "frames": 1}, "crop": crop})
@@ -283,12 +320,16 @@ def test_every_source_delivers_rgb_to_the_model(tiny_models, tmp_path, picam, cr
     sources = {
         "opencv": ({"type": "opencv", "device": str(tmp_path / "v.avi"), "realtime": False}, "BGR"),
         "images": ({"type": "images", "path": str(tmp_path / "imgs")}, "RGB"),
-        "synthetic": ({"type": "synthetic", "width": 64, "height": 48, "fps": 0, "pattern": "bars",
-                       "frames": 8}, "RGB"),
+        "synthetic": (
+            {"type": "synthetic", "width": 64, "height": 48, "fps": 0, "pattern": "bars", "frames": 8},
+            "RGB",
+        ),
         "picamera2 RGB888": ({"type": "picamera2", "width": 64, "height": 48, "fps": 200, "format": "RGB888"}, "BGR"),
         "picamera2 BGR888": ({"type": "picamera2", "width": 64, "height": 48, "fps": 200, "format": "BGR888"}, "RGB"),
-        "picamera2 XRGB8888": ({"type": "picamera2", "width": 64, "height": 48, "fps": 200,
-                                "format": "XRGB8888"}, "RGB"),
+        "picamera2 XRGB8888": (
+            {"type": "picamera2", "width": 64, "height": 48, "fps": 200, "format": "XRGB8888"},
+            "RGB",
+        ),
     }
     for name, (section, order) in sources.items():
         cfg = parse_config({"source": section, "crop": crop})
@@ -363,16 +404,20 @@ def test_daemon_holds_one_full_frame_buffer_in_flight(tiny_models, tmp_path):
 
 def test_disabled_outputs_are_not_imported(tmp_path):
     """A daemon without http/mqtt outputs does not load http.server, ssl or paho (~7 MB)."""
-    code = ("import sys, device.daemon, device.config; device.config.parse_config({'outputs': {'jsonl': {}}}); "
-            "from device.outputs import build_outputs; from device.telemetry import Telemetry; "
-            "build_outputs(device.config.parse_config({'outputs': {'jsonl': {'path': '-'}}}).outputs, Telemetry()); "
-            "print(sorted(m for m in ('http.server', 'ssl', 'paho', 'device.outputs.http', 'device.outputs.mqtt') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, device.daemon, device.config; device.config.parse_config({'outputs': {'jsonl': {}}}); "
+        "from device.outputs import build_outputs; from device.telemetry import Telemetry; "
+        "build_outputs(device.config.parse_config({'outputs': {'jsonl': {'path': '-'}}}).outputs, Telemetry()); "
+        "print(sorted(m for m in ('http.server', 'ssl', 'paho', 'device.outputs.http', 'device.outputs.mqtt') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    code = ("import sys, device.config; from device.outputs import build_outputs, HttpOutput; "
-            "from device.telemetry import Telemetry; "
-            "o = build_outputs(device.config.parse_config({'outputs': {'http': {'port': 0}}}).outputs, Telemetry()); "
-            "print(type(o[0]).__name__, o[0].__class__ is HttpOutput, 'http.server' in sys.modules)")
+    code = (
+        "import sys, device.config; from device.outputs import build_outputs, HttpOutput; "
+        "from device.telemetry import Telemetry; "
+        "o = build_outputs(device.config.parse_config({'outputs': {'http': {'port': 0}}}).outputs, Telemetry()); "
+        "print(type(o[0]).__name__, o[0].__class__ is HttpOutput, 'http.server' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["HttpOutput", "True", "True"]

@@ -121,14 +121,14 @@ def test_notify_from_a_child_process(notify_socket):
     """The daemon's main process notifies the way systemd sees it: a separate process, env from systemd."""
     path, sock = notify_socket
     code = "from device.service import Notifier; n = Notifier(); n.ready('up'); n.watchdog()"
-    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000",
-           "PYTHONPATH": str(UNIT.parents[1])}
+    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000", "PYTHONPATH": str(UNIT.parents[1])}
     env.pop("WATCHDOG_PID", None)
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     assert [sock.recv(4096), sock.recv(4096)] == [b"READY=1\nSTATUS=up", b"WATCHDOG=1"]
 
 
 # ---------------------------------------------------------------- the unit file
+
 
 def unit_settings(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
@@ -146,9 +146,17 @@ def test_unit_contents():
     assert one["WatchdogSec"] == "10" and one["Restart"] == "on-failure" and one["RestartSec"] == "3"
     assert one["TimeoutStopSec"] == "5" and one["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert one["ExecStart"].startswith("%h/faceedge/current/venv/bin/python -m device run --config ")
-    for k, v in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "tmpfs",
-                 "PrivateTmp": "yes", "CapabilityBoundingSet": "", "UMask": "0077", "DevicePolicy": "closed",
-                 "SystemCallArchitectures": "native", "LockPersonality": "yes"}.items():
+    for k, v in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "tmpfs",
+        "PrivateTmp": "yes",
+        "CapabilityBoundingSet": "",
+        "UMask": "0077",
+        "DevicePolicy": "closed",
+        "SystemCallArchitectures": "native",
+        "LockPersonality": "yes",
+    }.items():
         assert one[k] == v, k
     assert set(s["DeviceAllow"]) == {"char-video4linux rw", "char-media rw", "char-dma_heap rw"}
     # home hidden (an empty tmpfs: no ~/.ssh), the release tree read-only, only its data/ writable
@@ -172,8 +180,9 @@ def systemd_analyze() -> str:
 
 def test_unit_verifies_cleanly(tmp_path):
     unit = render(tmp_path)
-    p = subprocess.run([systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                       cwd=tmp_path)
+    p = subprocess.run(
+        [systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     # verify exits 0 even for unknown keys or bad values; it warns on stderr. Nothing may be said.
     assert p.returncode == 0 and p.stderr.strip() == "" and p.stdout.strip() == "", p.stderr
     # The check can fail: a typo'd key is reported.
@@ -203,8 +212,10 @@ def as_user_manager_applies_it(unit: Path) -> Path:
     manager's device cgroup and are ignored, so they earn no credit in the score."""
     out = unit.parent / "as-user" / unit.name
     out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(ln for ln in unit.read_text().splitlines()
-                             if not ln.startswith(("DevicePolicy=", "DeviceAllow="))) + "\n")
+    out.write_text(
+        "\n".join(ln for ln in unit.read_text().splitlines() if not ln.startswith(("DevicePolicy=", "DeviceAllow=")))
+        + "\n"
+    )
     return out
 
 
@@ -214,8 +225,10 @@ def test_unit_security_exposure(tmp_path):
     system = tmp_path / "system"
     system.mkdir()
     dedicated = exposure(render(system, user="faceedge"))  # the documented system-unit variant
-    print(f"\nsystemd-analyze security: {as_user} as a user unit (DevicePolicy/DeviceAllow ignored there), "
-          f"{dedicated} as a system unit with User=faceedge")
+    print(
+        f"\nsystemd-analyze security: {as_user} as a user unit (DevicePolicy/DeviceAllow ignored there), "
+        f"{dedicated} as a system unit with User=faceedge"
+    )
     assert as_user <= MAX_EXPOSURE
     assert dedicated <= as_user
     # A unit without the hardening section scores far worse, so the figure above means something.
@@ -250,8 +263,13 @@ def test_daemon_runs_without_writable_executable_memory(tiny_models, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(UNIT.parents[1])}
     cfg = tmp_path / "device.yaml"
     cfg.write_text("outputs: {jsonl: {path: /dev/null}}\n")
-    p = subprocess.run([sys.executable, "-c", MDWE_CHILD, str(tiny_models["int8"]), str(cfg)], capture_output=True,
-                       text=True, timeout=120, env=env)
+    p = subprocess.run(
+        [sys.executable, "-c", MDWE_CHILD, str(tiny_models["int8"]), str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     if p.stdout.strip() == "unsupported":
         pytest.skip("kernel without PR_SET_MDWE (Linux < 6.3)")
     assert p.returncode == 0, p.stdout + p.stderr[-2000:]
@@ -345,22 +363,52 @@ def test_daemon_runs_in_the_units_home_sandbox(tiny_models, tmp_path):
     (rel / "device.yaml").write_text(
         "source: {type: synthetic, width: 64, height: 48, fps: 0, frames: 20}\n"
         f"outputs: {{jsonl: {{path: {results}}}, http: {{host: 127.0.0.1, port: 0, "
-        f"token_file: {home / '.config' / 'faceedge' / 'token'}}}}}\n")
+        f"token_file: {home / '.config' / 'faceedge' / 'token'}}}}}\n"
+    )
     text = UNIT.read_text()
     exec_start = unit_settings(text)["ExecStart"][-1].replace("%h", str(home)).split()
     binds = "\n".join(f"{m} {p}" for m, p in _unit_binds(text))
     protect = unit_settings(text)["ProtectHome"][-1]
     stash = tmp_path / "stash"
     stash.mkdir()
-    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", SANDBOX, "sandbox", str(home), str(stash),
-            protect, binds, sys.executable, "-c", CHECK_CHILD, *exec_start]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/",
-                       env={**os.environ, "HOME": str(home),  # the venv's packages as a Pi's apt ones:
-                            "PYTHONPATH": os.pathsep.join([str(UNIT.parents[1]), sysconfig.get_paths()["purelib"]])})
+    argv = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        SANDBOX,
+        "sandbox",
+        str(home),
+        str(stash),
+        protect,
+        binds,
+        sys.executable,
+        "-c",
+        CHECK_CHILD,
+        *exec_start,
+    ]
+    p = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+        env={
+            **os.environ,
+            "HOME": str(home),  # the venv's packages as a Pi's apt ones:
+            "PYTHONPATH": os.pathsep.join([str(UNIT.parents[1]), sysconfig.get_paths()["purelib"]]),
+        },
+    )
     if p.returncode != 0 and "mount" in p.stderr and "ermission" in p.stderr:
         pytest.skip(f"no mount namespace here: {p.stderr.strip()[-200:]}")
     assert p.returncode == 0, p.stdout[-1000:] + p.stderr[-3000:]
     seen = json.loads(p.stdout.splitlines()[0])
-    assert seen == {"ssh_key": "FileNotFoundError", "release": "Read-only file system", "data": "writable",
-                    "token": "t0ken-t0ken-t0ken-1234"}, seen
+    assert seen == {
+        "ssh_key": "FileNotFoundError",
+        "release": "Read-only file system",
+        "data": "writable",
+        "token": "t0ken-t0ken-t0ken-1234",
+    }, seen
     assert len(results.read_text().splitlines()) == 20  # classified every frame, written into data/

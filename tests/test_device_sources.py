@@ -48,6 +48,7 @@ def assert_red_left_blue_right(img: np.ndarray, tol: int = 30) -> None:
 
 # ----------------------------------------------------------------------------- synthetic
 
+
 def test_synthetic_frames_reuse_buffer_and_flip_halves():
     src = build_source(SyntheticConfig(width=64, height=48, fps=0, switch_every=3))
     with src:
@@ -84,6 +85,7 @@ def test_pacer_does_not_burst_after_falling_behind():
 
 # ----------------------------------------------------------------------------- images
 
+
 def test_images_folder_glob_loop_and_bad_file(tmp_path, caplog):
     for i, colour in enumerate([RED, BLUE]):
         img = np.full((20, 30, 3), colour, np.uint8)
@@ -109,6 +111,7 @@ def test_images_missing_path_is_a_config_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- opencv
+
 
 def test_source_kind():
     assert source_kind(0) == "camera" and source_kind("2") == "camera"
@@ -152,6 +155,7 @@ def test_opencv_missing_file_and_dead_camera(tmp_path):
 
 # ----------------------------------------------------------------------------- picamera2 (fake)
 
+
 @pytest.mark.parametrize("fmt", ["BGR888", "RGB888", "XBGR8888", "XRGB8888"])
 def test_picamera2_every_format_arrives_as_rgb(picam, fmt):
     cfg = Picamera2Config(width=64, height=48, fps=100, format=fmt)
@@ -187,6 +191,7 @@ def test_picamera2_busy_is_retryable_and_timeout_raises(picam):
 
 
 # ----------------------------------------------------------------------------- capture thread
+
 
 def test_grabber_keeps_newest_and_counts_drops():
     g = FrameGrabber(lambda: build_source(SyntheticConfig(width=32, height=32, fps=200)))

@@ -80,8 +80,14 @@ def assert_user_files_kept(p: dict[str, Path]) -> None:
 
 
 def make(root: Path, *targets: str, env: dict | None = None, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", "-C", str(root), *targets], capture_output=True,
-                          text=True, timeout=120, stdin=stdin, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(root), *targets],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=stdin,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_clean_removes_only_what_the_project_generated(tmp_path):
@@ -137,9 +143,14 @@ def _make_on_a_terminal(root: Path, answer: bytes) -> tuple[int, str]:
         master, slave = pty.openpty()
     except OSError as e:  # e.g. a container without /dev/pts mounted
         pytest.skip(f"no pseudo-terminal to answer a prompt on ({e})")
-    proc = subprocess.Popen(["make", "--no-print-directory", "-C", str(root), "distclean"], stdin=slave,
-                            stdout=slave, stderr=slave, start_new_session=True,
-                            env={k: v for k, v in os.environ.items() if k != "FORCE"})
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "-C", str(root), "distclean"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "FORCE"},
+    )
     os.close(slave)
     out, sent = b"", False
     deadline = time.monotonic() + 60
@@ -177,6 +188,7 @@ def test_distclean_asks_on_a_terminal(tmp_path):
 
 @pytest.mark.parametrize("target", ["clean", "distclean"])
 def test_clean_targets_are_listed_in_help(target):
-    p = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "help"], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), "help"], capture_output=True, text=True, timeout=60
+    )
     assert any(line.split()[:1] == [target] for line in p.stdout.splitlines()), p.stdout

@@ -36,8 +36,10 @@ INPUT_SIZES = [(32, 32), (96, 96), (24, 40)]
 FORMATS = {
     "png": (".png", []),
     "jpg420": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]),
-    "jpg444": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 75, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-                        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]),
+    "jpg444": (
+        ".jpg",
+        [cv2.IMWRITE_JPEG_QUALITY, 75, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444],
+    ),
     "bmp": (".bmp", []),
 }
 
@@ -49,7 +51,7 @@ def photo_like(h: int, w: int, seed: int) -> np.ndarray:
     img = np.stack([x * 255 / max(w - 1, 1), y * 255 / max(h - 1, 1), 128 + 100 * np.sin(x / 3 + y / 5)], -1)
     img += rng.normal(0, 30, img.shape)
     img = cv2.GaussianBlur(img, (0, 0), 0.8)
-    img[h // 3: h // 2, w // 4: w // 2] = (250, 30, 60)  # a saturated block: chroma edges
+    img[h // 3 : h // 2, w // 4 : w // 2] = (250, 30, 60)  # a saturated block: chroma edges
     return np.clip(img, 0, 255).astype(np.uint8)
 
 

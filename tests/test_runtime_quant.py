@@ -53,7 +53,9 @@ def test_classifier_int8_matches_keras(tiny_models):
     assert ref.std() > 0.1  # the fixture is not a constant function
 
 
-@pytest.mark.parametrize("content", [b"", b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", b"\x00" * 100])
+@pytest.mark.parametrize(
+    "content", [b"", b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", b"\x00" * 100]
+)
 def test_bad_model_files_are_one_line_errors(tmp_path, content):
     p = tmp_path / "model.tflite"
     p.write_bytes(content)

@@ -41,8 +41,11 @@ def arrays(sample):
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +143,9 @@ def test_empty_existing_folder_is_fine_and_output_is_a_normal_folder(tmp_path):
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
 
 
-@pytest.mark.parametrize("kw,word", [(dict(persons=1), "persons"), (dict(images_per_person=1), "images_per_person"),
-                                     (dict(size=16), "size")])
+@pytest.mark.parametrize(
+    "kw,word", [(dict(persons=1), "persons"), (dict(images_per_person=1), "images_per_person"), (dict(size=16), "size")]
+)
 def test_bad_parameters(tmp_path, kw, word):
     with pytest.raises(FaceedgeError, match=word):
         generate(tmp_path / "x", **kw)
@@ -157,14 +161,32 @@ def test_output_that_is_a_file(tmp_path):
 def test_cli_parser(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_data_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["data", "--out", str(tmp_path / "d"), "--seed", "3", "--persons", "2",
-                              "--images_per_person", "4", "--size", "40"])
+    args = parser.parse_args(
+        [
+            "data",
+            "--out",
+            str(tmp_path / "d"),
+            "--seed",
+            "3",
+            "--persons",
+            "2",
+            "--images_per_person",
+            "4",
+            "--size",
+            "40",
+        ]
+    )
     assert args.func(args) == 0
     assert "wrote 8 images (closed 4, open 4) of 2 persons" in capsys.readouterr().out
     assert json.loads((tmp_path / "d" / "sample.json").read_text())["seed"] == 3
     defaults = parser.parse_args(["data"])
-    assert (defaults.out, defaults.seed, defaults.persons, defaults.images_per_person, defaults.size) == \
-        (Path("data/sample"), 0, 10, 40, 128)
+    assert (defaults.out, defaults.seed, defaults.persons, defaults.images_per_person, defaults.size) == (
+        Path("data/sample"),
+        0,
+        10,
+        40,
+        128,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,8 +209,14 @@ _HOG = cv2.HOGDescriptor((64, 64), (16, 16), (8, 8), (8, 8), 9)
 
 def hog_features(x: np.ndarray) -> np.ndarray:
     """Histograms of oriented gradients of the grey image at 64×64: a local, colour-blind feature."""
-    return np.stack([_HOG.compute(cv2.resize(cv2.cvtColor(i, cv2.COLOR_RGB2GRAY), (64, 64),
-                                             interpolation=cv2.INTER_AREA)).ravel() for i in x])
+    return np.stack(
+        [
+            _HOG.compute(
+                cv2.resize(cv2.cvtColor(i, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA)
+            ).ravel()
+            for i in x
+        ]
+    )
 
 
 def _standardize(a, b):
@@ -234,8 +262,10 @@ def test_not_separable_by_global_colour_statistics(arrays):
 def test_learnable_from_a_local_feature_on_unseen_persons(arrays):
     x, y, persons = arrays
     feats = hog_features(x)
-    accs = [float((logistic_regression(feats[~held], y[~held], feats[held]) == y[held]).mean())
-            for held in person_folds(persons)]
+    accs = [
+        float((logistic_regression(feats[~held], y[~held], feats[held]) == y[held]).mean())
+        for held in person_folds(persons)
+    ]
     assert np.mean(accs) >= 0.85 and min(accs) >= 0.75, accs
 
 
@@ -272,8 +302,10 @@ def test_python_m_train_data(tmp_path, capsys):
     from train.cli import main
 
     out = tmp_path / "d"
-    assert main(["data", "--out", str(out), "--seed", "1", "--persons", "2", "--images_per_person", "2",
-                 "--size", "32"]) == 0
+    assert (
+        main(["data", "--out", str(out), "--seed", "1", "--persons", "2", "--images_per_person", "2", "--size", "32"])
+        == 0
+    )
     assert len(list(out.glob("*/*/*.jpg"))) == 4
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")

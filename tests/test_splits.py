@@ -10,14 +10,27 @@ import pytest
 
 from device.errors import FaceedgeError
 from train.data import Record
-from train.splits import (SPLITS, SplitRecord, choose_holdout_persons, class_weights, is_skewed, make_splits,
-                          read_splits_csv, split_summary, write_splits_csv)
+from train.splits import (
+    SPLITS,
+    SplitRecord,
+    choose_holdout_persons,
+    class_weights,
+    is_skewed,
+    make_splits,
+    read_splits_csv,
+    split_summary,
+    write_splits_csv,
+)
 
 
 def records(persons: dict[str, dict[str, int]], root: str = "/d") -> list[Record]:
     """persons: {person: {label: n images}}."""
-    return [Record(f"{root}/{lbl}/{p}/{i:04d}.jpg", lbl, p)
-            for p, by_label in persons.items() for lbl, n in by_label.items() for i in range(n)]
+    return [
+        Record(f"{root}/{lbl}/{p}/{i:04d}.jpg", lbl, p)
+        for p, by_label in persons.items()
+        for lbl, n in by_label.items()
+        for i in range(n)
+    ]
 
 
 def uniform(n_persons=10, per_label=20, labels=("closed", "open")) -> list[Record]:
@@ -82,11 +95,16 @@ def test_no_person_leak_randomized():
             continue
         # Some images without a person (allowed in CSVs): never in unseen_persons.
         recs += [Record(f"/d/anon/{i}.jpg", rng.choice(labels), None) for i in range(rng.randint(0, 5))]
-        holdout = rng.choice([None, 1, max(1, n_persons // 2), 0.3,
-                              sorted(rng.sample(sorted(persons), rng.randint(1, n_persons - 1)))])
+        holdout = rng.choice(
+            [None, 1, max(1, n_persons // 2), 0.3, sorted(rng.sample(sorted(persons), rng.randint(1, n_persons - 1)))]
+        )
         seed = rng.randint(0, 10**6)
-        kw = dict(holdout_persons=holdout, valid_fraction=rng.choice([0.0, 0.2, 0.3]),
-                  seen_holdout_fraction=rng.choice([0.0, 0.1, 0.25]), seed=seed)
+        kw = dict(
+            holdout_persons=holdout,
+            valid_fraction=rng.choice([0.0, 0.2, 0.3]),
+            seen_holdout_fraction=rng.choice([0.0, 0.1, 0.25]),
+            seed=seed,
+        )
         try:
             splits = make_splits(recs, **kw)
         except FaceedgeError as e:
@@ -110,8 +128,18 @@ def test_no_person_leak_randomized():
 
 def test_holdout_covers_every_label_when_possible():
     # Persons mostly have one label only: a random pick of 2 would often miss a label on one side.
-    recs = records({"a": {"x": 5}, "b": {"x": 5}, "c": {"x": 5}, "d": {"x": 5}, "e": {"x": 5}, "f": {"x": 5},
-                    "g": {"y": 5}, "h": {"y": 5}})
+    recs = records(
+        {
+            "a": {"x": 5},
+            "b": {"x": 5},
+            "c": {"x": 5},
+            "d": {"x": 5},
+            "e": {"x": 5},
+            "f": {"x": 5},
+            "g": {"y": 5},
+            "h": {"y": 5},
+        }
+    )
     for seed in range(30):
         held = choose_holdout_persons(recs, 2, seed)
         labels_held = {r.label for r in recs if r.person in held}
@@ -150,9 +178,14 @@ def test_impossible_holdouts_are_errors(holdout):
         make_splits(uniform(4), holdout_persons=holdout)
 
 
-@pytest.mark.parametrize("kw,key", [(dict(valid_fraction=1.0), "valid_fraction"),
-                                    (dict(seen_holdout_fraction=-0.1), "seen_holdout_fraction"),
-                                    (dict(valid_fraction=0.6, seen_holdout_fraction=0.5), "valid_fraction")])
+@pytest.mark.parametrize(
+    "kw,key",
+    [
+        (dict(valid_fraction=1.0), "valid_fraction"),
+        (dict(seen_holdout_fraction=-0.1), "seen_holdout_fraction"),
+        (dict(valid_fraction=0.6, seen_holdout_fraction=0.5), "valid_fraction"),
+    ],
+)
 def test_bad_fractions(kw, key):
     with pytest.raises(FaceedgeError, match=key):
         make_splits(uniform(4), **kw)

@@ -11,16 +11,24 @@ from train import stats
 
 
 def exact_sf(k: int, n: int, p: Fraction) -> Fraction:
-    return sum((Fraction(math.comb(n, i)) * p ** i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1)),
-               Fraction(0))
+    return sum((Fraction(math.comb(n, i)) * p**i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1)), Fraction(0))
 
 
 def exact_cdf(k: int, n: int, p: Fraction) -> Fraction:
     return 1 - exact_sf(k + 1, n, p)
 
 
-@pytest.mark.parametrize("n, p", [(1, Fraction(1, 2)), (10, Fraction(1, 2)), (80, Fraction(98, 100)),
-                                  (80, Fraction(1, 2)), (263, Fraction(3, 10)), (57, Fraction(1, 7))])
+@pytest.mark.parametrize(
+    "n, p",
+    [
+        (1, Fraction(1, 2)),
+        (10, Fraction(1, 2)),
+        (80, Fraction(98, 100)),
+        (80, Fraction(1, 2)),
+        (263, Fraction(3, 10)),
+        (57, Fraction(1, 7)),
+    ],
+)
 def test_binomial_tails_equal_exact_sums(n, p):
     for k in range(-1, n + 2):
         sf, cdf = stats.binom_sf(k, n, float(p)), stats.binom_cdf(k, n, float(p))
@@ -52,10 +60,16 @@ def test_mcnemar_exact_one_sided():
     assert stats.min_discordant(0.0625) == 5  # 0.5**4 == 0.0625 is not below 0.0625: the boundary
 
 
-@pytest.mark.parametrize("k, n, lo, hi", [
-    # Newcombe (1998), Stat Med 17:857, Table I, method 3 (Wilson score, no continuity correction)
-    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
-])
+@pytest.mark.parametrize(
+    "k, n, lo, hi",
+    [
+        # Newcombe (1998), Stat Med 17:857, Table I, method 3 (Wilson score, no continuity correction)
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
 def test_wilson_interval_matches_published_values(k, n, lo, hi):
     got = stats.wilson_interval(k, n)
     assert got[0] == pytest.approx(lo, abs=5e-5) and got[1] == pytest.approx(hi, abs=5e-5)
@@ -64,7 +78,7 @@ def test_wilson_interval_matches_published_values(k, n, lo, hi):
 @pytest.mark.parametrize("k, n", [(31, 32), (73, 80), (1, 2), (40, 80), (7, 9)])
 def test_wilson_bounds_solve_the_score_equation(k, n):
     """The Wilson bounds are the p where the score statistic (k - np)^2 / (np(1-p)) equals z^2."""
-    z2 = 1.959963984540054 ** 2
+    z2 = 1.959963984540054**2
     for p in stats.wilson_interval(k, n):
         assert (k - n * p) ** 2 == pytest.approx(z2 * n * p * (1 - p), rel=1e-9)
 
@@ -87,8 +101,10 @@ def test_chance_test_sees_a_constant_model_as_chance():
     assert t["correct"] == 60 and t["chance"] == pytest.approx(0.75) and t["p"] > 0.5
     good = [[37, 3], [4, 36]]
     t = stats.chance_test(good)
-    assert t["p"] == pytest.approx(float(exact_sf(73, 80, Fraction(t["chance"]).limit_denominator(10**9))),
-                                   rel=1e-6) and t["p"] < 1e-10
+    assert (
+        t["p"] == pytest.approx(float(exact_sf(73, 80, Fraction(t["chance"]).limit_denominator(10**9))), rel=1e-6)
+        and t["p"] < 1e-10
+    )
     assert stats.chance_test([[0, 0], [0, 0]]) is None
 
 

@@ -25,8 +25,14 @@ def run_pytest(tests: list[str], *, ci: bool, tool_path: Path) -> subprocess.Com
     env["FACEEDGE_TEST_TOOL_PATH"] = str(tool_path)  # where the tests look for external tools: nothing there
     if ci:
         env["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *tests], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *tests],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_missing_setup_tools_fail_under_ci_and_skip_visibly_elsewhere(tmp_path):
@@ -45,7 +51,7 @@ def test_missing_setup_tools_fail_under_ci_and_skip_visibly_elsewhere(tmp_path):
     assert p.returncode == 0, out + p.stderr
     assert f"{len(tests)} skipped" in out.splitlines()[-1]
     # the summary says what was not tested and why, one line per reason
-    section = out[out.index("not tested here"):]
+    section = out[out.index("not tested here") :]
     for tool in TOOL_TESTS:
         assert f"{tool} is not installed" in section, section
 

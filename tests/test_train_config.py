@@ -22,11 +22,21 @@ def test_defaults_are_the_logs(tmp_path):
     cfg = load_config(write(tmp_path, "data: {root: d}\n"))
     assert (cfg.data.valid_fraction, cfg.data.split_seed, cfg.data.seen_holdout_fraction) == (0.2, 112, 0.1)
     assert (cfg.training.learning_rate, cfg.training.patience) == (1e-3, 5)
-    assert (cfg.model.backbone, cfg.model.alpha, cfg.model.input_size, cfg.model.weights) == \
-        ("mobilenet_v2", 1.0, 224, "imagenet")
+    assert (cfg.model.backbone, cfg.model.alpha, cfg.model.input_size, cfg.model.weights) == (
+        "mobilenet_v2",
+        1.0,
+        224,
+        "imagenet",
+    )
     a = cfg.augment
-    assert (a.flip, a.brightness, a.contrast, a.hue, a.saturation, a.noise) == \
-        (True, 0.15, (0.7, 1.3), 0.05, (0.7, 2.0), 0.08)
+    assert (a.flip, a.brightness, a.contrast, a.hue, a.saturation, a.noise) == (
+        True,
+        0.15,
+        (0.7, 1.3),
+        0.05,
+        (0.7, 2.0),
+        0.08,
+    )
     assert cfg.model.head.fc_units == [] and cfg.model.head.pooling == "avg"
 
 
@@ -38,13 +48,16 @@ def test_vgg16_default_head_is_the_logs_fc6_fc7(tmp_path):
     assert cfg.model.head.fc_units == [2048, 2048] and cfg.model.head.dropout == 0.3  # merged, not replaced
 
 
-@pytest.mark.parametrize("text, key", [
-    ("data: {root: d}\ntraining: {epoch: 3}\n", "training.epoch"),
-    ("data: {root: d, valid_fraktion: 0.1}\n", "data.valid_fraktion"),
-    ("data: {root: d}\nmodel: {head: {fc: [1]}}\n", "model.head.fc"),
-    ("data: {root: d}\nmodels: {}\n", "models"),
-    ("data: {root: d}\ntraining: {fine_tune: {layer: 3}}\n", "training.fine_tune.layer"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("data: {root: d}\ntraining: {epoch: 3}\n", "training.epoch"),
+        ("data: {root: d, valid_fraktion: 0.1}\n", "data.valid_fraktion"),
+        ("data: {root: d}\nmodel: {head: {fc: [1]}}\n", "model.head.fc"),
+        ("data: {root: d}\nmodels: {}\n", "models"),
+        ("data: {root: d}\ntraining: {fine_tune: {layer: 3}}\n", "training.fine_tune.layer"),
+    ],
+)
 def test_unknown_key_is_named_with_its_full_path(tmp_path, text, key):
     with pytest.raises(FaceedgeError, match=rf"unknown config key '{key}'") as e:
         load_config(write(tmp_path, text))
@@ -52,13 +65,16 @@ def test_unknown_key_is_named_with_its_full_path(tmp_path, text, key):
     assert str(tmp_path / "c.yaml") in str(e.value)
 
 
-@pytest.mark.parametrize("override, key, bad", [
-    ("training.epochs=abc", "training.epochs", "abc"),
-    ("model.backbone=resnet", "model.backbone", "resnet"),
-    ("data.valid_fraction=1.5", "data.valid_fraction", "1.5"),
-    ("model.weights=weights.bin", "model.weights", "weights.bin"),
-    ("augment.contrast=[1.3, 0.7]", "augment.contrast", "1.3"),
-])
+@pytest.mark.parametrize(
+    "override, key, bad",
+    [
+        ("training.epochs=abc", "training.epochs", "abc"),
+        ("model.backbone=resnet", "model.backbone", "resnet"),
+        ("data.valid_fraction=1.5", "data.valid_fraction", "1.5"),
+        ("model.weights=weights.bin", "model.weights", "weights.bin"),
+        ("augment.contrast=[1.3, 0.7]", "augment.contrast", "1.3"),
+    ],
+)
 def test_bad_value_names_key_and_value(tmp_path, override, key, bad):
     with pytest.raises(FaceedgeError) as e:
         load_config(write(tmp_path, "data: {root: d}\n"), [override])
@@ -66,11 +82,19 @@ def test_bad_value_names_key_and_value(tmp_path, override, key, bad):
 
 
 def test_overrides_are_yaml_scalars_and_create_sections(tmp_path):
-    cfg = load_config(write(tmp_path, "data: {root: d}\ntraining: {epochs: 30}\n"), [
-        "training.epochs=3", "model.weights=none", "augment.noise=0", "augment.flip=false",
-        "data.holdout_persons=[p01, p02]", "training.fine_tune.layers=all", "training.fine_tune.learning_rate=1e-5",
-        "run.name=x_1",
-    ])
+    cfg = load_config(
+        write(tmp_path, "data: {root: d}\ntraining: {epochs: 30}\n"),
+        [
+            "training.epochs=3",
+            "model.weights=none",
+            "augment.noise=0",
+            "augment.flip=false",
+            "data.holdout_persons=[p01, p02]",
+            "training.fine_tune.layers=all",
+            "training.fine_tune.learning_rate=1e-5",
+            "run.name=x_1",
+        ],
+    )
     assert cfg.training.epochs == 3 and cfg.model.weights == "none"
     assert cfg.augment.noise == 0 and cfg.augment.flip is False and cfg.augment.active  # others still on
     assert cfg.data.holdout_persons == ["p01", "p02"]
@@ -91,9 +115,17 @@ def test_override_syntax_errors():
 def test_all_augmentations_off_is_inactive(tmp_path):
     cfg = load_config(write(tmp_path, "data: {root: d}\n"), ["augment.enabled=false"])
     assert not cfg.augment.active
-    cfg = load_config(write(tmp_path, "data: {root: d}\n"), [
-        "augment.flip=false", "augment.brightness=0", "augment.contrast=null", "augment.hue=0",
-        "augment.saturation=null", "augment.noise=0"])
+    cfg = load_config(
+        write(tmp_path, "data: {root: d}\n"),
+        [
+            "augment.flip=false",
+            "augment.brightness=0",
+            "augment.contrast=null",
+            "augment.hue=0",
+            "augment.saturation=null",
+            "augment.noise=0",
+        ],
+    )
     assert not cfg.augment.active
 
 
@@ -123,7 +155,13 @@ def test_shipped_configs_validate(name):
         assert cfg.augment.active == (n != 2)
         assert cfg.model.backbone == ("vgg16" if n <= 2 else "mobilenet_v2")
         assert cfg.training.epochs == (10 if n <= 2 else 30)
-        assert (cfg.training.learning_rate, cfg.training.patience, cfg.data.valid_fraction, cfg.data.split_seed,
-                cfg.model.weights, cfg.model.input_size) == (1e-3, 5, 0.2, 112, "imagenet", 224)
+        assert (
+            cfg.training.learning_rate,
+            cfg.training.patience,
+            cfg.data.valid_fraction,
+            cfg.data.split_seed,
+            cfg.model.weights,
+            cfg.model.input_size,
+        ) == (1e-3, 5, 0.2, 112, "imagenet", 224)
     else:
         assert cfg.model.weights == "none"  # offline

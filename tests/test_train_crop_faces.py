@@ -122,8 +122,9 @@ def test_cli_through_python_m_train(raw, tmp_path, capsys):
     from train.cli import main
 
     out = tmp_path / "ds"
-    rc = main(["crop-faces", "--src", str(raw), "--out", str(out), "--mode", "face", "--margin", "0.1",
-               "--workers", "1"])
+    rc = main(
+        ["crop-faces", "--src", str(raw), "--out", str(out), "--mode", "face", "--margin", "0.1", "--workers", "1"]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "2 cropped" in printed and "1 without a face" in printed and "1 unreadable" in printed

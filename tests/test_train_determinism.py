@@ -26,8 +26,14 @@ HOG = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end: 
 
 def train(cfg: Path, name: str) -> Path:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "train", "fit", "--config", str(cfg), "--set", f"run.name={name}",
-                           "--allow-weak"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "train", "fit", "--config", str(cfg), "--set", f"run.name={name}", "--allow-weak"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("run: ")]
     return Path(line[5:].strip())
@@ -46,14 +52,23 @@ def test_same_config_data_and_seed_give_the_same_figures_under_load(tmp_path):
     data = tmp_path / "faces"
     generate(data, seed=5, persons=4, images_per_person=12, size=48)
     cfg = tmp_path / "det.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "data": {"root": str(data), "holdout_persons": 1},
-        "model": {"backbone": "simple_cnn", "alpha": 0.25, "input_size": 32, "weights": "none",
-                  "freeze_backbone": False},
-        "augment": {"enabled": True},  # every one of the log's six: random draws in the input pipeline
-        "training": {"epochs": 3, "batch_size": 8, "patience": 2, "verbose": 0, "seed": 7},
-        "run": {"runs_dir": str(tmp_path / "runs")},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"root": str(data), "holdout_persons": 1},
+                "model": {
+                    "backbone": "simple_cnn",
+                    "alpha": 0.25,
+                    "input_size": 32,
+                    "weights": "none",
+                    "freeze_backbone": False,
+                },
+                "augment": {"enabled": True},  # every one of the log's six: random draws in the input pipeline
+                "training": {"epochs": 3, "batch_size": 8, "patience": 2, "verbose": 0, "seed": 7},
+                "run": {"runs_dir": str(tmp_path / "runs")},
+            }
+        )
+    )
     quiet = train(cfg, "quiet")
     hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(max(2, os.cpu_count() or 1))]
     try:

@@ -40,8 +40,11 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def config(tmp_path: Path, data_root: Path, name: str = "tiny", **sections) -> Path:
-    cfg = {"data": {"root": str(data_root), "holdout_persons": 1}, **{k: dict(v) for k, v in TINY.items()},
-           "run": {"name": name, "runs_dir": str(tmp_path / "runs")}}
+    cfg = {
+        "data": {"root": str(data_root), "holdout_persons": 1},
+        **{k: dict(v) for k, v in TINY.items()},
+        "run": {"name": name, "runs_dir": str(tmp_path / "runs")},
+    }
     for section, values in sections.items():
         cfg.setdefault(section, {}).update(values)
     p = tmp_path / f"{name}.yaml"
@@ -64,15 +67,27 @@ def corrupt_dataset(dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(corrupt_dataset, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("run")
-    cfg = config(tmp, corrupt_dataset, data={"root": str(corrupt_dataset), "holdout_persons": 1,
-                                             "max_bad_fraction": 0.2})
+    cfg = config(
+        tmp, corrupt_dataset, data={"root": str(corrupt_dataset), "holdout_persons": 1, "max_bad_fraction": 0.2}
+    )
     return fit.run(cfg, allow_weak=True)  # 2 epochs: the structure is tested here, not learning
 
 
 @pytest.mark.slow
 def test_run_directory_contents(run_dir):
-    for name in ("config.yaml", "model.keras", "model_info.json", "splits.csv", "skipped.csv", "history.csv",
-                 "curves.png", "predictions_seen.png", "predictions_unseen.png", "metrics.json", "report.md"):
+    for name in (
+        "config.yaml",
+        "model.keras",
+        "model_info.json",
+        "splits.csv",
+        "skipped.csv",
+        "history.csv",
+        "curves.png",
+        "predictions_seen.png",
+        "predictions_unseen.png",
+        "metrics.json",
+        "report.md",
+    ):
         assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     for leftover in ("backup", "cache", "features", "state.json"):
@@ -91,10 +106,17 @@ def test_run_directory_contents(run_dir):
 def test_model_info_and_metrics_schema(run_dir):
     info = json.loads((run_dir / "model_info.json").read_text())
     assert info == {
-        "labels": ["closed", "open"], "positive_label": "open", "output_kind": "sigmoid", "threshold": 0.5,
-        "input_size": [32, 32], "backbone": "mobilenet_v2", "alpha": 0.35,
-        "preprocessing": "mobilenet_v2: x/127.5 - 1", "resize_method": "bilinear",
-        "data_root": info["data_root"]}
+        "labels": ["closed", "open"],
+        "positive_label": "open",
+        "output_kind": "sigmoid",
+        "threshold": 0.5,
+        "input_size": [32, 32],
+        "backbone": "mobilenet_v2",
+        "alpha": 0.35,
+        "preprocessing": "mobilenet_v2: x/127.5 - 1",
+        "resize_method": "bilinear",
+        "data_root": info["data_root"],
+    }
     assert Path(info["data_root"]).is_absolute()
     m = json.loads((run_dir / "metrics.json").read_text())
     for split in ("valid", "seen_holdout", "unseen_persons"):
@@ -218,11 +240,12 @@ def test_existing_run_name_is_refused_before_anything_is_written(tmp_path, datas
 def test_fast_path_equals_the_normal_path(tmp_path, dataset):
     """Frozen backbone, no augmentation: the head trained on cached features gives the same model
     as the head trained through the backbone (one full batch per epoch, so order does not matter)."""
-    common = {"training": {"epochs": 2, "batch_size": 64, "verbose": 0, "patience": 0},
-              "model": {"backbone": "simple_cnn", "alpha": 0.25, "input_size": 32, "weights": "none"}}
+    common = {
+        "training": {"epochs": 2, "batch_size": 64, "verbose": 0, "patience": 0},
+        "model": {"backbone": "simple_cnn", "alpha": 0.25, "input_size": 32, "weights": "none"},
+    }
     fast = fit.run(config(tmp_path, dataset, name="fast", **common), allow_weak=True)
-    slow = fit.run(config(tmp_path, dataset, name="slow", **common, pipeline={"feature_cache": False}),
-                   allow_weak=True)
+    slow = fit.run(config(tmp_path, dataset, name="slow", **common, pipeline={"feature_cache": False}), allow_weak=True)
     mf, ms = (json.loads((d / "metrics.json").read_text()) for d in (fast, slow))
     assert mf["fast_path"] and not ms["fast_path"]
     for split in ("valid", "seen_holdout", "unseen_persons"):
@@ -236,12 +259,27 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
     """Two phases: the head on cached features (fast path), then fine-tuning the whole backbone.
     The process is SIGKILLed after two fine-tune epochs; --resume skips the finished head phase and
     continues fine-tuning at the epoch after the last one backed up."""
-    cfg = config(tmp_path, dataset, name="killed", model={"backbone": "simple_cnn", "alpha": 0.25},
-                 training={"epochs": 2, "batch_size": 2, "verbose": 0, "patience": 0,  # ~11 steps an epoch
-                           "fine_tune": {"layers": "all", "epochs": 8, "learning_rate": 1e-4}})
+    cfg = config(
+        tmp_path,
+        dataset,
+        name="killed",
+        model={"backbone": "simple_cnn", "alpha": 0.25},
+        training={
+            "epochs": 2,
+            "batch_size": 2,
+            "verbose": 0,
+            "patience": 0,  # ~11 steps an epoch
+            "fine_tune": {"layers": "all", "epochs": 8, "learning_rate": 1e-4},
+        },
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "train", "fit", "--config", str(cfg), "--allow-weak"], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", "fit", "--config", str(cfg), "--allow-weak"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 120
     work = None
@@ -254,8 +292,9 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
                     break
             time.sleep(0.01)
         else:
-            pytest.fail(f"run did not reach 2 fine-tune epochs (rc {proc.poll()}): "
-                        f"{proc.stderr.read().decode()[-2000:]}")
+            pytest.fail(
+                f"run did not reach 2 fine-tune epochs (rc {proc.poll()}): {proc.stderr.read().decode()[-2000:]}"
+            )
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
@@ -272,8 +311,9 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
     resumed = [(int(r["epoch"]), r["phase"]) for r in rows if r["attempt"] == "1"]
     assert first[:4] == [(1, "head"), (2, "head"), (3, "fine_tune"), (4, "fine_tune")]
     assert resumed[0] == (backed_up + 1, "fine_tune")  # continued, not restarted; the head phase not redone
-    assert [(int(r["epoch"]), r["phase"]) for r in fit_history(final)] == \
-        [(1, "head"), (2, "head")] + [(e, "fine_tune") for e in range(3, 11)]
+    assert [(int(r["epoch"]), r["phase"]) for r in fit_history(final)] == [(1, "head"), (2, "head")] + [
+        (e, "fine_tune") for e in range(3, 11)
+    ]
     assert (runs / "latest").resolve() == final.resolve()
     assert not work.exists()
     m = json.loads((final / "metrics.json").read_text())
@@ -304,12 +344,20 @@ def test_resume_refuses_complete_and_unknown_runs(tmp_path):
 def test_bench_measures_in_one_run(tmp_path, dataset):
     from train import bench
 
-    r = bench.run(config(tmp_path, dataset, model={"backbone": "simple_cnn", "alpha": 0.25}), max_images=16,
-                  epochs=1)
+    r = bench.run(config(tmp_path, dataset, model={"backbone": "simple_cnn", "alpha": 0.25}), max_images=16, epochs=1)
     assert r["images"] == 16
-    for key in ("pipeline_plain_s", "pipeline_cached_s", "pipeline_cached_aug_s", "train_step_s",
-                "plain_epoch_s", "feature_epoch_s", "feature_extraction_s", "epoch_nocache_s", "epoch_cache_s",
-                "epoch_cache_prefetch_aug_s"):
+    for key in (
+        "pipeline_plain_s",
+        "pipeline_cached_s",
+        "pipeline_cached_aug_s",
+        "train_step_s",
+        "plain_epoch_s",
+        "feature_epoch_s",
+        "feature_extraction_s",
+        "epoch_nocache_s",
+        "epoch_cache_s",
+        "epoch_cache_prefetch_aug_s",
+    ):
         assert r[key] > 0, key
     assert r["ratio_cache_speedup"] == pytest.approx(r["pipeline_plain_s"] / r["pipeline_cached_s"])
     assert r["ratio_plain_vs_feature_epoch"] == pytest.approx(r["plain_epoch_s"] / r["feature_epoch_s"])
@@ -324,8 +372,15 @@ def test_class_weights_auto_only_when_skewed(tmp_path):
         recs = [SplitRecord(f"/c{i}.jpg", "closed", "a", "train") for i in range(30)]
         recs += [SplitRecord(f"/o{i}.jpg", "open", "a", "train") for i in range(n_open)]
         cfg = validate({"data": {"root": "d", "class_weights": mode}})
-        return fit.Plan(cfg=cfg, final=tmp_path / "x", work=tmp_path / "x.incomplete", splits=recs,
-                        labels=["closed", "open"], data_root="d", index_info={})
+        return fit.Plan(
+            cfg=cfg,
+            final=tmp_path / "x",
+            work=tmp_path / "x.incomplete",
+            splits=recs,
+            labels=["closed", "open"],
+            data_root="d",
+            index_info={},
+        )
 
     w, text = fit._class_weights(plan(28, "auto"))
     assert w is None and "balanced" in text

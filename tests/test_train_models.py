@@ -69,8 +69,11 @@ def test_bn_momentum_of_a_backbone_trained_from_scratch():
     built = models.build_model(ModelConfig(**small, freeze_backbone=False, bn_momentum=0.8), 2)
     assert _bn_momenta(built) == {0.8}
     # the value is what the saved model carries (and what training used: Keras reads it at call time)
-    assert {layer["config"]["momentum"] for layer in built.backbone.get_config()["layers"]
-            if layer["class_name"] == "BatchNormalization"} == {0.8}
+    assert {
+        layer["config"]["momentum"]
+        for layer in built.backbone.get_config()["layers"]
+        if layer["class_name"] == "BatchNormalization"
+    } == {0.8}
     # frozen (BatchNorm in inference mode): Keras' own MobileNetV2 momentum is kept
     assert _bn_momenta(models.build_model(ModelConfig(**small, bn_momentum=0.8), 2)) == {0.999}
     with pytest.raises(FaceedgeError, match=r"model\.bn_momentum"):

@@ -71,8 +71,9 @@ def test_contrast_scales_deviation_from_mean_within_0_7_1_3():
     x = batch(32)
     y = pipeline.augment_batch(x, seed(), only(contrast=(0.7, 1.3))).numpy()
     xs = x.numpy()
-    ratio = (y - y.mean(axis=(1, 2), keepdims=True)).std(axis=(1, 2, 3)) / \
-        (xs - xs.mean(axis=(1, 2), keepdims=True)).std(axis=(1, 2, 3))
+    ratio = (y - y.mean(axis=(1, 2), keepdims=True)).std(axis=(1, 2, 3)) / (
+        xs - xs.mean(axis=(1, 2), keepdims=True)
+    ).std(axis=(1, 2, 3))
     assert np.all(ratio >= 0.7 - 1e-3) and np.all(ratio <= 1.3 + 1e-3)
     assert ratio.max() - ratio.min() > 0.2
 
@@ -124,14 +125,31 @@ def test_eval_dataset_keeps_order_and_values(tmp_path):
 
 def test_training_dataset_shuffles_augments_and_caches_to_file(tmp_path):
     paths = _files(tmp_path)
-    ds = pipeline.image_dataset(paths, np.arange(10) % 2, 8, batch_size=10, training=True, cache="file",
-                                cache_path=tmp_path / "cache" / "train", seed=0, augment=AugmentConfig())
+    ds = pipeline.image_dataset(
+        paths,
+        np.arange(10) % 2,
+        8,
+        batch_size=10,
+        training=True,
+        cache="file",
+        cache_path=tmp_path / "cache" / "train",
+        seed=0,
+        augment=AugmentConfig(),
+    )
     e1 = next(iter(ds))[0].numpy()
     e2 = next(iter(ds))[0].numpy()
     assert e1.min() >= 0 and e1.max() <= 255
     assert not np.array_equal(e1, e2)  # new order / new augmentation each epoch
     assert list((tmp_path / "cache").glob("train*"))
-    plain = pipeline.image_dataset(paths, np.arange(10) % 2, 8, batch_size=10, training=True, cache="memory",
-                                   seed=0, augment=AugmentConfig(enabled=False))
+    plain = pipeline.image_dataset(
+        paths,
+        np.arange(10) % 2,
+        8,
+        batch_size=10,
+        training=True,
+        cache="memory",
+        seed=0,
+        augment=AugmentConfig(enabled=False),
+    )
     got = sorted(next(iter(plain))[0].numpy()[:, 0, 0, 0].tolist())
     assert got == [i * 20.0 for i in range(10)]  # shuffled, not altered

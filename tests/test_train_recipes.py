@@ -26,8 +26,13 @@ MIN_UNSEEN_BALANCED = 0.8  # measured 0.95-1.00 on this data (docs/training.md);
 @pytest.fixture(scope="module")
 def other_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("recipes") / "faces"
-    proc = subprocess.run([sys.executable, "-m", "train", "data", "--out", str(out), "--seed", "7", "--persons", "12",
-                           "--size", "112"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "train", "data", "--out", str(out), "--seed", "7", "--persons", "12", "--size", "112"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
@@ -37,10 +42,27 @@ def other_data(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("backbone", sorted(RECIPES))
 def test_readme_recipe_learns_on_other_data(backbone, other_data, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "train", "fit", "--config", RECIPES[backbone],
-                           "--set", f"data.root={other_data}", "--set", "training.verbose=0",
-                           "--set", f"run.runs_dir={tmp_path / 'runs'}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train",
+            "fit",
+            "--config",
+            RECIPES[backbone],
+            "--set",
+            f"data.root={other_data}",
+            "--set",
+            "training.verbose=0",
+            "--set",
+            f"run.runs_dir={tmp_path / 'runs'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("run: ")]
     m = json.loads((Path(line[5:].strip()) / "metrics.json").read_text())

@@ -49,10 +49,18 @@ def test_split_metrics_softmax_and_empty():
 
 def test_per_person_and_timing():
     rows = report.per_person("unseen_persons", ["a", "a", "b"], np.array([1, 0, 1]), np.array([1, 1, 1]))
-    assert rows == [{"split": "unseen_persons", "person": "a", "count": 2, "accuracy": 0.5},
-                    {"split": "unseen_persons", "person": "b", "count": 1, "accuracy": 1.0}]
-    t = report.timing_summary([{"seconds": 10.0, "train_seconds": 8.0}, {"seconds": 4.0, "train_seconds": 2.0},
-                               {"seconds": 6.0, "train_seconds": 4.0}], train_images=100)
+    assert rows == [
+        {"split": "unseen_persons", "person": "a", "count": 2, "accuracy": 0.5},
+        {"split": "unseen_persons", "person": "b", "count": 1, "accuracy": 1.0},
+    ]
+    t = report.timing_summary(
+        [
+            {"seconds": 10.0, "train_seconds": 8.0},
+            {"seconds": 4.0, "train_seconds": 2.0},
+            {"seconds": 6.0, "train_seconds": 4.0},
+        ],
+        train_images=100,
+    )
     assert t["first_epoch_seconds"] == 10.0 and t["later_epochs_mean_seconds"] == 5.0
     assert t["first_epoch_extra_seconds"] == 5.0 and t["images_per_s"] == 25.0
 
@@ -71,7 +79,8 @@ def test_pick_grid_shows_every_mistake_first_then_correct_ones():
     assert len(idx) == 18 and idx[0] == 31 and all(right[i] for i in idx[1:])
     m = {"count": 32, "correct": 31, "accuracy": 31 / 32, "accuracy_ci95": [0.843, 0.994]}
     assert report.grid_caption("seen persons", m, right, idx) == (
-        "seen persons: accuracy 0.969 [0.843, 0.994] (31 of 32); shown: all 1 mistake, 17 of 31 correct")
+        "seen persons: accuracy 0.969 [0.843, 0.994] (31 of 32); shown: all 1 mistake, 17 of 31 correct"
+    )
     many = [i % 3 != 0 for i in range(120)]  # 40 mistakes: 36 shown, no room for correct ones
     idx = report.pick_grid(many, ["p"] * 120)
     assert len(idx) == 36 and not any(many[i] for i in idx)
@@ -84,20 +93,38 @@ def _split(acc, n=10, persons=None):
     from train import stats
 
     k = round(acc * n)
-    return {"accuracy": k / n, "balanced_accuracy": k / n, "count": n, "correct": k,
-            "accuracy_ci95": stats.wilson_interval(k, n)}
+    return {
+        "accuracy": k / n,
+        "balanced_accuracy": k / n,
+        "count": n,
+        "correct": k,
+        "accuracy_ci95": stats.wilson_interval(k, n),
+    }
 
 
 def _metrics(seen, unseen, valid=0.95, n=10, unseen_persons=2, learned=True):
-    return {"labels": ["closed", "open"], "valid": _split(valid, n), "seen_holdout": _split(seen, n),
-            "unseen_persons": _split(unseen, n), "persons": {"valid": 8, "seen_holdout": 8,
-                                                             "unseen_persons": unseen_persons},
-            "verdict": {"learned": learned, "diagnosis": None if learned else
-                        "did not learn (unseen persons: not better than chance): early stopping ended the run "
-                        "at epoch 11, during the first epochs at chance; raise training.patience or set "
-                        "training.min_epochs"},
-            "timing": {"first_epoch_seconds": 79.0, "later_epochs_mean_seconds": 20.0,
-                       "first_epoch_extra_seconds": 59.0, "images_per_s": 300.0, "phases": {}}}
+    return {
+        "labels": ["closed", "open"],
+        "valid": _split(valid, n),
+        "seen_holdout": _split(seen, n),
+        "unseen_persons": _split(unseen, n),
+        "persons": {"valid": 8, "seen_holdout": 8, "unseen_persons": unseen_persons},
+        "verdict": {
+            "learned": learned,
+            "diagnosis": None
+            if learned
+            else "did not learn (unseen persons: not better than chance): early stopping ended the run "
+            "at epoch 11, during the first epochs at chance; raise training.patience or set "
+            "training.min_epochs",
+        },
+        "timing": {
+            "first_epoch_seconds": 79.0,
+            "later_epochs_mean_seconds": 20.0,
+            "first_epoch_extra_seconds": 59.0,
+            "images_per_s": 300.0,
+            "phases": {},
+        },
+    }
 
 
 def _cfg(backbone="mobilenet_v2", weights="imagenet"):
@@ -141,8 +168,14 @@ def test_knowledge_of_a_model_that_did_not_learn():
 
 
 def test_selection_is_named():
-    sel = {"by": "valid", "monitor": "val_loss", "epoch": 7, "best_epoch": 7, "min_epochs": 5,
-           "first_eligible_epoch": 6}
+    sel = {
+        "by": "valid",
+        "monitor": "val_loss",
+        "epoch": 7,
+        "best_epoch": 7,
+        "min_epochs": 5,
+        "first_eligible_epoch": 6,
+    }
     text = report.selection_text(sel)
     assert text.startswith("the valid split chose epoch 7 (lowest val_loss from epoch 6 on")
     assert "optimistic" in text and "unseen persons never influenced training or selection" in text

@@ -31,12 +31,19 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def config(tmp_path: Path, data_root: Path, name: str, **sections) -> Path:
-    cfg = {"data": {"root": str(data_root), "holdout_persons": 1},
-           "model": {"backbone": "simple_cnn", "alpha": 0.25, "input_size": 32, "weights": "none",
-                     "freeze_backbone": False},
-           "augment": {"enabled": False},
-           "training": {"epochs": 3, "batch_size": 8, "verbose": 0},
-           "run": {"name": name, "runs_dir": str(tmp_path / "runs")}}
+    cfg = {
+        "data": {"root": str(data_root), "holdout_persons": 1},
+        "model": {
+            "backbone": "simple_cnn",
+            "alpha": 0.25,
+            "input_size": 32,
+            "weights": "none",
+            "freeze_backbone": False,
+        },
+        "augment": {"enabled": False},
+        "training": {"epochs": 3, "batch_size": 8, "verbose": 0},
+        "run": {"name": name, "runs_dir": str(tmp_path / "runs")},
+    }
     for section, values in sections.items():
         cfg.setdefault(section, {}).update(values)
     p = tmp_path / f"{name}.yaml"
@@ -66,8 +73,10 @@ def test_patience_0_keeps_the_last_epochs_weights(tmp_path, dataset):
 
 @pytest.mark.slow
 def test_min_epochs_keeps_early_stopping_and_selection_off_the_first_epochs(tmp_path, dataset):
-    run = fit.run(config(tmp_path, dataset, "me", training={"epochs": 8, "patience": 1, "min_epochs": 3,
-                                                            "learning_rate": 0.01}), allow_weak=True)
+    run = fit.run(
+        config(tmp_path, dataset, "me", training={"epochs": 8, "patience": 1, "min_epochs": 3, "learning_rate": 0.01}),
+        allow_weak=True,
+    )
     m, h = metrics(run), history(run)
     sel = m["selection"]
     assert sel["by"] == "valid" and sel["first_eligible_epoch"] == 4 and sel["epoch"] >= 4
@@ -129,18 +138,40 @@ def test_diagnosis_names_early_stopping_during_the_chance_plateau():
     chk = floor_check([[40, 0], [40, 0]], 0.5)
     assert not chk["passed"] and not chk["better_than_chance"]
     hist = [{"epoch": e, "phase": "train", "val_accuracy": 0.5} for e in range(1, 12)]
-    text = diagnose(chk, "unseen_persons", labels=["closed", "open"], cm=[[40, 0], [40, 0]], history=hist,
-                    epochs=30, patience=10, min_epochs=0, frozen_random_backbone=False)
+    text = diagnose(
+        chk,
+        "unseen_persons",
+        labels=["closed", "open"],
+        cm=[[40, 0], [40, 0]],
+        history=hist,
+        epochs=30,
+        patience=10,
+        min_epochs=0,
+        frozen_random_backbone=False,
+    )
     assert text.startswith("did not learn (unseen persons: not better than chance: 40 of 80 right")
     assert "it says 'closed' for every image" in text
-    assert text.endswith("early stopping ended the run at epoch 11 (patience 10), during the first epochs at "
-                         "chance; raise training.patience or set training.min_epochs")
-    frozen = diagnose(chk, "valid", labels=["closed", "open"], cm=[[20, 20], [20, 20]], history=hist, epochs=11,
-                      patience=0, min_epochs=0, frozen_random_backbone=True)
+    assert text.endswith(
+        "early stopping ended the run at epoch 11 (patience 10), during the first epochs at "
+        "chance; raise training.patience or set training.min_epochs"
+    )
+    frozen = diagnose(
+        chk,
+        "valid",
+        labels=["closed", "open"],
+        cm=[[20, 20], [20, 20]],
+        history=hist,
+        epochs=11,
+        patience=0,
+        min_epochs=0,
+        frozen_random_backbone=True,
+    )
     assert "frozen backbone with weights none" in frozen and "for every image" not in frozen
     low = floor_check([[30, 10], [14, 26]], 0.7, min_balanced_accuracy=0.8)  # better than chance, below floor
-    assert low["better_than_chance"] and low["reason"] == "balanced accuracy 0.700 (n = 80) is below " \
-        "min_balanced_accuracy 0.8"
+    assert (
+        low["better_than_chance"]
+        and low["reason"] == "balanced accuracy 0.700 (n = 80) is below min_balanced_accuracy 0.8"
+    )
 
 
 def test_labels_that_look_like_persons_are_refused(tmp_path, dataset):
@@ -152,8 +183,9 @@ def test_labels_that_look_like_persons_are_refused(tmp_path, dataset):
     assert f"one level up, {dataset} holds closed, open: is that the data root?" in msg
     assert "data.require_persons: false" in msg and "\n" not in msg
     assert not (tmp_path / "runs").exists()
-    plan, _ = fit.prepare(config(tmp_path, dataset / "open", "ok", data={"require_persons": False,
-                                                                        "holdout_persons": None}))
+    plan, _ = fit.prepare(
+        config(tmp_path, dataset / "open", "ok", data={"require_persons": False, "holdout_persons": None})
+    )
     assert plan.labels == ["p01", "p02", "p03", "p04"]
     # two labels without persons are an ordinary labelled set
     flat = tmp_path / "flat"

@@ -19,8 +19,10 @@ from tests.conftest import ROOT
 PY = sys.executable
 # `train fit` must not import TensorFlow before it has checked where it will write: with the
 # modules made unimportable, an import before the check is an ImportError traceback.
-NO_TF = ("import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-         "from train.cli import main; sys.exit(main(sys.argv[1:]))")
+NO_TF = (
+    "import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+    "from train.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def one_line_error(p, *names: str) -> str:
@@ -39,15 +41,32 @@ def env() -> dict:
 
 
 def collect_argv(out: Path) -> list[str]:
-    return [PY, "-m", "device", "collect", "--label", "open", "--person", "alice", "--out", str(out),
-            "--source", "synthetic", "--count", "3", "--min_sharpness", "0", "--min_change", "0"]
+    return [
+        PY,
+        "-m",
+        "device",
+        "collect",
+        "--label",
+        "open",
+        "--person",
+        "alice",
+        "--out",
+        str(out),
+        "--source",
+        "synthetic",
+        "--count",
+        "3",
+        "--min_sharpness",
+        "0",
+        "--min_change",
+        "0",
+    ]
 
 
 def test_collect_into_a_read_only_folder(tmp_path):
     ro = tmp_path / "dataset"
     ro.mkdir()
-    p = tools.run_with_readonly(ro, collect_argv(ro), capture_output=True, text=True, timeout=120, env=env(),
-                                cwd=ROOT)
+    p = tools.run_with_readonly(ro, collect_argv(ro), capture_output=True, text=True, timeout=120, env=env(), cwd=ROOT)
     line = one_line_error(p, str(ro))
     assert "not writable" in line
     assert list(ro.iterdir()) == []
@@ -68,8 +87,14 @@ def sample_data(tmp_path_factory) -> Path:
     import subprocess
 
     out = tmp_path_factory.mktemp("sample") / "data"
-    subprocess.run([PY, "-m", "train", "data", "--out", str(out), "--persons", "4", "--images_per_person", "6",
-                    "--size", "48"], check=True, capture_output=True, timeout=300, env=env(), cwd=ROOT)
+    subprocess.run(
+        [PY, "-m", "train", "data", "--out", str(out), "--persons", "4", "--images_per_person", "6", "--size", "48"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env=env(),
+        cwd=ROOT,
+    )
     return out
 
 
@@ -78,8 +103,18 @@ def test_train_fit_with_a_read_only_runs_dir(tmp_path, sample_data, where):
     ro = tmp_path / "runs"
     ro.mkdir()
     runs_dir = ro if where == "folder" else ro / "more" / "runs"
-    argv = [PY, "-c", NO_TF, "fit", "--config", str(ROOT / "configs" / "sample.yaml"),
-            "--set", f"data.root={sample_data}", "--set", f"run.runs_dir={runs_dir}"]
+    argv = [
+        PY,
+        "-c",
+        NO_TF,
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "sample.yaml"),
+        "--set",
+        f"data.root={sample_data}",
+        "--set",
+        f"run.runs_dir={runs_dir}",
+    ]
     p = tools.run_with_readonly(ro, argv, capture_output=True, text=True, timeout=300, env=env(), cwd=ROOT)
     line = one_line_error(p, str(runs_dir), "run.runs_dir")
     assert "not writable" in line
@@ -92,8 +127,15 @@ def test_convert_on_a_read_only_run(tmp_path):
 
     run = make_tiny_run(tmp_path)
     before = sorted(p.name for p in run.iterdir())
-    p = tools.run_with_readonly(run, [PY, "-m", "convert", "--run", str(run), "--variants", "float32"],
-                                capture_output=True, text=True, timeout=600, env=env(), cwd=ROOT)
+    p = tools.run_with_readonly(
+        run,
+        [PY, "-m", "convert", "--run", str(run), "--variants", "float32"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env(),
+        cwd=ROOT,
+    )
     line = one_line_error(p, str(run))
     assert "not writable" in line
     assert sorted(p.name for p in run.iterdir()) == before

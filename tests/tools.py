@@ -88,8 +88,12 @@ def run_with_readonly(folder, argv: list[str], **kw):
             return subprocess.run(argv, **kw)
         finally:
             folder.chmod(mode)
-    probe = subprocess.run([*_ro_prefix(str(folder)), "sh", "-c", 'touch "$0/.probe" 2>&1', str(folder)],
-                           capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(
+        [*_ro_prefix(str(folder)), "sh", "-c", 'touch "$0/.probe" 2>&1', str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if probe.returncode == 0:
         (folder / ".probe").unlink(missing_ok=True)
     if "Read-only file system" not in probe.stdout:

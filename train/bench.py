@@ -50,9 +50,13 @@ def run(config_path, overrides: list[str] | None = None, *, max_images: int = 51
 
     cfg = load_config(config_path, overrides)
     index = index_dataset(cfg.data.root, max_bad_fraction=cfg.data.max_bad_fraction)  # ≥ 2 labels, checked
-    splits = make_splits(index.records, holdout_persons=cfg.data.holdout_persons,
-                         valid_fraction=cfg.data.valid_fraction,
-                         seen_holdout_fraction=cfg.data.seen_holdout_fraction, seed=cfg.data.split_seed)
+    splits = make_splits(
+        index.records,
+        holdout_persons=cfg.data.holdout_persons,
+        valid_fraction=cfg.data.valid_fraction,
+        seen_holdout_fraction=cfg.data.seen_holdout_fraction,
+        seed=cfg.data.split_seed,
+    )
     train = [s for s in splits if s.split == "train"][:max_images]
     ix = {lbl: i for i, lbl in enumerate(index.labels)}
     paths = [s.path for s in train]
@@ -63,15 +67,29 @@ def run(config_path, overrides: list[str] | None = None, *, max_images: int = 51
     mc = cfg.model.model_copy(update={"freeze_backbone": True})
     built = models.build_model(mc, len(index.labels))
     n = len(paths)
-    res: dict = {"images": n, "batch_size": bs, "input_size": size, "backbone": cfg.model.backbone,
-                 "alpha": cfg.model.alpha if cfg.model.backbone == "mobilenet_v2" else None,
-                 "weights": cfg.model.weights}
+    res: dict = {
+        "images": n,
+        "batch_size": bs,
+        "input_size": size,
+        "backbone": cfg.model.backbone,
+        "alpha": cfg.model.alpha if cfg.model.backbone == "mobilenet_v2" else None,
+        "weights": cfg.model.weights,
+    }
     aug = cfg.augment.model_copy(update={"enabled": True})
 
     def ds(cache, prefetch, augment):
-        return pipeline.image_dataset(paths, y, size, batch_size=bs, training=True, cache=cache,
-                                      shuffle_buffer=cfg.pipeline.shuffle_buffer, seed=0,
-                                      augment=aug if augment else None, prefetch=prefetch)
+        return pipeline.image_dataset(
+            paths,
+            y,
+            size,
+            batch_size=bs,
+            training=True,
+            cache=cache,
+            shuffle_buffer=cfg.pipeline.shuffle_buffer,
+            seed=0,
+            augment=aug if augment else None,
+            prefetch=prefetch,
+        )
 
     # 1. input pipeline alone (one unmeasured pass first, so every variant reads files from the OS cache)
     _time_pass(ds("none", False, False))
@@ -100,19 +118,36 @@ def run(config_path, overrides: list[str] | None = None, *, max_images: int = 51
     # 3. whole training epochs through the frozen backbone, input pipeline variants (the log's run 2
     #    measurement: what cache, prefetch and augmentation each cost per epoch), then the fast path
     label_dtype = np.float32 if binary else np.int32
-    variants = (("nocache", "none", False, False), ("cache", "memory", False, False),
-                ("cache_prefetch", "memory", True, False), ("cache_prefetch_aug", "memory", True, True))
+    variants = (
+        ("nocache", "none", False, False),
+        ("cache", "memory", False, False),
+        ("cache_prefetch", "memory", True, False),
+        ("cache_prefetch_aug", "memory", True, True),
+    )
     for key, cache, prefetch, augment in variants:
-        vds = pipeline.image_dataset(paths, y, size, batch_size=bs, training=True, cache=cache,
-                                     shuffle_buffer=cfg.pipeline.shuffle_buffer, seed=0, prefetch=prefetch,
-                                     augment=aug if augment else None, label_dtype=tf.float32 if binary else tf.int32)
+        vds = pipeline.image_dataset(
+            paths,
+            y,
+            size,
+            batch_size=bs,
+            training=True,
+            cache=cache,
+            shuffle_buffer=cfg.pipeline.shuffle_buffer,
+            seed=0,
+            prefetch=prefetch,
+            augment=aug if augment else None,
+            label_dtype=tf.float32 if binary else tf.int32,
+        )
         times = []
         for _ in range(epochs + 1):  # the first epoch (trace, cache fill) is reported apart
             t0 = time.perf_counter()
             model.fit(vds, epochs=1, verbose=0, shuffle=False)
             times.append(time.perf_counter() - t0)
         res[f"epoch_{key}_first_s"], res[f"epoch_{key}_s"] = times[0], float(min(times[1:]))
-    res["plain_first_epoch_s"], res["plain_epoch_s"] = res["epoch_cache_prefetch_first_s"], res["epoch_cache_prefetch_s"]
+    res["plain_first_epoch_s"], res["plain_epoch_s"] = (
+        res["epoch_cache_prefetch_first_s"],
+        res["epoch_cache_prefetch_s"],
+    )
     ordered = pipeline.image_dataset(paths, y, size, batch_size=bs, cache="none")  # unshuffled: features line up with y
     t0 = time.perf_counter()
     feats = built.feature_model.predict(ordered.map(lambda a, b: a), verbose=0)
@@ -132,8 +167,9 @@ def run(config_path, overrides: list[str] | None = None, *, max_images: int = 51
         res[k.replace("_s", "_images_per_s")] = n / res[k] if res[k] > 0 else None
     res["ratio_pipeline_plain_vs_train_step"] = res["pipeline_plain_images_per_s"] / res["train_step_images_per_s"]
     res["ratio_pipeline_cached_vs_train_step"] = res["pipeline_cached_images_per_s"] / res["train_step_images_per_s"]
-    res["ratio_pipeline_cached_aug_vs_train_step"] = (res["pipeline_cached_aug_images_per_s"]
-                                                      / res["train_step_images_per_s"])
+    res["ratio_pipeline_cached_aug_vs_train_step"] = (
+        res["pipeline_cached_aug_images_per_s"] / res["train_step_images_per_s"]
+    )
     res["ratio_cache_speedup"] = res["pipeline_plain_s"] / res["pipeline_cached_s"]
     res["ratio_plain_vs_feature_epoch"] = res["plain_epoch_s"] / res["feature_epoch_s"]
     return res
@@ -181,12 +217,21 @@ def format_result(r: dict) -> str:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="input pipeline and feature-cache benchmark (ratios)",
-                              description=__doc__.splitlines()[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = subparsers.add_parser(
+        "bench",
+        help="input pipeline and feature-cache benchmark (ratios)",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--config", type=Path, required=True, help="YAML config (data, model, batch size)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
     p.add_argument("--max_images", type=int, default=512, help="use at most this many train images")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs after the first, per variant (best is kept)")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")

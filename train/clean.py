@@ -120,8 +120,11 @@ def confirm(paths: list[Path], root: Path) -> bool:
     if os.environ.get("FORCE") == "1":
         return True
     if not sys.stdin.isatty():
-        print("distclean: refusing without a terminal to ask on; run `make distclean FORCE=1` to remove "
-              + ", ".join(str(p.relative_to(root)) for p in paths), file=sys.stderr)
+        print(
+            "distclean: refusing without a terminal to ask on; run `make distclean FORCE=1` to remove "
+            + ", ".join(str(p.relative_to(root)) for p in paths),
+            file=sys.stderr,
+        )
         return False
     print("distclean will remove:")
     for p in paths:

@@ -53,15 +53,17 @@ def load_run(path: str | Path) -> dict:
         raise FaceedgeError(f"{p}: unreadable run files ({e})") from None
     model, aug, train = cfg.get("model", {}), cfg.get("augment", {}), cfg.get("training", {})
     t = m.get("timing", {})
-    aug_on = aug.get("enabled", True) and any(aug.get(k) for k in ("flip", "brightness", "contrast", "hue",
-                                                                    "saturation", "noise"))
+    aug_on = aug.get("enabled", True) and any(
+        aug.get(k) for k in ("flip", "brightness", "contrast", "hue", "saturation", "noise")
+    )
     backbone = model.get("backbone", "?")
     if backbone in ("mobilenet_v2", "simple_cnn"):
         backbone += f" a{model.get('alpha')}"
     ft = train.get("fine_tune")
     return {
         "run": real.name,
-        "backbone": backbone + ("" if model.get("freeze_backbone", True) else " (trained)")
+        "backbone": backbone
+        + ("" if model.get("freeze_backbone", True) else " (trained)")
         + (f" +ft{ft.get('layers')}" if ft else ""),
         "input": model.get("input_size"),
         "weights": Path(str(model.get("weights"))).name,
@@ -89,13 +91,15 @@ def table(runs: list[dict], fmt: str = "text") -> str:
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                     for row in [header, *body])
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in [header, *body]
+    )
 
 
 def run(paths: list[str | Path], fmt: str = "text") -> str:
     if not paths:
-        raise FaceedgeError("no runs to compare (give run directories, e.g. make compare RUNS=\"runs/a runs/b\")")
+        raise FaceedgeError('no runs to compare (give run directories, e.g. make compare RUNS="runs/a runs/b")')
     runs, seen = [], set()
     for p in paths:
         real = Path(p).resolve()
@@ -114,10 +118,13 @@ def run(paths: list[str | Path], fmt: str = "text") -> str:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("compare", help="print runs side by side",
-                              description="Print runs side by side: model, batch, augmentation, epochs, "
-                                          "valid / seen-holdout / unseen-person accuracy, epoch time.",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = subparsers.add_parser(
+        "compare",
+        help="print runs side by side",
+        description="Print runs side by side: model, batch, augmentation, epochs, "
+        "valid / seen-holdout / unseen-person accuracy, epoch time.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("runs", nargs="*", type=Path, metavar="RUN", help="run directories (runs/<name>-<timestamp>)")
     p.add_argument("--format", dest="fmt", choices=["text", "markdown", "json"], default="text", help="output format")
     p.set_defaults(func=lambda args: print(run(args.runs, args.fmt)) or 0)

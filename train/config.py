@@ -22,22 +22,29 @@ BACKBONES = ("mobilenet_v2", "vgg16", "simple_cnn")  # keys of train.models.BACK
 
 
 class DataConfig(Strict):
-    root: str = Field(description="data folder <root>/<label>/<person>/*.jpg, <root>/<label>/*, or a CSV path,label,person")
+    root: str = Field(
+        description="data folder <root>/<label>/<person>/*.jpg, <root>/<label>/*, or a CSV path,label,person"
+    )
     holdout_persons: list[str] | int | None = Field(
-        None, description="persons held out entirely (names, or a count drawn from split_seed; null = about a quarter)")
+        None, description="persons held out entirely (names, or a count drawn from split_seed; null = about a quarter)"
+    )
     valid_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     seen_holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_seed: int = 112
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)
     class_weights: Literal["auto", "on", "off"] = "auto"
     require_persons: bool = Field(
-        True, description="refuse a layout with no person level and more than two labels (its labels are "
-                          "probably persons: data.root one level too deep); false for a multi-label set without persons")
+        True,
+        description="refuse a layout with no person level and more than two labels (its labels are "
+        "probably persons: data.root one level too deep); false for a multi-label set without persons",
+    )
 
 
 class HeadConfig(Strict):
     pooling: Literal["avg", "flatten"] = "avg"
-    fc_units: list[int] = Field(default_factory=list, description="hidden Dense layers before the output, e.g. [2048, 2048]")
+    fc_units: list[int] = Field(
+        default_factory=list, description="hidden Dense layers before the output, e.g. [2048, 2048]"
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
@@ -57,10 +64,13 @@ class ModelConfig(Strict):
     weights: str = Field("imagenet", description="imagenet | none | path to a .h5/.weights.h5 backbone weights file")
     freeze_backbone: bool = Field(True, description="false: the whole backbone trains from the first epoch")
     bn_momentum: float | None = Field(
-        None, gt=0.0, lt=1.0,
+        None,
+        gt=0.0,
+        lt=1.0,
         description="BatchNorm momentum of a backbone trained from scratch (weights none, not frozen); null: "
-                    "0.9 (Keras' MobileNetV2 0.999 leaves the moving statistics unusable after a short run). "
-                    "Pretrained or frozen backbones run BatchNorm in inference mode, where it does not apply")
+        "0.9 (Keras' MobileNetV2 0.999 leaves the moving statistics unusable after a short run). "
+        "Pretrained or frozen backbones run BatchNorm in inference mode, where it does not apply",
+    )
     head: HeadConfig | None = Field(None, description="null: the backbone's default head (see DEFAULT_HEADS)")
 
     @field_validator("weights", mode="before")
@@ -111,14 +121,17 @@ class AugmentConfig(Strict):
     @property
     def active(self) -> bool:
         return self.enabled and bool(
-            self.flip or self.brightness or self.contrast or self.hue or self.saturation or self.noise)
+            self.flip or self.brightness or self.contrast or self.hue or self.saturation or self.noise
+        )
 
 
 class PipelineConfig(Strict):
     cache: Literal["memory", "file", "none"] = "memory"
     shuffle_buffer: int = Field(1000, ge=1)
     prefetch: bool = True
-    feature_cache: bool = Field(True, description="frozen backbone + no augmentation: train the head on cached features")
+    feature_cache: bool = Field(
+        True, description="frozen backbone + no augmentation: train the head on cached features"
+    )
 
 
 class FineTuneConfig(Strict):
@@ -131,21 +144,36 @@ class TrainingConfig(Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
-    patience: int = Field(5, ge=0, description="early stopping on val_loss, best epoch's weights restored; "
-                                                  "0 = off: every epoch runs and the last epoch's weights are kept")
-    min_epochs: int = Field(0, ge=0, description="the first N epochs of a phase are neither chosen as best nor can "
-                                                 "stop the run (Keras start_from_epoch): a run that sits at chance "
-                                                 "for its first epochs is not ended there")
+    patience: int = Field(
+        5,
+        ge=0,
+        description="early stopping on val_loss, best epoch's weights restored; "
+        "0 = off: every epoch runs and the last epoch's weights are kept",
+    )
+    min_epochs: int = Field(
+        0,
+        ge=0,
+        description="the first N epochs of a phase are neither chosen as best nor can "
+        "stop the run (Keras start_from_epoch): a run that sits at chance "
+        "for its first epochs is not ended there",
+    )
     fine_tune: FineTuneConfig | None = None
     mixed_precision: bool = False
     distribute: Literal["auto", "none", "mirrored"] = "auto"
     seed: int = 0
-    deterministic: bool = Field(True, description="seed Python, NumPy and TensorFlow and switch on TensorFlow op "
-                                                  "determinism: the same config, data and seed give the same figures "
-                                                  "on the same machine (and thread count)")
-    threads: int | None = Field(None, ge=1, description="TensorFlow intra- and inter-op threads; null = TensorFlow's "
-                                                       "default (the CPUs available). The thread count changes the "
-                                                       "figures in the last digits, so a run records it")
+    deterministic: bool = Field(
+        True,
+        description="seed Python, NumPy and TensorFlow and switch on TensorFlow op "
+        "determinism: the same config, data and seed give the same figures "
+        "on the same machine (and thread count)",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="TensorFlow intra- and inter-op threads; null = TensorFlow's "
+        "default (the CPUs available). The thread count changes the "
+        "figures in the last digits, so a run records it",
+    )
     verbose: Literal[0, 1, 2] = Field(1, description="keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
 
 
@@ -154,10 +182,15 @@ class GateSection(Strict):
     conversion gate never publishes such a model (convert.gate)."""
 
     min_balanced_accuracy: float | None = Field(
-        None, ge=0.0, le=1.0, description="on unseen persons (else the seen-person holdout, else valid); null: a "
-                                          "tenth of the way from chance to perfect (0.55 with two labels)")
-    significance: float = Field(0.05, gt=0.0, lt=1.0,
-                                description="level of the exact binomial test 'better than chance'")
+        None,
+        ge=0.0,
+        le=1.0,
+        description="on unseen persons (else the seen-person holdout, else valid); null: a "
+        "tenth of the way from chance to perfect (0.55 with two labels)",
+    )
+    significance: float = Field(
+        0.05, gt=0.0, lt=1.0, description="level of the exact binomial test 'better than chance'"
+    )
 
 
 class RunConfig(Strict):
@@ -183,6 +216,7 @@ class TrainConfig(Strict):
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``training.epochs=3`` → (["training", "epochs"], 3); the value is read as a YAML scalar/list."""

@@ -75,9 +75,11 @@ class CropFacesResult:
         return [r for r in self.rows if r.status in (NO_FACE, UNREADABLE)]
 
     def summary(self) -> str:
-        return (f"{len(self.rows)} images: {self.count('cropped')} cropped, {self.count('exists')} already there, "
-                f"{self.count(NO_FACE)} without a face, {self.count(UNREADABLE)} unreadable "
-                f"({self.seconds:.1f} s) → {self.out}")
+        return (
+            f"{len(self.rows)} images: {self.count('cropped')} cropped, {self.count('exists')} already there, "
+            f"{self.count(NO_FACE)} without a face, {self.count(UNREADABLE)} unreadable "
+            f"({self.seconds:.1f} s) → {self.out}"
+        )
 
 
 def load_crop_config(path: str | os.PathLike) -> CropConfig:
@@ -103,8 +105,11 @@ def list_sources(src: Path) -> list[Path]:
     files = []
     for dirpath, dirnames, filenames in os.walk(src):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files.extend(Path(dirpath) / f for f in sorted(filenames)
-                     if not f.startswith(".") and Path(f).suffix.lower() in SOURCE_EXTENSIONS)
+        files.extend(
+            Path(dirpath) / f
+            for f in sorted(filenames)
+            if not f.startswith(".") and Path(f).suffix.lower() in SOURCE_EXTENSIONS
+        )
     return files
 
 
@@ -196,6 +201,7 @@ def _write_reports(result: CropFacesResult) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "crop-faces",
@@ -206,15 +212,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # crop flags: unset = the --config value or CropConfig's default
     p.add_argument("--src", type=Path, required=True, help="raw photos, <label>/<person>/*.jpg")
     p.add_argument("--out", type=Path, required=True, help="dataset root to write the crops into")
-    p.add_argument("--config", type=Path, default=None,
-                   help="YAML with crop settings or a device config with a crop: block (flags below override it)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML with crop settings or a device config with a crop: block (flags below override it)",
+    )
     p.add_argument("--mode", choices=["full", "center", "face"], default=S, help="crop mode (default: face)")
     p.add_argument("--margin", type=float, default=S, help="face margin, fraction of the box side (default: 0.2)")
     p.add_argument("--detector", choices=["haar", "yunet"], default=S, help="face detector (default: haar)")
     p.add_argument("--yunet_model", type=str, default=S, help="path to face_detection_yunet_2023mar.onnx")
     p.add_argument("--min_size", type=int, default=S, help="smallest face side in pixels (default: 40)")
-    p.add_argument("--on_no_face", choices=["skip", "full"], default=S,
-                   help="no face found: skip the image (default) or keep the full-frame crop")
+    p.add_argument(
+        "--on_no_face",
+        choices=["skip", "full"],
+        default=S,
+        help="no face found: skip the image (default) or keep the full-frame crop",
+    )
     p.add_argument("--format", dest="fmt", choices=["png", "jpg"], default="png", help="crop file format")
     p.add_argument("--jpeg_quality", type=int, default=95, help="JPEG quality with --format jpg")
     p.add_argument("--overwrite", action="store_true", help="re-crop images whose crop already exists")
@@ -237,8 +251,16 @@ def config_from_args(args: argparse.Namespace) -> CropConfig:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    res = run(args.src, args.out, config_from_args(args), fmt=args.fmt, jpeg_quality=args.jpeg_quality,
-              overwrite=args.overwrite, workers=args.workers, progress=sys.stderr.isatty())
+    res = run(
+        args.src,
+        args.out,
+        config_from_args(args),
+        fmt=args.fmt,
+        jpeg_quality=args.jpeg_quality,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=sys.stderr.isatty(),
+    )
     print(res.summary())
     if res.skipped:
         print(f"{len(res.skipped)} skipped, listed in {res.out / SKIPPED_NAME}")

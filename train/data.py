@@ -125,7 +125,9 @@ def check_image(path: str | os.PathLike, allowed_ext: Iterable[str] = IMAGE_EXTE
     return inspect_image(path, allowed_ext)[0]
 
 
-def inspect_image(path: str | os.PathLike, allowed_ext: Iterable[str] = IMAGE_EXTENSIONS) -> tuple[str | None, tuple[str, ...]]:
+def inspect_image(
+    path: str | os.PathLike, allowed_ext: Iterable[str] = IMAGE_EXTENSIONS
+) -> tuple[str | None, tuple[str, ...]]:
     """(skip reason or None, notes on an accepted file) for one file.
 
     One read of the file, one full decode. Thread-safe (Pillow releases the GIL while decoding).
@@ -176,7 +178,9 @@ def _inspect(p: Path, allowed: tuple[str, ...]) -> tuple[str | None, tuple[str, 
     return None, tuple(notes)
 
 
-def _check_all(paths: list[str], allowed: tuple[str, ...], workers: int | None) -> list[tuple[str | None, tuple[str, ...]]]:
+def _check_all(
+    paths: list[str], allowed: tuple[str, ...], workers: int | None
+) -> list[tuple[str | None, tuple[str, ...]]]:
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone switched it on globally; we need it off
         log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES was True; truncated images would pass — switching it off")
         ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -242,7 +246,9 @@ def _walk_folder(root: Path) -> tuple[Layout, list[tuple[str, str, str | None]],
                 elif c.name.startswith("."):
                     early.append((str(c), f"{HIDDEN}: {c.name!r} is a hidden (system or metadata) file"))
                 else:
-                    early.append((str(c), f"{MISPLACED}: directly in label folder, but this dataset has person folders"))
+                    early.append(
+                        (str(c), f"{MISPLACED}: directly in label folder, but this dataset has person folders")
+                    )
         return "label/person", cands, early, label_dirs
     for d in label_dirs:
         cands.extend((str(f), d.name, None) for f in _files_under(d))
@@ -322,7 +328,9 @@ def index_dataset(
     root = root.resolve()
     if root.is_file():
         if root.suffix.lower() != ".csv":
-            raise FaceedgeError(f"data source {root} is a file but not a .csv (give a folder or a path,label,person CSV)")
+            raise FaceedgeError(
+                f"data source {root} is a file but not a .csv (give a folder or a path,label,person CSV)"
+            )
         layout: Layout = "csv"
         cands, early = _read_csv(root)
         label_dirs: list[Path] = []
@@ -348,30 +356,54 @@ def index_dataset(
     labels = sorted({r.label for r in records} | {d.name for d in label_dirs})
     has_persons = any(r.person is not None for r in records)
     index = DatasetIndex(
-        records=records, skipped=skipped, labels=labels, has_persons=has_persons, source=str(root),
-        layout=layout, seconds=time.perf_counter() - t0, extension_mismatches=mismatches,
+        records=records,
+        skipped=skipped,
+        labels=labels,
+        has_persons=has_persons,
+        source=str(root),
+        layout=layout,
+        seconds=time.perf_counter() - t0,
+        extension_mismatches=mismatches,
         exif_rotated=notes[NOTE_EXIF_ORIENTATION],
     )
     if skipped_csv is not None:
         write_skipped_csv(index, skipped_csv)
     _validate(index, max_bad_fraction, skipped_csv)
     if mismatches:
-        log.warning("%s: %d images have content that does not match their extension (accepted; "
-                    "the pipeline decodes by content)", root, mismatches)
+        log.warning(
+            "%s: %d images have content that does not match their extension (accepted; "
+            "the pipeline decodes by content)",
+            root,
+            mismatches,
+        )
     if index.exif_rotated:
-        log.warning("%s: %d JPEGs carry an EXIF orientation (rotated/mirrored); the pipeline ignores it "
-                    "(as the camera on the device does), so they are trained as stored — rotate the pixels "
-                    "if they look sideways", root, index.exif_rotated)
+        log.warning(
+            "%s: %d JPEGs carry an EXIF orientation (rotated/mirrored); the pipeline ignores it "
+            "(as the camera on the device does), so they are trained as stored — rotate the pixels "
+            "if they look sideways",
+            root,
+            index.exif_rotated,
+        )
     if skipped:
-        log.warning("%s: skipped %d files (%s)%s", root, len(skipped),
-                    ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items()),
-                    f"; list in {skipped_csv}" if skipped_csv else "")
+        log.warning(
+            "%s: skipped %d files (%s)%s",
+            root,
+            len(skipped),
+            ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items()),
+            f"; list in {skipped_csv}" if skipped_csv else "",
+        )
     if not has_persons:
-        log.warning("%s: no person folders/column: unseen-person evaluation is impossible "
-                    "(use <root>/<label>/<person>/ to measure generalisation to new persons)", root)
+        log.warning(
+            "%s: no person folders/column: unseen-person evaluation is impossible "
+            "(use <root>/<label>/<person>/ to measure generalisation to new persons)",
+            root,
+        )
     elif any(r.person is None for r in records):
-        log.warning("%s: %d images have no person; they are never put in the unseen-person set",
-                    root, sum(r.person is None for r in records))
+        log.warning(
+            "%s: %d images have no person; they are never put in the unseen-person set",
+            root,
+            sum(r.person is None for r in records),
+        )
     log.info("indexed %s in %.2fs", index.summary(), index.seconds)
     return index
 
@@ -418,7 +450,8 @@ def check_person_level(index: DatasetIndex, *, require: bool = True) -> None:
         hint = f"; one level up, {parent} holds {listed or 'no folders'}: is that the data root?"
     raise FaceedgeError(
         f"data.root {root}: no person level and {len(index.labels)} labels ({shown}): these look like persons, "
-        f"not labels{hint} (set data.require_persons: false if they really are labels)")
+        f"not labels{hint} (set data.require_persons: false if they really are labels)"
+    )
 
 
 def write_skipped_csv(index: DatasetIndex | Iterable[tuple[str, str]], path: str | Path) -> None:

@@ -66,9 +66,12 @@ def set_threads(threads: int | None) -> tuple[int, int]:
             if current != threads:
                 raise FaceedgeError(
                     f"training.threads={threads} cannot be applied: TensorFlow already runs in this process with "
-                    f"{current} threads (set it in a fresh `python -m train fit`)") from None
-    return (th.get_intra_op_parallelism_threads() or cpus_available(),
-            th.get_inter_op_parallelism_threads() or cpus_available())
+                    f"{current} threads (set it in a fresh `python -m train fit`)"
+                ) from None
+    return (
+        th.get_intra_op_parallelism_threads() or cpus_available(),
+        th.get_inter_op_parallelism_threads() or cpus_available(),
+    )
 
 
 def configure(seed: int, deterministic: bool, threads: int | None) -> dict:
@@ -101,8 +104,10 @@ def describe(rec: dict) -> str:
     """One sentence for the report."""
     cpu = rec.get("cpu", {})
     isa = "/".join(cpu.get("isa", [])) or "unknown"
-    return (f"{'deterministic' if rec.get('deterministic') else 'NOT deterministic'} (seed {rec.get('seed')}, "
-            f"TensorFlow op determinism {'on' if rec.get('deterministic') else 'off'}); "
-            f"{rec.get('intra_op_threads')} intra-op / {rec.get('inter_op_threads')} inter-op threads"
-            f"{' (pinned)' if rec.get('threads_pinned') else ' (the CPUs available)'}; "
-            f"TensorFlow {rec.get('tensorflow')}, oneDNN {rec.get('onednn')}; CPU {cpu.get('model', '?')} ({isa})")
+    return (
+        f"{'deterministic' if rec.get('deterministic') else 'NOT deterministic'} (seed {rec.get('seed')}, "
+        f"TensorFlow op determinism {'on' if rec.get('deterministic') else 'off'}); "
+        f"{rec.get('intra_op_threads')} intra-op / {rec.get('inter_op_threads')} inter-op threads"
+        f"{' (pinned)' if rec.get('threads_pinned') else ' (the CPUs available)'}; "
+        f"TensorFlow {rec.get('tensorflow')}, oneDNN {rec.get('onednn')}; CPU {cpu.get('model', '?')} ({isa})"
+    )

@@ -40,8 +40,15 @@ from device.manifest import atomic_write_bytes, require_writable_dir
 from train import determinism, report, stats
 from train.config import TrainConfig, dump_config, load_config, validate
 from train.data import check_person_level, index_dataset, write_skipped_csv
-from train.splits import (SplitRecord, class_weights, is_skewed, make_splits, read_splits_csv, split_summary,
-                          write_splits_csv)
+from train.splits import (
+    SplitRecord,
+    class_weights,
+    is_skewed,
+    make_splits,
+    read_splits_csv,
+    split_summary,
+    write_splits_csv,
+)
 from train.verdict import diagnose, floor_check, floor_split
 
 log = logging.getLogger(__name__)
@@ -118,12 +125,19 @@ class _EpochLog:
                     lr = float(np.asarray(lr))
                 except (TypeError, ValueError):
                     lr = None
-                row = {"epoch": epoch + 1, "phase": phase, "attempt": attempt, "seconds": round(now - self._t0, 4),
-                       "train_seconds": round(train_s, 4),
-                       "images_per_s": round(train_images / train_s, 2) if train_s > 0 else "",
-                       "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
-                       "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
-                       "learning_rate": lr}
+                row = {
+                    "epoch": epoch + 1,
+                    "phase": phase,
+                    "attempt": attempt,
+                    "seconds": round(now - self._t0, 4),
+                    "train_seconds": round(train_s, 4),
+                    "images_per_s": round(train_images / train_s, 2) if train_s > 0 else "",
+                    "loss": logs.get("loss"),
+                    "accuracy": logs.get("accuracy"),
+                    "val_loss": logs.get("val_loss"),
+                    "val_accuracy": logs.get("val_accuracy"),
+                    "learning_rate": lr,
+                }
                 new = not path.exists()
                 with open(path, "a", newline="") as f:
                     w = csv.DictWriter(f, fieldnames=report.HISTORY_FIELDS)
@@ -152,8 +166,9 @@ def _early_stopping(monitor: str, patience: int, history: list[dict], start: int
                 self.best_epoch = int(past[best_i]["epoch"]) - 1
                 self.wait = len(past) - 1 - best_i
 
-    return ResumableEarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True, verbose=1,
-                                  start_from_epoch=start)
+    return ResumableEarlyStopping(
+        monitor=monitor, patience=patience, restore_best_weights=True, verbose=1, start_from_epoch=start
+    )
 
 
 def _best_checkpoint(path: Path, monitor: str, start: int, past: list[dict]):
@@ -167,8 +182,13 @@ def _best_checkpoint(path: Path, monitor: str, start: int, past: list[dict]):
             if epoch >= start:
                 super().on_epoch_end(epoch, logs)
 
-    return BestAfterStart(str(path), monitor=monitor, save_best_only=True, save_weights_only=True,
-                          initial_value_threshold=min(eligible, default=None))
+    return BestAfterStart(
+        str(path),
+        monitor=monitor,
+        save_best_only=True,
+        save_weights_only=True,
+        initial_value_threshold=min(eligible, default=None),
+    )
 
 
 # ------------------------------------------------------------------------------ the run
@@ -191,8 +211,13 @@ class Plan:
         return [s for s in self.splits if s.split == name]
 
 
-def prepare(config_path: str | Path | None, overrides: list[str] | None = None, *,
-            timestamp: str | None = None, cfg: TrainConfig | None = None) -> tuple[Plan, object]:
+def prepare(
+    config_path: str | Path | None,
+    overrides: list[str] | None = None,
+    *,
+    timestamp: str | None = None,
+    cfg: TrainConfig | None = None,
+) -> tuple[Plan, object]:
     """Validate config, data, split and model weights — everything — before writing anything.
     Returns the plan and the data index (for skipped.csv)."""
     cfg = cfg or load_config(config_path, overrides)
@@ -201,13 +226,30 @@ def prepare(config_path: str | Path | None, overrides: list[str] | None = None, 
     index = index_dataset(cfg.data.root, max_bad_fraction=cfg.data.max_bad_fraction)
     check_person_level(index, require=cfg.data.require_persons)
     counts = index.counts()  # index_dataset has checked: at least two labels, none without images
-    splits = make_splits(index.records, holdout_persons=cfg.data.holdout_persons,
-                         valid_fraction=cfg.data.valid_fraction,
-                         seen_holdout_fraction=cfg.data.seen_holdout_fraction, seed=cfg.data.split_seed)
-    index_info = {"root": index.source, "layout": index.layout, "images": len(index.records),
-                  "counts": counts, "skipped": len(index.skipped), "has_persons": index.has_persons}
-    plan = Plan(cfg=cfg, final=final, work=final.with_name(final.name + INCOMPLETE), splits=splits,
-                labels=list(index.labels), data_root=index.source, index_info=index_info)
+    splits = make_splits(
+        index.records,
+        holdout_persons=cfg.data.holdout_persons,
+        valid_fraction=cfg.data.valid_fraction,
+        seen_holdout_fraction=cfg.data.seen_holdout_fraction,
+        seed=cfg.data.split_seed,
+    )
+    index_info = {
+        "root": index.source,
+        "layout": index.layout,
+        "images": len(index.records),
+        "counts": counts,
+        "skipped": len(index.skipped),
+        "has_persons": index.has_persons,
+    }
+    plan = Plan(
+        cfg=cfg,
+        final=final,
+        work=final.with_name(final.name + INCOMPLETE),
+        splits=splits,
+        labels=list(index.labels),
+        data_root=index.source,
+        index_info=index_info,
+    )
     return plan, index
 
 
@@ -222,8 +264,10 @@ def prepare_resume(run_dir: str | Path) -> Plan:
         raise FaceedgeError(f"--resume {work}: not an interrupted run (expected a *{INCOMPLETE} directory)")
     for name in ("config.yaml", "splits.csv", STATE_FILE):
         if not (work / name).is_file():
-            raise FaceedgeError(f"--resume {work}: {name} is missing; the run was killed before training started "
-                                f"(delete it and start again)")
+            raise FaceedgeError(
+                f"--resume {work}: {name} is missing; the run was killed before training started "
+                f"(delete it and start again)"
+            )
     from train.config import load_raw
 
     cfg = validate(load_raw(work / "config.yaml"), str(work / "config.yaml"))
@@ -232,9 +276,18 @@ def prepare_resume(run_dir: str | Path) -> Plan:
     final = work.with_name(work.name[: -len(INCOMPLETE)])
     if final.exists():
         raise FaceedgeError(f"--resume {work}: {final} already exists")
-    return Plan(cfg=cfg, final=final, work=work, splits=splits, labels=state["labels"],
-                data_root=state["data_root"], index_info=state["index_info"], resumed=True,
-                attempt=int(state.get("attempt", 0)) + 1, extra=state)
+    return Plan(
+        cfg=cfg,
+        final=final,
+        work=work,
+        splits=splits,
+        labels=state["labels"],
+        data_root=state["data_root"],
+        index_info=state["index_info"],
+        resumed=True,
+        attempt=int(state.get("attempt", 0)) + 1,
+        extra=state,
+    )
 
 
 def _strategy(cfg: TrainConfig):
@@ -263,8 +316,15 @@ def _class_weights(plan: Plan) -> tuple[dict[int, float] | None, str]:
     return weights, f"{text} ({'auto: skewed' if mode == 'auto' else 'on'}, train counts {counts})"
 
 
-def run(config_path: str | Path | None = None, overrides: list[str] | None = None, *, resume: str | Path | None = None,
-        timestamp: str | None = None, cfg: TrainConfig | None = None, allow_weak: bool = False) -> Path:
+def run(
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    resume: str | Path | None = None,
+    timestamp: str | None = None,
+    cfg: TrainConfig | None = None,
+    allow_weak: bool = False,
+) -> Path:
     """Train; returns the final run directory. Raises FaceedgeError for bad input (nothing written), and
     DidNotLearn (exit status 1, the run not kept) for a model below the floor unless `allow_weak`."""
     if resume is not None:
@@ -279,8 +339,9 @@ def _train(plan: Plan, index, *, allow_weak: bool = False) -> Path:
 
     cfg = plan.cfg
     # before TensorFlow's runtime starts (_strategy lists devices) and before the model is built
-    plan.extra["reproducibility"] = determinism.configure(cfg.training.seed, cfg.training.deterministic,
-                                                          cfg.training.threads)
+    plan.extra["reproducibility"] = determinism.configure(
+        cfg.training.seed, cfg.training.deterministic, cfg.training.threads
+    )
     models.set_mixed_precision(cfg.training.mixed_precision)
     strategy, strategy_text = _strategy(cfg)
     try:
@@ -312,8 +373,13 @@ def _train(plan: Plan, index, *, allow_weak: bool = False) -> Path:
             raise
         except BaseException as e:
             if work.is_dir():
-                log.warning("run stopped (%s); the partial run stays in %s: continue it with "
-                            "`python -m train fit --resume %s`, or delete it", type(e).__name__, work, work)
+                log.warning(
+                    "run stopped (%s); the partial run stays in %s: continue it with "
+                    "`python -m train fit --resume %s`, or delete it",
+                    type(e).__name__,
+                    work,
+                    work,
+                )
             raise
     finally:
         models.set_mixed_precision(False)
@@ -321,16 +387,22 @@ def _train(plan: Plan, index, *, allow_weak: bool = False) -> Path:
 
 
 def _save_state(plan: Plan, phases_done: list[str], **more) -> None:
-    state = {"labels": plan.labels, "data_root": plan.data_root, "index_info": plan.index_info,
-             "attempt": plan.attempt, "phases_done": phases_done}
+    state = {
+        "labels": plan.labels,
+        "data_root": plan.data_root,
+        "index_info": plan.index_info,
+        "attempt": plan.attempt,
+        "phases_done": phases_done,
+    }
     state.update({k: v for k, v in plan.extra.items() if k not in state})
     state.update(more)
     plan.extra.update(state)
     atomic_write_bytes(plan.work / STATE_FILE, json.dumps(state, indent=2).encode())
 
 
-def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: float, *,
-                    allow_weak: bool = False) -> Path:
+def _fit_and_report(
+    plan: Plan, built, strategy, strategy_text: str, started: float, *, allow_weak: bool = False
+) -> Path:
     import keras
     import tensorflow as tf
 
@@ -354,9 +426,19 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
 
     def image_ds(recs, y, training, tag):
         return pipeline.image_dataset(
-            [s.path for s in recs], y, size, batch_size=bs, training=training, cache=cfg.pipeline.cache,
-            cache_path=work / "cache" / tag, shuffle_buffer=cfg.pipeline.shuffle_buffer, seed=cfg.training.seed,
-            augment=cfg.augment if training else None, prefetch=cfg.pipeline.prefetch, label_dtype=label_dtype)
+            [s.path for s in recs],
+            y,
+            size,
+            batch_size=bs,
+            training=training,
+            cache=cfg.pipeline.cache,
+            cache_path=work / "cache" / tag,
+            shuffle_buffer=cfg.pipeline.shuffle_buffer,
+            seed=cfg.training.seed,
+            augment=cfg.augment if training else None,
+            prefetch=cfg.pipeline.prefetch,
+            label_dtype=label_dtype,
+        )
 
     patience, min_epochs = cfg.training.patience, cfg.training.min_epochs
 
@@ -364,12 +446,16 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
         """Backup, history, TensorBoard; with patience > 0 also early stopping and the best-epoch checkpoint
         (both blind to the phase's first min_epochs epochs). Patience 0: nothing selects an epoch."""
         best_path = work / f"best_{phase}.weights.h5"
-        cbs = [keras.callbacks.BackupAndRestore(str(work / "backup" / phase), double_checkpoint=True),
-               _EpochLog.make(hist_path, phase, plan.attempt, len(train_recs)),
-               keras.callbacks.TensorBoard(str(work / "tensorboard"), profile_batch=0)]
+        cbs = [
+            keras.callbacks.BackupAndRestore(str(work / "backup" / phase), double_checkpoint=True),
+            _EpochLog.make(hist_path, phase, plan.attempt, len(train_recs)),
+            keras.callbacks.TensorBoard(str(work / "tensorboard"), profile_batch=0),
+        ]
         if patience > 0:
-            cbs[1:1] = [_best_checkpoint(best_path, monitor, start, past),
-                        _early_stopping(monitor, patience, past, start)]
+            cbs[1:1] = [
+                _best_checkpoint(best_path, monitor, start, past),
+                _early_stopping(monitor, patience, past, start),
+            ]
         return cbs, best_path
 
     def fit_phase(phase: str, model, train_ds, valid_ds, lr: float, epochs_from: int, epochs_to: int) -> None:
@@ -377,20 +463,38 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
         with strategy.scope():
             model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
         cbs, best_path = callbacks(phase, past, epochs_from + min_epochs)
-        log.info("phase %s: epochs %d..%d, lr %g, %d trainable parameters", phase, epochs_from + 1, epochs_to,
-                 lr, models.trainable_params(model))
-        model.fit(train_ds, validation_data=valid_ds, epochs=epochs_to, initial_epoch=epochs_from,
-                  class_weight=weights, callbacks=cbs, verbose=cfg.training.verbose, shuffle=False)
+        log.info(
+            "phase %s: epochs %d..%d, lr %g, %d trainable parameters",
+            phase,
+            epochs_from + 1,
+            epochs_to,
+            lr,
+            models.trainable_params(model),
+        )
+        model.fit(
+            train_ds,
+            validation_data=valid_ds,
+            epochs=epochs_to,
+            initial_epoch=epochs_from,
+            class_weight=weights,
+            callbacks=cbs,
+            verbose=cfg.training.verbose,
+            shuffle=False,
+        )
         if patience > 0 and best_path.is_file():  # the chosen epoch, also across a resume (EarlyStopping
             model.load_weights(str(best_path))  # only knows this session)
         built.model.save_weights(str(work / f"phase_{phase}.weights.h5"))  # the full model (head layers shared)
         done = plan.extra.get("phases_done", []) + [phase]
         _save_state(plan, phases_done=done)
 
-    fit_info: dict = {"monitor": monitor, "strategy": strategy_text, "class_weights_text": weights_text,
-                      "class_weights": {plan.labels[i]: w for i, w in weights.items()} if weights else None,
-                      "trainable_params": models.trainable_params(built.model),
-                      "total_params": models.total_params(built.model)}
+    fit_info: dict = {
+        "monitor": monitor,
+        "strategy": strategy_text,
+        "class_weights_text": weights_text,
+        "class_weights": {plan.labels[i]: w for i, w in weights.items()} if weights else None,
+        "trainable_params": models.trainable_params(built.model),
+        "total_params": models.total_params(built.model),
+    }
     phase1 = "head" if cfg.model.freeze_backbone else "train"
     fast = cfg.model.freeze_backbone and not cfg.augment.active and cfg.pipeline.feature_cache
     fit_info["fast_path"] = fast
@@ -408,17 +512,29 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
             if f.is_file():
                 feats[tag] = np.load(f)
             elif recs:
-                ds = pipeline.image_dataset([s.path for s in recs], y, size, batch_size=bs, cache="none",
-                                            prefetch=True, label_dtype=label_dtype)
+                ds = pipeline.image_dataset(
+                    [s.path for s in recs], y, size, batch_size=bs, cache="none", prefetch=True, label_dtype=label_dtype
+                )
                 feats[tag] = built.feature_model.predict(ds.map(lambda x, _: x), verbose=0)
                 feats_dir.mkdir(exist_ok=True)
                 np.save(f, feats[tag])
         timing_extra["feature_extraction_seconds"] = round(time.perf_counter() - t0, 3)
         plan.extra["feature_extraction_seconds"] = timing_extra["feature_extraction_seconds"]
-        train_ds = pipeline.array_dataset(feats["train"], y_train, batch_size=bs, training=True,
-                                          seed=cfg.training.seed, label_dtype=np.float32 if binary else np.int32)
-        valid_ds = pipeline.array_dataset(feats["valid"], y_valid, batch_size=bs,
-                                          label_dtype=np.float32 if binary else np.int32) if valid_recs else None
+        train_ds = pipeline.array_dataset(
+            feats["train"],
+            y_train,
+            batch_size=bs,
+            training=True,
+            seed=cfg.training.seed,
+            label_dtype=np.float32 if binary else np.int32,
+        )
+        valid_ds = (
+            pipeline.array_dataset(
+                feats["valid"], y_valid, batch_size=bs, label_dtype=np.float32 if binary else np.int32
+            )
+            if valid_recs
+            else None
+        )
         fit_phase(phase1, built.head_model, train_ds, valid_ds, cfg.training.learning_rate, 0, cfg.training.epochs)
         shutil.rmtree(feats_dir, ignore_errors=True)
     else:
@@ -439,8 +555,9 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
         else:
             train_ds = image_ds(train_recs, y_train, True, "train")
             valid_ds = image_ds(valid_recs, y_valid, False, "valid") if valid_recs else None
-            fit_phase("fine_tune", built.model, train_ds, valid_ds, ft.learning_rate, phase1_epochs,
-                      phase1_epochs + ft.epochs)
+            fit_phase(
+                "fine_tune", built.model, train_ds, valid_ds, ft.learning_rate, phase1_epochs, phase1_epochs + ft.epochs
+            )
     train_seconds = time.perf_counter() - started
 
     # ---- evaluate every split with the full raw-pixels-in model (the one that is saved)
@@ -452,8 +569,9 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
         recs = plan.split(split)
         y = np.array([label_ix[s.label] for s in recs], np.int64)
         if recs:
-            ds = pipeline.image_dataset([s.path for s in recs], y, size, batch_size=bs, cache="none",
-                                        label_dtype=label_dtype)
+            ds = pipeline.image_dataset(
+                [s.path for s in recs], y, size, batch_size=bs, cache="none", label_dtype=label_dtype
+            )
             probs = built.model.predict(ds.map(lambda x, _: x), verbose=0).astype(np.float64)
         else:
             probs = np.zeros((0, 1 if binary else len(plan.labels)))
@@ -470,8 +588,12 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
     metrics["class_weights_text"] = weights_text
     selection = _selection(history, monitor, patience, min_epochs)
     best = selection["best_epoch"]
-    fit_info.update(epochs_run=len(history), best_epoch=best, selection=selection,
-                    stopped_early=len([h for h in history if h["phase"] == phase1]) < cfg.training.epochs)
+    fit_info.update(
+        epochs_run=len(history),
+        best_epoch=best,
+        selection=selection,
+        stopped_early=len([h for h in history if h["phase"] == phase1]) < cfg.training.epochs,
+    )
     metrics["epochs_run"] = len(history)
     metrics["best_epoch"] = best
     metrics["selection"] = selection
@@ -487,36 +609,66 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
 
     # ---- artefacts
     spec = built.spec
-    info = {"labels": plan.labels, "positive_label": plan.labels[1] if binary else None,
-            "output_kind": built.output_kind, "threshold": 0.5, "input_size": [size, size],
-            "backbone": spec.name, "alpha": float(cfg.model.alpha) if spec.uses_alpha else None,
-            "preprocessing": spec.preprocessing, "resize_method": "bilinear",
-            "data_root": str(Path(plan.data_root).resolve())}
+    info = {
+        "labels": plan.labels,
+        "positive_label": plan.labels[1] if binary else None,
+        "output_kind": built.output_kind,
+        "threshold": 0.5,
+        "input_size": [size, size],
+        "backbone": spec.name,
+        "alpha": float(cfg.model.alpha) if spec.uses_alpha else None,
+        "preprocessing": spec.preprocessing,
+        "resize_method": "bilinear",
+        "data_root": str(Path(plan.data_root).resolve()),
+    }
     built.model.save(str(work / "model.keras"))
     report.write_json(work / "model_info.json", info)
     report.write_json(work / "metrics.json", metrics)
     ft_from = phase1_epochs if ft is not None else None
     report.plot_curves(history, work / "curves.png", ft_from, title=f"{plan.final.name}: {spec.name}")
-    for split, fname, title in (("seen_holdout", "predictions_seen.png", "seen persons, new images"),
-                                ("unseen_persons", "predictions_unseen.png", "unseen persons")):
+    for split, fname, title in (
+        ("seen_holdout", "predictions_seen.png", "seen persons, new images"),
+        ("unseen_persons", "predictions_unseen.png", "unseen persons"),
+    ):
         recs, y, probs, pred = preds[split]
         right = [bool(p == t) for p, t in zip(pred, y)]
         idx = report.pick_grid(right, [s.person for s in recs])
         imgs = pipeline.load_images([recs[i].path for i in idx], size)
-        conf = [float(probs[i].max()) if not binary else float(probs[i][0] if pred[i] else 1 - probs[i][0])
-                for i in idx]
-        report.plot_predictions(imgs, [recs[i].label for i in idx], [plan.labels[pred[i]] for i in idx], conf,
-                                [recs[i].person for i in idx], work / fname,
-                                report.grid_caption(title, metrics[split], right, idx))
-    report.write_report(work, cfg=cfg, info=info, metrics=metrics, summary=summary,
-                        history=history, index_info=plan.index_info, fit_info=fit_info,
-                        title=plan.final.name)
+        conf = [
+            float(probs[i].max()) if not binary else float(probs[i][0] if pred[i] else 1 - probs[i][0]) for i in idx
+        ]
+        report.plot_predictions(
+            imgs,
+            [recs[i].label for i in idx],
+            [plan.labels[pred[i]] for i in idx],
+            conf,
+            [recs[i].person for i in idx],
+            work / fname,
+            report.grid_caption(title, metrics[split], right, idx),
+        )
+    report.write_report(
+        work,
+        cfg=cfg,
+        info=info,
+        metrics=metrics,
+        summary=summary,
+        history=history,
+        index_info=plan.index_info,
+        fit_info=fit_info,
+        title=plan.final.name,
+    )
     if not verdict["learned"] and not allow_weak:
         shutil.rmtree(work, ignore_errors=True)
         raise DidNotLearn(f"{verdict['diagnosis']} (run not kept; --allow-weak keeps it to inspect)")
     # ---- tidy up and publish atomically
-    for p in [work / "backup", work / "cache", work / "features", work / STATE_FILE,
-              *work.glob("best_*.weights.h5"), *work.glob("phase_*.weights.h5")]:
+    for p in [
+        work / "backup",
+        work / "cache",
+        work / "features",
+        work / STATE_FILE,
+        *work.glob("best_*.weights.h5"),
+        *work.glob("phase_*.weights.h5"),
+    ]:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         elif p.exists():
@@ -524,8 +676,9 @@ def _fit_and_report(plan: Plan, built, strategy, strategy_text: str, started: fl
     os.rename(work, plan.final)
     update_latest(plan.final)
     if not verdict["learned"]:
-        log.warning("%s (kept with --allow-weak: %s; the conversion gate will not publish it)",
-                    verdict["diagnosis"], plan.final)
+        log.warning(
+            "%s (kept with --allow-weak: %s; the conversion gate will not publish it)", verdict["diagnosis"], plan.final
+        )
     log.info("run written to %s", plan.final)
     return plan.final
 
@@ -557,17 +710,32 @@ def _verdict(plan: Plan, metrics: dict, history: list[dict]) -> dict:
     cfg = plan.cfg
     split = floor_split({s: metrics[s]["count"] for s in report.EVAL_SPLITS})
     if split is None:
-        return {"learned": True, "split": None, "diagnosis": None,
-                "note": "no evaluation split has images: whether the model learned was not measured"}
+        return {
+            "learned": True,
+            "split": None,
+            "diagnosis": None,
+            "note": "no evaluation split has images: whether the model learned was not measured",
+        }
     m = metrics[split]
-    chk = floor_check(m["confusion_matrix"], m["balanced_accuracy"], significance=cfg.gate.significance,
-                      min_balanced_accuracy=cfg.gate.min_balanced_accuracy)
+    chk = floor_check(
+        m["confusion_matrix"],
+        m["balanced_accuracy"],
+        significance=cfg.gate.significance,
+        min_balanced_accuracy=cfg.gate.min_balanced_accuracy,
+    )
     out = {"learned": chk["passed"], "split": split, **chk, "diagnosis": None}
     if not chk["passed"]:
         out["diagnosis"] = diagnose(
-            chk, split, labels=plan.labels, cm=m["confusion_matrix"], history=history,
-            epochs=cfg.training.epochs, patience=cfg.training.patience, min_epochs=cfg.training.min_epochs,
-            frozen_random_backbone=cfg.model.weights == "none" and cfg.model.freeze_backbone)
+            chk,
+            split,
+            labels=plan.labels,
+            cm=m["confusion_matrix"],
+            history=history,
+            epochs=cfg.training.epochs,
+            patience=cfg.training.patience,
+            min_epochs=cfg.training.min_epochs,
+            frozen_random_backbone=cfg.model.weights == "none" and cfg.model.freeze_backbone,
+        )
     return out
 
 
@@ -578,19 +746,37 @@ def add_parser(subparsers) -> None:
     import argparse
 
     p = subparsers.add_parser(
-        "fit", help="train a model into runs/<name>-<timestamp>/",
+        "fit",
+        help="train a model into runs/<name>-<timestamp>/",
         description="Train from a YAML config (see configs/). Any key can be overridden with --set; "
-                    "a killed run is continued with --resume.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "a killed run is continued with --resume.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--config", type=Path, default=None, help="YAML config (e.g. configs/sample.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set training.epochs=3 (repeatable; YAML values)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="continue an interrupted run (a runs/*.incomplete directory) at its next epoch")
-    p.add_argument("--allow-weak", "--allow_weak", dest="allow_weak", action="store_true",
-                   help="keep a run whose model did not learn (not better than chance on unseen persons, or "
-                        "below gate.min_balanced_accuracy) to inspect it; without it such a run ends with exit "
-                        "status 1 and a one-line diagnosis, and is not kept")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.epochs=3 (repeatable; YAML values)",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run (a runs/*.incomplete directory) at its next epoch",
+    )
+    p.add_argument(
+        "--allow-weak",
+        "--allow_weak",
+        dest="allow_weak",
+        action="store_true",
+        help="keep a run whose model did not learn (not better than chance on unseen persons, or "
+        "below gate.min_balanced_accuracy) to inspect it; without it such a run ends with exit "
+        "status 1 and a one-line diagnosis, and is not kept",
+    )
     p.set_defaults(func=_cli)
 
 
@@ -609,15 +795,22 @@ def _cli(args) -> int:
     for split in report.EVAL_SPLITS:
         m = metrics[split]
         if m["count"]:
-            print(f"  {split:15s} accuracy {m['accuracy']:.3f} {stats.fmt_ci(m.get('accuracy_ci95'))}  "
-                  f"balanced {m['balanced_accuracy']:.3f}  ({m['count']} images, "
-                  f"{metrics['persons'][split]} persons)")
+            print(
+                f"  {split:15s} accuracy {m['accuracy']:.3f} {stats.fmt_ci(m.get('accuracy_ci95'))}  "
+                f"balanced {m['balanced_accuracy']:.3f}  ({m['count']} images, "
+                f"{metrics['persons'][split]} persons)"
+            )
     t = metrics["timing"]
     sel = metrics["selection"]
-    chosen = (f"weights of epoch {sel['epoch']}, chosen by the {sel['by']} split's {sel['monitor']}" if sel["by"]
-              else f"weights of the last epoch ({sel['epoch']}), none chosen")
-    print(f"  epochs {metrics['epochs_run']} ({chosen}), first epoch {t['first_epoch_seconds']} s, "
-          f"later {t['later_epochs_mean_seconds']} s, run {t['run_seconds']} s")
+    chosen = (
+        f"weights of epoch {sel['epoch']}, chosen by the {sel['by']} split's {sel['monitor']}"
+        if sel["by"]
+        else f"weights of the last epoch ({sel['epoch']}), none chosen"
+    )
+    print(
+        f"  epochs {metrics['epochs_run']} ({chosen}), first epoch {t['first_epoch_seconds']} s, "
+        f"later {t['later_epochs_mean_seconds']} s, run {t['run_seconds']} s"
+    )
     v = metrics["verdict"]
     if not v["learned"]:
         print(f"  WARNING {v['diagnosis']} (kept with --allow-weak; convert will not publish it)")

@@ -76,8 +76,9 @@ def _simple_cnn(input_shape, alpha, weights):
     x = inp
     for block in range(4):
         for conv in range(2):
-            x = keras.layers.Conv2D(width * 2 ** block, 3, padding="same", use_bias=False,
-                                    name=f"block{block + 1}_conv{conv + 1}")(x)
+            x = keras.layers.Conv2D(
+                width * 2**block, 3, padding="same", use_bias=False, name=f"block{block + 1}_conv{conv + 1}"
+            )(x)
             x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{block + 1}_bn{conv + 1}")(x)
             x = keras.layers.ReLU(name=f"block{block + 1}_relu{conv + 1}")(x)
         x = keras.layers.MaxPooling2D(name=f"block{block + 1}_pool")(x)
@@ -92,17 +93,35 @@ def register(backbone: Backbone) -> Backbone:
     return backbone
 
 
-register(Backbone(
-    name="mobilenet_v2", build=_mobilenet_v2, make_preprocess=mobilenet_v2_preprocess,
-    preprocessing="mobilenet_v2: x/127.5 - 1",
-    weights_file_hint="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_<alpha>_<size>_no_top.h5", uses_alpha=True))
-register(Backbone(
-    name="vgg16", build=_vgg16, make_preprocess=_FixedConv(),
-    preprocessing="vgg16: RGB->BGR, minus ImageNet mean (103.939, 116.779, 123.68)",
-    weights_file_hint="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"))
-register(Backbone(
-    name="simple_cnn", build=_simple_cnn, make_preprocess=mobilenet_v2_preprocess,
-    preprocessing="simple_cnn: x/127.5 - 1", weights_file_hint="simple_cnn.weights.h5", uses_alpha=True))
+register(
+    Backbone(
+        name="mobilenet_v2",
+        build=_mobilenet_v2,
+        make_preprocess=mobilenet_v2_preprocess,
+        preprocessing="mobilenet_v2: x/127.5 - 1",
+        weights_file_hint="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_<alpha>_<size>_no_top.h5",
+        uses_alpha=True,
+    )
+)
+register(
+    Backbone(
+        name="vgg16",
+        build=_vgg16,
+        make_preprocess=_FixedConv(),
+        preprocessing="vgg16: RGB->BGR, minus ImageNet mean (103.939, 116.779, 123.68)",
+        weights_file_hint="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    )
+)
+register(
+    Backbone(
+        name="simple_cnn",
+        build=_simple_cnn,
+        make_preprocess=mobilenet_v2_preprocess,
+        preprocessing="simple_cnn: x/127.5 - 1",
+        weights_file_hint="simple_cnn.weights.h5",
+        uses_alpha=True,
+    )
+)
 
 
 @dataclass
@@ -164,8 +183,11 @@ def build_model(cfg: ModelConfig, num_classes: int, *, mixed_precision: bool = F
     # A pretrained or frozen backbone runs its BatchNorm in inference mode, also when fine-tuned
     # (keras-io transfer learning guide); a backbone trained from scratch needs batch statistics.
     x = base(x, training=False) if (pretrained or cfg.freeze_backbone) else base(x)
-    pool = keras.layers.GlobalAveragePooling2D(name="pool") if cfg.head.pooling == "avg" else \
-        keras.layers.Flatten(name="pool")
+    pool = (
+        keras.layers.GlobalAveragePooling2D(name="pool")
+        if cfg.head.pooling == "avg"
+        else keras.layers.Flatten(name="pool")
+    )
     feats = pool(x)
 
     head_layers: list[keras.layers.Layer] = []
@@ -177,9 +199,14 @@ def build_model(cfg: ModelConfig, num_classes: int, *, mixed_precision: bool = F
     if cfg.head.dropout and not cfg.head.fc_units:
         head_layers.append(keras.layers.Dropout(cfg.head.dropout, name="dropout"))
     binary = num_classes == 2
-    head_layers.append(keras.layers.Dense(
-        1 if binary else num_classes, activation="sigmoid" if binary else "softmax",
-        name="predictions", dtype="float32"))  # float32 output also under mixed precision
+    head_layers.append(
+        keras.layers.Dense(
+            1 if binary else num_classes,
+            activation="sigmoid" if binary else "softmax",
+            name="predictions",
+            dtype="float32",
+        )
+    )  # float32 output also under mixed precision
 
     def apply_head(t):
         for layer in head_layers:

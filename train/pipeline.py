@@ -50,11 +50,15 @@ def decode_and_resize(path, size) -> tf.Tensor:
 
 def load_images(paths: Sequence[str], size) -> np.ndarray:
     """Eagerly load a few images (for plots/tests) through the same contract."""
-    return np.stack([decode_and_resize(tf.constant(str(p)), size).numpy() for p in paths]) if len(paths) else \
-        np.zeros((0, *_hw(size), 3), np.float32)
+    return (
+        np.stack([decode_and_resize(tf.constant(str(p)), size).numpy() for p in paths])
+        if len(paths)
+        else np.zeros((0, *_hw(size), 3), np.float32)
+    )
 
 
 # ------------------------------------------------------------------------------ augmentation
+
 
 def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """The log's six augmentations on a float32 batch (B, H, W, 3) in 0..255, each drawn per image.
@@ -94,6 +98,7 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.
 
 # ------------------------------------------------------------------------------ datasets
 
+
 def image_dataset(
     paths: Sequence[str],
     labels: Sequence[int] | np.ndarray,
@@ -112,8 +117,9 @@ def image_dataset(
     """(image float32 0..255, label) batches. Evaluation sets (`training=False`) are neither shuffled
     nor augmented, so predictions line up with `paths`."""
     paths = [str(p) for p in paths]
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
-                                             tf.constant(np.asarray(labels), label_dtype)))
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(paths, tf.string), tf.constant(np.asarray(labels), label_dtype))
+    )
     ds = ds.map(lambda p, y: (decode_and_resize(p, size), y), num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache == "memory":
         ds = ds.cache()
@@ -128,14 +134,22 @@ def image_dataset(
     if training and augment is not None and augment.active:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (augment_batch(xy[0], s, augment), xy[1]), num_parallel_calls=AUTOTUNE, deterministic=True)
+            lambda xy, s: (augment_batch(xy[0], s, augment), xy[1]), num_parallel_calls=AUTOTUNE, deterministic=True
+        )
     if prefetch:
         ds = ds.prefetch(AUTOTUNE)
     return ds
 
 
-def array_dataset(features: np.ndarray, labels: np.ndarray, *, batch_size: int, training: bool = False,
-                  seed: int = 0, label_dtype=np.float32) -> tf.data.Dataset:
+def array_dataset(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    training: bool = False,
+    seed: int = 0,
+    label_dtype=np.float32,
+) -> tf.data.Dataset:
     """Batches of cached backbone features (the fast path): shuffled each epoch when training."""
     ds = tf.data.Dataset.from_tensor_slices((features.astype(np.float32), labels.astype(label_dtype)))
     if training:

@@ -54,12 +54,26 @@ MARKER = "sample.json"  # written into every generated dataset; lets `make data`
 SS = 2  # supersampling factor
 
 SKIN_TONES = [  # RGB, light to dark
-    (255, 224, 196), (241, 194, 167), (224, 172, 138), (198, 134, 103),
-    (176, 118, 82), (141, 85, 60), (110, 68, 45), (84, 52, 36),
+    (255, 224, 196),
+    (241, 194, 167),
+    (224, 172, 138),
+    (198, 134, 103),
+    (176, 118, 82),
+    (141, 85, 60),
+    (110, 68, 45),
+    (84, 52, 36),
 ]
 HAIR_COLOURS = [
-    (25, 20, 18), (60, 40, 25), (110, 70, 35), (170, 120, 60), (225, 195, 120),
-    (165, 60, 30), (150, 150, 150), (230, 230, 225), (70, 50, 100), (35, 60, 110),
+    (25, 20, 18),
+    (60, 40, 25),
+    (110, 70, 35),
+    (170, 120, 60),
+    (225, 195, 120),
+    (165, 60, 30),
+    (150, 150, 150),
+    (230, 230, 225),
+    (70, 50, 100),
+    (35, 60, 110),
 ]
 IRIS_COLOURS = [(80, 50, 25), (50, 35, 20), (60, 110, 160), (70, 120, 70), (110, 90, 50), (90, 100, 110)]
 HAIR_STYLES = ("short", "long", "bald", "fringe", "bun", "curly")
@@ -151,7 +165,7 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
         t = np.zeros((n, n), np.float32)
     elif kind == 1:  # linear gradient
         a = rng.uniform(0, 2 * math.pi)
-        t = (math.cos(a) * xx + math.sin(a) * yy)
+        t = math.cos(a) * xx + math.sin(a) * yy
         t = (t - t.min()) / (np.ptp(t) + 1e-6)
     elif kind == 2:  # stripes
         a = rng.uniform(0, math.pi)
@@ -171,8 +185,18 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
     return c1 + (c2 - c1) * t[..., None]
 
 
-def _eye(img, ident: Identity, cx: float, cy: float, n: int, is_open: bool, rng, gaze: tuple[float, float],
-         openness: float, mirror: bool) -> None:
+def _eye(
+    img,
+    ident: Identity,
+    cx: float,
+    cy: float,
+    n: int,
+    is_open: bool,
+    rng,
+    gaze: tuple[float, float],
+    openness: float,
+    mirror: bool,
+) -> None:
     w = ident.eye_w * n
     h = ident.eye_h * n
     dark = (30, 22, 20)
@@ -180,7 +204,9 @@ def _eye(img, ident: Identity, cx: float, cy: float, n: int, is_open: bool, rng,
     c = (int(cx), int(cy))
     if is_open:
         hh = h * openness
-        cv2.ellipse(img, c, (int(w), int(hh)), 0, 0, 360, _col((248, 246, 240), rng.uniform(0.93, 1.0)), -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img, c, (int(w), int(hh)), 0, 0, 360, _col((248, 246, 240), rng.uniform(0.93, 1.0)), -1, cv2.LINE_AA
+        )
         r_iris = min(hh * 0.95, w * 0.5)
         ix = cx + gaze[0] * (w - r_iris) * 0.8
         iy = cy + gaze[1] * max(hh - r_iris, 0) * 0.5
@@ -206,8 +232,14 @@ def _eye(img, ident: Identity, cx: float, cy: float, n: int, is_open: bool, rng,
         for k in range(5):  # lashes along the lower curve of the lid
             t = math.pi * (0.2 + 0.15 * k)
             x0, y0 = cx + w * math.cos(t), cy + h * 0.45 * math.sin(t)
-            cv2.line(img, (int(x0), int(y0)), (int(x0 + w * 0.12 * math.cos(t)), int(y0 + h * 0.5)), dark,
-                     max(1, line // 2), cv2.LINE_AA)
+            cv2.line(
+                img,
+                (int(x0), int(y0)),
+                (int(x0 + w * 0.12 * math.cos(t)), int(y0 + h * 0.5)),
+                dark,
+                max(1, line // 2),
+                cv2.LINE_AA,
+            )
 
 
 def _face_layer(ident: Identity, rng: np.random.Generator, n: int, is_open: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -225,32 +257,80 @@ def _face_layer(ident: Identity, rng: np.random.Generator, n: int, is_open: bool
 
     # Shoulders / shirt (colour changes every image: clothes are not identity).
     shirt = tuple(int(v) for v in rng.integers(0, 256, 3))
-    both(lambda a, v: cv2.ellipse(a, (int(cx), int(n * 1.08)), (int(n * 0.42), int(n * 0.25)), 0, 0, 360,
-                                  v if v is not None else shirt, -1, cv2.LINE_AA))
-    both(lambda a, v: cv2.rectangle(a, (int(cx - rx * 0.4), int(cy + ry * 0.6)), (int(cx + rx * 0.4), int(n * 0.9)),
-                                    v if v is not None else _col(skin, 0.85), -1))
+    both(
+        lambda a, v: cv2.ellipse(
+            a,
+            (int(cx), int(n * 1.08)),
+            (int(n * 0.42), int(n * 0.25)),
+            0,
+            0,
+            360,
+            v if v is not None else shirt,
+            -1,
+            cv2.LINE_AA,
+        )
+    )
+    both(
+        lambda a, v: cv2.rectangle(
+            a,
+            (int(cx - rx * 0.4), int(cy + ry * 0.6)),
+            (int(cx + rx * 0.4), int(n * 0.9)),
+            v if v is not None else _col(skin, 0.85),
+            -1,
+        )
+    )
     if ident.hair_style == "long":
-        both(lambda a, v: cv2.ellipse(a, (int(cx), int(cy + ry * 0.25)), (int(rx * 1.25), int(ry * 1.2)), 0, 0, 360,
-                                      v if v is not None else hair, -1, cv2.LINE_AA))
+        both(
+            lambda a, v: cv2.ellipse(
+                a,
+                (int(cx), int(cy + ry * 0.25)),
+                (int(rx * 1.25), int(ry * 1.2)),
+                0,
+                0,
+                360,
+                v if v is not None else hair,
+                -1,
+                cv2.LINE_AA,
+            )
+        )
     if ident.hair_style == "bun":
-        both(lambda a, v: cv2.circle(a, (int(cx), int(cy - ry * 1.1)), int(rx * 0.45),
-                                     v if v is not None else hair, -1, cv2.LINE_AA))
+        both(
+            lambda a, v: cv2.circle(
+                a, (int(cx), int(cy - ry * 1.1)), int(rx * 0.45), v if v is not None else hair, -1, cv2.LINE_AA
+            )
+        )
     if ident.ears:
         for s in (-1, 1):
-            both(lambda a, v, s=s: cv2.ellipse(a, (int(cx + s * rx * 0.98), int(cy + ry * 0.05)),
-                                               (int(rx * 0.14), int(ry * 0.2)), 0, 0, 360,
-                                               v if v is not None else _col(skin, 0.93), -1, cv2.LINE_AA))
-    both(lambda a, v: cv2.ellipse(a, (int(cx), int(cy)), (int(rx), int(ry)), 0, 0, 360,
-                                  v if v is not None else skin, -1, cv2.LINE_AA))
+            both(
+                lambda a, v, s=s: cv2.ellipse(
+                    a,
+                    (int(cx + s * rx * 0.98), int(cy + ry * 0.05)),
+                    (int(rx * 0.14), int(ry * 0.2)),
+                    0,
+                    0,
+                    360,
+                    v if v is not None else _col(skin, 0.93),
+                    -1,
+                    cv2.LINE_AA,
+                )
+            )
+    both(
+        lambda a, v: cv2.ellipse(
+            a, (int(cx), int(cy)), (int(rx), int(ry)), 0, 0, 360, v if v is not None else skin, -1, cv2.LINE_AA
+        )
+    )
     # Hair on top.
     if ident.hair_style in ("short", "long", "fringe", "bun"):
-        cv2.ellipse(img, (int(cx), int(cy - ry * 0.35)), (int(rx * 1.04), int(ry * 0.72)), 0, 180, 360, hair, -1,
-                    cv2.LINE_AA)
+        cv2.ellipse(
+            img, (int(cx), int(cy - ry * 0.35)), (int(rx * 1.04), int(ry * 0.72)), 0, 180, 360, hair, -1, cv2.LINE_AA
+        )
         if ident.hair_style == "fringe":
-            cv2.rectangle(img, (int(cx - rx * 0.85), int(cy - ry * 0.6)), (int(cx + rx * 0.85), int(cy - ry * 0.38)),
-                          hair, -1)
-        cv2.ellipse(mask, (int(cx), int(cy - ry * 0.35)), (int(rx * 1.04), int(ry * 0.72)), 0, 180, 360, 1.0, -1,
-                    cv2.LINE_AA)
+            cv2.rectangle(
+                img, (int(cx - rx * 0.85), int(cy - ry * 0.6)), (int(cx + rx * 0.85), int(cy - ry * 0.38)), hair, -1
+            )
+        cv2.ellipse(
+            mask, (int(cx), int(cy - ry * 0.35)), (int(rx * 1.04), int(ry * 0.72)), 0, 180, 360, 1.0, -1, cv2.LINE_AA
+        )
     elif ident.hair_style == "curly":
         crng = np.random.default_rng([ord(ch) for ch in ident.name])  # the same curls in every image
         for k in range(16):
@@ -260,8 +340,9 @@ def _face_layer(ident: Identity, rng: np.random.Generator, n: int, is_open: bool
             cv2.circle(img, (int(px), int(py)), r, hair, -1, cv2.LINE_AA)
             cv2.circle(mask, (int(px), int(py)), r, 1.0, -1, cv2.LINE_AA)
     if ident.beard:
-        cv2.ellipse(img, (int(cx), int(cy + ry * 0.45)), (int(rx * 0.9), int(ry * 0.55)), 0, 0, 180, hair, -1,
-                    cv2.LINE_AA)
+        cv2.ellipse(
+            img, (int(cx), int(cy + ry * 0.45)), (int(rx * 0.9), int(ry * 0.55)), 0, 0, 180, hair, -1, cv2.LINE_AA
+        )
     # Yaw: features slide sideways a little.
     yaw = rng.uniform(-0.035, 0.035) * n
     ey = cy + ident.eye_y * n
@@ -280,10 +361,16 @@ def _face_layer(ident: Identity, rng: np.random.Generator, n: int, is_open: bool
     if ident.glasses:
         for s in (-1, 1):
             ex = cx + yaw + s * ident.eye_dx * n
-            cv2.circle(img, (int(ex), int(ey)), int(ident.eye_w * n * 1.45), (40, 40, 40), max(2, int(0.008 * n)),
-                       cv2.LINE_AA)
-        cv2.line(img, (int(cx + yaw - ident.eye_dx * n * 0.45), int(ey)),
-                 (int(cx + yaw + ident.eye_dx * n * 0.45), int(ey)), (40, 40, 40), max(2, int(0.008 * n)))
+            cv2.circle(
+                img, (int(ex), int(ey)), int(ident.eye_w * n * 1.45), (40, 40, 40), max(2, int(0.008 * n)), cv2.LINE_AA
+            )
+        cv2.line(
+            img,
+            (int(cx + yaw - ident.eye_dx * n * 0.45), int(ey)),
+            (int(cx + yaw + ident.eye_dx * n * 0.45), int(ey)),
+            (40, 40, 40),
+            max(2, int(0.008 * n)),
+        )
     # Nose.
     nx, ny = cx + yaw * 1.3, cy + ry * 0.18
     nc = _col(skin, 0.72)
@@ -304,19 +391,43 @@ def _face_layer(ident: Identity, rng: np.random.Generator, n: int, is_open: bool
     if rng.random() < 0.4:
         mh = mw * rng.uniform(0.35, 0.7)
         cv2.ellipse(img, (int(mx), int(my)), (int(mw), int(mh)), 0, 0, 360, (60, 15, 20), -1, cv2.LINE_AA)
-        cv2.ellipse(img, (int(mx), int(my - mh * 0.55)), (int(mw * 0.8), int(mh * 0.4)), 0, 0, 360,
-                    (245, 245, 238), -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            (int(mx), int(my - mh * 0.55)),
+            (int(mw * 0.8), int(mh * 0.4)),
+            0,
+            0,
+            360,
+            (245, 245, 238),
+            -1,
+            cv2.LINE_AA,
+        )
         cv2.ellipse(img, (int(mx), int(my)), (int(mw), int(mh)), 0, 0, 360, lips, lw, cv2.LINE_AA)
     else:
         curve = ident.mouth_curve + rng.uniform(-0.2, 0.2)
-        cv2.ellipse(img, (int(mx), int(my - mw * curve * 0.5)), (int(mw), int(abs(mw * curve) + 1)), 0,
-                    0 if curve >= 0 else 180, 180 if curve >= 0 else 360, lips, lw + 1, cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            (int(mx), int(my - mw * curve * 0.5)),
+            (int(mw), int(abs(mw * curve) + 1)),
+            0,
+            0 if curve >= 0 else 180,
+            180 if curve >= 0 else 360,
+            lips,
+            lw + 1,
+            cv2.LINE_AA,
+        )
     # Cheek blush sometimes (red-ish, unrelated to the label).
     if rng.random() < 0.3:
         blush = img.copy()
         for s in (-1, 1):
-            cv2.circle(blush, (int(cx + yaw + s * rx * 0.6), int(cy + ry * 0.25)), int(rx * 0.16), (230, 120, 120),
-                       -1, cv2.LINE_AA)
+            cv2.circle(
+                blush,
+                (int(cx + yaw + s * rx * 0.6), int(cy + ry * 0.25)),
+                int(rx * 0.16),
+                (230, 120, 120),
+                -1,
+                cv2.LINE_AA,
+            )
         img[:] = img * 0.7 + blush * 0.3
     return img, mask
 
@@ -393,7 +504,9 @@ def generate(
         nonempty = any(out.iterdir())
         ours = (out / MARKER).is_file()
         if nonempty and not (ours or overwrite):
-            raise FaceedgeError(f"output folder {out} is not empty and not a sample dataset (use --overwrite to replace it)")
+            raise FaceedgeError(
+                f"output folder {out} is not empty and not a sample dataset (use --overwrite to replace it)"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the dataset should be a normal folder
@@ -409,8 +522,9 @@ def generate(
             for k, lbl in enumerate(plan):
                 rng = np.random.default_rng((seed, 1, p, k))
                 rgb = render(ident, lbl == "open", rng, size)
-                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                       [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+                ok, buf = cv2.imencode(
+                    ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+                )
                 if not ok:  # pragma: no cover - cv2 always encodes a uint8 image
                     raise FaceedgeError(f"could not encode {tmp / lbl / ident.name / f'{k:04d}.jpg'}")
                 (tmp / lbl / ident.name / f"{k:04d}.jpg").write_bytes(buf.tobytes())
@@ -430,8 +544,11 @@ def generate(
         meta.update(generator="train.sample_data", identities=[asdict(i) for i in idents])
         (tmp / MARKER).write_text(json.dumps(meta, indent=1) + "\n")
         (tmp / "README.txt").write_text(_readme(summary, idents))
-        cv2.imwrite(str(tmp / "preview.jpg"), cv2.cvtColor(_preview(thumbs, size), cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+        cv2.imwrite(
+            str(tmp / "preview.jpg"),
+            cv2.cvtColor(_preview(thumbs, size), cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, 90],
+        )
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -504,7 +621,8 @@ def _readme(summary: dict, idents: list[Identity]) -> str:
         lines.append(
             f"{i.name:7s} {c['closed']:6d} {c['open']:4d}  {str(i.skin):15s} {i.hair_style:6s} {str(i.hair):18s} "
             f"({i.eye_dx:.3f}, {i.eye_w:.3f}, {i.eye_h:.3f})"
-            + (" beard" if i.beard else "") + (" glasses" if i.glasses else "")
+            + (" beard" if i.beard else "")
+            + (" glasses" if i.glasses else "")
         )
     return "\n".join(lines) + "\n"
 
@@ -516,9 +634,10 @@ def _readme(summary: dict, idents: list[Identity]) -> str:
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
     """Register the `data` subcommand; its `func(args) -> int` runs it."""
     p = subparsers.add_parser(
-        "data", help="generate the offline sample dataset",
+        "data",
+        help="generate the offline sample dataset",
         description="Generate the offline sample dataset: synthetic cartoon faces, eyes open/closed, "
-                    "<out>/<label>/<person>/<n>.jpg. Deterministic from --seed.",
+        "<out>/<label>/<person>/<n>.jpg. Deterministic from --seed.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("data/sample"), help="output folder")
@@ -526,14 +645,24 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--persons", type=int, default=10, help="number of synthetic persons")
     p.add_argument("--images_per_person", type=int, default=40, help="images per person (half open, half closed)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder that is not a sample dataset")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty output folder that is not a sample dataset"
+    )
     p.set_defaults(func=run_from_args)
     return p
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    s = generate(args.out, seed=args.seed, persons=args.persons, images_per_person=args.images_per_person,
-                 size=args.size, overwrite=args.overwrite)
-    print(f"wrote {s['images']} images ({', '.join(f'{k} {v}' for k, v in s['labels'].items())}) of "
-          f"{s['persons']} persons to {s['out']} in {s['seconds']:.1f}s")
+    s = generate(
+        args.out,
+        seed=args.seed,
+        persons=args.persons,
+        images_per_person=args.images_per_person,
+        size=args.size,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"wrote {s['images']} images ({', '.join(f'{k} {v}' for k, v in s['labels'].items())}) of "
+        f"{s['persons']} persons to {s['out']} in {s['seconds']:.1f}s"
+    )
     return 0

@@ -158,8 +158,11 @@ def _warn_uncovered(chosen: list[str], labels_of: Mapping[str, set[str]], all_la
     if all_labels - held:
         log.warning("unseen-person set has no images of label(s) %s", ", ".join(sorted(all_labels - held)))
     if all_labels - rest:
-        log.warning("after holding out %s, no other person has label(s) %s",
-                    ", ".join(chosen), ", ".join(sorted(all_labels - rest)))
+        log.warning(
+            "after holding out %s, no other person has label(s) %s",
+            ", ".join(chosen),
+            ", ".join(sorted(all_labels - rest)),
+        )
 
 
 def _allocate(sizes: Mapping[object, int], total: int, rng: random.Random) -> dict[object, int]:
@@ -246,10 +249,16 @@ def make_splits(
     seen_holdout, rest = _carve(remaining, seen_holdout_fraction, seed, "seen_holdout")
     valid, train = _carve(rest, valid_fraction, seed, "valid")
 
-    out = [SplitRecord(r.path, r.label, r.person, split)
-           for split, group in (("train", train), ("valid", valid), ("seen_holdout", seen_holdout),
-                                ("unseen_persons", unseen))
-           for r in group]
+    out = [
+        SplitRecord(r.path, r.label, r.person, split)
+        for split, group in (
+            ("train", train),
+            ("valid", valid),
+            ("seen_holdout", seen_holdout),
+            ("unseen_persons", unseen),
+        )
+        for r in group
+    ]
     out.sort(key=lambda s: (SPLITS.index(s.split), s.path))
     return out
 

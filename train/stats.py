@@ -51,8 +51,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def _log_pmf(i: int, n: int, p: float) -> float:
-    return (math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-            + i * math.log(p) + (n - i) * math.log1p(-p))
+    return math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
 
 
 def _log_sum(terms: list[float]) -> float:
@@ -109,7 +108,7 @@ def min_discordant(level: float) -> int:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     b = 1
-    while 0.5 ** b >= level:
+    while 0.5**b >= level:
         b += 1
     return b
 

@@ -58,6 +58,7 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------------------ rebuild
 
+
 def _rescaling_as_depthwise(tf, name: str, config: dict, x):
     """y = x * scale + offset per channel, as a DepthwiseConv2D(1) (kernel = scale, bias = offset)."""
     channels = int(x.shape[-1])
@@ -80,8 +81,7 @@ def rebuild(arch: dict, weights: dict[str, np.ndarray]):
         try:
             if cls == "InputLayer":
                 shape = config["batch_input_shape"]
-                tensors[name] = tf.keras.Input(shape=tuple(shape[1:]), batch_size=shape[0], name=name,
-                                               dtype="float32")
+                tensors[name] = tf.keras.Input(shape=tuple(shape[1:]), batch_size=shape[0], name=name, dtype="float32")
                 continue
             ins = [tensors[s] for s in spec["inbound"]]
             x = ins if spec["inbound_is_list"] else ins[0]
@@ -94,8 +94,9 @@ def rebuild(arch: dict, weights: dict[str, np.ndarray]):
         except (TypeError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ChildError(f"layer {name!r} ({cls}) cannot be rebuilt in tf.keras 2.15: {first}") from None
-    model = tf.keras.Model([tensors[n] for n in arch["inputs"]], [tensors[n] for n in arch["outputs"]],
-                           name=arch.get("name", "model"))
+    model = tf.keras.Model(
+        [tensors[n] for n in arch["inputs"]], [tensors[n] for n in arch["outputs"]], name=arch.get("name", "model")
+    )
     by_layer: dict[str, list[np.ndarray]] = {}
     for key in sorted(weights, key=lambda k: (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1]))):
         by_layer.setdefault(key.rsplit("/", 1)[0], []).append(weights[key])
@@ -105,26 +106,34 @@ def rebuild(arch: dict, weights: dict[str, np.ndarray]):
             continue
         arrays = by_layer.pop(layer.name, None)
         if arrays is None:
-            raise ChildError(f"layer {layer.name!r} ({type(layer).__name__}) has weights in tf.keras 2.15 but none "
-                             "were handed over")
+            raise ChildError(
+                f"layer {layer.name!r} ({type(layer).__name__}) has weights in tf.keras 2.15 but none were handed over"
+            )
         want = [tuple(w.shape) for w in layer.weights]
         got = [tuple(a.shape) for a in arrays]
         if want != got:
-            raise ChildError(f"layer {layer.name!r} ({type(layer).__name__}): tf.keras 2.15 expects weights "
-                             f"{want}, the Keras model has {got}")
+            raise ChildError(
+                f"layer {layer.name!r} ({type(layer).__name__}): tf.keras 2.15 expects weights "
+                f"{want}, the Keras model has {got}"
+            )
         layer.set_weights(arrays)
         transferred += len(arrays)
     if by_layer:
-        raise ChildError(f"weights of layer {next(iter(by_layer))!r} were handed over but the rebuilt model has "
-                         "no such layer with weights")
+        raise ChildError(
+            f"weights of layer {next(iter(by_layer))!r} were handed over but the rebuilt model has "
+            "no such layer with weights"
+        )
     return model, transferred
 
 
 # --------------------------------------------------------------------------------------- quantize
 
+
 def predict(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    out = [np.asarray(model(images[i:i + batch].astype(np.float32), training=False), np.float32)
-           for i in range(0, len(images), batch)]
+    out = [
+        np.asarray(model(images[i : i + batch].astype(np.float32), training=False), np.float32)
+        for i in range(0, len(images), batch)
+    ]
     k = int(model.output_shape[-1])
     return np.concatenate(out).reshape(len(images), -1) if out else np.zeros((0, k), np.float32)
 
@@ -137,12 +146,13 @@ def quantize(model, calibration: np.ndarray, batch: int):
 
     def representative():
         for i in range(0, len(calibration), batch):
-            yield [calibration[i:i + batch].astype(np.float32)]
+            yield [calibration[i : i + batch].astype(np.float32)]
 
     tpc = mct.get_target_platform_capabilities("tensorflow", "imx500", target_platform_version="v1")
     try:
-        qmodel, _info = mct.ptq.keras_post_training_quantization(model, representative,
-                                                                 target_platform_capabilities=tpc)
+        qmodel, _info = mct.ptq.keras_post_training_quantization(
+            model, representative, target_platform_capabilities=tpc
+        )
     except Exception as e:  # noqa: BLE001 - MCT raises many kinds for an unsupported graph
         raise ChildError(f"MCT post-training quantization failed ({type(e).__name__}: {_first(e)})") from None
     return qmodel
@@ -154,6 +164,7 @@ def _first(e: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------- compile
+
 
 def compile_for_imx500(qmodel_file: Path, out: Path) -> dict:
     """imxconv-tf on the exported model; returns paths and the parsed reports."""
@@ -175,10 +186,21 @@ def compile_for_imx500(qmodel_file: Path, out: Path) -> dict:
     if not reports or not (out / "dnnParams.xml").is_file():
         raise ChildError(f"imxconv-tf wrote no memory report or dnnParams.xml into {out}")
     memory = json.loads(reports[0].read_text())["Memory Report"]
-    version = next((ln.split("Running version", 1)[1].split("[", 1)[0].strip()
-                    for ln in text.splitlines() if "Running version" in ln), "")
-    return {"seconds": seconds, "memory": memory, "tensors": dnn_tensors(out / "dnnParams.xml"),
-            "memory_report_file": reports[0].name, "converter_version": version}
+    version = next(
+        (
+            ln.split("Running version", 1)[1].split("[", 1)[0].strip()
+            for ln in text.splitlines()
+            if "Running version" in ln
+        ),
+        "",
+    )
+    return {
+        "seconds": seconds,
+        "memory": memory,
+        "tensors": dnn_tensors(out / "dnnParams.xml"),
+        "memory_report_file": reports[0].name,
+        "converter_version": version,
+    }
 
 
 def dnn_tensors(path: Path) -> dict:
@@ -187,24 +209,32 @@ def dnn_tensors(path: Path) -> dict:
 
     def tensor(el) -> dict:
         dims = sorted(el.iter("dimension"), key=lambda d: int(d.get("ordinal")))
-        return {"name": el.get("name"), "format": el.get("format"), "bits": int(el.get("bitsPerElement")),
-                "scale": float(el.get("scale")), "shift": int(el.get("shift")),
-                "dimensions": [int(d.get("size")) for d in dims]}
+        return {
+            "name": el.get("name"),
+            "format": el.get("format"),
+            "bits": int(el.get("bitsPerElement")),
+            "scale": float(el.get("scale")),
+            "shift": int(el.get("shift")),
+            "dimensions": [int(d.get("size")) for d in dims],
+        }
 
     ins, outs = list(root.iter("inputTensor")), list(root.iter("outputTensor"))
     if len(ins) != 1 or len(outs) != 1:
         raise ChildError(f"{path}: {len(ins)} input and {len(outs)} output tensors (expected one of each)")
     l2 = root.find(".//l2memory")
-    return {"input": tensor(ins[0]), "output": tensor(outs[0]),
-            "l2memory": {k: int(v) for k, v in (l2.attrib.items() if l2 is not None else [])}}
+    return {
+        "input": tensor(ins[0]),
+        "output": tensor(outs[0]),
+        "l2memory": {k: int(v) for k, v in (l2.attrib.items() if l2 is not None else [])},
+    }
 
 
 # ------------------------------------------------------------------------------------------- main
 
-def run(job_dir: Path) -> dict:
-    import tensorflow as tf
 
+def run(job_dir: Path) -> dict:
     import model_compression_toolkit as mct
+    import tensorflow as tf
 
     job = json.loads((job_dir / "job.json").read_text())
     out = job_dir / "out"
@@ -216,8 +246,10 @@ def run(job_dir: Path) -> dict:
         weights = {k: w[k] for k in w.files}
     model, transferred = rebuild(arch, weights)
     timings["rebuild"] = time.perf_counter() - t0
-    log(f"rebuilt {arch.get('name')} in tf.keras (TensorFlow {tf.__version__}): {len(model.layers)} layers, "
-        f"{transferred} weight arrays set")
+    log(
+        f"rebuilt {arch.get('name')} in tf.keras (TensorFlow {tf.__version__}): {len(model.layers)} layers, "
+        f"{transferred} weight arrays set"
+    )
 
     splits = {p.stem: np.load(p, mmap_mode="r") for p in sorted((job_dir / "verify").glob("*.npy"))}
     calibration = np.load(job_dir / "calibration.npy", mmap_mode="r")
@@ -229,8 +261,10 @@ def run(job_dir: Path) -> dict:
     mct.exporter.keras_export_model(model=qmodel, save_model_path=str(qfile))
     simulation = mct.keras_load_quantized_model(str(qfile))
     timings["quantize"] = time.perf_counter() - t0
-    log(f"quantized with MCT {mct.__version__} (imx500 TPC v1) on {len(calibration)} images "
-        f"in {timings['quantize']:.1f}s")
+    log(
+        f"quantized with MCT {mct.__version__} (imx500 TPC v1) on {len(calibration)} images "
+        f"in {timings['quantize']:.1f}s"
+    )
 
     t0 = time.perf_counter()
     for s, x in splits.items():
@@ -240,8 +274,10 @@ def run(job_dir: Path) -> dict:
     compiled = compile_for_imx500(qfile, out)
     timings["compile"] = compiled.pop("seconds")
     mem = compiled["memory"]
-    log(f"compiled with imxconv-tf {compiled['converter_version']} in {timings['compile']:.1f}s: memory "
-        f"{mem.get('Memory Usage')} of {mem.get('Total Memory Available On Chip')}, fit in chip {mem.get('Fit In Chip')}")
+    log(
+        f"compiled with imxconv-tf {compiled['converter_version']} in {timings['compile']:.1f}s: memory "
+        f"{mem.get('Memory Usage')} of {mem.get('Total Memory Available On Chip')}, fit in chip {mem.get('Fit In Chip')}"
+    )
 
     np.savez(job_dir / "probabilities.npz", **probs)
     result = {
@@ -250,8 +286,12 @@ def run(job_dir: Path) -> dict:
         "layers": len(model.layers),
         "calibration_images": int(len(calibration)),
         "timings": {k: round(v, 3) for k, v in timings.items()},
-        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "mct": mct.__version__,
-                     "imx500_converter": compiled.pop("converter_version")},
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "mct": mct.__version__,
+            "imx500_converter": compiled.pop("converter_version"),
+        },
         "target_platform": "imx500 v1",
         **compiled,
     }

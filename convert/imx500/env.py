@@ -38,8 +38,10 @@ def python_path() -> Path:
     p = Path(given).expanduser() if given else project_root() / DEFAULT_VENV / "bin" / "python"
     if not p.exists():
         where = f"{ENV_VAR}={given}" if given else str(p)
-        raise FaceedgeError(f"{where}: the imx500 variant needs its own environment (Sony's MCT and converter, "
-                            f"TensorFlow 2.15): run `make setup-imx500`")
+        raise FaceedgeError(
+            f"{where}: the imx500 variant needs its own environment (Sony's MCT and converter, "
+            f"TensorFlow 2.15): run `make setup-imx500`"
+        )
     return p
 
 

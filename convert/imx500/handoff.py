@@ -32,15 +32,47 @@ WEIGHTS_FILE = "weights.npz"
 # Layers whose Keras 3 config tf.keras 2.15 accepts once the keys below are dropped, and that
 # Sony's MCT and converter know (Rescaling is rewritten by the child as an equivalent 1x1 depthwise
 # convolution: the converter has no Rescaling op).
-SUPPORTED = frozenset({
-    "InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization", "ReLU",
-    "Activation", "Dense", "Add", "Multiply", "Concatenate", "ZeroPadding2D", "GlobalAveragePooling2D",
-    "GlobalMaxPooling2D", "AveragePooling2D", "MaxPooling2D", "Flatten", "Dropout", "Rescaling",
-    "Reshape", "Softmax",
-})
+SUPPORTED = frozenset(
+    {
+        "InputLayer",
+        "Conv2D",
+        "DepthwiseConv2D",
+        "SeparableConv2D",
+        "BatchNormalization",
+        "ReLU",
+        "Activation",
+        "Dense",
+        "Add",
+        "Multiply",
+        "Concatenate",
+        "ZeroPadding2D",
+        "GlobalAveragePooling2D",
+        "GlobalMaxPooling2D",
+        "AveragePooling2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dropout",
+        "Rescaling",
+        "Reshape",
+        "Softmax",
+    }
+)
 NESTED = frozenset({"Functional", "Model"})  # a functional model used as a layer (the backbone)
-ACTIVATIONS = frozenset({"linear", "relu", "relu6", "sigmoid", "softmax", "tanh", "swish", "silu", "hard_sigmoid",
-                         "hard_swish", "hard_silu"})
+ACTIVATIONS = frozenset(
+    {
+        "linear",
+        "relu",
+        "relu6",
+        "sigmoid",
+        "softmax",
+        "tanh",
+        "swish",
+        "silu",
+        "hard_sigmoid",
+        "hard_swish",
+        "hard_silu",
+    }
+)
 # Keys that cannot change the function once the weights are set.
 _DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 # Keras 3 keys tf.keras 2.15 does not know; allowed only at these (neutral) values.
@@ -101,8 +133,11 @@ class _Flattener:
         resolved: dict[str, str] = {}  # this config's layer name → tensor name in the flat graph
         if inputs is not None:
             if len(inputs) != len(input_names):
-                raise _refuse(config.get("name", "?"), "Functional", f"called on {len(inputs)} tensors, has "
-                                                                     f"{len(input_names)} inputs")
+                raise _refuse(
+                    config.get("name", "?"),
+                    "Functional",
+                    f"called on {len(inputs)} tensors, has {len(input_names)} inputs",
+                )
             resolved.update(zip(input_names, inputs))
         for layer in config["layers"]:
             name, cls = layer["name"], layer["class_name"]
@@ -150,9 +185,15 @@ class _Flattener:
             if cls != "InputLayer" and not nodes:
                 raise _refuse(name, cls, "layer has no input")
             self.names.add(name)
-            self.layers.append({"name": name, "class_name": cls,
-                                "config": _clean_config(name, cls, layer.get("config", {})),
-                                "inbound": sources, "inbound_is_list": as_list})
+            self.layers.append(
+                {
+                    "name": name,
+                    "class_name": cls,
+                    "config": _clean_config(name, cls, layer.get("config", {})),
+                    "inbound": sources,
+                    "inbound_is_list": as_list,
+                }
+            )
             resolved[name] = name
         outputs = config["output_layers"]
         if outputs and isinstance(outputs[0], str):  # a single output: [name, 0, 0]
@@ -168,16 +209,25 @@ def architecture(config: dict[str, Any]) -> dict[str, Any]:
     """The flat layer graph of a Keras 3 model config (`model.get_config()`), or a FaceedgeError
     naming the first layer tf.keras 2.15 cannot rebuild and why."""
     if "layers" not in config or "input_layers" not in config:
-        raise FaceedgeError("the model is not a functional Keras model (no layer graph in its config): "
-                            "cannot be rebuilt in tf.keras 2.15 for the IMX500")
+        raise FaceedgeError(
+            "the model is not a functional Keras model (no layer graph in its config): "
+            "cannot be rebuilt in tf.keras 2.15 for the IMX500"
+        )
     flat = _Flattener()
     outputs = flat.model(config, None)
     inputs = [layer["name"] for layer in flat.layers if layer["class_name"] == "InputLayer"]
     if len(inputs) != 1 or len(outputs) != 1:
-        raise FaceedgeError(f"the model has {len(inputs)} input(s) and {len(outputs)} output(s): the IMX500 "
-                            "variant needs one image input and one output")
-    return {"format": FORMAT, "name": str(config.get("name", "model")), "inputs": inputs, "outputs": outputs,
-            "layers": flat.layers}
+        raise FaceedgeError(
+            f"the model has {len(inputs)} input(s) and {len(outputs)} output(s): the IMX500 "
+            "variant needs one image input and one output"
+        )
+    return {
+        "format": FORMAT,
+        "name": str(config.get("name", "model")),
+        "inputs": inputs,
+        "outputs": outputs,
+        "layers": flat.layers,
+    }
 
 
 def layer_weights(model: Any) -> dict[str, list[np.ndarray]]:
@@ -205,8 +255,10 @@ def write(model: Any, out_dir: Path) -> dict[str, Any]:
     names = {layer["name"] for layer in arch["layers"]}
     stray = sorted(set(weights) - names)
     if stray:
-        raise FaceedgeError(f"layer {stray[0]!r} has weights but is not in the model's graph: cannot be rebuilt "
-                            "in tf.keras 2.15 for the IMX500")
+        raise FaceedgeError(
+            f"layer {stray[0]!r} has weights but is not in the model's graph: cannot be rebuilt "
+            "in tf.keras 2.15 for the IMX500"
+        )
     arch["weight_arrays"] = sum(len(w) for w in weights.values())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / ARCH_FILE).write_text(json.dumps(arch, indent=1) + "\n")

@@ -36,9 +36,7 @@ class HttpConfig(Strict):
         if self.token_file is not None and self.token_env is not None:
             raise ValueError("set only one of token_file and token_env")
         if not is_loopback(self.host) and self.token_file is None and self.token_env is None:
-            raise ValueError(
-                f"host {self.host!r} is not loopback: a token is required (set token_file or token_env)"
-            )
+            raise ValueError(f"host {self.host!r} is not loopback: a token is required (set token_file or token_env)")
         return self
 
 

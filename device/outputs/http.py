@@ -43,8 +43,10 @@ LISTEN_BACKLOG = 128  # connections the kernel holds for accept() (capped by net
 WORKERS = 4  # threads answering requests
 QUEUE_SIZE = 64  # accepted connections waiting for a worker; beyond that: 503 at once
 REQUEST_TIMEOUT_S = 2.0  # a client must send its request within this
-BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 17\r\n"
-                 b"Retry-After: 1\r\nConnection: close\r\n\r\n{\"error\": \"busy\"}")
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 17\r\n"
+    b'Retry-After: 1\r\nConnection: close\r\n\r\n{"error": "busy"}'
+)
 
 
 def read_token(cfg: HttpConfig) -> str | None:
@@ -80,8 +82,9 @@ class _Server(HTTPServer):
         self._pending: queue.Queue = queue.Queue(maxsize=queue_size)
         self._workers: list[threading.Thread] = []
         super().__init__(address, handler)  # binds and listens; closes itself on failure
-        self._workers = [threading.Thread(target=self._work, name=f"faceedge-http-{i}", daemon=True)
-                         for i in range(workers)]
+        self._workers = [
+            threading.Thread(target=self._work, name=f"faceedge-http-{i}", daemon=True) for i in range(workers)
+        ]
         for t in self._workers:
             t.start()
 
@@ -244,7 +247,9 @@ class HttpOutput(Output):
         return f"http://{host}:{self.port}"
 
     def start(self) -> None:
-        cls = type("_BoundServer", (_Server,), {"address_family": socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET})
+        cls = type(
+            "_BoundServer", (_Server,), {"address_family": socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET}
+        )
         try:
             self._server = cls((self.cfg.host, self.cfg.port), _Handler)
         except OSError as e:

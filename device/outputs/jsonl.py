@@ -108,13 +108,16 @@ class JsonlOutput(Output):
         if chunk.endswith(b"\n"):
             return
         nl = chunk.rfind(b"\n")
-        tail = chunk[nl + 1:]
+        tail = chunk[nl + 1 :]
         if (nl >= 0 or start == 0) and tail.startswith(LINE_START):
             keep = start + nl + 1
             os.ftruncate(self._fd, keep)
             self._size = keep
-            log.warning("jsonl: %s ended in an incomplete last line (%d bytes): cut back to the last whole line",
-                        self.cfg.path, size - keep)
+            log.warning(
+                "jsonl: %s ended in an incomplete last line (%d bytes): cut back to the last whole line",
+                self.cfg.path,
+                size - keep,
+            )
         else:
             self._size += os.write(self._fd, b"\n")
             log.warning("jsonl: %s did not end with a newline; appended one", self.cfg.path)

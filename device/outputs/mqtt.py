@@ -98,7 +98,9 @@ class MqttOutput(Output):
                 log.warning(
                     "mqtt: the password for %r is sent to %s:%d without TLS, readable by anyone on the network; "
                     "configure outputs.mqtt.tls: {ca_file: ...} (port 8883 on most brokers)",
-                    cfg.username, cfg.host, cfg.port,
+                    cfg.username,
+                    cfg.host,
+                    cfg.port,
                 )
         if cfg.tls is not None:
             self._set_tls(c, cfg)
@@ -134,8 +136,9 @@ class MqttOutput(Output):
             try:
                 ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
             except (OSError, ssl.SSLError) as e:
-                raise FaceedgeError(f"outputs.mqtt.tls.cert_file {tls.cert_file}: cannot load the client "
-                                    f"certificate and key ({e})") from None
+                raise FaceedgeError(
+                    f"outputs.mqtt.tls.cert_file {tls.cert_file}: cannot load the client certificate and key ({e})"
+                ) from None
         if tls.insecure:
             ctx.check_hostname = False
         client.tls_set_context(ctx)
@@ -176,7 +179,10 @@ class MqttOutput(Output):
         if was and not self._closing:
             log.warning(
                 "mqtt: lost the connection to %s:%d (%s); queueing up to %d messages while reconnecting",
-                self.cfg.host, self.cfg.port, reason_code, self.cfg.queue_size,
+                self.cfg.host,
+                self.cfg.port,
+                reason_code,
+                self.cfg.queue_size,
             )
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -187,7 +193,10 @@ class MqttOutput(Output):
         if not self._fail_logged:  # one line per outage, not one per retry
             log.warning(
                 "mqtt: cannot connect to %s:%d; retrying every %g..%g s in the background",
-                self.cfg.host, self.cfg.port, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s,
+                self.cfg.host,
+                self.cfg.port,
+                self.cfg.reconnect_min_s,
+                self.cfg.reconnect_max_s,
             )
             self._fail_logged = True
 
@@ -266,7 +275,9 @@ class MqttOutput(Output):
         try:
             if self._connected.is_set():
                 self._drain()
-                info = self.client.publish(self.topic_availability, b"offline", qos=self.cfg.qos_availability, retain=True)
+                info = self.client.publish(
+                    self.topic_availability, b"offline", qos=self.cfg.qos_availability, retain=True
+                )
                 try:
                     info.wait_for_publish(timeout=OFFLINE_TIMEOUT_S)
                 except (RuntimeError, ValueError):

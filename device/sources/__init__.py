@@ -21,8 +21,23 @@ from device.sources.picam import Picamera2Config, Picamera2Source
 from device.sources.synthetic import SyntheticConfig, SyntheticSource
 
 __all__ = [
-    "SOURCE_TYPES", "FrameSource", "SourceConfig", "SourceError", "build_source", "register_source",
-    "CaptureConfig", "Frame", "FrameGrabber",
-    "ImagesConfig", "ImagesSource", "Imx500Config", "Imx500Source", "OpencvConfig", "OpencvSource",
-    "Picamera2Config", "Picamera2Source", "SyntheticConfig", "SyntheticSource",
+    "SOURCE_TYPES",
+    "FrameSource",
+    "SourceConfig",
+    "SourceError",
+    "build_source",
+    "register_source",
+    "CaptureConfig",
+    "Frame",
+    "FrameGrabber",
+    "ImagesConfig",
+    "ImagesSource",
+    "Imx500Config",
+    "Imx500Source",
+    "OpencvConfig",
+    "OpencvSource",
+    "Picamera2Config",
+    "Picamera2Source",
+    "SyntheticConfig",
+    "SyntheticSource",
 ]

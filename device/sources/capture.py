@@ -54,7 +54,9 @@ POOL_SIZE = PREFETCH + 2  # + one being written + one held by the consumer
 
 
 class CaptureConfig(Strict):
-    stall_seconds: float = Field(5.0, gt=0, description="no frame for this long = stalled: health says so, source reopened")
+    stall_seconds: float = Field(
+        5.0, gt=0, description="no frame for this long = stalled: health says so, source reopened"
+    )
     read_timeout_s: float = Field(1.0, gt=0, description="longest single blocking read before the thread checks in")
     reconnect_initial_s: float = Field(0.5, gt=0, description="first retry delay after a failed open/read")
     reconnect_max_s: float = Field(10.0, gt=0, description="cap of the exponential backoff")
@@ -300,8 +302,13 @@ class FrameGrabber:
         self.telemetry.inc("source_open_failures")
         self.telemetry.inc("errors")
         delay = self._delay()
-        log.warning("%s: open failed (attempt %d): %s; retrying in %.1f s",
-                    self.source_name or "source", self._attempt, e, delay)
+        log.warning(
+            "%s: open failed (attempt %d): %s; retrying in %.1f s",
+            self.source_name or "source",
+            self._attempt,
+            e,
+            delay,
+        )
         self._set_state("reconnecting")
         self._stop.wait(delay)
 
@@ -357,8 +364,9 @@ class FrameGrabber:
             self._publish(img, ts, mono, prepared, prepared_by, prep_ms, "BGR" if bgr else "RGB", tensor)
         return False
 
-    def _prepare(self, img: np.ndarray, fn: Callable | None = None,
-                 bgr: bool = False) -> tuple[np.ndarray | None, Any, dict[str, float]]:
+    def _prepare(
+        self, img: np.ndarray, fn: Callable | None = None, bgr: bool = False
+    ) -> tuple[np.ndarray | None, Any, dict[str, float]]:
         if fn is None:
             return None, None, {}
         with self._cond:
@@ -374,9 +382,17 @@ class FrameGrabber:
                 self._free_prep.append(out)
         return prepared, (fn if prepared is not None else None), times
 
-    def _publish(self, img: np.ndarray | None, ts: float, mono: float, prepared: np.ndarray | None = None,
-                 prepared_by: Any = None, prep_ms: dict[str, float] | None = None,
-                 channel_order: str = "RGB", sensor_output: np.ndarray | None = None) -> None:
+    def _publish(
+        self,
+        img: np.ndarray | None,
+        ts: float,
+        mono: float,
+        prepared: np.ndarray | None = None,
+        prepared_by: Any = None,
+        prep_ms: dict[str, float] | None = None,
+        channel_order: str = "RGB",
+        sensor_output: np.ndarray | None = None,
+    ) -> None:
         dropped = False
         with self._cond:
             if not self.paced:  # read a few frames ahead of the consumer, never drop
@@ -386,8 +402,20 @@ class FrameGrabber:
                 self.stats.dropped += 1
                 dropped = True
             self._frame_id += 1
-            self._queue.append(Frame(img, self._frame_id, ts, mono, self.session, prepared, prepared_by,
-                                     prep_ms or {}, channel_order, sensor_output))
+            self._queue.append(
+                Frame(
+                    img,
+                    self._frame_id,
+                    ts,
+                    mono,
+                    self.session,
+                    prepared,
+                    prepared_by,
+                    prep_ms or {},
+                    channel_order,
+                    sensor_output,
+                )
+            )
             self.stats.captured += 1
             self.last_frame_mono = mono
             self._cond.notify_all()

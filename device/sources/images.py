@@ -78,8 +78,10 @@ class ImagesSource(FrameSource):
         while True:
             if self._i >= len(self.files):
                 if len(self._bad) == len(self.files):
-                    raise FaceedgeError(f"source.path {self.cfg.path!r}: none of its {len(self.files)} image files "
-                                        f"could be read (first: {self._first_bad})")
+                    raise FaceedgeError(
+                        f"source.path {self.cfg.path!r}: none of its {len(self.files)} image files "
+                        f"could be read (first: {self._first_bad})"
+                    )
                 if not self.cfg.loop:
                     return None
                 self._i = 0

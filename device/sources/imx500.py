@@ -46,10 +46,15 @@ SENSOR_WIDTH, SENSOR_HEIGHT = 4056, 3040  # IMX500 full resolution: the units of
 class Imx500Config(Picamera2Config):
     type: Literal["imx500"] = "imx500"  # type: ignore[assignment]
     network_file: str | None = Field(
-        None, description="the .rpk the sensor runs; set by the daemon from the loaded model dir (network.rpk)")
+        None, description="the .rpk the sensor runs; set by the daemon from the loaded model dir (network.rpk)"
+    )
     roi_fraction: float | None = Field(
-        1.0, gt=0, le=1.0, description="side of the centred square the sensor classifies, as a fraction of its "
-                                       "height; None = the whole sensor image. Set by the daemon from crop")
+        1.0,
+        gt=0,
+        le=1.0,
+        description="side of the centred square the sensor classifies, as a fraction of its "
+        "height; None = the whole sensor image. Set by the daemon from crop",
+    )
 
 
 def roi_box(fraction: float) -> tuple[int, int, int, int]:
@@ -103,8 +108,11 @@ class Imx500Source(Picamera2Source):
             cam.close()
             raise SourceError(f"imx500 camera {imx.camera_num}: cannot configure/start: {e}") from None
         self.cam, self.imx500 = cam, imx
-        log.info("imx500: network %s on camera %d; the first frames come without outputs while it uploads",
-                 c.network_file, imx.camera_num)
+        log.info(
+            "imx500: network %s on camera %d; the first frames come without outputs while it uploads",
+            c.network_file,
+            imx.camera_num,
+        )
 
     def _capture(self, timeout: float | None) -> np.ndarray:
         if self.cam is None:

@@ -69,8 +69,12 @@ class OpencvSource(FrameSource):
         if self.kind == "camera":
             cap = cv2.VideoCapture(int(c.device), api)
         elif self.kind == "stream":
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(c.open_timeout_s * 1000),
-                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(c.read_timeout_s * 1000)]
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                int(c.open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                int(c.read_timeout_s * 1000),
+            ]
             cap = cv2.VideoCapture(str(c.device), api, params)
         else:
             path = Path(str(c.device)).expanduser()
@@ -98,8 +102,9 @@ class OpencvSource(FrameSource):
             if c.realtime:
                 self._pacer = Pacer(self.file_fps if 0 < self.file_fps < 1000 else 30.0)
         self.cap = cap
-        log.debug("opened %s (%dx%d)", self.describe(), cap.get(cv2.CAP_PROP_FRAME_WIDTH),
-                  cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        log.debug(
+            "opened %s (%dx%d)", self.describe(), cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+        )
 
     @property
     def live(self) -> bool:

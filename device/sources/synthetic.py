@@ -54,8 +54,17 @@ class SyntheticSource(FrameSource):
             period = 8 * self.BAR
             x = np.arange(w + period)
             colours = np.array(
-                [[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0],
-                 [255, 0, 255], [255, 0, 0], [0, 0, 255], [0, 0, 0]], np.uint8,
+                [
+                    [255, 255, 255],
+                    [255, 255, 0],
+                    [0, 255, 255],
+                    [0, 255, 0],
+                    [255, 0, 255],
+                    [255, 0, 0],
+                    [0, 0, 255],
+                    [0, 0, 0],
+                ],
+                np.uint8,
             )
             row = colours[(x // self.BAR) % 8]
             shade = np.linspace(0.5, 1.0, h, dtype=np.float32)[:, None, None]

@@ -45,13 +45,20 @@ SENSOR_W, SENSOR_H = 4056, 3040
 
 
 class _OutputTensorInfo(ctypes.LittleEndianStructure):  # libcamera: struct OutputTensorInfo
-    _fields_ = [("tensor_data_num", ctypes.c_uint32), ("num_dimensions", ctypes.c_uint32),
-                ("size", ctypes.c_uint16 * MAX_NUM_DIMENSIONS)]
+    _fields_ = [
+        ("tensor_data_num", ctypes.c_uint32),
+        ("num_dimensions", ctypes.c_uint32),
+        ("size", ctypes.c_uint16 * MAX_NUM_DIMENSIONS),
+    ]
 
 
 class _CnnOutputTensorInfo(ctypes.LittleEndianStructure):  # libcamera: CnnOutputTensorInfoExported
-    _fields_ = [("network_name", ctypes.c_char * NETWORK_NAME_LEN), ("num_tensors", ctypes.c_uint32),
-                ("info", _OutputTensorInfo * MAX_NUM_TENSORS), ("frameCount", ctypes.c_uint8)]
+    _fields_ = [
+        ("network_name", ctypes.c_char * NETWORK_NAME_LEN),
+        ("num_tensors", ctypes.c_uint32),
+        ("info", _OutputTensorInfo * MAX_NUM_TENSORS),
+        ("frameCount", ctypes.c_uint8),
+    ]
 
 
 def output_tensor_info(shapes: list[tuple[int, ...]], network_name: str = "faceedge", frame: int = 0) -> bytes:
@@ -99,8 +106,7 @@ class IMX500:
         if network_file != "" and not os.path.isfile(network_file):
             raise RuntimeError(f"Firmware file {os.path.abspath(network_file)} does not exist.")
         self._camera_num = 0
-        self._cfg = {"network_file": network_file, "input_tensor": {},
-                     "input_tensor_size": tuple(STATE.input_size)}
+        self._cfg = {"network_file": network_file, "input_tensor": {}, "input_tensor_size": tuple(STATE.input_size)}
         self._cfg["roi"] = (0, 0, SENSOR_W, SENSOR_H)  # the real constructor sets the full sensor
         self.frames_served = 0
         from picamera2 import STATE as CAMERA  # the fake picamera2, installed beside this module
@@ -140,8 +146,9 @@ class IMX500:
             return []
         raw = bytes(raw)
         if len(raw) != ctypes.sizeof(_CnnOutputTensorInfo):
-            raise ValueError(f"tensor info length {len(raw)} does not match expected size "
-                             f"{ctypes.sizeof(_CnnOutputTensorInfo)}")
+            raise ValueError(
+                f"tensor info length {len(raw)} does not match expected size {ctypes.sizeof(_CnnOutputTensorInfo)}"
+            )
         info = _CnnOutputTensorInfo.from_buffer_copy(raw)
         return [list(info.info[i].size)[: info.info[i].num_dimensions] for i in range(info.num_tensors)]
 
@@ -160,7 +167,7 @@ class IMX500:
         outputs, offset = [], 0
         for shape in self.get_output_shapes(metadata):
             size = int(np.prod(shape))
-            t = flat[offset:offset + size].reshape(shape, order="F")
+            t = flat[offset : offset + size].reshape(shape, order="F")
             outputs.append(np.expand_dims(t, 0) if add_batch else t)
             offset += size
         return outputs
@@ -177,8 +184,11 @@ class IMX500:
             return rgb, metadata
         outs = [np.asarray(o, np.float32) for o in outputs]
         flat = np.concatenate([o.reshape(-1, order="F") for o in outs])
-        return rgb, {**metadata, "CnnOutputTensor": flat.tolist(),
-                     "CnnOutputTensorInfo": output_tensor_info([o.shape for o in outs], frame=k)}
+        return rgb, {
+            **metadata,
+            "CnnOutputTensor": flat.tolist(),
+            "CnnOutputTensorInfo": output_tensor_info([o.shape for o in outs], frame=k),
+        }
 
 
 def install(monkeypatch) -> None:

@@ -100,8 +100,12 @@ class Picamera2:
         m.update(main or {})
         if m["format"] not in _ORDER:
             raise ValueError(f"Bad format {m['format']}")  # the fake supports only these four
-        return {"use_case": "video", "main": m, "controls": {"FrameRate": 30.0, **(controls or {})},
-                "buffer_count": buffer_count}
+        return {
+            "use_case": "video",
+            "main": m,
+            "controls": {"FrameRate": 30.0, **(controls or {})},
+            "buffer_count": buffer_count,
+        }
 
     def configure(self, camera_config) -> None:
         if self.started:

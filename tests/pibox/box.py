@@ -96,50 +96,94 @@ class Pibox:
 
     def with_cpu(self, cpu: str) -> "Pibox":
         """The same rootfs seen through another CPU model."""
-        return Pibox(root=self.root, cpu=cpu, proot=self.proot, state=self.state, suite=self.suite,
-                     binds=list(self.binds))
+        return Pibox(
+            root=self.root, cpu=cpu, proot=self.proot, state=self.state, suite=self.suite, binds=list(self.binds)
+        )
 
     # ------------------------------------------------------------------ running things inside
 
     def argv(self, cmd: list[str], *, cwd: str = "/root", binds: list[tuple[str, str]] = ()) -> list[str]:
         """proot argv running `cmd` inside as (fake) root, with a clean guest environment, in a
         mount namespace of its own (`host_guard`)."""
-        argv = [*host_guard(), str(self.proot), "-q", f"{QEMU} -cpu {self.cpu}", "-r", str(self.root), "-0",
-                "-b", "/dev", "-b", "/proc", "-b", "/sys", "-b", f"{self.cpuinfo}:/proc/cpuinfo", "-w", cwd]
+        argv = [
+            *host_guard(),
+            str(self.proot),
+            "-q",
+            f"{QEMU} -cpu {self.cpu}",
+            "-r",
+            str(self.root),
+            "-0",
+            "-b",
+            "/dev",
+            "-b",
+            "/proc",
+            "-b",
+            "/sys",
+            "-b",
+            f"{self.cpuinfo}:/proc/cpuinfo",
+            "-w",
+            cwd,
+        ]
         for host, guest in [*self.binds, *binds]:
             argv += ["-b", f"{host}:{guest}"]
-        return argv + ["/usr/bin/env", "-i", f"PATH={GUEST_PATH}", "HOME=/root", "LANG=C.UTF-8",
-                       "TERM=dumb", *cmd]
+        return argv + ["/usr/bin/env", "-i", f"PATH={GUEST_PATH}", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb", *cmd]
 
     def env(self) -> dict[str, str]:
         """The proot process's own environment: its temp dir outside the rootfs, and no seccomp
         acceleration (with it, proot 5.4.0 built from sid's source makes the first execve through
         qemu exit 182, nothing run; measured on Debian 12's 6.x kernel)."""
-        return {"PATH": os.environ.get("PATH", GUEST_PATH), "PROOT_TMP_DIR": str(self.state / "tmp"),
-                "PROOT_NO_SECCOMP": "1", "LANG": "C.UTF-8"}
+        return {
+            "PATH": os.environ.get("PATH", GUEST_PATH),
+            "PROOT_TMP_DIR": str(self.state / "tmp"),
+            "PROOT_NO_SECCOMP": "1",
+            "LANG": "C.UTF-8",
+        }
 
-    def run(self, cmd: list[str], *, timeout: float = 600, check: bool = True, input: str | None = None,
-            cwd: str = "/root", binds: list[tuple[str, str]] = ()) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        cmd: list[str],
+        *,
+        timeout: float = 600,
+        check: bool = True,
+        input: str | None = None,
+        cwd: str = "/root",
+        binds: list[tuple[str, str]] = (),
+    ) -> subprocess.CompletedProcess:
         """Run cmd inside; output captured as text. check: raise PiboxError naming the command."""
         t0 = time.monotonic()
         try:
-            p = subprocess.run(self.argv(cmd, cwd=cwd, binds=binds), env=self.env(), input=input,
-                               capture_output=True, text=True, timeout=timeout, check=False)
+            p = subprocess.run(
+                self.argv(cmd, cwd=cwd, binds=binds),
+                env=self.env(),
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired as e:
-            raise PiboxError(f"[{self.cpu}] {' '.join(cmd)}: timed out after {timeout:.0f} s\n"
-                             f"{(e.stderr or b'')[-2000:]!r}") from None
+            raise PiboxError(
+                f"[{self.cpu}] {' '.join(cmd)}: timed out after {timeout:.0f} s\n{(e.stderr or b'')[-2000:]!r}"
+            ) from None
         log.debug("[%s] %s: exit %d in %.1f s", self.cpu, " ".join(cmd), p.returncode, time.monotonic() - t0)
         if check and p.returncode != 0:
-            raise PiboxError(f"[{self.cpu}] {' '.join(cmd)}: exit {p.returncode}\n"
-                             f"{(p.stdout + p.stderr).strip()[-3000:]}")
+            raise PiboxError(
+                f"[{self.cpu}] {' '.join(cmd)}: exit {p.returncode}\n{(p.stdout + p.stderr).strip()[-3000:]}"
+            )
         return p
 
     def python(self, code: str, *args: str, python: str = "python3", **kw) -> subprocess.CompletedProcess:
         return self.run([python, "-c", code, *args], **kw)
 
     def popen(self, cmd: list[str], *, log_path: Path, cwd: str = "/root") -> subprocess.Popen:
-        return subprocess.Popen(self.argv(cmd, cwd=cwd), env=self.env(), stdin=subprocess.DEVNULL,
-                                stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            self.argv(cmd, cwd=cwd),
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=open(log_path, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def path(self, guest: str) -> Path:
         """The host path of a guest path (to read and write files without emulation)."""
@@ -147,6 +191,7 @@ class Pibox:
 
 
 # ---------------------------------------------------------------------------------- sshd inside
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -170,9 +215,24 @@ class PiSsh:
         return f"{self.user}@127.0.0.1"
 
     def ssh_argv(self, remote: str) -> list[str]:
-        return ["ssh", "-p", str(self.port), "-i", str(self.key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "--", self.host, remote]
+        return [
+            "ssh",
+            "-p",
+            str(self.port),
+            "-i",
+            str(self.key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "--",
+            self.host,
+            remote,
+        ]
 
     def stop(self) -> None:
         """End sshd and everything started through it: every process this proot traces (a daemon
@@ -231,7 +291,8 @@ def start_sshd(box: Pibox, keys_dir: Path, *, port: int | None = None, timeout: 
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text((keys_dir / "client_key.pub").read_text())
     box.path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    box.path("/etc/ssh/pibox_sshd_config").write_text(textwrap.dedent(f"""\
+    box.path("/etc/ssh/pibox_sshd_config").write_text(
+        textwrap.dedent(f"""\
         # written by tests/pibox/box.py: loopback only, key login only
         ListenAddress 127.0.0.1
         Port {port}
@@ -246,7 +307,8 @@ def start_sshd(box: Pibox, keys_dir: Path, *, port: int | None = None, timeout: 
         UseDNS no
         PidFile /run/sshd-pibox.pid
         Subsystem sftp internal-sftp
-        """))
+        """)
+    )
     log_path = box.state / "sshd.log"
     proc = box.popen(["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/pibox_sshd_config"], log_path=log_path)
     known_hosts = keys_dir / "known_hosts"
@@ -263,8 +325,9 @@ def start_sshd(box: Pibox, keys_dir: Path, *, port: int | None = None, timeout: 
         if proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)
-            raise PiboxError(f"sshd in {box.root} did not start on 127.0.0.1:{port}: "
-                             f"{log_path.read_text(errors='replace')[-1500:]}")
+            raise PiboxError(
+                f"sshd in {box.root} did not start on 127.0.0.1:{port}: {log_path.read_text(errors='replace')[-1500:]}"
+            )
         time.sleep(0.5)
     return PiSsh(box=box, port=port, key=keys_dir / "client_key", known_hosts=known_hosts, proc=proc)
 

@@ -71,30 +71,33 @@ def proot_path(cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / "proot" / "proot"
 
 
-def _run(argv: list[str], *, what: str, cwd: Path | None = None, timeout: float = 1800,
-         env: dict | None = None) -> str:
+def _run(argv: list[str], *, what: str, cwd: Path | None = None, timeout: float = 1800, env: dict | None = None) -> str:
     log.debug("$ %s", " ".join(argv))
     p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if p.returncode != 0:
-        raise PiboxError(f"{what} failed (exit {p.returncode}): {' '.join(argv[:6])}...\n"
-                         f"{(p.stdout + p.stderr).strip()[-2500:]}")
+        raise PiboxError(
+            f"{what} failed (exit {p.returncode}): {' '.join(argv[:6])}...\n{(p.stdout + p.stderr).strip()[-2500:]}"
+        )
     return p.stdout
 
 
 # ------------------------------------------------------------------------------------ host tools
 
+
 def ensure_host_tools() -> None:
     """apt-get install what is missing of HOST_APT on this machine (as `make setup` does for its own)."""
-    missing = [p for p in HOST_APT
-               if subprocess.run(["dpkg", "-s", p], capture_output=True, check=False).returncode != 0]
+    missing = [
+        p for p in HOST_APT if subprocess.run(["dpkg", "-s", p], capture_output=True, check=False).returncode != 0
+    ]
     if not missing:
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     log.info("apt: installing %s", " ".join(missing))
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run([*sudo, "apt-get", "update", "-q"], what="apt-get update", env=env)
-    _run([*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], what="apt-get install",
-         env=env)
+    _run(
+        [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], what="apt-get install", env=env
+    )
 
 
 def proot_version(proot: Path) -> tuple[int, int, int] | None:
@@ -111,7 +114,9 @@ def _proot_source(apt: list[str], where: Path) -> Path:
     (apt checks them against the signed Sources index; we check again below); the .dsc may be
     unreachable through a filtering mirror proxy, so the tree is unpacked and patched here rather
     than by dpkg-source."""
-    stanza = _run(["apt-cache", *apt[1:], "showsrc", "--only-source", "proot"], what="apt-cache showsrc proot").split("\n\n")[0]
+    stanza = _run(["apt-cache", *apt[1:], "showsrc", "--only-source", "proot"], what="apt-cache showsrc proot").split(
+        "\n\n"
+    )[0]
     version = re.search(r"^Version: (\S+)$", stanza, re.M)
     m = re.search(r"^Checksums-Sha256:\n((?: .+\n?)+)", stanza, re.M)
     if not version or not m:
@@ -137,8 +142,11 @@ def _proot_source(apt: list[str], where: Path) -> Path:
     for patch in series.read_text().split("\n") if series.is_file() else []:
         patch = patch.split("#")[0].strip()
         if patch:
-            _run(["patch", "-p1", "-N", "-i", str(tree / "debian" / "patches" / patch.split()[0])],
-                 what=f"applying {patch}", cwd=tree)
+            _run(
+                ["patch", "-p1", "-N", "-i", str(tree / "debian" / "patches" / patch.split()[0])],
+                what=f"applying {patch}",
+                cwd=tree,
+            )
     return tree
 
 
@@ -155,16 +163,39 @@ def build_proot(cache: Path) -> Path:
     for d in ("lists/partial", "cache/archives/partial", "sources.list.d", "src"):
         (work / d).mkdir(parents=True, exist_ok=True)
     (work / "sources.list").write_text(
-        f"deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR} sid main\n")
-    apt = ["apt-get", "-q", "-o", f"Dir::Etc::SourceList={work / 'sources.list'}",
-           "-o", f"Dir::Etc::SourceParts={work / 'sources.list.d'}", "-o", f"Dir::State::Lists={work / 'lists'}",
-           "-o", f"Dir::Cache={work / 'cache'}", "-o", "APT::Sandbox::User=root"]
+        f"deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR} sid main\n"
+    )
+    apt = [
+        "apt-get",
+        "-q",
+        "-o",
+        f"Dir::Etc::SourceList={work / 'sources.list'}",
+        "-o",
+        f"Dir::Etc::SourceParts={work / 'sources.list.d'}",
+        "-o",
+        f"Dir::State::Lists={work / 'lists'}",
+        "-o",
+        f"Dir::Cache={work / 'cache'}",
+        "-o",
+        "APT::Sandbox::User=root",
+    ]
     t0 = time.monotonic()
     _run([*apt, "update"], what="apt-get update (sid deb-src, private config)")
     srcdir = _proot_source(apt, work / "src")
     src = srcdir / "src"
-    _run(["make", "-C", str(src), f"VERSION={srcdir.name.split('-', 1)[1]}", "loader.elf", "loader-m32.elf",
-          "build.h", "proot"], what="building proot")
+    _run(
+        [
+            "make",
+            "-C",
+            str(src),
+            f"VERSION={srcdir.name.split('-', 1)[1]}",
+            "loader.elf",
+            "loader-m32.elf",
+            "build.h",
+            "proot",
+        ],
+        what="building proot",
+    )
     tmp = dest.with_name("proot.part")
     shutil.copy2(src / "proot", tmp)
     os.replace(tmp, dest)
@@ -177,6 +208,7 @@ def build_proot(cache: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- rootfs
+
 
 def _apt_inside(box: Pibox, packages: tuple[str, ...]) -> None:
     env = ["env", "DEBIAN_FRONTEND=noninteractive"]
@@ -212,8 +244,20 @@ def build_rootfs(suite: str, cache: Path, proot: Path, *, force: bool = False) -
     root = work / "root"
     times: dict[str, float] = {}
     t0 = time.monotonic()
-    _run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase", f"--include={DEBOOTSTRAP_INCLUDE}",
-          suite, str(root), MIRROR], what=f"debootstrap --foreign {suite}", timeout=3600)
+    _run(
+        [
+            "debootstrap",
+            "--foreign",
+            "--arch=arm64",
+            "--variant=minbase",
+            f"--include={DEBOOTSTRAP_INCLUDE}",
+            suite,
+            str(root),
+            MIRROR,
+        ],
+        what=f"debootstrap --foreign {suite}",
+        timeout=3600,
+    )
     times["first_stage_s"] = time.monotonic() - t0
     proc = root / "proc"
     if proc.is_symlink():  # debootstrap points it at the host's /proc; proot binds over a directory
@@ -225,16 +269,23 @@ def build_rootfs(suite: str, cache: Path, proot: Path, *, force: bool = False) -
     shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf")
     box = Pibox(root=root, cpu=BUILD_CPU, proot=proot, state=work / "state", suite=suite)
     t1 = time.monotonic()
-    box.run(["/usr/bin/env", "DEBOOTSTRAP_DIR=/debootstrap", "/debootstrap/debootstrap", "--second-stage"],
-            cwd="/", timeout=5400)
+    box.run(
+        ["/usr/bin/env", "DEBOOTSTRAP_DIR=/debootstrap", "/debootstrap/debootstrap", "--second-stage"],
+        cwd="/",
+        timeout=5400,
+    )
     times["second_stage_s"] = time.monotonic() - t1
     shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf")
     t2 = time.monotonic()
     _apt_inside(box, APT_INSIDE + APT_EXTRA.get(suite, ()))
     times["apt_inside_s"] = time.monotonic() - t2
     box.run(["apt-get", "clean"])
-    for junk in ("var/lib/apt/lists", "etc/ssh/ssh_host_rsa_key", "etc/ssh/ssh_host_ecdsa_key",
-                 "etc/ssh/ssh_host_ed25519_key"):
+    for junk in (
+        "var/lib/apt/lists",
+        "etc/ssh/ssh_host_rsa_key",
+        "etc/ssh/ssh_host_ecdsa_key",
+        "etc/ssh/ssh_host_ed25519_key",
+    ):
         p = root / junk
         if p.is_dir():
             shutil.rmtree(p)
@@ -244,25 +295,42 @@ def build_rootfs(suite: str, cache: Path, proot: Path, *, force: bool = False) -
                 f.unlink()  # per-run host keys are made by box.start_sshd; no shared private key in the cache
     (root / "etc/pip.conf").write_text(PIP_CONF)
     (root / WHEEL_DIR_GUEST.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    facts = json.loads(box.python(
-        "import json, platform, sys, numpy; print(json.dumps({'python': platform.python_version(), "
-        "'machine': platform.machine(), 'numpy': numpy.__version__, "
-        "'debian': open('/etc/debian_version').read().strip()}))").stdout)
+    facts = json.loads(
+        box.python(
+            "import json, platform, sys, numpy; print(json.dumps({'python': platform.python_version(), "
+            "'machine': platform.machine(), 'numpy': numpy.__version__, "
+            "'debian': open('/etc/debian_version').read().strip()}))"
+        ).stdout
+    )
     t3 = time.monotonic()
     tar_rootfs(root, out)
     times["tar_s"] = time.monotonic() - t3
     times["total_s"] = time.monotonic() - t0
-    meta = {"suite": suite, "arch": "arm64", "mirror": MIRROR, **recipe, **facts, "size_bytes": out.stat().st_size,
-            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "proot": str(proot_version(proot)),
-            "timings": {k: round(v, 1) for k, v in times.items()}}
+    meta = {
+        "suite": suite,
+        "arch": "arm64",
+        "mirror": MIRROR,
+        **recipe,
+        **facts,
+        "size_bytes": out.stat().st_size,
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "proot": str(proot_version(proot)),
+        "timings": {k: round(v, 1) for k, v in times.items()},
+    }
     out.with_suffix("").with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(work)
     try:
         work.parent.rmdir()  # cache/work, when no other suite is being built
     except OSError:
         pass
-    log.info("%s rootfs: %s (%.0f MB) in %.1f min (second stage %.1f min)", suite, out, out.stat().st_size / 1e6,
-             times["total_s"] / 60, times["second_stage_s"] / 60)
+    log.info(
+        "%s rootfs: %s (%.0f MB) in %.1f min (second stage %.1f min)",
+        suite,
+        out,
+        out.stat().st_size / 1e6,
+        times["total_s"] / 60,
+        times["second_stage_s"] / 60,
+    )
     return out
 
 
@@ -275,6 +343,7 @@ def rootfs_facts(suite: str, cache: Path | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------ wheelhouse
+
 
 def _aarch64_platforms(glibc_minor: int) -> list[str]:
     plats = [f"manylinux_2_{m}_aarch64" for m in range(glibc_minor, 16, -1)]
@@ -310,9 +379,29 @@ def build_wheelhouse(suite: str, cache: Path, *, force: bool = False) -> Path:
     t0 = time.monotonic()
     for reqs in sets:
         pins = [r for r in reqs if r.startswith("numpy") and ("<" in r)]
-        argv = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
-                *plat, "--python-version", py, "--implementation", "cp", "--abi", f"cp{py}", "--abi", "abi3",
-                "--abi", "none", "-d", str(dest), *reqs]
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            *plat,
+            "--python-version",
+            py,
+            "--implementation",
+            "cp",
+            "--abi",
+            f"cp{py}",
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+            "-d",
+            str(dest),
+            *reqs,
+        ]
         _run(argv, what=f"pip download for {suite} (cp{py}, aarch64{', ' + pins[0] if pins else ''})")
     stamp.write_text(key + "\n")
     log.info("%s wheelhouse: %d wheels in %.0f s", suite, len(list(dest.glob("*.whl"))), time.monotonic() - t0)
@@ -331,5 +420,16 @@ def build_all(suites: list[str], *, force: bool = False) -> dict[str, Path]:
     return out
 
 
-__all__ = ["CPUS", "SUITES", "build_all", "build_proot", "build_rootfs", "build_wheelhouse", "cache_dir",
-           "rootfs_facts", "rootfs_tarball", "wheel_dir", "proot_path"]
+__all__ = [
+    "CPUS",
+    "SUITES",
+    "build_all",
+    "build_proot",
+    "build_rootfs",
+    "build_wheelhouse",
+    "cache_dir",
+    "rootfs_facts",
+    "rootfs_tarball",
+    "wheel_dir",
+    "proot_path",
+]

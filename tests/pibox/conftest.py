@@ -100,12 +100,15 @@ def pytest_terminal_summary(terminalreporter):
     for check in checks:
         cells = [_OUTCOMES.get((suite, cpu, check), ".") for suite, cpu in cols]
         tr.write_line(f"{check:<{width}}  " + "  ".join(f"{c:<14}" for c in cells))
-    tr.write_line("(A72: Cortex-A72 as in a Pi 4, A76: Cortex-A76 as in a Pi 5; '.': a per-suite check, run as the other)")
+    tr.write_line(
+        "(A72: Cortex-A72 as in a Pi 4, A76: Cortex-A76 as in a Pi 5; '.': a per-suite check, run as the other)"
+    )
     for line in _FIGURES:
         tr.write_line(line)
 
 
 # ---------------------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture(scope="session")
 def proot() -> Path:
@@ -132,11 +135,14 @@ def _boxes(proot, tmp_path_factory):
             if not (wheels / ".key").is_file():
                 missing(f"{wheels}: no wheelhouse")
             t0 = time.monotonic()
-            b = Pibox.unpack(tar, tmp_path_factory.mktemp(f"pibox-{suite}"), cpu=selected_cpus()[0], proot=proot,
-                             suite=suite)
+            b = Pibox.unpack(
+                tar, tmp_path_factory.mktemp(f"pibox-{suite}"), cpu=selected_cpus()[0], proot=proot, suite=suite
+            )
             b.binds.append((str(wheels), build.WHEEL_DIR_GUEST))
-            record(f"{suite}: rootfs unpacked in {time.monotonic() - t0:.1f} s ({tar.name}, "
-                   f"{tar.stat().st_size / 1e6:.0f} MB)")
+            record(
+                f"{suite}: rootfs unpacked in {time.monotonic() - t0:.1f} s ({tar.name}, "
+                f"{tar.stat().st_size / 1e6:.0f} MB)"
+            )
             made[suite] = b
         return made[suite]
 
@@ -159,7 +165,7 @@ def device_wheel(tmp_path_factory) -> Path:
     return build_device_wheel(tmp_path_factory.mktemp("wheel"))
 
 
-INSTALL_SCRIPT = r'''
+INSTALL_SCRIPT = r"""
 import json, os, sys, time
 sys.path.insert(0, "/root/install")
 import deploy_remote as d   # device/deploy_remote.py: the very code a deploy runs on the Pi
@@ -168,7 +174,7 @@ d.log = d.Log(os.path.join(rel, "install.log"))
 t0 = time.monotonic()
 d.build_venv(rel, {"wheel": sys.argv[1]}, {"python": "python3", "install": {}})
 print(json.dumps({"seconds": time.monotonic() - t0}))
-'''
+"""
 
 
 _INSTALLED: dict[str, dict] = {}
@@ -219,28 +225,42 @@ def demo(tmp_path_factory) -> dict:
         tmp = tmp_path_factory.mktemp("demo")
         runs = tmp / "runs"
         args = shlex.join([*DEMO_ARGS, "--set", f"run.runs_dir={runs}"])
-        p = subprocess.run(["make", "--no-print-directory", "demo", f"DATA={tmp / 'data'}", f"ARGS={args}"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        p = subprocess.run(
+            ["make", "--no-print-directory", "demo", f"DATA={tmp / 'data'}", f"ARGS={args}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
         (run,) = [d for d in runs.iterdir() if d.is_dir() and not d.is_symlink()]
     manifest = json.loads((run / "export" / "int8" / "manifest.json").read_text())
-    record(f"demo (x86): {run.name}{' (reused)' if reuse else ''}, int8 {manifest['input_height']}x{manifest['input_width']} "
-           f"sha {manifest['sha256'][:12]}, made in {time.monotonic() - t0:.0f} s")
-    return {"run": run, "model": run / "export" / "int8", "video": run / "demo" / "unseen_persons.avi",
-            "config": run / "demo" / "device.yaml", "jsonl": run / "demo" / "results.jsonl",
-            "manifest": manifest}
+    record(
+        f"demo (x86): {run.name}{' (reused)' if reuse else ''}, int8 {manifest['input_height']}x{manifest['input_width']} "
+        f"sha {manifest['sha256'][:12]}, made in {time.monotonic() - t0:.0f} s"
+    )
+    return {
+        "run": run,
+        "model": run / "export" / "int8",
+        "video": run / "demo" / "unseen_persons.avi",
+        "config": run / "demo" / "device.yaml",
+        "jsonl": run / "demo" / "results.jsonl",
+        "manifest": manifest,
+    }
 
 
 def write_daemon_config(path: Path, video: str, results: str, threads: int) -> Path:
     """The demo's daemon config (every frame of the video, JSONL out) with a fixed thread count."""
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         source: {{type: opencv, device: {video}, realtime: false}}
         crop: {{mode: full}}
         model: {{variant: int8, num_threads: {threads}}}
         outputs:
           jsonl: {{path: {results}}}
         log_level: INFO
-        """))
+        """)
+    )
     return path
 
 

@@ -65,20 +65,33 @@ def main(argv: list[str]) -> int:
 
     inputs = np.load(inputs_path)
     rt = load_runtime()
-    out = {f"xnnpack_t{t}": raw_outputs(Classifier.from_model_dir(model_dir, num_threads=t, runtime=rt), inputs)
-           for t in (1, 2)}
+    out = {
+        f"xnnpack_t{t}": raw_outputs(Classifier.from_model_dir(model_dir, num_threads=t, runtime=rt), inputs)
+        for t in (1, 2)
+    }
     from ai_edge_litert.interpreter import OpResolverType
 
-    builtin = dataclasses.replace(rt, interpreter_cls=functools.partial(
-        rt.interpreter_cls, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        experimental_preserve_all_tensors=True))
+    builtin = dataclasses.replace(
+        rt,
+        interpreter_cls=functools.partial(
+            rt.interpreter_cls,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            experimental_preserve_all_tensors=True,
+        ),
+    )
     clf = Classifier.from_model_dir(model_dir, num_threads=1, runtime=builtin)
     out["builtin_t1"] = raw_outputs(clf, inputs)
     out["builtin_conv1"] = first_conv_outputs(clf, inputs)
     import cv2
 
-    info = {"machine": platform.machine(), "cpu": cpu_part(), "python": platform.python_version(),
-            "numpy": np.__version__, "opencv": cv2.__version__, "runtime": f"{rt.name} {rt.version}"}
+    info = {
+        "machine": platform.machine(),
+        "cpu": cpu_part(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "runtime": f"{rt.name} {rt.version}",
+    }
     np.savez(out_path, info=np.array(json.dumps(info)), **out)
     return 0
 

@@ -44,16 +44,24 @@ class EmulatedPi:
         self.box = ssh.box
 
     def make(self, target: str, *, run: Path | None = None, args: list[str] = (), timeout: float = 3000):
-        argv = ["make", "--no-print-directory", target, f"PI={self.ssh.host}", f"PORT={self.ssh.port}",
-                f"SSH_KEY={self.ssh.key}", f"KNOWN_HOSTS={self.ssh.known_hosts}", "REMOTE_DIR=faceedge",
-                f"DEVICE_CONFIG={self.config}", "ARGS=" + shlex.join(list(args))]
+        argv = [
+            "make",
+            "--no-print-directory",
+            target,
+            f"PI={self.ssh.host}",
+            f"PORT={self.ssh.port}",
+            f"SSH_KEY={self.ssh.key}",
+            f"KNOWN_HOSTS={self.ssh.known_hosts}",
+            "REMOTE_DIR=faceedge",
+            f"DEVICE_CONFIG={self.config}",
+            "ARGS=" + shlex.join(list(args)),
+        ]
         if run is not None:
             argv.append(f"RUN={run}")
         t0 = time.monotonic()
         tag = f"[pi {self.box.suite}/{self.box.cpu}]"
         self.say(f"{tag} $ {shlex.join(argv)}")
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1)
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         lines = []
         for line in proc.stdout:  # the deploy's own log, live in `make test-pi`'s output
             lines.append(line)
@@ -65,8 +73,16 @@ class EmulatedPi:
 
     def service_args(self) -> list[str]:
         cmd = lambda action: f"python3 /root/supervisor.py {action} {REMOTE_DIR} {STATE}"  # noqa: E731
-        return ["--service_manager", "command", "--restart_cmd", cmd("restart"), "--stop_cmd", cmd("stop"),
-                "--reload_cmd", cmd("reload")]
+        return [
+            "--service_manager",
+            "command",
+            "--restart_cmd",
+            cmd("restart"),
+            "--stop_cmd",
+            cmd("stop"),
+            "--reload_cmd",
+            cmd("reload"),
+        ]
 
     def sh(self, remote: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run(self.ssh.ssh_argv(remote), capture_output=True, text=True, timeout=timeout)
@@ -91,7 +107,8 @@ def pi(box, tmp_path_factory, request):
     b.path("/root/supervisor.py").write_text(SUPERVISOR)
     http_port = free_port()
     config = tmp / "device.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         # the emulated Pi: no camera, so the synthetic source; HTTP (the health gate) on loopback
         source: {{type: synthetic, width: 160, height: 120, fps: 5}}
         capture: {{stall_seconds: 30.0}}
@@ -100,7 +117,8 @@ def pi(box, tmp_path_factory, request):
         outputs:
           http: {{host: 127.0.0.1, port: {http_port}}}
         log_level: INFO
-        """))
+        """)
+    )
     t0 = time.monotonic()
     ssh = start_sshd(b, tmp / "keys", timeout=300)
     record(f"{box.suite}/{cpu}: aarch64 sshd up on 127.0.0.1:{ssh.port} in {time.monotonic() - t0:.1f} s")
@@ -129,14 +147,18 @@ def test_deploy(pi, demo):
     h = pi.healthz()
     assert h["status"] == "ok" and h["model_sha256"] == demo["manifest"]["sha256"], h
     # the release venv holds aarch64 wheels and runs the wheel's device package
-    q = pi.sh(f"{REMOTE_DIR}/current/venv/bin/python -c 'import platform, cv2, device; "
-              "print(platform.machine(), cv2.__file__, device.__file__)'")
+    q = pi.sh(
+        f"{REMOTE_DIR}/current/venv/bin/python -c 'import platform, cv2, device; "
+        "print(platform.machine(), cv2.__file__, device.__file__)'"
+    )
     machine, cv2_file, device_file = q.stdout.split()
     assert machine == "aarch64" and device_file.startswith(f"{REMOTE_DIR}/current/venv/"), q.stdout
     pi.first = cur
-    record(f"deploy {pi.box.suite}/{pi.ssh.box.cpu}: make deploy into root@127.0.0.1:{pi.ssh.port} ok in "
-           f"{took:.0f} s (release {cur}); " + "; ".join(
-               ln.strip() for ln in out.splitlines() if "numpy" in ln or "venv ready" in ln))
+    record(
+        f"deploy {pi.box.suite}/{pi.ssh.box.cpu}: make deploy into root@127.0.0.1:{pi.ssh.port} ok in "
+        f"{took:.0f} s (release {cur}); "
+        + "; ".join(ln.strip() for ln in out.splitlines() if "numpy" in ln or "venv ready" in ln)
+    )
 
 
 def test_deploy_keeps_apt_numpy_extension(pi):
@@ -174,11 +196,32 @@ def test_bench_remote(pi):
     out = pi.tmp / "bench"
     cores = len(os.sched_getaffinity(0))  # the box has the host's cores: the daemon's default threads there
     threads = sorted({1, cores})
-    p, took = pi.make("bench-device", args=[
-        "--out", str(out), "--variants", "int8", "--threads", ",".join(map(str, threads)), "--runs", "3",
-        "--warmup_runs", "1",
-        "--min_seconds", "0.05", "--max_seconds", "60", "--pipeline_seconds", "2", "--pipeline_warmup_seconds",
-        "0.5", "--resolution", "160x120", "--no_baseline"])
+    p, took = pi.make(
+        "bench-device",
+        args=[
+            "--out",
+            str(out),
+            "--variants",
+            "int8",
+            "--threads",
+            ",".join(map(str, threads)),
+            "--runs",
+            "3",
+            "--warmup_runs",
+            "1",
+            "--min_seconds",
+            "0.05",
+            "--max_seconds",
+            "60",
+            "--pipeline_seconds",
+            "2",
+            "--pipeline_warmup_seconds",
+            "0.5",
+            "--resolution",
+            "160x120",
+            "--no_baseline",
+        ],
+    )
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-3000:]
     rep = json.loads((out / "bench.json").read_text())
     assert rep["machine"]["arch"] == "aarch64"
@@ -191,7 +234,10 @@ def test_bench_remote(pi):
     assert rep["settings"]["default_threads"] == cores
     assert rep["efficiency"]["int8"]["pipeline_default_over_best_raw_p50"] > 0
     assert {"pipeline_over_raw", "pipeline_default_over_best_raw", "peak_rss_mb", "first_result_s"} <= set(
-        rep["targets"])
+        rep["targets"]
+    )
     assert (out / "bench.md").is_file() and (out / "bench.png").is_file()
-    record(f"bench-remote {pi.box.suite}/{pi.box.cpu}: bench.json back in {took:.0f} s "
-           f"(raw int8 1 thread {rep['raw'][0]['latency_ms']['p50']:.0f} ms p50, emulated: not a Pi's timing)")
+    record(
+        f"bench-remote {pi.box.suite}/{pi.box.cpu}: bench.json back in {took:.0f} s "
+        f"(raw int8 1 thread {rep['raw'][0]['latency_ms']['p50']:.0f} ms p50, emulated: not a Pi's timing)"
+    )

@@ -21,7 +21,6 @@ def test_mount_and_umount_inside_leave_the_host_alone(box, cpu, tmp_path):
     before = _mounts()
     assert "/dev/pts" in before  # the mount the second stage used to take away
     b = box.with_cpu(cpu)
-    p = b.run(["sh", "-c", "mount -t tmpfs none /dev/shm; m=$?; umount /dev/pts; u=$?; echo $m $u"],
-              check=False)
+    p = b.run(["sh", "-c", "mount -t tmpfs none /dev/shm; m=$?; umount /dev/pts; u=$?; echo $m $u"], check=False)
     assert p.stdout.split()[-2:] == ["0", "0"], p.stdout + p.stderr  # the calls succeed... in the box's namespace
     assert _mounts() == before

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.pi, pytest.mark.slow, pytest.mark.timeout(3600)]
 # python3-pywt, built against the OS's numpy C API
 APT_EXTENSION = "import pywt._extensions._pywt as ext, numpy; print(ext.__file__, numpy.__version__, numpy.__file__)"
 
-VENV_FACTS = r'''
+VENV_FACTS = r"""
 import importlib.util, json, sys
 import numpy, cv2, device
 print(json.dumps({
@@ -25,7 +25,7 @@ print(json.dumps({
     "device_file": device.__file__, "tensorflow": importlib.util.find_spec("tensorflow") is not None,
     "train": importlib.util.find_spec("train") is not None, "prefix": sys.prefix,
 }))
-'''
+"""
 
 
 def test_install(box, cpu, installed, demo):
@@ -33,8 +33,7 @@ def test_install(box, cpu, installed, demo):
     check` on the demo's int8 model passes on this CPU model."""
     b = box.with_cpu(cpu)
     facts = json.loads(b.python(VENV_FACTS, python=installed["python"]).stdout.strip().splitlines()[-1])
-    os_numpy = json.loads(b.python("import json, numpy; print(json.dumps([numpy.__version__, numpy.__file__]))")
-                          .stdout)
+    os_numpy = json.loads(b.python("import json, numpy; print(json.dumps([numpy.__version__, numpy.__file__]))").stdout)
     assert facts["device_file"].startswith("/root/install/venv/"), facts
     assert not facts["tensorflow"] and not facts["train"], facts
     # the venv kept the OS's numpy (deploy's constraint), it did not get one of its own
@@ -46,14 +45,17 @@ def test_install(box, cpu, installed, demo):
         import shutil
 
         shutil.copytree(demo["model"], model)
-    p = b.run([installed["python"], "-m", "device", "check", "--model-dir", "/root/model", "--json"],
-              timeout=900, check=False)
+    p = b.run(
+        [installed["python"], "-m", "device", "check", "--model-dir", "/root/model", "--json"], timeout=900, check=False
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     report = json.loads(p.stdout.strip().splitlines()[-1])
     assert report["runtime"] == "ai-edge-litert", report
     assert report["label"] in demo["manifest"]["labels"], report
-    record(f"{box.suite}/{cpu}: installed numpy {facts['numpy']} (OS), OpenCV {facts['opencv']}; device check: "
-           f"{report['label']} {report['score']:.3f}, {report['mean_inference_ms']:.0f} ms/inference emulated")
+    record(
+        f"{box.suite}/{cpu}: installed numpy {facts['numpy']} (OS), OpenCV {facts['opencv']}; device check: "
+        f"{report['label']} {report['score']:.3f}, {report['mean_inference_ms']:.0f} ms/inference emulated"
+    )
 
 
 def test_apt_numpy_extension(box, installed):
@@ -73,8 +75,19 @@ def test_numpy_shadowing_breaks_apt_extension(box, installed, device_wheel):
     if box.suite != "bookworm":
         pytest.skip(f"{box.suite}'s own numpy is 2.x: a numpy 2 in the venv shadows nothing of another ABI")
     box.run(["python3", "-m", "venv", "--system-site-packages", "/root/plain"], timeout=900)
-    p = box.run(["/root/plain/bin/python", "-m", "pip", "install", "--no-input", "-q",
-                 f"/root/install/wheels/{device_wheel.name}"], timeout=3600, check=False)
+    p = box.run(
+        [
+            "/root/plain/bin/python",
+            "-m",
+            "pip",
+            "install",
+            "--no-input",
+            "-q",
+            f"/root/install/wheels/{device_wheel.name}",
+        ],
+        timeout=3600,
+        check=False,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     v = box.python("import numpy; print(numpy.__version__, numpy.__file__)", python="/root/plain/bin/python")
     version, where = v.stdout.split()

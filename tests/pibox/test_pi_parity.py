@@ -32,8 +32,7 @@ PROBE = Path(__file__).resolve().parent / "probe.py"
 N_NOISE = 16
 CONV1_BOUND = 1  # quanta: the most one built-in kernel (the first CONV_2D) may differ, x86 vs ARM
 MJPG_BOUND = 4  # grey levels: ffmpeg's MJPEG decoding, aarch64 vs x86 (measured 3)
-DECISION_KEYS = ("frame_id", "label", "score", "smoothed_label", "smoothed_score", "event", "scores",
-                 "model_sha256")
+DECISION_KEYS = ("frame_id", "label", "score", "smoothed_label", "smoothed_score", "event", "scores", "model_sha256")
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +55,9 @@ def parity_inputs(demo, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def x86_outputs(demo, parity_inputs) -> dict:
     out = parity_inputs.with_name("x86.npz")
-    subprocess.run([PY, str(PROBE), str(demo["model"]), str(parity_inputs), str(out)], check=True, cwd=ROOT,
-                   timeout=600)
+    subprocess.run(
+        [PY, str(PROBE), str(demo["model"]), str(parity_inputs), str(out)], check=True, cwd=ROOT, timeout=600
+    )
     return dict(np.load(out))
 
 
@@ -70,8 +70,10 @@ def test_parity(box, cpu, installed, demo, parity_inputs, x86_outputs):
     if not (work / "model").exists():
         shutil.copytree(demo["model"], work / "model")
     out = f"/root/parity/{cpu}.npz"
-    b.run([installed["python"], "/root/parity/probe.py", "/root/parity/model", "/root/parity/inputs.npy", out],
-          timeout=2400)
+    b.run(
+        [installed["python"], "/root/parity/probe.py", "/root/parity/model", "/root/parity/inputs.npy", out],
+        timeout=2400,
+    )
     arm = dict(np.load(box.path(out)))
     info_arm, info_x86 = json.loads(str(arm.pop("info"))), json.loads(str(x86_outputs["info"]))
     x86 = {k: v for k, v in x86_outputs.items() if k != "info"}
@@ -85,15 +87,19 @@ def test_parity(box, cpu, installed, demo, parity_inputs, x86_outputs):
         diffs[key] = d
         same = int((d.max(axis=1) == 0).sum())
         what = "values" if key == "builtin_conv1" else "outputs"
-        lines.append(f"{key}: {same}/{n} identical, max |diff| {int(d.max())} quanta"
-                     + (f" ({int((d > 0).sum())} of {d.size} {what} differ)" if key == "builtin_conv1" else ""))
+        lines.append(
+            f"{key}: {same}/{n} identical, max |diff| {int(d.max())} quanta"
+            + (f" ({int((d > 0).sum())} of {d.size} {what} differ)" if key == "builtin_conv1" else "")
+        )
     for key in ("xnnpack_t1", "xnnpack_t2"):  # the daemon's path: bit for bit
         assert int(diffs[key].max()) == 0, f"{key}: {int((diffs[key].max(axis=1) > 0).sum())} of {n} outputs differ"
     assert int(diffs["builtin_conv1"].max()) <= CONV1_BOUND, lines[-1]
     # the model is not degenerate: the fixed inputs give many different outputs
     assert len({tuple(r) for r in x86["xnnpack_t1"]}) >= 8
-    record(f"parity {box.suite}/{cpu} vs x86 ({n} inputs; {info_arm['runtime']}, numpy {info_arm['numpy']} vs "
-           f"{info_x86['numpy']}): " + "; ".join(lines))
+    record(
+        f"parity {box.suite}/{cpu} vs x86 ({n} inputs; {info_arm['runtime']}, numpy {info_arm['numpy']} vs "
+        f"{info_x86['numpy']}): " + "; ".join(lines)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -115,8 +121,13 @@ def videos(demo, tmp_path_factory) -> dict:
 def run_daemon_x86(demo, video: Path, out: Path) -> list[dict]:
     out.mkdir()
     cfg = write_daemon_config(out / "device.yaml", str(video), str(out / "results.jsonl"), threads=2)
-    p = subprocess.run([PY, "-m", "device", "run", "--config", str(cfg), "--model-dir", str(demo["run"])],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [PY, "-m", "device", "run", "--config", str(cfg), "--model-dir", str(demo["run"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     return [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
 
@@ -132,8 +143,10 @@ def decisions(recs: list[dict]) -> list[dict]:
     return [{k: r[k] for k in DECISION_KEYS} for r in recs]
 
 
-DECODE = "import sys, numpy as np; sys.path.insert(0, '/root'); from probe_video import read_frames; " \
-         "np.save(sys.argv[2], read_frames(sys.argv[1]))"
+DECODE = (
+    "import sys, numpy as np; sys.path.insert(0, '/root'); from probe_video import read_frames; "
+    "np.save(sys.argv[2], read_frames(sys.argv[1]))"
+)
 
 
 def test_daemon_jsonl(box, cpu, installed, demo, videos, x86_daemon):
@@ -149,8 +162,11 @@ def test_daemon_jsonl(box, cpu, installed, demo, videos, x86_daemon):
         shutil.copy2(videos[kind], work / f"{kind}.avi")
         g = f"/root/daemon-{cpu}"
         write_daemon_config(work / f"{kind}.yaml", f"{g}/{kind}.avi", f"{g}/{kind}.jsonl", threads=2)
-        p = b.run([installed["python"], "-m", "device", "run", "--config", f"{g}/{kind}.yaml", "--model-dir",
-                   f"{g}/run"], timeout=2400, check=False)
+        p = b.run(
+            [installed["python"], "-m", "device", "run", "--config", f"{g}/{kind}.yaml", "--model-dir", f"{g}/run"],
+            timeout=2400,
+            check=False,
+        )
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
         arm[kind] = [json.loads(ln) for ln in (work / f"{kind}.jsonl").read_text().splitlines()]
     figures = {}
@@ -160,14 +176,20 @@ def test_daemon_jsonl(box, cpu, installed, demo, videos, x86_daemon):
         same = sum(da == dx for da, dx in zip(decisions(a), decisions(x)))
         labels = sum(ra["label"] == rx["label"] for ra, rx in zip(a, x))
         diff = max(abs(ra["score"] - rx["score"]) for ra, rx in zip(a, x))
-        figures[kind] = (f"{kind}: {same}/{len(x)} decisions identical ({labels}/{len(x)} labels), "
-                         f"max |score diff| {diff:.4f}")
+        figures[kind] = (
+            f"{kind}: {same}/{len(x)} decisions identical ({labels}/{len(x)} labels), max |score diff| {diff:.4f}"
+        )
     # the MJPG decode on ARM vs here
     shutil.copy2(Path(__file__).with_name("probe_video.py"), box.path("/root/probe_video.py"))
-    b.python(DECODE, f"/root/daemon-{cpu}/mjpg.avi", f"/root/daemon-{cpu}/mjpg_frames.npy",
-             python=installed["python"], timeout=600)
+    b.python(
+        DECODE,
+        f"/root/daemon-{cpu}/mjpg.avi",
+        f"/root/daemon-{cpu}/mjpg_frames.npy",
+        python=installed["python"],
+        timeout=600,
+    )
     d = np.abs(np.load(work / "mjpg_frames.npy").astype(np.int16) - videos["mjpg_frames"].astype(np.int16))
-    figures["decode"] = (f"MJPG decode: {(d > 0).mean():.0%} of pixels differ, max {int(d.max())} levels")
+    figures["decode"] = f"MJPG decode: {(d > 0).mean():.0%} of pixels differ, max {int(d.max())} levels"
     record(f"daemon {box.suite}/{cpu} vs x86: " + "; ".join(figures.values()))
     assert decisions(arm["ffv1"]) == decisions(x86_daemon["ffv1"]), figures["ffv1"]
     assert int(d.max()) <= MJPG_BOUND, figures["decode"]
