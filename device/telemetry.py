@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
+from device import procmetrics
 from device.types import Result
 
 PREFIX = "faceedge"
@@ -40,7 +41,9 @@ COUNTER_HELP: dict[str, str] = {
     "reconnects": "Times the frame source was reopened.",
     "results": "Results published.",
     "events": "Changes of the smoothed label.",
-    "errors": "Errors of any kind (source, inference, outputs); see the log for details.",
+    # Each error is counted once, in exactly one of errors, output_errors, source_errors and
+    # source_open_failures: their sum is every error (docs/outputs.md).
+    "errors": "Errors of the loop (frames that failed) and the HTTP server; not those counted below.",
     "output_errors": "Results an output failed to write or send.",
     "source_errors": "Failed reads from the frame source.",
     "source_open_failures": "Failed attempts to open the frame source.",
@@ -346,4 +349,5 @@ class Telemetry:
                 out.append(f'{PREFIX}_stage_latency_seconds_bucket{{stage="{lab}",le="+Inf"}} {h.count}')
                 out.append(f'{PREFIX}_stage_latency_seconds_sum{{stage="{lab}"}} {_fmt(h.sum / 1000.0)}')
                 out.append(f'{PREFIX}_stage_latency_seconds_count{{stage="{lab}"}} {h.count}')
+        out += procmetrics.prometheus_lines()  # process_* (standard names, no prefix)
         return "\n".join(out) + "\n"

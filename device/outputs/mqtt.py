@@ -266,8 +266,7 @@ class MqttOutput(Output):
             self._last_result_t = result.timestamp
             self._enqueue(self.topic_result, json.dumps(d).encode(), self.cfg.qos_result, False)
         except Exception:  # never into the loop
-            self.telemetry.inc("errors")
-            self.telemetry.inc("output_errors")
+            self.telemetry.inc("output_errors")  # only here: `errors` counts the other faults
             log.exception("mqtt: cannot publish frame %s", result.frame_id)
 
     def close(self) -> None:
