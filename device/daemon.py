@@ -135,7 +135,7 @@ class Daemon:
         self.cropper = Cropper(cfg.crop)
         self._input = np.empty(self.classifier.input_size + (3,), np.uint8)
         self._prepare_fn = self._make_prepare()
-        self.telemetry.set_model(self.classifier.manifest.sha256)
+        self.telemetry.set_model(self.classifier.manifest.sha256, self.classifier.manifest)
         self.telemetry.set_status("starting", "waiting for the first frame")
         self.outputs = (
             self._outputs_given
@@ -505,7 +505,7 @@ class Daemon:
             self.grabber.stop(timeout=1.0)
             self.telemetry.stall_after_s = cfg.capture.stall_seconds
             self.grabber = self._make_grabber(cfg).start()
-        self.telemetry.set_model(clf.manifest.sha256)
+        self.telemetry.set_model(clf.manifest.sha256, clf.manifest)
         self.stats["reloads"] += 1
         self.telemetry.inc("reloads")
         log.info(

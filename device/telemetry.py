@@ -150,6 +150,7 @@ class Telemetry:
         self._reason = ""
         self._status_since = self._t0
         self._model_sha256 = ""
+        self._manifest = None
 
     # ---- writers (per-frame path: keep them cheap) ----
     def inc(self, name: str, n: int = 1) -> None:
@@ -222,11 +223,18 @@ class Telemetry:
             self._status = status
             self._reason = reason
 
-    def set_model(self, sha256: str) -> None:
+    def set_model(self, sha256: str, manifest=None) -> None:
         """The loaded model, by its sha256: what /healthz and /metrics publish (never its path:
-        where files live on the device is nobody's business; the log has it)."""
+        where files live on the device is nobody's business; the log has it). `manifest`: its
+        labels and kind, for outputs that describe the model (Home Assistant discovery)."""
         with self._lock:
             self._model_sha256 = sha256
+            self._manifest = manifest
+
+    @property
+    def manifest(self):
+        with self._lock:
+            return self._manifest
 
     # ---- readers ----
     @property
