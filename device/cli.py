@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "device.collect",  # collect
     "device.outputs.homeassistant",  # ha-remove
     "device.deploy",  # deploy, rollback, deploy-model
+    "device.pull",  # pull
     "device.bench",  # bench, bench-remote
     "device.bench_http",  # bench-http
 )
