@@ -274,6 +274,8 @@ class MqttOutput(Output):
             if result.event:
                 event = {
                     "time": d["time"],
+                    "schema_version": d["schema_version"],
+                    "run_id": d["run_id"],
                     "timestamp": result.timestamp,
                     "frame_id": result.frame_id,
                     "label": result.smoothed_label,
