@@ -192,7 +192,11 @@ def view_state(telemetry, *, images: bool, extra: dict | None = None) -> dict:
         "images": images,
         "frame_seq": None,
         "result": None,
+        "score_of": None,  # binary models: the score is P(this label)
     }
+    man = telemetry.manifest
+    if man is not None and man.output_kind == "sigmoid":
+        state["score_of"] = man.positive_label
     if latest is not None:
         state["result"] = {
             "frame_id": latest.frame_id,
