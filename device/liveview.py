@@ -102,13 +102,13 @@ class FramePreview:
         if box is None and self.box_of is not None:
             try:
                 box = self.box_of(image)
-            except Exception:  # the live view must never stop the loop
+            except Exception:  # noqa: BLE001 - the live view must never stop the loop
                 box = None
         small, sbox = downscale(image, box, self.max_width)
         for o in self.outputs:
             try:
                 o.publish_frame(small, sbox)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("output %s: publish_frame failed", o.type)
         return True
 

@@ -60,8 +60,7 @@ class PullStats:
 
 def check_remote_path(path: str) -> str:
     p = path.strip().rstrip("/")
-    if p.startswith("~/"):
-        p = p[2:]
+    p = p.removeprefix("~/")
     if not p or not _SAFE_PATH.match(p) or ".." in p.split("/") or p in (".", "/"):
         raise FaceedgeError(
             f"--remote-data {path!r}: a folder on the Pi (relative = under the login's home), letters, "
@@ -142,7 +141,9 @@ def pull(host: Host, ssh: Ssh, remote: str, out: Path) -> PullStats:
     cache.mkdir(parents=True, exist_ok=True)
     argv = rsync_argv(ssh, host, remote, cache)
     log.info("pull: %s:%s → %s", host.dest, remote, cache)
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=RSYNC_TIMEOUT_S * 10, stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        argv, capture_output=True, text=True, timeout=RSYNC_TIMEOUT_S * 10, stdin=subprocess.DEVNULL, check=False
+    )
     if p.returncode != 0:
         if p.returncode == 255 or "ssh:" in p.stderr or "Host key" in p.stderr or "Permission denied" in p.stderr:
             raise FaceedgeError(explain_ssh_failure(host, ssh, p.stderr))

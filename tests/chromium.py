@@ -58,6 +58,12 @@ def _above(fd: int, low: int) -> int:
     return new
 
 
+def log_debug(msg: str) -> None:
+    import logging
+
+    logging.getLogger(__name__).debug("%s", msg)
+
+
 class BrowserError(RuntimeError):
     pass
 
@@ -71,14 +77,22 @@ class Browser:
         # Move the child's ends above 4, so that placing them on 3 and 4 cannot overwrite one another.
         to_child_r, from_child_w = (_above(fd, 10) for fd in (to_child_r, from_child_w))
         # The child wants its reading end as fd 3 and its writing end as fd 4.
-        self.proc = subprocess.Popen(
-            [self.binary, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(Path(self.profile) / "chromium.log", "wb"),
-            pass_fds=(3, 4),
-            preexec_fn=lambda: (os.dup2(to_child_r, 3), os.dup2(from_child_w, 4)),
-        )
+        with open(Path(self.profile) / "chromium.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    *FLAGS,
+                    f"--user-data-dir={self.profile}",
+                    f"--window-size={width},{height}",
+                    "about:blank",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                pass_fds=(3, 4),
+                # dup2 only, before exec: the protocol's fds must be 3 and 4 in the child
+                preexec_fn=lambda: (os.dup2(to_child_r, 3), os.dup2(from_child_w, 4)),  # noqa: PLW1509
+            )
         os.close(to_child_r)
         os.close(from_child_w)
         self._id = 0
@@ -171,8 +185,8 @@ class Browser:
     def close(self) -> None:
         try:
             self.call("Browser.close", timeout=5)
-        except Exception:  # noqa: BLE001 - it may be gone already
-            pass
+        except Exception as e:  # noqa: BLE001 - it may be gone already
+            log_debug(f"Browser.close: {e}")
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -185,7 +199,7 @@ class Browser:
                 pass
         shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc) -> None:

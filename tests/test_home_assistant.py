@@ -254,6 +254,7 @@ def test_clean_stop_keeps_the_entities_and_ha_remove_deletes_them(broker, tiny_m
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert p.returncode == 0, p.stderr
     assert "cleared homeassistant/binary_sensor/faceedge-hat/label/config" in p.stdout

@@ -65,6 +65,7 @@ def pull(pi, remote, out, *extra, known_hosts=None, key=None) -> subprocess.Comp
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

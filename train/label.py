@@ -130,11 +130,11 @@ class Dataset:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "LabelServer"
+    server: LabelServer
     server_version = "faceedge-label"
     sys_version = ""
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
+    def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def _send(self, code: int, body: bytes, ctype: str) -> None:

@@ -64,6 +64,7 @@ def run_child(job: dict, timeout_s: float = TIMEOUT_S) -> None:
                 timeout=timeout_s,
                 env=env,
                 cwd=tmp,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             raise FaceedgeError(f"mediapipe: {job['command']} did not finish within {timeout_s:g} s") from None
