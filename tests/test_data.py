@@ -12,16 +12,8 @@ import pytest
 from PIL import Image
 
 from device.errors import FaceedgeError
-from train.data import (
-    IMAGE_EXTENSIONS,
-    DatasetIndex,
-    Record,
-    check_image,
-    index_dataset,
-    inspect_image,
-    read_skipped_csv,
-    write_skipped_csv,
-)
+from train.data import DatasetIndex, Record, index_dataset, read_skipped_csv, write_skipped_csv
+from train.image_check import IMAGE_EXTENSIONS, check_image, inspect_image
 
 
 def _pixels(seed: int = 0, size: int = 24) -> np.ndarray:

@@ -321,7 +321,7 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
 
 
 def fit_history(run_dir):
-    from train.report import read_history
+    from train.history import read_history
 
     return read_history(run_dir / "history.csv")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train import report
+from train import plots, report
 from train.evaluate import THRESHOLD, SplitPredictions
 from train.phases import FitResult
 from train.rundir import Plan
@@ -51,7 +51,7 @@ def write_run_files(
     report.write_json(work / "model_info.json", info)
     report.write_json(work / "metrics.json", metrics)
     fine_tune_from = fitted.first_phase_epochs if fitted.fine_tuned else None
-    report.plot_curves(history, work / "curves.png", fine_tune_from, title=f"{plan.final.name}: {built.spec.name}")
+    plots.plot_curves(history, work / "curves.png", fine_tune_from, title=f"{plan.final.name}: {built.spec.name}")
     for split, file_name, title in PREDICTION_GRIDS:
         _prediction_grid(plan, built, predictions[split], metrics[split], work / file_name, title)
     report.write_report(
@@ -75,18 +75,18 @@ def _prediction_grid(
 
     records, probs, pred = predictions.records, predictions.probs, predictions.pred
     right = [bool(p == t) for p, t in zip(pred, predictions.y)]
-    shown = report.pick_grid(right, [s.person for s in records])
+    shown = plots.pick_grid(right, [s.person for s in records])
     images = pipeline.load_images([records[i].path for i in shown], plan.cfg.model.input_size)
     if built.output_kind == "sigmoid":  # the probability of the predicted class
         confidence = [float(probs[i][0] if pred[i] else 1 - probs[i][0]) for i in shown]
     else:
         confidence = [float(probs[i].max()) for i in shown]
-    report.plot_predictions(
+    plots.plot_predictions(
         images,
         [records[i].label for i in shown],
         [plan.labels[pred[i]] for i in shown],
         confidence,
         [records[i].person for i in shown],
         path,
-        report.grid_caption(title, split_metrics, right, shown),
+        plots.grid_caption(title, split_metrics, right, shown),
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train import report
+from train.history import HISTORY_FIELDS
 
 
 def _keras():
@@ -89,7 +89,7 @@ def epoch_log(path: Path, phase: str, attempt: int, train_images: int):
             }
             new = not path.exists()
             with open(path, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=report.HISTORY_FIELDS)
+                writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
                 if new:
                     writer.writeheader()
                 writer.writerow({k: ("" if v is None else v) for k, v in row.items()})

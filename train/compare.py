@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 
 from device.errors import FaceedgeError
-from train.report import _fmt, read_history
+from train.history import read_history
+from train.report import fmt_value
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def load_run(path: str | Path) -> dict:
 
 def table(runs: list[dict], fmt: str = "text") -> str:
     header = ["", *[r["run"] for r in runs]]
-    body = [[label, *[_fmt(r[key], 1 if key.endswith("_s") else 3) for r in runs]] for label, key in ROWS]
+    body = [[label, *[fmt_value(r[key], 1 if key.endswith("_s") else 3) for r in runs]] for label, key in ROWS]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from train import report
+from train.metrics import per_person, predicted_classes, split_metrics
+from train.history import timing_summary
+from train.report import EVAL_SPLITS
 from train.phases import FitResult
 from train.rundir import Plan
 from train.splits import SplitRecord, split_summary
@@ -40,7 +42,7 @@ def predict_splits(plan: Plan, built) -> dict[str, SplitPredictions]:
     label_dtype = tf.float32 if binary else tf.int32
     label_index = {lbl: i for i, lbl in enumerate(plan.labels)}
     out = {}
-    for split in report.EVAL_SPLITS:
+    for split in EVAL_SPLITS:
         records = plan.split(split)
         y = np.array([label_index[s.label] for s in records], np.int64)
         if records:
@@ -55,7 +57,7 @@ def predict_splits(plan: Plan, built) -> dict[str, SplitPredictions]:
             probs = built.model.predict(images.map(lambda x, _: x), verbose=0).astype(np.float64)
         else:
             probs = np.zeros((0, 1 if binary else len(plan.labels)))
-        out[split] = SplitPredictions(records, y, probs, report.predicted_classes(probs, built.output_kind))
+        out[split] = SplitPredictions(records, y, probs, predicted_classes(probs, built.output_kind))
     return out
 
 
@@ -65,12 +67,12 @@ def build_metrics(
     """metrics.json's content. Also adds the epochs run and the selection to `fitted.info` (report.md)."""
     cfg = plan.cfg
     metrics: dict = {"labels": plan.labels, "output_kind": built.output_kind, "threshold": THRESHOLD}
-    per_person: list[dict] = []
+    person_rows: list[dict] = []
     for split, p in predictions.items():
-        metrics[split] = report.split_metrics(p.y, p.probs, built.output_kind, len(plan.labels))
-        per_person += report.per_person(split, [s.person for s in p.records], p.y, p.pred)
-    metrics["per_person"] = per_person
-    timing = report.timing_summary(history, fitted.train_images)
+        metrics[split] = split_metrics(p.y, p.probs, built.output_kind, len(plan.labels))
+        person_rows += per_person(split, [s.person for s in p.records], p.y, p.pred)
+    metrics["per_person"] = person_rows
+    timing = timing_summary(history, fitted.train_images)
     timing.update(fitted.timing)
     timing["run_seconds"] = round(fitted.train_seconds, 2)
     metrics["timing"] = timing
@@ -90,7 +92,7 @@ def build_metrics(
     metrics["total_params"] = fitted.info["total_params"]
     summary = split_summary(plan.splits)
     metrics["splits"] = summary["images"]
-    metrics["persons"] = {s: len(summary["persons"][s]) for s in report.EVAL_SPLITS}
+    metrics["persons"] = {s: len(summary["persons"][s]) for s in EVAL_SPLITS}
     metrics["fast_path"] = fitted.fast_path
     metrics["reproducibility"] = plan.extra.get("reproducibility", {})
     metrics["verdict"] = verdict(plan, metrics, history)
@@ -122,7 +124,7 @@ def selection(history: list[dict], monitor: str, patience: int, min_epochs: int)
 def verdict(plan: Plan, metrics: dict, history: list[dict]) -> dict:
     """The floor (train.verdict) on unseen persons (else the seen holdout, else valid), with the diagnosis."""
     cfg = plan.cfg
-    split = floor_split({s: metrics[s]["count"] for s in report.EVAL_SPLITS})
+    split = floor_split({s: metrics[s]["count"] for s in EVAL_SPLITS})
     if split is None:
         return {
             "learned": True,

@@ -26,6 +26,7 @@ from pathlib import Path
 from device.errors import FaceedgeError
 from device.manifest import require_writable_dir
 from train import artefacts, determinism, evaluate, report, rundir, stats
+from train.history import read_history
 from train.config import TrainConfig, load_config
 from train.data import check_person_level, index_dataset
 from train.phases import PhaseFitter
@@ -154,7 +155,7 @@ def _fit_evaluate_publish(
     plan: Plan, built, strategy, strategy_text: str, started: float, *, allow_weak: bool = False
 ) -> Path:
     fitted = PhaseFitter(plan, built, strategy, strategy_text).run(started)
-    history = report.read_history(plan.work / "history.csv")
+    history = read_history(plan.work / "history.csv")
     predictions = evaluate.predict_splits(plan, built)
     metrics = evaluate.build_metrics(plan, built, predictions, history, fitted)
     artefacts.write_run_files(plan, built, metrics=metrics, predictions=predictions, history=history, fitted=fitted)

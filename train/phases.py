@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from device.errors import FaceedgeError
-from train import report, rundir
+from train import rundir
 from train.callbacks import phase_callbacks
+from train.history import read_history
 from train.rundir import Plan
 from train.splits import SplitRecord, class_weights, is_skewed
 
@@ -107,7 +108,7 @@ class PhaseFitter:
         if "feature_extraction_seconds" in self.plan.extra:
             timing["feature_extraction_seconds"] = self.plan.extra["feature_extraction_seconds"]
 
-        history = report.read_history(self.history_path)
+        history = read_history(self.history_path)
         first_phase_epochs = len([h for h in history if h["phase"] == self.first_phase])
         fine_tune = cfg.training.fine_tune
         if fine_tune is not None:
@@ -231,7 +232,7 @@ class PhaseFitter:
 
         cfg, work = self.plan.cfg, self.plan.work
         patience, min_epochs = cfg.training.patience, cfg.training.min_epochs
-        past = [h for h in report.read_history(self.history_path) if h["phase"] == phase]
+        past = [h for h in read_history(self.history_path) if h["phase"] == phase]
         with self.strategy.scope():
             model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self.loss, metrics=["accuracy"])
         callbacks, best_path = phase_callbacks(
