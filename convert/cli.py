@@ -155,32 +155,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tensorflow").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
     # TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine...); its real errors raise.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    kw = {k: v for k, v in vars(args).items() if k not in ("run", "log_level")}
+    options = {key: value for key, value in vars(args).items() if key not in ("run", "log_level")}
     try:
-        summary = run(args.run, **kw)
+        summary = run(args.run, **options)
     except FaceedgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    for v, r in summary["variants"].items():
-        ratio = r["size_ratio_to_float32"]
-        worst = min(r["splits"].values(), key=lambda m: m["agreement"])
-        accs = ", ".join(
-            f"{s} {100 * m['accuracy']:.1f}% {_ci(m['accuracy_ci95'])} (n {m['n']})" for s, m in r["splits"].items()
+    for variant, result in summary["variants"].items():
+        ratio = result["size_ratio_to_float32"]
+        worst = min(result["splits"].values(), key=lambda figures: figures["agreement"])
+        accuracies = ", ".join(
+            f"{split} {100 * figures['accuracy']:.1f}% {_ci(figures['accuracy_ci95'])} (n {figures['n']})"
+            for split, figures in result["splits"].items()
         )
         print(
-            f"{v}: {r['status']}, {r['size_bytes']} bytes"
+            f"{variant}: {result['status']}, {result['size_bytes']} bytes"
             + (f" ({ratio:.3f} of float32)" if ratio is not None else "")
-            + f", accuracy {accs}, min agreement {100 * worst['agreement']:.2f}%, {r['path']}"
+            + f", accuracy {accuracies}, min agreement {100 * worst['agreement']:.2f}%, {result['path']}"
         )
-        if r["status"] != "published":
-            print(f"{v}: {current_text(v, r.get('current'))}")
+        if result["status"] != "published":
+            print(f"{variant}: {current_text(variant, result.get('current'))}")
     for note in summary["gate"].get("notes", []):
         print(f"note: gate: {note}")
     out = Path(summary["variants"][next(iter(summary["variants"]))]["path"]).parents[2]
     print(f"figures: {out / 'convert.json'}; report: {out / 'report.md'}")
     if not summary["gate"]["passed"]:
-        for f in summary["gate"]["failures"]:
-            print(f"error: gate: {f}", file=sys.stderr)
+        for failure in summary["gate"]["failures"]:
+            print(f"error: gate: {failure}", file=sys.stderr)
         return EXIT_GATE_FAILED
     return 0
 

@@ -146,10 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _make_vars(args: argparse.Namespace) -> str:
     """DATA=/CONFIG=/SEED= and ARGS= for a `make demo` line that repeats this invocation's settings."""
     defaults = build_parser().parse_args([])
-    out = []
+    parts = []
     for var, key in (("DATA", "data"), ("CONFIG", "config"), ("SEED", "seed")):
         if getattr(args, key) != getattr(defaults, key):
-            out.append(f"{var}={shlex.quote(str(getattr(args, key)))}")
+            parts.append(f"{var}={shlex.quote(str(getattr(args, key)))}")
     extra: list[str] = []
     for key, flag in (
         ("data_args", "--data_args"),
@@ -161,11 +161,11 @@ def _make_vars(args: argparse.Namespace) -> str:
     ):
         if getattr(args, key) != getattr(defaults, key):
             extra += [flag, str(getattr(args, key))]
-    for o in args.overrides:
-        extra += ["--set", o]
+    for override in args.overrides:
+        extra += ["--set", override]
     if extra:
-        out.append(f"ARGS={shlex.quote(shlex.join(extra))}")
-    return (" " + " ".join(out)) if out else ""
+        parts.append(f"ARGS={shlex.quote(shlex.join(extra))}")
+    return (" " + " ".join(parts)) if parts else ""
 
 
 def resume_command(args: argparse.Namespace, stage: str, run_dir: Path | None) -> str:
@@ -189,11 +189,11 @@ def _resolve_run(run: Path | None, stage: str) -> Path:
 
 def run(args: argparse.Namespace) -> dict | None:
     """Run the stages from --from to --to; return the summary when the chain reaches its end."""
-    py = sys.executable
+    python = sys.executable
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONUNBUFFERED"] = "1"
-    t_all = time.perf_counter()
+    started = time.perf_counter()
     total = len(STAGES)
     first, last = STAGES.index(args.from_stage), STAGES.index(args.to_stage)
     if first > last:
@@ -203,16 +203,16 @@ def run(args: argparse.Namespace) -> dict | None:
     run_dir = _resolve_run(args.run, args.from_stage) if args.from_stage in NEEDS_RUN else None
     if "train" in todo and not config.is_file():
         raise FaceedgeError(f"{config}: training config not found")
-    number = {s: i + 1 for i, s in enumerate(STAGES)}
+    stage_number = {stage: i + 1 for i, stage in enumerate(STAGES)}
 
     if "data" in todo:
         extra_data = shlex.split(args.data_args)
         make_extra = f" ARGS={shlex.quote(args.data_args)}" if args.data_args else ""
         run_stage(
-            number["data"],
+            stage_number["data"],
             total,
             "data",
-            [py, "-m", "train", "data", "--out", str(data), "--seed", str(args.seed), *extra_data],
+            [python, "-m", "train", "data", "--out", str(data), "--seed", str(args.seed), *extra_data],
             f"make data DATA={data} SEED={args.seed}{make_extra}",
             env=env,
             resume=resume_command(args, "data", None),
@@ -221,59 +221,59 @@ def run(args: argparse.Namespace) -> dict | None:
     if "train" in todo:
         # One line per epoch (Keras verbose 2): a progress bar piped through the demo is ~17 lines an epoch.
         sets = [f"data.root={data}", "training.verbose=2", *args.overrides]
-        set_args = [a for s in sets for a in ("--set", s)]
+        set_args = [arg for override in sets for arg in ("--set", override)]
         lines = run_stage(
-            number["train"],
+            stage_number["train"],
             total,
             "train",
-            [py, "-m", "train", "fit", "--config", str(config), *set_args],
+            [python, "-m", "train", "fit", "--config", str(config), *set_args],
             f"make train CONFIG={config} ARGS={shlex.quote(shlex.join(set_args))}",
             env=env,
             resume=resume_command(args, "train", None),
         )
-        runs = [ln.split("run: ", 1)[1].strip() for ln in lines if ln.startswith("run: ")]
+        runs = [line.split("run: ", 1)[1].strip() for line in lines if line.startswith("run: ")]
         if not runs:
             raise StageFailed("stage train printed no `run: <dir>` line")
         run_dir = Path(runs[-1]).resolve()
 
     assert run_dir is not None or not set(todo) & set(NEEDS_RUN)
-    out = run_dir / DEMO_DIR if run_dir is not None else None
+    demo_dir = run_dir / DEMO_DIR if run_dir is not None else None
     if "convert" in todo:
         convert_extra = shlex.split(args.convert_args)
         run_stage(
-            number["convert"],
+            stage_number["convert"],
             total,
             "convert",
-            [py, "-m", "convert", "--run", str(run_dir), *convert_extra],
+            [python, "-m", "convert", "--run", str(run_dir), *convert_extra],
             f"make convert RUN={run_dir}" + (f" ARGS={shlex.quote(args.convert_args)}" if convert_extra else ""),
             env=env,
             resume=resume_command(args, "convert", run_dir),
         )
 
     if "video" in todo:
-        _say(f"==> [{number['video']}/{total}] video: unseen persons' images → {out / VIDEO_NAME}")
+        _say(f"==> [{stage_number['video']}/{total}] video: unseen persons' images → {demo_dir / VIDEO_NAME}")
         _say(f"    (re-run alone: make video RUN={run_dir})")
         video, truth = make_video(
-            run_dir, out, fps=args.video_fps, frames_per_image=args.frames_per_image, size=args.video_size
+            run_dir, demo_dir, fps=args.video_fps, frames_per_image=args.frames_per_image, size=args.video_size
         )
         _say(
             f"    {len(truth)} frames ({len(truth) // args.frames_per_image} images × {args.frames_per_image}) "
             f"at {args.video_fps:g} fps, MJPG"
         )
 
-    results = out / "results.jsonl" if out is not None else None
+    results = demo_dir / "results.jsonl" if demo_dir is not None else None
     if "device" in todo:
-        video = out / VIDEO_NAME
+        video = demo_dir / VIDEO_NAME
         if not video.is_file():
             raise FaceedgeError(f"{video}: no video (run the video stage first: make video RUN={run_dir})")
         if results.exists():
             results.unlink()
-        device_cfg = write_device_config(out, video, results)
+        device_cfg = write_device_config(demo_dir, video, results)
         run_stage(
-            number["device"],
+            stage_number["device"],
             total,
             "device",
-            [py, "-m", "device", "run", "--config", str(device_cfg), "--model-dir", str(run_dir)],
+            [python, "-m", "device", "run", "--config", str(device_cfg), "--model-dir", str(run_dir)],
             f"make run-device DEVICE_CONFIG={device_cfg} RUN={run_dir}",
             env=env,
             resume=resume_command(args, "device", run_dir),
@@ -292,10 +292,10 @@ def run(args: argparse.Namespace) -> dict | None:
             str(bench_out),
         ]
         run_stage(
-            number["bench"],
+            stage_number["bench"],
             total,
             "bench",
-            [py, "-m", "device", "bench", "--model-dir", str(run_dir), *bench_args],
+            [python, "-m", "device", "bench", "--model-dir", str(run_dir), *bench_args],
             f"make bench RUN={run_dir} ARGS={shlex.quote(shlex.join(bench_args))}",
             env=env,
             resume=resume_command(args, "bench", run_dir),
@@ -303,8 +303,8 @@ def run(args: argparse.Namespace) -> dict | None:
 
     if args.to_stage != STAGES[-1]:
         return None
-    summary = build_summary(run_dir, seconds=time.perf_counter() - t_all, from_stage=args.from_stage)
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    summary = build_summary(run_dir, seconds=time.perf_counter() - started, from_stage=args.from_stage)
+    atomic_write_bytes(demo_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     for line in summary_lines(summary, chain_start=STAGES[0]):
         _say(line)
     return summary

@@ -4,82 +4,84 @@ stages' own files (so a resumed demo reports the same), and the lines printed at
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from convert.demo_video import DEMO_DIR, VIDEO_NAME, read_truth, score_results
 
 
 def _bench_pipeline_fps(bench_json: Path) -> dict:
-    b = json.loads(bench_json.read_text())
-    eff = b.get("efficiency", {}).get("int8", {})
-    threads = eff.get("default_threads")
-    rows = [p for p in b.get("pipeline", []) if p.get("variant") == "int8"]
-    at = [p for p in rows if p.get("threads") == threads] or rows
-    if not at:
+    """The int8 whole-pipeline figures of the benchmark, at its default thread count if it has them."""
+    bench = json.loads(bench_json.read_text())
+    efficiency = bench.get("efficiency", {}).get("int8", {})
+    threads = efficiency.get("default_threads")
+    rows = [row for row in bench.get("pipeline", []) if row.get("variant") == "int8"]
+    at_threads = [row for row in rows if row.get("threads") == threads] or rows
+    if not at_threads:
         return {}
-    p = at[-1]
+    row = at_threads[-1]
     return {
-        "threads": p.get("threads"),
-        "fps": p.get("fps"),
-        "fps_p50": p.get("fps_p50"),
-        "peak_rss_mb": p.get("peak_rss_mb"),
+        "threads": row.get("threads"),
+        "fps": row.get("fps"),
+        "fps_p50": row.get("fps_p50"),
+        "peak_rss_mb": row.get("peak_rss_mb"),
     }
 
 
-def _split_figures(m: dict, n_key: str) -> dict:
+def _split_figures(figures: dict, n_key: str) -> dict:
     return {
-        "n": m[n_key],
-        "correct": m.get("correct"),
-        "accuracy": m["accuracy"],
-        "accuracy_ci95": m.get("accuracy_ci95"),
+        "n": figures[n_key],
+        "correct": figures.get("correct"),
+        "accuracy": figures["accuracy"],
+        "accuracy_ci95": figures.get("accuracy_ci95"),
     }
 
 
 def build_summary(run_dir: Path, *, seconds: float, from_stage: str) -> dict:
     """The headline figures, each with its n and 95 % interval, read from the stages' files."""
-    conv = json.loads((run_dir / "convert.json").read_text())
+    converted = json.loads((run_dir / "convert.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    out = run_dir / DEMO_DIR
-    results = out / "results.jsonl"
-    int8 = conv["variants"]["int8"]
+    demo_dir = run_dir / DEMO_DIR
+    results = demo_dir / "results.jsonl"
+    int8 = converted["variants"]["int8"]
     keras = {
-        s: {**_split_figures(metrics[s], "count"), "persons": metrics.get("persons", {}).get(s)}
-        for s in ("valid", "seen_holdout", "unseen_persons")
-        if metrics.get(s, {}).get("count")
+        split: {**_split_figures(metrics[split], "count"), "persons": metrics.get("persons", {}).get(split)}
+        for split in ("valid", "seen_holdout", "unseen_persons")
+        if metrics.get(split, {}).get("count")
     }
-    q = {
-        s: {
-            **_split_figures(m, "n"),
-            "agree": m.get("agree"),
-            "agreement": m["agreement"],
-            "agreement_ci95": m.get("agreement_ci95"),
-            "only_float_right": m.get("only_float_right"),
-            "only_converted_right": m.get("only_converted_right"),
-            "mcnemar_p": m.get("gate", {}).get("mcnemar_p"),
+    int8_splits = {
+        split: {
+            **_split_figures(figures, "n"),
+            "agree": figures.get("agree"),
+            "agreement": figures["agreement"],
+            "agreement_ci95": figures.get("agreement_ci95"),
+            "only_float_right": figures.get("only_float_right"),
+            "only_converted_right": figures.get("only_converted_right"),
+            "mcnemar_p": figures.get("gate", {}).get("mcnemar_p"),
         }
-        for s, m in int8["splits"].items()
+        for split, figures in int8["splits"].items()
     }
-    lowest = min(q, key=lambda s: q[s]["agreement"])
+    lowest = min(int8_splits, key=lambda split: int8_splits[split]["agreement"])
     return {
         "run": str(run_dir),
         "seconds": round(seconds, 1),
         "from_stage": from_stage,
         "keras": keras,
-        "int8": q,
+        "int8": int8_splits,
         "int8_vs_float_agreement": {
             "split": lowest,
-            "n": q[lowest]["n"],
-            "agreement": q[lowest]["agreement"],
-            "agreement_ci95": q[lowest]["agreement_ci95"],
+            "n": int8_splits[lowest]["n"],
+            "agreement": int8_splits[lowest]["agreement"],
+            "agreement_ci95": int8_splits[lowest]["agreement_ci95"],
         },
         "gate": {
-            "passed": conv["gate"]["passed"],
-            "notes": conv["gate"].get("notes", []),
-            "failures": conv["gate"]["failures"],
+            "passed": converted["gate"]["passed"],
+            "notes": converted["gate"].get("notes", []),
+            "failures": converted["gate"]["failures"],
         },
         "int8_size_ratio": int8["size_ratio_to_float32"],
         "int8_size_bytes": int8["size_bytes"],
-        "daemon_on_video": score_results(results, read_truth(out)),
+        "daemon_on_video": score_results(results, read_truth(demo_dir)),
         "bench_pipeline": _bench_pipeline_fps(run_dir / "bench" / "bench.json"),
         "reproducibility": metrics.get("reproducibility", {}),
         "paths": {
@@ -87,14 +89,14 @@ def build_summary(run_dir: Path, *, seconds: float, from_stage: str) -> dict:
             "models": str(run_dir / "export"),
             "convert": str(run_dir / "convert.json"),
             "daemon_results": str(results),
-            "video": str(out / VIDEO_NAME),
+            "video": str(demo_dir / VIDEO_NAME),
             "bench": str(run_dir / "bench" / "bench.md"),
         },
     }
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
+def _pct(fraction) -> str:
+    return "n/a" if fraction is None or math.isnan(fraction) else f"{100 * fraction:.1f}%"
 
 
 def _ci(ci) -> str:

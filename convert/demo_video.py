@@ -35,10 +35,10 @@ def make_video(
     from device.crop import load_image_rgb, resize_to_input
     from train.splits import read_splits_csv
 
-    rows = [r for r in read_splits_csv(run_dir / "splits.csv") if r.split == "unseen_persons"]
-    if not rows:
+    records = [r for r in read_splits_csv(run_dir / "splits.csv") if r.split == "unseen_persons"]
+    if not records:
         raise FaceedgeError(f"{run_dir / 'splits.csv'}: no unseen_persons images to make a video of")
-    rows.sort(key=lambda r: (r.person or "", r.label, r.path))
+    records.sort(key=lambda r: (r.person or "", r.label, r.path))
     out_dir.mkdir(parents=True, exist_ok=True)
     video = out_dir / VIDEO_NAME
     tmp = out_dir / f".{VIDEO_NAME}.{os.getpid()}.avi"
@@ -47,18 +47,20 @@ def make_video(
         raise FaceedgeError(f"{video}: OpenCV cannot write an MJPG video here")
     truth = []
     try:
-        for r in rows:
-            bgr = cv2.cvtColor(resize_to_input(load_image_rgb(r.path), (size, size)), cv2.COLOR_RGB2BGR)
+        for record in records:
+            bgr = cv2.cvtColor(resize_to_input(load_image_rgb(record.path), (size, size)), cv2.COLOR_RGB2BGR)
             for _ in range(frames_per_image):
                 writer.write(bgr)
-                truth.append({"frame": len(truth) + 1, "path": r.path, "label": r.label, "person": r.person or ""})
+                truth.append(
+                    {"frame": len(truth) + 1, "path": record.path, "label": record.label, "person": record.person or ""}
+                )
     finally:
         writer.release()
     os.replace(tmp, video)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["frame", "path", "label", "person"], lineterminator="\n")
-    w.writeheader()
-    w.writerows(truth)
+    writer = csv.DictWriter(buf, fieldnames=["frame", "path", "label", "person"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(truth)
     atomic_write_bytes(out_dir / TRUTH_NAME, buf.getvalue().encode())
     return video, truth
 
@@ -67,7 +69,8 @@ def read_truth(out_dir: Path) -> list[dict]:
     path = out_dir / TRUTH_NAME
     if not path.is_file():
         raise FaceedgeError(f"{path}: no video ground truth (run the video stage first: make video RUN=...)")
-    return [{**r, "frame": int(r["frame"])} for r in csv.DictReader(open(path, newline=""))]
+    with open(path, newline="") as f:
+        return [{**row, "frame": int(row["frame"])} for row in csv.DictReader(f)]
 
 
 def write_device_config(out_dir: Path, video: Path, results: Path) -> Path:
@@ -92,34 +95,35 @@ def score_results(results: Path, truth: list[dict]) -> dict:
     frame rate."""
     if not results.is_file():
         raise FaceedgeError(f"{results}: no daemon results (run the device stage first)")
-    recs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    if not recs:
+    published = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    if not published:
         raise FaceedgeError(f"{results}: the daemon published no results")
-    by_frame = {t["frame"]: t for t in truth}
-    scored = [(r["label"], by_frame[r["frame_id"]]["label"]) for r in recs if r["frame_id"] in by_frame]
+    by_frame = {row["frame"]: row for row in truth}
+    scored = [(r["label"], by_frame[r["frame_id"]]["label"]) for r in published if r["frame_id"] in by_frame]
     per_image: dict[str, list[bool]] = {}
-    for r in recs:
-        t = by_frame.get(r["frame_id"])
-        if t is not None:
-            per_image.setdefault(t["path"], []).append(r["label"] == t["label"])
-    image_right = sum(sum(v) * 2 > len(v) for v in per_image.values())
-    ts = sorted(r["timestamp"] for r in recs)
+    for result in published:
+        expected = by_frame.get(result["frame_id"])
+        if expected is not None:
+            per_image.setdefault(expected["path"], []).append(result["label"] == expected["label"])
+    image_right = sum(sum(votes) * 2 > len(votes) for votes in per_image.values())
+    timestamps = sorted(r["timestamp"] for r in published)
     smoothed = [
         (r["smoothed_label"], by_frame[r["frame_id"]]["label"])
-        for r in recs
+        for r in published
         if r.get("smoothed_label") is not None and r["frame_id"] in by_frame
     ]
+    elapsed = timestamps[-1] - timestamps[0] if timestamps else 0.0
     return {
         "frames": len(truth),
-        "results": len(recs),
-        "frames_correct": sum(a == b for a, b in scored),
-        "accuracy": float(np.mean([a == b for a, b in scored])) if scored else float("nan"),
+        "results": len(published),
+        "frames_correct": sum(got == want for got, want in scored),
+        "accuracy": float(np.mean([got == want for got, want in scored])) if scored else float("nan"),
         "images": len(per_image),
         "images_correct": image_right,
         "image_accuracy": image_right / len(per_image) if per_image else float("nan"),
         "image_accuracy_ci95": stats.wilson_interval(image_right, len(per_image)),
-        "smoothed_accuracy": float(np.mean([a == b for a, b in smoothed])) if smoothed else float("nan"),
-        "events": sum(bool(r.get("event")) for r in recs),
-        "fps": (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else float("nan"),
-        "invoke_ms_median": float(np.median([r["stages_ms"].get("invoke", np.nan) for r in recs])),
+        "smoothed_accuracy": float(np.mean([got == want for got, want in smoothed])) if smoothed else float("nan"),
+        "events": sum(bool(r.get("event")) for r in published),
+        "fps": (len(timestamps) - 1) / elapsed if len(timestamps) > 1 and elapsed > 0 else float("nan"),
+        "invoke_ms_median": float(np.median([r["stages_ms"].get("invoke", np.nan) for r in published])),
     }

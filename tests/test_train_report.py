@@ -73,7 +73,7 @@ def test_pick_examples_spreads_over_persons():
 
 
 def test_pick_grid_shows_every_mistake_first_then_correct_ones():
-    right = [True] * 31 + [False]  # the case: 32 images, one mistake, 18 shown
+    right = [True] * 31 + [False]  # 32 images, one mistake, 18 shown: the mistake must be among them
     persons = ["a"] * 16 + ["b"] * 16
     idx = plots.pick_grid(right, persons)
     assert len(idx) == 18 and idx[0] == 31 and all(right[i] for i in idx[1:])
@@ -147,7 +147,7 @@ def test_knowledge_claims_generalisation_only_from_5_persons_and_a_10_point_inte
     # 2000 images of 6 persons, interval ~2 points: the claim is allowed
     text = "\n".join(report.knowledge(_cfg(), INFO, _metrics(0.95, 0.93, n=2000, unseen_persons=6)))
     assert "generalises to new persons on this data" in text and "cannot show" not in text
-    # the sample: 80 images of 2 persons: neither enough persons nor a narrow enough interval
+    # 80 images of 2 persons: neither enough persons nor a narrow enough interval
     text = "\n".join(report.knowledge(_cfg(), INFO, _metrics(0.969, 0.925, n=80, unseen_persons=2)))
     assert "generalises to new persons on this data" not in text
     assert "only 2 unseen persons (at least 5 needed)" in text and "points wide (at most 10)" in text

@@ -151,25 +151,25 @@ def run(
     Cropper(crop)  # fail fast on a bad detector config, before any thread starts
     local = threading.local()  # one Cropper (one detector) per worker thread, built once
 
-    def one(job: tuple[Path, Path]) -> Row:
-        f, t = job
-        row = Row(src=str(f), out=str(t))
-        if t.exists() and not overwrite:
+    def crop_one(job: tuple[Path, Path]) -> Row:
+        source, target = job
+        row = Row(src=str(source), out=str(target))
+        if target.exists() and not overwrite:
             row.status = "exists"
             return row
         if not hasattr(local, "cropper"):
             local.cropper = Cropper(crop)
         try:
-            rgb = load_image_rgb(f)
+            rgb = load_image_rgb(source)
         except FaceedgeError as e:
             row.status, row.reason, row.out = UNREADABLE, f"{UNREADABLE}: {e}", ""
             return row
-        res = local.cropper(rgb)
-        row.faces, row.box = res.faces, res.box
-        if res.image is None:
+        cropped = local.cropper(rgb)
+        row.faces, row.box = cropped.faces, cropped.box
+        if cropped.image is None:
             row.status, row.reason, row.out = NO_FACE, f"{NO_FACE}: no face found ({crop.detector})", ""
             return row
-        save_image_rgb(t, res.image, jpeg_quality=jpeg_quality)
+        save_image_rgb(target, cropped.image, jpeg_quality=jpeg_quality)
         row.status = "cropped"
         return row
 
@@ -177,10 +177,10 @@ def run(
     result = CropFacesResult(src=src, out=out)
     n_workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=n_workers) as pool:  # OpenCV releases the GIL
-        for i, row in enumerate(pool.map(one, zip(files, targets)), 1):
+        for done, row in enumerate(pool.map(crop_one, zip(files, targets)), 1):
             result.rows.append(row)
-            if progress and (i % 25 == 0 or i == len(files)):
-                print(f"\rcrop-faces: {i}/{len(files)}", end="", file=sys.stderr, flush=True)
+            if progress and (done % 25 == 0 or done == len(files)):
+                print(f"\rcrop-faces: {done}/{len(files)}", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
     result.seconds = time.monotonic() - t0
@@ -191,10 +191,10 @@ def run(
 
 def _write_reports(result: CropFacesResult) -> None:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["src", "out", "status", "faces", "x", "y", "w", "h"])
-    for r in result.rows:
-        w.writerow([r.src, r.out, r.status, r.faces, *(r.box if r.box else ("", "", "", ""))])
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["src", "out", "status", "faces", "x", "y", "w", "h"])
+    for row in result.rows:
+        writer.writerow([row.src, row.out, row.status, row.faces, *(row.box if row.box else ("", "", "", ""))])
     atomic_write_bytes(result.out / REPORT_NAME, buf.getvalue().encode())
     write_skipped_csv([(r.src, r.reason) for r in result.skipped], result.out / SKIPPED_NAME)
 

@@ -131,7 +131,8 @@ def _walk_folder(root: Path) -> tuple[Layout, list[tuple[str, str, str | None]],
     if not label_dirs:
         if any(p.is_file() for p in entries):
             raise FaceedgeError(
-                f"data folder {root} has no label folders (files must be in <root>/<label>/<person>/ or <root>/<label>/)"
+                f"data folder {root} has no label folders "
+                "(files must be in <root>/<label>/<person>/ or <root>/<label>/)"
             )
         raise FaceedgeError(f"data folder {root} is empty (expected <root>/<label>/<person>/*.jpg)")
     for p in entries:
@@ -221,10 +222,10 @@ def index_dataset(
     """
     import time
 
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise FaceedgeError(f"max_bad_fraction must be within [0, 1], got {max_bad_fraction}")
-    allowed = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in allowed_ext)
+    allowed = tuple(ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in allowed_ext)
     root = Path(source).expanduser()
     if not root.exists():
         raise FaceedgeError(f"data folder {root} does not exist")
@@ -235,19 +236,19 @@ def index_dataset(
                 f"data source {root} is a file but not a .csv (give a folder or a path,label,person CSV)"
             )
         layout: Layout = "csv"
-        cands, early = _read_csv(root)
+        candidates, listed_skipped = _read_csv(root)
         label_dirs: list[Path] = []
     else:
         try:
-            layout, cands, early, label_dirs = _walk_folder(root)
+            layout, candidates, listed_skipped, label_dirs = _walk_folder(root)
         except OSError as e:
             raise FaceedgeError(f"data folder {e.filename or root} cannot be read ({e.strerror or e})") from None
 
-    results = check_all([c[0] for c in cands], allowed, workers)
+    results = check_all([path for path, _label, _person in candidates], allowed, workers)
     records: list[Record] = []
-    skipped = list(early)
+    skipped = list(listed_skipped)
     notes: Counter[str] = Counter()
-    for (path, label, person), (reason, file_notes) in zip(cands, results):
+    for (path, label, person), (reason, file_notes) in zip(candidates, results):
         if reason is None:
             notes.update(file_notes)
             records.append(Record(os.path.abspath(path), label, person))
@@ -265,7 +266,7 @@ def index_dataset(
         has_persons=has_persons,
         source=str(root),
         layout=layout,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - started,
         extension_mismatches=mismatches,
         exif_rotated=notes[NOTE_EXIF_ORIENTATION],
     )
@@ -292,7 +293,7 @@ def index_dataset(
             "%s: skipped %d files (%s)%s",
             root,
             len(skipped),
-            ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items()),
+            ", ".join(f"{count} {kind}" for kind, count in index.skipped_by_kind().items()),
             f"; list in {skipped_csv}" if skipped_csv else "",
         )
     if not has_persons:

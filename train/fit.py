@@ -226,26 +226,26 @@ def _cli(args) -> int:
     print(f"run: {final}")
     metrics = json.loads((final / "metrics.json").read_text())
     for split in report.EVAL_SPLITS:
-        m = metrics[split]
-        if m["count"]:
+        figures = metrics[split]
+        if figures["count"]:
             print(
-                f"  {split:15s} accuracy {m['accuracy']:.3f} {stats.fmt_ci(m.get('accuracy_ci95'))}  "
-                f"balanced {m['balanced_accuracy']:.3f}  ({m['count']} images, "
+                f"  {split:15s} accuracy {figures['accuracy']:.3f} {stats.fmt_ci(figures.get('accuracy_ci95'))}  "
+                f"balanced {figures['balanced_accuracy']:.3f}  ({figures['count']} images, "
                 f"{metrics['persons'][split]} persons)"
             )
-    t = metrics["timing"]
-    sel = metrics["selection"]
+    timing = metrics["timing"]
+    selection = metrics["selection"]
     chosen = (
-        f"weights of epoch {sel['epoch']}, chosen by the {sel['by']} split's {sel['monitor']}"
-        if sel["by"]
-        else f"weights of the last epoch ({sel['epoch']}), none chosen"
+        f"weights of epoch {selection['epoch']}, chosen by the {selection['by']} split's {selection['monitor']}"
+        if selection["by"]
+        else f"weights of the last epoch ({selection['epoch']}), none chosen"
     )
     print(
-        f"  epochs {metrics['epochs_run']} ({chosen}), first epoch {t['first_epoch_seconds']} s, "
-        f"later {t['later_epochs_mean_seconds']} s, run {t['run_seconds']} s"
+        f"  epochs {metrics['epochs_run']} ({chosen}), first epoch {timing['first_epoch_seconds']} s, "
+        f"later {timing['later_epochs_mean_seconds']} s, run {timing['run_seconds']} s"
     )
-    v = metrics["verdict"]
-    if not v["learned"]:
-        print(f"  WARNING {v['diagnosis']} (kept with --allow-weak; convert will not publish it)")
+    verdict = metrics["verdict"]
+    if not verdict["learned"]:
+        print(f"  WARNING {verdict['diagnosis']} (kept with --allow-weak; convert will not publish it)")
     print(f"  report: {final / 'report.md'}")
     return 0

@@ -91,30 +91,38 @@ def write_report(
     title: str | None = None,
 ) -> str:
     """Write report.md in the log's form and return its text."""
-    m = metrics
+    lines = [f"# Run {title or run_dir.name}", ""]
+    lines += _info_section(cfg, info, metrics, summary, index_info, fit_info)
+    lines += _result_section(metrics, history, fit_info)
+    lines += _prediction_section(metrics)
+    lines += ["", "## Knowledge", ""]
+    lines += knowledge(cfg, info, metrics)
+    text = "\n".join(lines) + "\n"
+    atomic_write_bytes(run_dir / "report.md", text.encode())
+    return text
+
+
+def _augmentation_text(aug) -> str:
+    if not aug.active:
+        return "none"
+    layers = [
+        "RandomHorizontalFlip" if aug.flip else "",
+        f"RandomBrightness(max_delta={aug.brightness})" if aug.brightness else "",
+        f"RandomContrast({aug.contrast[0]}, {aug.contrast[1]})" if aug.contrast else "",
+        f"RandomHue({aug.hue})" if aug.hue else "",
+        f"RandomSaturation({aug.saturation[0]}, {aug.saturation[1]})" if aug.saturation else "",
+        f"GaussianNoise({aug.noise})" if aug.noise else "",
+    ]
+    return ", ".join(filter(None, layers))
+
+
+def _info_section(cfg, info: dict, metrics: dict, summary: dict, index_info: dict, fit_info: dict) -> list[str]:
+    """Data, split, pipeline, model, compile and training settings."""
     aug = cfg.augment
-    aug_text = (
-        "none"
-        if not aug.active
-        else ", ".join(
-            filter(
-                None,
-                [
-                    "RandomHorizontalFlip" if aug.flip else "",
-                    f"RandomBrightness(max_delta={aug.brightness})" if aug.brightness else "",
-                    f"RandomContrast({aug.contrast[0]}, {aug.contrast[1]})" if aug.contrast else "",
-                    f"RandomHue({aug.hue})" if aug.hue else "",
-                    f"RandomSaturation({aug.saturation[0]}, {aug.saturation[1]})" if aug.saturation else "",
-                    f"GaussianNoise({aug.noise})" if aug.noise else "",
-                ],
-            )
-        )
-    )
     counts = summary["images"]
     persons = summary["persons"]
-    ft = cfg.training.fine_tune
-    lines = [f"# Run {title or run_dir.name}", ""]
-    lines += [
+    fine_tune = cfg.training.fine_tune
+    return [
         "## Info",
         "",
         f"- data: `{index_info['root']}` ({index_info['layout']}), {index_info['images']} images, labels "
@@ -125,7 +133,7 @@ def write_report(
         f"{counts['seen_holdout']}, unseen persons {counts['unseen_persons']} "
         f"({', '.join(persons['unseen_persons']) or 'none'}: held out entirely)",
         f"- batch {cfg.training.batch_size}, shuffle buffer {cfg.pipeline.shuffle_buffer} (reshuffled each epoch)",
-        f"- augmentation: {aug_text}",
+        f"- augmentation: {_augmentation_text(aug)}",
         f"- model: {info['backbone']}"
         + (f" (alpha {info['alpha']})" if info.get("alpha") else "")
         + f", input {cfg.model.input_size}x{cfg.model.input_size}, weights {cfg.model.weights}, "
@@ -135,11 +143,16 @@ def write_report(
         + (f", dropout {cfg.model.head.dropout}" if cfg.model.head.dropout else "")
         + f", Dense({1 if info['output_kind'] == 'sigmoid' else len(info['labels'])}, {info['output_kind']})",
         f"- parameters: {fit_info['trainable_params']:,} trainable of {fit_info['total_params']:,}"
-        + (f"; fine-tune: {fit_info.get('fine_tune_trainable_params', 0):,} trainable" if ft else ""),
+        + (f"; fine-tune: {fit_info.get('fine_tune_trainable_params', 0):,} trainable" if fine_tune else ""),
         f"- preprocessing inside the model: `{info['preprocessing']}` (the model takes raw RGB 0..255)",
         f"- compile: Adam(lr={cfg.training.learning_rate:g}), "
         f"{'binary' if info['output_kind'] == 'sigmoid' else 'sparse categorical'} cross-entropy, accuracy"
-        + (f"; fine-tune top {ft.layers} layers, Adam(lr={ft.learning_rate:g}), {ft.epochs} epochs" if ft else ""),
+        + (
+            f"; fine-tune top {fine_tune.layers} layers, Adam(lr={fine_tune.learning_rate:g}), "
+            f"{fine_tune.epochs} epochs"
+            if fine_tune
+            else ""
+        ),
         f"- class weights: {fit_info['class_weights_text']}",
         f"- pipeline: decode+resize (parallel) → cache ({cfg.pipeline.cache}) → shuffle → batch → "
         f"{'augment → ' if aug.active else ''}{'prefetch → ' if cfg.pipeline.prefetch else ''}train"
@@ -154,28 +167,38 @@ def write_report(
         )
         + f", {fit_info['strategy']}"
         + (", mixed precision" if cfg.training.mixed_precision else ""),
-        f"- reproducibility: {describe_reproducibility(m.get('reproducibility') or {})} (see Knowledge)",
+        f"- reproducibility: {describe_reproducibility(metrics.get('reproducibility') or {})} (see Knowledge)",
         "",
     ]
-    lines += [
+
+
+def _result_section(metrics: dict, history: list[dict], fit_info: dict) -> list[str]:
+    """Curves, epochs run, the model selection, and a row per epoch."""
+    lines = [
         "## Result",
         "",
         "![curves](curves.png)",
         "",
         f"- epochs run: {fit_info['epochs_run']}" + (" (stopped early)" if fit_info.get("stopped_early") else ""),
-        f"- model selection: {selection_text(m.get('selection') or {})}",
+        f"- model selection: {selection_text(metrics.get('selection') or {})}",
         "",
     ]
     lines += [
         "| epoch | phase | loss | accuracy | val_loss | val_accuracy | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
-    for h in history:
+    for row in history:
         lines.append(
-            f"| {h['epoch']} | {h['phase']} | {fmt_value(h.get('loss'))} | {fmt_value(h.get('accuracy'))} | "
-            f"{fmt_value(h.get('val_loss'))} | {fmt_value(h.get('val_accuracy'))} | {fmt_value(h.get('seconds'), 1)} |"
+            f"| {row['epoch']} | {row['phase']} | {fmt_value(row.get('loss'))} | {fmt_value(row.get('accuracy'))} | "
+            f"{fmt_value(row.get('val_loss'))} | {fmt_value(row.get('val_accuracy'))} | "
+            f"{fmt_value(row.get('seconds'), 1)} |"
         )
-    lines += [
+    return lines
+
+
+def _prediction_section(metrics: dict) -> list[str]:
+    """Every evaluation split with its intervals, the prediction grids, and accuracy per person."""
+    lines = [
         "",
         "## Prediction",
         "",
@@ -185,13 +208,14 @@ def write_report(
         "| split | images | persons | accuracy (95 % CI) | balanced acc. (95 % CI) | loss | ROC AUC |",
         "|---|---|---|---|---|---|---|",
     ]
-    n_persons = m.get("persons", {})
-    for s in EVAL_SPLITS:
-        d = m[s]
+    n_persons = metrics.get("persons", {})
+    for split in EVAL_SPLITS:
+        figures = metrics[split]
         lines.append(
-            f"| {SPLIT_TITLES[s]} | {d['count']} | {n_persons.get(s, '–')} | {fmt_value(d['accuracy'])} "
-            f"{stats.fmt_ci(d.get('accuracy_ci95'))} | {fmt_value(d['balanced_accuracy'])} "
-            f"{stats.fmt_ci(d.get('balanced_accuracy_ci95'))} | {fmt_value(d['loss'])} | {fmt_value(d['roc_auc'])} |"
+            f"| {SPLIT_TITLES[split]} | {figures['count']} | {n_persons.get(split, '–')} | "
+            f"{fmt_value(figures['accuracy'])} {stats.fmt_ci(figures.get('accuracy_ci95'))} | "
+            f"{fmt_value(figures['balanced_accuracy'])} {stats.fmt_ci(figures.get('balanced_accuracy_ci95'))} | "
+            f"{fmt_value(figures['loss'])} | {fmt_value(figures['roc_auc'])} |"
         )
     lines += [
         "",
@@ -208,54 +232,57 @@ def write_report(
         "| split | person | images | accuracy |",
         "|---|---|---|---|",
     ]
-    for r in m["per_person"]:
-        if r["split"] != "train":
-            lines.append(f"| {r['split']} | {r['person']} | {r['count']} | {fmt_value(r['accuracy'])} |")
-    lines += ["", "## Knowledge", ""]
-    lines += knowledge(cfg, info, m)
-    text = "\n".join(lines) + "\n"
-    atomic_write_bytes(run_dir / "report.md", text.encode())
-    return text
+    for row in metrics["per_person"]:
+        if row["split"] != "train":
+            lines.append(f"| {row['split']} | {row['person']} | {row['count']} | {fmt_value(row['accuracy'])} |")
+    return lines
 
 
-def knowledge(cfg, info: dict, m: dict) -> list[str]:
-    t = m["timing"]
+def _timing_knowledge(cfg, timing: dict) -> list[str]:
+    """What the epoch timings show: the first epoch apart, throughput, fine-tune phase, fast path."""
     out = []
-    if t.get("first_epoch_seconds") is not None:
-        if t.get("later_epochs_mean_seconds") is not None:
+    if timing.get("first_epoch_seconds") is not None:
+        if timing.get("later_epochs_mean_seconds") is not None:
             out.append(
-                f"- Timing (measured): first epoch {t['first_epoch_seconds']:.1f} s, later epochs "
-                f"{t['later_epochs_mean_seconds']:.1f} s on average: the first is "
-                f"{t['first_epoch_extra_seconds']:+.1f} s apart (decoding, resizing and filling the "
+                f"- Timing (measured): first epoch {timing['first_epoch_seconds']:.1f} s, later epochs "
+                f"{timing['later_epochs_mean_seconds']:.1f} s on average: the first is "
+                f"{timing['first_epoch_extra_seconds']:+.1f} s apart (decoding, resizing and filling the "
                 f"{cfg.pipeline.cache} cache, graph tracing), as the log saw (79 s vs ~1 min less)."
             )
         else:
-            out.append(f"- Timing (measured): one epoch, {t['first_epoch_seconds']:.1f} s.")
-        if t.get("images_per_s"):
-            out.append(f"- Training throughput: {t['images_per_s']:.0f} images/s (median epoch, train part).")
-        ft = t.get("phases", {}).get("fine_tune")
-        if ft and ft.get("first_epoch_seconds") is not None:
+            out.append(f"- Timing (measured): one epoch, {timing['first_epoch_seconds']:.1f} s.")
+        if timing.get("images_per_s"):
+            out.append(f"- Training throughput: {timing['images_per_s']:.0f} images/s (median epoch, train part).")
+        fine_tune = timing.get("phases", {}).get("fine_tune")
+        if fine_tune and fine_tune.get("first_epoch_seconds") is not None:
             out.append(
-                f"- Fine-tune phase: first epoch {ft['first_epoch_seconds']:.1f} s (a new graph with the "
+                f"- Fine-tune phase: first epoch {fine_tune['first_epoch_seconds']:.1f} s (a new graph with the "
                 f"unfrozen layers, and gradients through them)"
                 + (
-                    f", later {ft['later_epochs_mean_seconds']:.1f} s"
-                    if ft.get("later_epochs_mean_seconds") is not None
+                    f", later {fine_tune['later_epochs_mean_seconds']:.1f} s"
+                    if fine_tune.get("later_epochs_mean_seconds") is not None
                     else ""
                 )
                 + "."
             )
-        if t.get("feature_extraction_seconds") is not None:
+        if timing.get("feature_extraction_seconds") is not None:
             out.append(
-                f"- Fast path: backbone features computed once in {t['feature_extraction_seconds']:.1f} s; "
+                f"- Fast path: backbone features computed once in {timing['feature_extraction_seconds']:.1f} s; "
                 "head epochs then run on cached features."
             )
+    return out
+
+
+def knowledge(cfg, info: dict, m: dict) -> list[str]:
+    """report.md's Knowledge section from `m`, metrics.json's content: timings, what the data can show,
+    reproducibility, preprocessing and the settings that explain the figures."""
+    out = _timing_knowledge(cfg, m["timing"])
     out += _learned_and_generalisation(m)
-    rec = m.get("reproducibility")
-    if rec:
+    reproducibility = m.get("reproducibility")
+    if reproducibility:
         out.append(
-            f"- Reproducibility: {describe_reproducibility(rec)}. The same config, data and seed give the "
-            "same figures on this machine with this thread count; another CPU (instruction set, oneDNN "
+            f"- Reproducibility: {describe_reproducibility(reproducibility)}. The same config, data and seed give "
+            "the same figures on this machine with this thread count; another CPU (instruction set, oneDNN "
             "kernels) or another thread count can change them, so compare runs by ranges over seeds, not "
             "by single figures."
         )
@@ -314,18 +341,18 @@ def selection_text(sel: dict) -> str:
     )
 
 
-def _learned_and_generalisation(m: dict) -> list[str]:
+def _learned_and_generalisation(metrics: dict) -> list[str]:
     """What the data can and cannot show about the model: did it learn, and does it generalise to new
     persons. Generalisation is claimed only from >= MIN_PERSONS_FOR_CLAIM unseen persons and an interval
     no wider than MAX_CI_POINTS_FOR_CLAIM points."""
     out = []
-    verdict = m.get("verdict") or {}
+    verdict = metrics.get("verdict") or {}
     learned = verdict.get("learned") is not False
     if not learned:
         out.append(
             f"- **The model did not learn** — {verdict.get('diagnosis')}. The conversion gate will not publish it."
         )
-    seen, unseen = m["seen_holdout"], m["unseen_persons"]
+    seen, unseen = metrics["seen_holdout"], metrics["unseen_persons"]
     if not unseen.get("count"):
         out.append(
             "- No unseen-person set (the data has no persons or none was held out): generalisation to new "
@@ -334,7 +361,7 @@ def _learned_and_generalisation(m: dict) -> list[str]:
         return out
     if not learned:
         return out
-    persons = m.get("persons", {}).get("unseen_persons")
+    persons = metrics.get("persons", {}).get("unseen_persons")
     ci = unseen.get("accuracy_ci95")
     width = stats.interval_points(ci)
     measured = (

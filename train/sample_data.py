@@ -98,25 +98,26 @@ def generate(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the dataset should be a normal folder
     try:
-        idents = [make_identity(seed, p) for p in range(persons)]
+        idents = [make_identity(seed, person) for person in range(persons)]
         counts: dict[str, dict[str, int]] = {}
         thumbs: dict[tuple[int, str], list[np.ndarray]] = {}
-        for p, ident in enumerate(idents):
-            plan = _label_plan(seed, p, images_per_person)
-            counts[ident.name] = {lbl: plan.count(lbl) for lbl in LABELS}
-            for lbl in LABELS:
-                (tmp / lbl / ident.name).mkdir(parents=True, exist_ok=True)
-            for k, lbl in enumerate(plan):
-                rng = np.random.default_rng((seed, 1, p, k))
-                rgb = render(ident, lbl == "open", rng, size)
+        for person, ident in enumerate(idents):
+            plan = _label_plan(seed, person, images_per_person)
+            counts[ident.name] = {label: plan.count(label) for label in LABELS}
+            for label in LABELS:
+                (tmp / label / ident.name).mkdir(parents=True, exist_ok=True)
+            for image, label in enumerate(plan):
+                rng = np.random.default_rng((seed, 1, person, image))
+                rgb = render(ident, label == "open", rng, size)
+                path = tmp / label / ident.name / f"{image:04d}.jpg"
                 ok, buf = cv2.imencode(
                     ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
                 )
                 if not ok:  # pragma: no cover - cv2 always encodes a uint8 image
-                    raise FaceedgeError(f"could not encode {tmp / lbl / ident.name / f'{k:04d}.jpg'}")
-                (tmp / lbl / ident.name / f"{k:04d}.jpg").write_bytes(buf.tobytes())
-                if p < PREVIEW_PERSONS and len(thumbs.setdefault((p, lbl), [])) < PREVIEW_PER_LABEL:
-                    thumbs[(p, lbl)].append(rgb)
+                    raise FaceedgeError(f"could not encode {path}")
+                path.write_bytes(buf.tobytes())
+                if person < PREVIEW_PERSONS and len(thumbs.setdefault((person, label), [])) < PREVIEW_PER_LABEL:
+                    thumbs[(person, label)].append(rgb)
         summary = {
             "out": str(out),
             "seed": seed,
@@ -151,18 +152,18 @@ PREVIEW_PER_LABEL = 4
 
 def _preview(thumbs: dict[tuple[int, str], list[np.ndarray]], size: int) -> np.ndarray:
     """A contact sheet: one row per person, its first open-eyed then closed-eyed images."""
-    t = min(size, 96)
-    gap = max(2, t // 16)
-    rows = sorted({p for p, _ in thumbs})
-    cols = [(lbl, i) for lbl in ("open", "closed") for i in range(PREVIEW_PER_LABEL)]
-    sheet = np.full((len(rows) * (t + gap) + gap, len(cols) * (t + gap) + 3 * gap, 3), 255, np.uint8)
-    for r, p in enumerate(rows):
-        for c, (lbl, i) in enumerate(cols):
-            imgs = thumbs.get((p, lbl), [])
-            if i < len(imgs):
-                y = gap + r * (t + gap)
-                x = gap + c * (t + gap) + (2 * gap if lbl == "closed" else 0)
-                sheet[y : y + t, x : x + t] = cv2.resize(imgs[i], (t, t), interpolation=cv2.INTER_AREA)
+    side = min(size, 96)
+    gap = max(2, side // 16)
+    rows = sorted({person for person, _ in thumbs})
+    cols = [(label, i) for label in ("open", "closed") for i in range(PREVIEW_PER_LABEL)]
+    sheet = np.full((len(rows) * (side + gap) + gap, len(cols) * (side + gap) + 3 * gap, 3), 255, np.uint8)
+    for row, person in enumerate(rows):
+        for col, (label, i) in enumerate(cols):
+            images = thumbs.get((person, label), [])
+            if i < len(images):
+                y = gap + row * (side + gap)
+                x = gap + col * (side + gap) + (2 * gap if label == "closed" else 0)
+                sheet[y : y + side, x : x + side] = cv2.resize(images[i], (side, side), interpolation=cv2.INTER_AREA)
     return sheet
 
 
@@ -203,13 +204,13 @@ def _readme(summary: dict, idents: list[Identity]) -> str:
         "",
         "person  closed open  skin            hair                      eyes (dx, w, h)",
     ]
-    for i in idents:
-        c = summary["per_person"][i.name]
+    for ident in idents:
+        count = summary["per_person"][ident.name]
         lines.append(
-            f"{i.name:7s} {c['closed']:6d} {c['open']:4d}  {str(i.skin):15s} {i.hair_style:6s} {str(i.hair):18s} "
-            f"({i.eye_dx:.3f}, {i.eye_w:.3f}, {i.eye_h:.3f})"
-            + (" beard" if i.beard else "")
-            + (" glasses" if i.glasses else "")
+            f"{ident.name:7s} {count['closed']:6d} {count['open']:4d}  {str(ident.skin):15s} "
+            f"{ident.hair_style:6s} {str(ident.hair):18s} ({ident.eye_dx:.3f}, {ident.eye_w:.3f}, {ident.eye_h:.3f})"
+            + (" beard" if ident.beard else "")
+            + (" glasses" if ident.glasses else "")
         )
     return "\n".join(lines) + "\n"
 
