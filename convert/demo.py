@@ -39,6 +39,7 @@ from pathlib import Path
 from convert.demo_summary import build_summary, summary_lines
 from convert.demo_video import DEMO_DIR, VIDEO_NAME, make_video, write_device_config
 from device.errors import FaceedgeError
+from device.flags import add_option
 from device.manifest import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -101,31 +102,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="The whole chain offline: sample data, training, int8 conversion (gated), a video of unseen "
         "persons through the device daemon, a short benchmark, then where everything is and the "
         "headline figures. Resumable: --from STAGE --run RUN.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", type=Path, default=Path("data/sample"), help="where the sample dataset is generated")
-    p.add_argument("--config", type=Path, default=Path("configs/sample.yaml"), help="training config")
-    p.add_argument("--seed", type=int, default=0, help="sample data seed")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/sample"),
+        help="where the sample dataset is generated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--config", type=Path, default=Path("configs/sample.yaml"), help="training config (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="sample data seed (default: %(default)s)")
     p.add_argument(
         "--from",
         dest="from_stage",
         choices=STAGES,
         default=STAGES[0],
-        help="first stage to run; convert and later work on --run",
+        help="first stage to run; convert and later work on --run (default: %(default)s)",
     )
     p.add_argument(
         "--to",
         dest="to_stage",
         choices=STAGES,
         default=STAGES[-1],
-        help="last stage to run (the summary is printed when the chain reaches bench)",
+        help="last stage to run; the summary is printed when the chain reaches bench (default: %(default)s)",
     )
     p.add_argument("--run", type=Path, default=None, help="the run directory for --from convert|video|device|bench")
-    p.add_argument(
-        "--data_args",
+    add_option(
+        p,
+        "--data-args",
         type=str,
         default="",
-        help="extra arguments for `train data`, e.g. '--persons 6 --images_per_person 20'",
+        help="extra arguments for `train data`, e.g. '--persons 6 --images-per-person 20'",
     )
     p.add_argument(
         "--set",
@@ -135,11 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="training config override, as `train fit --set` (repeatable)",
     )
-    p.add_argument("--convert_args", type=str, default="", help="extra arguments for `python -m convert`")
-    p.add_argument("--video_fps", type=float, default=10.0, help="frame rate written into the video")
-    p.add_argument("--frames_per_image", type=int, default=3, help="frames each unseen-person image is shown")
-    p.add_argument("--video_size", type=int, default=128, help="video frame side in pixels")
-    p.add_argument("--bench_seconds", type=float, default=2.0, help="bench: seconds per pipeline measurement")
+    add_option(p, "--convert-args", type=str, default="", help="extra arguments for `python -m convert`")
+    add_option(
+        p, "--video-fps", type=float, default=10.0, help="frame rate written into the video (default: %(default)s)"
+    )
+    add_option(
+        p,
+        "--frames-per-image",
+        type=int,
+        default=3,
+        help="frames each unseen-person image is shown (default: %(default)s)",
+    )
+    add_option(p, "--video-size", type=int, default=128, help="video frame side in pixels (default: %(default)s)")
+    add_option(
+        p,
+        "--bench-seconds",
+        type=float,
+        default=2.0,
+        help="bench: seconds per pipeline measurement (default: %(default)s)",
+    )
     return p
 
 
@@ -152,12 +174,12 @@ def _make_vars(args: argparse.Namespace) -> str:
             parts.append(f"{var}={shlex.quote(str(getattr(args, key)))}")
     extra: list[str] = []
     for key, flag in (
-        ("data_args", "--data_args"),
-        ("convert_args", "--convert_args"),
-        ("video_fps", "--video_fps"),
-        ("frames_per_image", "--frames_per_image"),
-        ("video_size", "--video_size"),
-        ("bench_seconds", "--bench_seconds"),
+        ("data_args", "--data-args"),
+        ("convert_args", "--convert-args"),
+        ("video_fps", "--video-fps"),
+        ("frames_per_image", "--frames-per-image"),
+        ("video_size", "--video-size"),
+        ("bench_seconds", "--bench-seconds"),
     ):
         if getattr(args, key) != getattr(defaults, key):
             extra += [flag, str(getattr(args, key))]

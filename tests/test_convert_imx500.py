@@ -180,7 +180,7 @@ def test_convert_without_the_environment_or_with_a_saved_model_is_one_line_and_w
             "imx500",
             "--labels",
             "closed,open",
-            "--positive_label",
+            "--positive-label",
             "open",
         ],
         capture_output=True,

@@ -170,7 +170,7 @@ def test_cli_parser(tmp_path, capsys):
             "3",
             "--persons",
             "2",
-            "--images_per_person",
+            "--images-per-person",
             "4",
             "--size",
             "40",
@@ -303,7 +303,7 @@ def test_python_m_train_data(tmp_path, capsys):
 
     out = tmp_path / "d"
     assert (
-        main(["data", "--out", str(out), "--seed", "1", "--persons", "2", "--images_per_person", "2", "--size", "32"])
+        main(["data", "--out", str(out), "--seed", "1", "--persons", "2", "--images-per-person", "2", "--size", "32"])
         == 0
     )
     assert len(list(out.glob("*/*/*.jpg"))) == 4

@@ -88,7 +88,7 @@ def sample_data(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("sample") / "data"
     subprocess.run(
-        [PY, "-m", "train", "data", "--out", str(out), "--persons", "4", "--images_per_person", "6", "--size", "48"],
+        [PY, "-m", "train", "data", "--out", str(out), "--persons", "4", "--images-per-person", "6", "--size", "48"],
         check=True,
         capture_output=True,
         timeout=300,

@@ -18,7 +18,6 @@ input pipeline faster than the train step (then it is not the bottleneck)?
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import FaceedgeError
+from device.flags import add_option
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,6 @@ def add_parser(subparsers) -> None:
         "bench",
         help="input pipeline and feature-cache benchmark (ratios)",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", type=Path, required=True, help="YAML config (data, model, batch size)")
     p.add_argument(
@@ -242,15 +241,22 @@ def add_parser(subparsers) -> None:
         metavar="KEY=VALUE",
         help="override a config value (repeatable)",
     )
-    p.add_argument("--max_images", type=int, default=512, help="use at most this many train images")
-    p.add_argument("--epochs", type=int, default=3, help="timed epochs after the first, per variant (best is kept)")
+    add_option(
+        p, "--max-images", type=int, default=512, help="use at most this many train images (default: %(default)s)"
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="timed epochs after the first, per variant; the best is kept (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
     if args.max_images < 1 or args.epochs < 1:
-        raise FaceedgeError("--max_images and --epochs must be >= 1")
+        raise FaceedgeError("--max-images and --epochs must be >= 1")
     r = run(args.config, args.overrides, max_images=args.max_images, epochs=args.epochs)
     print(json.dumps(r, indent=2) if args.json else format_result(r))
     return 0

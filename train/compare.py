@@ -5,7 +5,6 @@ Reads each run's config.yaml, metrics.json and history.csv; no TensorFlow needed
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -124,8 +123,13 @@ def add_parser(subparsers) -> None:
         help="print runs side by side",
         description="Print runs side by side: model, batch, augmentation, epochs, "
         "valid / seen-holdout / unseen-person accuracy, epoch time.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("runs", nargs="*", type=Path, metavar="RUN", help="run directories (runs/<name>-<timestamp>)")
-    p.add_argument("--format", dest="fmt", choices=["text", "markdown", "json"], default="text", help="output format")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["text", "markdown", "json"],
+        default="text",
+        help="output format (default: %(default)s)",
+    )
     p.set_defaults(func=lambda args: print(run(args.runs, args.fmt)) or 0)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from device.errors import FaceedgeError
+from device.flags import add_option
 from device.manifest import require_writable_dir
 from train import artefacts, determinism, evaluate, report, rundir, stats
 from train.history import read_history
@@ -176,14 +177,11 @@ def _fit_evaluate_publish(
 
 
 def add_parser(subparsers) -> None:
-    import argparse
-
     p = subparsers.add_parser(
         "fit",
         help="train a model into runs/<name>-<timestamp>/",
         description="Train from a YAML config (see configs/). Any key can be overridden with --set; "
         "a killed run is continued with --resume.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=None, help="YAML config (e.g. configs/sample.yaml)")
     p.add_argument(
@@ -201,10 +199,9 @@ def add_parser(subparsers) -> None:
         metavar="RUN_DIR",
         help="continue an interrupted run (a runs/*.incomplete directory) at its next epoch",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--allow-weak",
-        "--allow_weak",
-        dest="allow_weak",
         action="store_true",
         help="keep a run whose model did not learn (not better than chance on unseen persons, or "
         "below gate.min_balanced_accuracy) to inspect it; without it such a run ends with exit "

@@ -206,7 +206,7 @@ def _install(box: Pibox, device_wheel: Path) -> dict:
 
 # ------------------------------------------------------------------------ the demo's model and video
 
-DEMO_ARGS = ["--frames_per_image", "1", "--bench_seconds", "0.5"]
+DEMO_ARGS = ["--frames-per-image", "1", "--bench-seconds", "0.5"]
 
 
 @pytest.fixture(scope="session")
@@ -216,7 +216,7 @@ def demo(tmp_path_factory) -> dict:
     short bench: its run dir (export/int8, splits.csv), video, daemon config and JSONL. An
     untrained model would make parity trivial (one output for every input), so it is trained fully."""
     t0 = time.monotonic()
-    reuse = os.environ.get("FACEEDGE_PI_DEMO_RUN")  # a run of `make demo ARGS="--frames_per_image 1"`
+    reuse = os.environ.get("FACEEDGE_PI_DEMO_RUN")  # a run of `make demo ARGS="--frames-per-image 1"`
     if reuse:
         run = Path(reuse).resolve()
         if not (run / "demo" / "results.jsonl").is_file():
