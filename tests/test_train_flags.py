@@ -73,7 +73,7 @@ def test_add_option_hides_the_snake_case_alias():
         add_option(parser, "--snake_case", type=int)
 
 
-@pytest.mark.parametrize("command", [[], ["data"], ["fit"], ["compare"], ["bench"], ["crop-faces"]])
+@pytest.mark.parametrize("command", [[], ["data"], ["label"], ["fit"], ["compare"], ["bench"], ["crop-faces"]])
 def test_train_help_is_kebab_case_with_one_default(command, capsys):
     from train.cli import main
 
