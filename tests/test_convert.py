@@ -19,7 +19,7 @@ from convert.cli import main, run
 from convert.quantize import QuantizationConfig
 from device.errors import FaceedgeError
 from device.manifest import load_manifest, sha256_file
-from tests.convert_fixtures import SIZE, make_tiny_run, write_images
+from tests.helpers.tiny_run import SIZE, make_tiny_run, write_images
 
 # Stated tolerance: the int8 model's dequantized P(open) is within 0.02 of the Keras model's on every
 # image (the uint8 output's step is 1/256 ≈ 0.0039; input, weights and activations add a little).
@@ -248,7 +248,7 @@ def test_chance_level_model_is_never_published_and_device_check_refuses_it(tmp_p
     import keras
 
     from device import check
-    from tests.conftest import build_tiny_keras_model
+    from tests.helpers.models import build_tiny_keras_model
 
     model, _ = build_tiny_keras_model()
     last = model.layers[-1]

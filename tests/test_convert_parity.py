@@ -9,7 +9,7 @@ so equal to float tolerance (1e-6; `device check` rounds its scores to 6 decimal
 
 Square files only: for those the daemon's centre-square crop is the whole image, exactly what
 training and verification see. (Non-square files are stretched by training and centre-cropped by
-the daemon, on purpose; tests/test_parity_preprocess.py covers that chain.)
+the daemon, on purpose; tests/test_train_preprocess_parity.py covers that chain.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_images
+from tests.helpers.models import tiny_images
 
 TOL = 1e-6
 

@@ -16,8 +16,8 @@ import pytest
 
 from device.config import parse_config
 from device.daemon import Daemon
-from tests.conftest import ROOT
-from tests.mosquitto import Mosquitto, Recorder
+from tests.helpers import ROOT
+from tests.helpers.mosquitto import Mosquitto, Recorder
 
 pytestmark = pytest.mark.timeout(180)
 SCHEMAS = ROOT / "docs" / "schemas"

@@ -44,7 +44,7 @@ def test_classifier_int8_matches_keras(tiny_models):
     model = keras.saving.load_model(tiny_models["keras"])
     clf = Classifier.from_model_dir(tiny_models["int8"], num_threads=1)
     assert clf.input_dtype == np.uint8 and clf.input_size == (32, 32)
-    from tests.conftest import tiny_images
+    from tests.helpers.models import tiny_images
 
     imgs, _ = tiny_images(32, seed=1)
     ref = model.predict(imgs.astype(np.float32), verbose=0).reshape(-1)

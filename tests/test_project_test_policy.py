@@ -1,9 +1,11 @@
 """The test suite's own rules: a tool `make setup` installs is required under CI (a failure, not a
 skip, when missing); every skip is listed with its reason at the end; fixtures that share the
-machine with other test runs do not race."""
+machine with other test runs do not race; test modules are named after their stage and share
+code only through tests/helpers/."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -11,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # One quick test per tool `make setup` installs, each with the real test module's own check.
 TOOL_TESTS = {
     "systemd-analyze": "tests/test_device_service.py::test_unit_verifies_cleanly",
     "mosquitto": "tests/test_device_outputs_mqtt.py::test_results_events_and_availability",
-    "chromium": "tests/test_label.py::test_review_page_in_chromium",
+    "chromium": "tests/test_train_label.py::test_review_page_in_chromium",
 }
 
 
@@ -60,7 +62,7 @@ def test_missing_setup_tools_fail_under_ci_and_skip_visibly_elsewhere(tmp_path):
 def test_sshd_and_rsync_required_under_ci(monkeypatch, tmp_path):
     """The deploy and bench-remote tests' sshd fixture: the same rule, checked in-process (those tests
     need TensorFlow-built models first, too slow to run twice here)."""
-    import tests.sshd as sshd
+    import tests.helpers.sshd as sshd
 
     monkeypatch.setenv("FACEEDGE_TEST_TOOL_PATH", str(tmp_path))
     monkeypatch.setenv("CI", "true")
@@ -74,7 +76,7 @@ def test_sshd_and_rsync_required_under_ci(monkeypatch, tmp_path):
 def test_sshd_privsep_dir_created_by_someone_else_meanwhile(monkeypatch, tmp_path):
     """Two test runs on one machine: /run/sshd appears between our check and our mkdir
     (FileExistsError was seen in a full run)."""
-    import tests.sshd as sshd
+    import tests.helpers.sshd as sshd
 
     privsep = tmp_path / "run-sshd"
     privsep.mkdir()  # another run made it a moment ago
@@ -94,3 +96,36 @@ def test_sshd_privsep_dir_created_by_someone_else_meanwhile(monkeypatch, tmp_pat
     monkeypatch.setattr(os, "makedirs", makedirs)
     sshd.require_sshd()
     assert privsep.is_dir()
+
+
+STAGE_PREFIXES = ("test_device", "test_train", "test_convert", "test_project")
+
+
+def layout_problems(tests_dir: Path) -> list[str]:
+    """Test modules named after their stage; imports of another test module or of a conftest."""
+    problems = []
+    for path in sorted(tests_dir.rglob("*.py")):
+        rel = path.relative_to(tests_dir.parent)
+        if path.parent == tests_dir and path.name.startswith("test_") and not path.stem.startswith(STAGE_PREFIXES):
+            problems.append(f"{rel}: not named after its stage ({', '.join(p + '_*' for p in STAGE_PREFIXES)})")
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                last = name.rsplit(".", 1)[-1]
+                if name.startswith("tests") and (last == "conftest" or last.startswith("test_")):
+                    problems.append(f"{rel}: imports {name} (shared code goes in tests/helpers/)")
+    return problems
+
+
+def test_test_modules_are_named_after_their_stage_and_share_code_through_helpers(tmp_path):
+    assert layout_problems(ROOT / "tests") == []
+    bad = tmp_path / "tests"
+    bad.mkdir()
+    (bad / "test_bench.py").write_text("from tests.conftest import ROOT\nimport tests.test_device_deploy\n")
+    (bad / "test_device_x.py").write_text("from tests.helpers import ROOT\n")
+    assert layout_problems(bad) == [
+        "tests/test_bench.py: not named after its stage (test_device_*, test_train_*, test_convert_*, test_project_*)",
+        "tests/test_bench.py: imports tests.conftest (shared code goes in tests/helpers/)",
+        "tests/test_bench.py: imports tests.test_device_deploy (shared code goes in tests/helpers/)",
+    ]

@@ -1,6 +1,6 @@
 """A tiny training run directory, as the training stage writes it, for the conversion tests.
 
-A 32x32 raw-RGB-in classifier (tests/conftest.build_tiny_keras_model: "left half brighter than the
+A 32x32 raw-RGB-in classifier (tests/helpers/models.build_tiny_keras_model: "left half brighter than the
 right half" = "open") and real PNG files of that rule in a <label>/<person>/ tree, 40x40 so the
 resize to the model's input is exercised, split into train/valid/seen_holdout/unseen_persons.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import build_tiny_keras_model
+from tests.helpers.models import build_tiny_keras_model
 
 SIZE = 32
 FILE_SIZE = 40

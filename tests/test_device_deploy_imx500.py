@@ -14,8 +14,8 @@ import pytest
 from device import check
 from device import deploy_remote as remote
 from device.deploy import build_bundle
-from tests.imx500_fixtures import make_imx500_dir
-from tests.test_deploy_unit import _unit, wheel  # noqa: F401 - the module's wheel fixture
+from tests.helpers.deploy import unit_file
+from tests.helpers.imx500 import make_imx500_dir
 
 PACKAGER = """#!{python}
 import sys, zipfile, pathlib
@@ -33,9 +33,9 @@ def _config(tmp: Path) -> Path:
     return p
 
 
-def test_bundle_of_an_imx500_model_ships_the_package_without_a_selftest(tmp_path, wheel):  # noqa: F811
+def test_bundle_of_an_imx500_model_ships_the_package_without_a_selftest(tmp_path, wheel):
     mdir = make_imx500_dir(tmp_path / "export", packaged=False)
-    meta = build_bundle(tmp_path / "b", run=mdir, config=_config(tmp_path), wheel=wheel, unit=_unit(tmp_path))
+    meta = build_bundle(tmp_path / "b", run=mdir, config=_config(tmp_path), wheel=wheel, unit=unit_file(tmp_path))
     assert {"model/packerOut.zip", "model/manifest.json"} <= set(meta["files"])
     assert meta["model"]["variant"] == "imx500" and meta["selftest"] is None
     from device.errors import FaceedgeError
@@ -46,7 +46,7 @@ def test_bundle_of_an_imx500_model_ships_the_package_without_a_selftest(tmp_path
             run=mdir,
             config=_config(tmp_path),
             wheel=wheel,
-            unit=_unit(tmp_path),
+            unit=unit_file(tmp_path),
             selftest_image=tmp_path / "any.png",
         )
 

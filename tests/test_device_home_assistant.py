@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.mosquitto import Mosquitto, Recorder
+from tests.helpers import ROOT
+from tests.helpers.mosquitto import Mosquitto, Recorder
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -6,7 +6,7 @@ host key and client key, its own known_hosts), with the release tree under a tem
 the project venv's site-packages, handed to the ssh session by sshd's `SetEnv PYTHONPATH`, so the
 release venvs (`--system-site-packages`, wheel installed `--no-deps`) download nothing.
 
-systemd is not PID 1 here, so the service manager is `command`: SUPERVISOR below, run on the "Pi"
+systemd is not PID 1 here, so the service manager is `command`: tests/helpers/deploy.py's SUPERVISOR, run on the "Pi"
 over ssh, starts the REAL daemon from `<remote_dir>/current` with the ExecStart line of the unit
 shipped in the release (same command line as systemd would run), as a background process with a
 pidfile, and kills the old one. The health gate talks to the daemon's real HTTP /healthz.
@@ -14,7 +14,6 @@ pidfile, and kills the old one. The health gate talks to the daemon's real HTTP 
 
 from __future__ import annotations
 
-import csv
 import getpass
 import hashlib
 import json
@@ -22,7 +21,6 @@ import os
 import random
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,83 +32,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, tiny_images
-from tests.sshd import free_port, keygen, start_sshd
+from tests.helpers import ROOT
+from tests.helpers.deploy import SUPERVISOR, make_run
+from tests.helpers.models import tiny_images
+from tests.helpers.sshd import free_port, keygen, start_sshd
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 UNIT = ROOT / "device" / "faceedge.service"
 PY = sys.executable
-
-SUPERVISOR = r'''
-"""Test supervisor for `--service_manager command`: what systemd does for faceedge.service."""
-import os, shlex, signal, subprocess, sys, time
-
-action, remote_dir, state = sys.argv[1], sys.argv[2], sys.argv[3]
-os.makedirs(state, exist_ok=True)
-pidfile = os.path.join(state, "daemon.pid")
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def read_pid():
-    try:
-        return int(open(pidfile).read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def stop():
-    pid = read_pid()
-    if pid and alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    try:
-        os.unlink(pidfile)
-    except FileNotFoundError:
-        pass
-
-
-def exec_start():
-    """The unit's ExecStart, with the specifiers the deploy renders (%h/faceedge -> remote_dir)."""
-    unit = open(os.path.join(remote_dir, "current", "faceedge.service")).read()
-    lines, cont = [], ""
-    for raw in unit.splitlines():
-        line = cont + raw.strip()
-        cont = ""
-        if line.endswith("\\"):
-            cont = line[:-1] + " "
-            continue
-        lines.append(line)
-    line = [l for l in lines if l.startswith("ExecStart=")][0][len("ExecStart="):].lstrip("-@:+!")
-    home = os.path.expanduser("~")
-    line = line.replace("%h/faceedge", remote_dir).replace("%h", home).replace("%%", "%")
-    return shlex.split(line)
-
-
-if action in ("restart", "stop"):
-    stop()
-if action == "restart":
-    log = open(os.path.join(state, "daemon.log"), "ab")
-    p = subprocess.Popen(exec_start(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                         start_new_session=True, cwd="/")
-    tmp = pidfile + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(p.pid))
-    os.replace(tmp, pidfile)
-elif action == "reload":
-    os.kill(read_pid(), signal.SIGHUP)
-'''
 
 
 # ============================================================================ fixtures
@@ -156,34 +86,6 @@ def pi(tmp_path_factory):
         subprocess.run([PY, str(tmp / "supervisor.py"), "stop", str(home / "x"), str(state)], check=False)
     proc.terminate()
     proc.wait(timeout=10)
-
-
-def make_run(root: Path, model_dir: Path, *, seed: int = 0, n: int = 12) -> Path:
-    """A run dir as train + convert write it: export/<variant>/ and splits.csv with holdout images."""
-    run = root
-    variant = json.loads((model_dir / "manifest.json").read_text())["variant"]
-    shutil.copytree(model_dir, run / "export" / variant)
-    from device.crop import save_image_rgb
-
-    imgs, ys = tiny_images(n, 32, seed=seed + 100)
-    rows = []
-    for i, (img, y) in enumerate(zip(imgs, ys)):
-        p = run / "images" / f"img{i:02d}.png"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        save_image_rgb(p, img)
-        rows.append(
-            {
-                "path": str(p),
-                "label": "open" if y else "closed",
-                "person": f"p{i % 3}",
-                "split": "unseen_persons" if i % 2 else "train",
-            }
-        )
-    with open(run / "splits.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "label", "person", "split"])
-        w.writeheader()
-        w.writerows(rows)
-    return run
 
 
 def device_yaml(path: Path, http_port: int, source: str = "synthetic") -> Path:
@@ -310,7 +212,7 @@ def logits_model(tiny_models, out: Path) -> Path:
     probabilities) under a manifest that still says sigmoid: `device check` must refuse it."""
     import keras
 
-    from tests.conftest import convert_tiny
+    from tests.helpers.models import convert_tiny
 
     model = keras.models.load_model(tiny_models["keras"])
     model.layers[-1].activation = keras.activations.linear

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import tools
+from tests.helpers import tools
 
 PRIVSEP_DIR = "/run/sshd"  # sshd's privilege separation directory
 

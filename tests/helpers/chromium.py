@@ -23,7 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-from tests import tools
+from tests.helpers import ROOT, tools
+
+# Where the page tests write their screenshots.
+ARTIFACTS = Path(os.environ.get("FACEEDGE_TEST_ARTIFACTS", ROOT / ".test-artifacts"))
 
 FLAGS = [
     "--headless=new",

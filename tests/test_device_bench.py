@@ -18,8 +18,8 @@ import pytest
 from device import bench
 from device.errors import FaceedgeError
 from device.runtime import default_threads
-from tests.conftest import ROOT
-from tests.sshd import start_sshd
+from tests.helpers import ROOT
+from tests.helpers.sshd import start_sshd
 
 # the daemon's own stages (Result.stages_ms) plus the bench's capture (timed source.read), publish, end_to_end
 PIPELINE_STAGES = {

@@ -1,4 +1,4 @@
-"""`device pull` (make pull) against a real sshd on 127.0.0.1 (tests/sshd.py) playing the Pi.
+"""`device pull` (make pull) against a real sshd on 127.0.0.1 (tests/helpers/sshd.py) playing the Pi.
 
 The "Pi" has crops in collect's layout; pull brings the new ones into data/<name>/ over ssh with the
 deploy's options (key only, host key checked), never overwriting, skipping content already there
@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.sshd import keygen, start_sshd
+from tests.helpers import ROOT
+from tests.helpers.sshd import keygen, start_sshd
 
 pytestmark = pytest.mark.timeout(180)
 

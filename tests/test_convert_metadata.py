@@ -1,7 +1,7 @@
 """A model other tools can open: TFLite metadata written by MediaPipe's writer, labels.txt, the model
 card; and MediaPipe's own ImageClassifier (in its environment, .venv-mediapipe) agreeing with the daemon.
 
-The tiny run (tests/convert_fixtures.py) is converted by the real pipeline; MediaPipe then classifies
+The tiny run (tests/helpers/tiny_run.py) is converted by the real pipeline; MediaPipe then classifies
 the verification images, written at the model's input size so that neither side resizes, and must
 give the daemon's score for the positive label within one output quantum (1/256) on every image.
 """
@@ -20,7 +20,7 @@ import pytest
 from convert.cli import run
 from convert.mediapipe import env
 from device.manifest import load_manifest, sha256_file
-from tests.convert_fixtures import make_tiny_run
+from tests.helpers.tiny_run import make_tiny_run
 
 pytestmark = pytest.mark.timeout(900)
 

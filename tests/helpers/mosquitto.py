@@ -10,8 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests import tools
-from tests.sshd import free_port  # noqa: F401 - one free-port helper for every server fixture
+from tests.helpers import tools
+from tests.helpers.sshd import free_port  # noqa: F401 - one free-port helper for every server fixture
 
 
 def port_open(port: int) -> bool:
@@ -54,7 +54,7 @@ class Mosquitto:
 
     def start(self, timeout: float = 10.0) -> float:
         """Start and wait until it accepts connections; returns the time.monotonic() it was up.
-        Skips the test where mosquitto is not installed (fails it under CI: tests/tools.py)."""
+        Skips the test where mosquitto is not installed (fails it under CI: tests/helpers/tools.py)."""
         binary = tools.require("mosquitto")["mosquitto"]
         log = open(self.workdir / "mosquitto.log", "ab")
         self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=log, stderr=log)

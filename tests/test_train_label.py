@@ -123,8 +123,7 @@ def test_bad_names_and_foreign_requests_refused(server, data):
 
 
 def test_review_page_in_chromium(server, data):
-    from tests.chromium import Browser
-    from tests.test_live_view import ARTIFACTS
+    from tests.helpers.chromium import ARTIFACTS, Browser
 
     with Browser() as b:
         page = b.open(server.url)

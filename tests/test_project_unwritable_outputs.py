@@ -2,7 +2,7 @@
 and before any slow start-up (`train fit` checks its runs_dir before TensorFlow is imported).
 
 "Cannot be written" for real: a read-only bind mount for root (file modes do not stop root), mode
-0555 for anyone else (tests/tools.run_with_readonly), and a regular file where a folder is expected.
+0555 for anyone else (tests/helpers/tools.run_with_readonly), and a regular file where a folder is expected.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import tools
-from tests.conftest import ROOT
+from tests.helpers import ROOT, tools
 
 PY = sys.executable
 # `train fit` must not import TensorFlow before it has checked where it will write: with the
@@ -123,7 +122,7 @@ def test_train_fit_with_a_read_only_runs_dir(tmp_path, sample_data, where):
 
 @pytest.mark.slow
 def test_convert_on_a_read_only_run(tmp_path):
-    from tests.convert_fixtures import make_tiny_run
+    from tests.helpers.tiny_run import make_tiny_run
 
     run = make_tiny_run(tmp_path)
     before = sorted(p.name for p in run.iterdir())

@@ -36,7 +36,7 @@ def make_imx500_dir(root: Path, *, size: int = 32, packaged: bool = True, labels
         input_width=size,
         input=TensorSpec(dtype="uint8", shape=[1, size, size, 3], scale=1.0, zero_point=0),
         output=TensorSpec(dtype="uint8", shape=[1, 1 if sigmoid else len(labels)], scale=OUTPUT_SCALE, zero_point=0),
-        converter="tests/imx500_fixtures.py",
+        converter="tests/helpers/imx500.py",
     )
     write_manifest(mdir, man)
     if packaged:

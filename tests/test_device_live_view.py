@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,11 +23,9 @@ from device.config import parse_config
 from device.daemon import Daemon
 from device.sources import SyntheticConfig
 from device.sources.synthetic import SyntheticSource
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(180)
 
-ARTIFACTS = Path(os.environ.get("FACEEDGE_TEST_ARTIFACTS", ROOT / ".test-artifacts"))
 AMBER = np.array([255, 176, 0])  # device.liveview.BOX_RGB
 
 
@@ -86,7 +82,7 @@ FRAME_SHOWN = (
 
 
 def test_live_page_shows_the_label_and_follows_it(tiny_models):
-    from tests.chromium import Browser
+    from tests.helpers.chromium import ARTIFACTS, Browser
 
     d, stop = start_daemon(tiny_models)
     http = d.outputs[0]
@@ -243,7 +239,7 @@ def test_collect_serves_the_page_with_counts_per_label(tmp_path):
     from device.crop import CropConfig, Cropper
     from device.liveview import CollectView
     from device.outputs.configs import HttpConfig
-    from tests.chromium import Browser
+    from tests.helpers.chromium import ARTIFACTS, Browser
 
     root = tmp_path / "data"
     (root / "closed" / "bob").mkdir(parents=True)

@@ -1,6 +1,6 @@
 """Fast tests of the deploy pieces: ssh/rsync argv (security options), host parsing, the device
 wheel, the bundle, and the device-side layout (atomic flip, rollback target, prune, verify).
-The end-to-end runs against a real sshd are in test_deploy.py."""
+The end-to-end runs against a real sshd are in test_device_deploy.py."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from device.deploy import (
     Host,
     Ssh,
     build_bundle,
-    build_device_wheel,
     parse_hosts,
     read_bundle,
     release_name,
     wheel_files,
 )
 from device.errors import FaceedgeError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+from tests.helpers.deploy import make_run, unit_file
 
 # ============================================================================ hosts and ssh
 
@@ -99,11 +99,6 @@ def test_release_names_sort_by_time():
 # ============================================================================ wheel and bundle
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    return build_device_wheel(tmp_path_factory.mktemp("wheel"))
-
-
 def test_device_wheel_holds_the_device_package_only(wheel):
     names = wheel_files(wheel)
     assert "device/daemon.py" in names and "device/deploy_remote.py" in names
@@ -118,8 +113,6 @@ def test_device_wheel_holds_the_device_package_only(wheel):
 
 
 def _run_dir(tmp: Path, model_dir: Path) -> Path:
-    from tests.test_deploy import make_run
-
     return make_run(tmp / "run", model_dir)
 
 
@@ -131,7 +124,7 @@ def _config(tmp: Path, http: bool = True) -> Path:
 
 def test_bundle_lists_every_file_with_sha256_and_a_selftest(tiny_models, tmp_path, wheel):
     run = _run_dir(tmp_path, tiny_models["int8"])
-    meta = build_bundle(tmp_path / "b", run=run, config=_config(tmp_path), wheel=wheel, unit=_unit(tmp_path))
+    meta = build_bundle(tmp_path / "b", run=run, config=_config(tmp_path), wheel=wheel, unit=unit_file(tmp_path))
     files = set(meta["files"])
     assert files == {
         "model/model.tflite",
@@ -158,15 +151,6 @@ def test_bundle_lists_every_file_with_sha256_and_a_selftest(tiny_models, tmp_pat
         read_bundle(tmp_path / "b")
 
 
-def _unit(tmp: Path) -> Path:
-    real = ROOT / "device" / "faceedge.service"
-    if real.is_file():
-        return real
-    p = tmp / "faceedge.service"
-    p.write_text("[Service]\nExecStart=%h/faceedge/current/venv/bin/python -m device run\n")
-    return p
-
-
 def test_bundle_needs_the_http_health_endpoint(tiny_models, tmp_path, wheel):
     with pytest.raises(FaceedgeError, match="key 'outputs.http'"):
         build_bundle(
@@ -174,7 +158,7 @@ def test_bundle_needs_the_http_health_endpoint(tiny_models, tmp_path, wheel):
             run=tiny_models["int8"],
             config=_config(tmp_path, http=False),
             wheel=wheel,
-            unit=_unit(tmp_path),
+            unit=unit_file(tmp_path),
         )
     assert not (tmp_path / "b" / "BUNDLE.json").exists()
 
@@ -290,7 +274,7 @@ def test_real_unit_rendered_as_system_unit_verifies(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from tests import tools
+    from tests.helpers import tools
 
     analyze = tools.require("systemd-analyze")["systemd-analyze"]
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -337,7 +321,7 @@ def test_bundle_refuses_a_model_the_conversion_gate_rejected(tiny_models, tmp_pa
     man.update(status="rejected", notes="int8 agreement 81% < 97%")
     (mdir / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(FaceedgeError, match="rejected by the conversion gate"):
-        build_bundle(tmp_path / "b", run=mdir, config=_config(tmp_path), wheel=wheel, unit=_unit(tmp_path))
+        build_bundle(tmp_path / "b", run=mdir, config=_config(tmp_path), wheel=wheel, unit=unit_file(tmp_path))
     assert not (tmp_path / "b").exists()
 
 
@@ -381,7 +365,7 @@ def test_prune_removes_only_releases_never_a_users_folder(tmp_path, monkeypatch)
 @pytest.mark.parametrize("bad", [".", "./", "/", "~", "~/", "", "/etc/..", "a/../..", "faceedge/.."])
 def test_remote_dir_that_is_home_or_root_is_refused_before_any_connection(bad, capsys):
     from device.cli import main
-    from tests.sshd import free_port
+    from tests.helpers.sshd import free_port
 
     closed = free_port()  # nothing listens there: a connection attempt would say "cannot reach"
     code = main(
@@ -422,7 +406,7 @@ def test_failed_make_deploy_leaves_no_bundle_dir(tmp_path, tiny_models):
     """Every failed `make deploy` used to leave an empty /tmp/faceedge-bundle-* behind."""
     import subprocess
 
-    from tests.sshd import free_port
+    from tests.helpers.sshd import free_port
 
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
