@@ -3,28 +3,34 @@ build models."""
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.models import build_tiny_keras_model, convert_tiny
+from tests.helpers.models import TINY_MODEL_DIR, TINY_MODEL_VARIANTS, build_tiny_keras_model, convert_tiny
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """{'int8': dir, 'float32': dir, 'keras': path to .keras} for a 32x32 tiny classifier."""
+    """{'int8': dir, 'float32': dir}: the checked-in 32x32 tiny classifier (tests/fixtures/tiny_model/),
+    copied so that no test changes the fixture. No TensorFlow: what the device tests load."""
     out = tmp_path_factory.mktemp("tiny_models")
+    return {variant: Path(shutil.copytree(TINY_MODEL_DIR / variant, out / variant)) for variant in TINY_MODEL_VARIANTS}
+
+
+@pytest.fixture(scope="session")
+def tiny_keras(tmp_path_factory) -> dict[str, Path]:
+    """{'keras': path to .keras, 'int8': dir}: the tiny classifier built and converted here with
+    TensorFlow, for the tests that compare a model with its own conversion or change the model."""
+    out = tmp_path_factory.mktemp("tiny_keras")
     model, xs = build_tiny_keras_model()
     model.save(out / "model.keras")
-    dirs = {v: convert_tiny(model, xs, out, v) for v in ("int8", "float32")}
-    dirs["keras"] = out / "model.keras"
-    (out / "info.json").write_text(json.dumps({"size": 32}))
-    return dirs
+    return {"keras": out / "model.keras", "int8": convert_tiny(model, xs, out, "int8")}
 
 
 @pytest.fixture(scope="module")

@@ -69,3 +69,19 @@ def test_device_check_reports_the_verified_probability(tiny_models, image_files)
     for p, v in zip(paths[:3], verified):
         report = check.run(None, tiny_models["int8"], image=p, runs=1)
         assert report["scores"][0] == pytest.approx(float(v), abs=TOL)
+
+
+def test_classifier_int8_matches_keras(tiny_keras):
+    """The device runtime on the int8 conversion gives the Keras model's probabilities within 0.05."""
+    import keras
+
+    from device.runtime import Classifier
+
+    model = keras.saving.load_model(tiny_keras["keras"])
+    clf = Classifier.from_model_dir(tiny_keras["int8"], num_threads=1)
+    assert clf.input_dtype == np.uint8 and clf.input_size == (32, 32)
+    imgs, _ = tiny_images(32, seed=1)
+    ref = model.predict(imgs.astype(np.float32), verbose=0).reshape(-1)
+    got = np.array([clf.classify(im)[0] for im in imgs])
+    assert np.abs(got - ref).max() < 0.05
+    assert ref.std() > 0.1  # the fixture is not a constant function

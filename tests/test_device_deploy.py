@@ -207,21 +207,21 @@ def verify_release(t: Target, name: str) -> dict:
     return bundle
 
 
-def logits_model(tiny_models, out: Path) -> Path:
+def logits_model(tiny_keras, out: Path) -> Path:
     """The tiny model with its sigmoid dropped (a broken export: outputs are logits, not
     probabilities) under a manifest that still says sigmoid: `device check` must refuse it."""
     import keras
 
     from tests.helpers.models import convert_tiny
 
-    model = keras.models.load_model(tiny_models["keras"])
+    model = keras.models.load_model(tiny_keras["keras"])
     model.layers[-1].activation = keras.activations.linear
     xs, _ = tiny_images(64, 32, seed=0)
     return convert_tiny(model, xs.astype(np.float32), out, "float32")
 
 
 @pytest.fixture(scope="module")
-def kit(tiny_models, pi, tmp_path_factory):
+def kit(tiny_models, tiny_keras, pi, tmp_path_factory):
     """One target on the Pi, its configs, runs with different models, and prebuilt bundles."""
     from device.deploy import build_bundle, build_device_wheel
 
@@ -231,7 +231,7 @@ def kit(tiny_models, pi, tmp_path_factory):
     runs = {
         "a": make_run(tmp / "run-a", tiny_models["int8"]),
         "b": make_run(tmp / "run-b", tiny_models["float32"], seed=1),
-        "bad": make_run(tmp / "run-bad", logits_model(tiny_models, tmp / "logits"), seed=2),
+        "bad": make_run(tmp / "run-bad", logits_model(tiny_keras, tmp / "logits"), seed=2),
     }
     wheel = build_device_wheel(tmp / "wheel")
     b = {}

@@ -129,3 +129,32 @@ def test_test_modules_are_named_after_their_stage_and_share_code_through_helpers
         "tests/test_bench.py: imports tests.conftest (shared code goes in tests/helpers/)",
         "tests/test_bench.py: imports tests.test_device_deploy (shared code goes in tests/helpers/)",
     ]
+
+
+# Device tests that build a model of their own with TensorFlow (both slow): a model that is not the
+# tiny classifier. Every other device test loads the checked-in tests/fixtures/tiny_model/.
+DEVICE_TESTS_WITH_TENSORFLOW = {
+    "test_device_deploy.py": "a broken export (logits under a sigmoid manifest) that check must refuse",
+    "test_device_faults.py": "a model slow enough to back up the loop",
+}
+TENSORFLOW_NAMES = ("tensorflow", "keras", "train", "convert", "tiny_keras", "convert_tiny", "build_tiny_keras_model")
+
+
+def tensorflow_uses(path: Path) -> list[str]:
+    """The TensorFlow-side modules, helpers and fixtures a test module imports or asks for."""
+    used = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            used += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            used += [node.module or "", *(alias.name for alias in node.names)]
+        elif isinstance(node, ast.FunctionDef):
+            used += [arg.arg for arg in node.args.args]
+    return sorted({name for name in used if name.split(".")[0] in TENSORFLOW_NAMES})
+
+
+def test_device_tests_run_without_tensorflow(tmp_path):
+    found = {p.name: tensorflow_uses(p) for p in sorted((ROOT / "tests").glob("test_device_*.py"))}
+    assert {name for name, used in found.items() if used} == set(DEVICE_TESTS_WITH_TENSORFLOW), found
+    (tmp_path / "test_device_x.py").write_text("def test_x(tiny_keras):\n    import keras.layers\n")
+    assert tensorflow_uses(tmp_path / "test_device_x.py") == ["keras.layers", "tiny_keras"]

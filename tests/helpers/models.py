@@ -1,11 +1,18 @@
-"""The tiny classifier the train, convert and device tests share, built with TensorFlow (imported
-lazily: only the tests that build a model need it)."""
+"""The tiny classifier the tests share. Built here with TensorFlow (imported lazily: only the tests
+that build a model need it), or, for the tests that only need some valid model, the checked-in
+conversion of it in TINY_MODEL_DIR (made by tests/fixtures/make_tiny_model.py), loaded without
+TensorFlow as the device does."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from tests.helpers import ROOT
+
+TINY_MODEL_DIR = ROOT / "tests" / "fixtures" / "tiny_model"
+TINY_MODEL_VARIANTS = ("int8", "float32")
 
 
 def build_tiny_keras_model(size: int = 32, seed: int = 0):
