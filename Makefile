@@ -43,7 +43,7 @@ apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missi
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-imx500 setup-mediapipe pull label test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
-        deploy rollback deploy-model bench bench-http bench-train bench-device demo clean distclean
+        deploy rollback deploy-model bench bench-http bench-train bench-device demo video clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
