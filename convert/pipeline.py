@@ -30,19 +30,9 @@ from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_SIGNIF
 from convert.probe import DEFAULT_TIMEOUT_S
 from convert.quantize import DEFAULT_CALIBRATION_STEPS, MIN_RECOMMENDED_CALIBRATION, QuantizationConfig
 from device.errors import FaceedgeError
-from device.manifest import (
-    MODEL_NAME,
-    VARIANTS,
-    Manifest,
-    Preprocessing,
-    Strict,
-    TensorSpec,
-    atomic_write_bytes,
-    first_error,
-    require_writable_dir,
-    sha256_file,
-    write_manifest,
-)
+from device.files import atomic_write_bytes, require_writable_dir, sha256_file
+from device.manifest import MODEL_NAME, VARIANTS, Manifest, Preprocessing, TensorSpec, write_manifest
+from device.validation import Strict, first_error
 
 log = logging.getLogger(__name__)
 

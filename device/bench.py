@@ -62,7 +62,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from device.errors import FaceedgeError
-from device.manifest import VARIANTS, atomic_write_bytes
+from device.files import atomic_write_bytes
+from device.manifest import VARIANTS
 
 log = logging.getLogger(__name__)
 

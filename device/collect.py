@@ -44,7 +44,7 @@ import numpy as np
 
 from device.crop import Cropper, encode_image_rgb
 from device.errors import FaceedgeError
-from device.manifest import require_writable_dir
+from device.files import require_writable_dir
 
 log = logging.getLogger(__name__)
 

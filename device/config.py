@@ -26,7 +26,6 @@ from pydantic import Field, ValidationError
 from device.crop import CropConfig
 from device.decision import DecisionConfig
 from device.errors import FaceedgeError
-from device.manifest import Strict
 from device.outputs import OutputsConfig
 from device.sources import (
     SOURCE_TYPES,
@@ -39,6 +38,7 @@ from device.sources import (
     SyntheticConfig,
 )
 from device.sources.images import IMAGE_SUFFIXES
+from device.validation import Strict
 
 SourceSection = Annotated[
     Union[Picamera2Config, Imx500Config, OpencvConfig, ImagesConfig, SyntheticConfig],

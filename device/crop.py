@@ -45,7 +45,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from device.errors import FaceedgeError
-from device.manifest import Strict, atomic_write_bytes
+from device.files import atomic_write_bytes
+from device.validation import Strict
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,8 @@ from typing import Callable, Iterable
 
 from device import __version__
 from device.errors import FaceedgeError
-from device.manifest import load_manifest, resolve_model_dir, sha256_file
+from device.files import sha256_file
+from device.manifest import load_manifest, resolve_model_dir
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import pytest
 from convert.cli import main, run
 from convert.quantize import QuantizationConfig
 from device.errors import FaceedgeError
-from device.manifest import load_manifest, sha256_file
+from device.files import sha256_file
+from device.manifest import load_manifest
 from tests.convert_fixtures import SIZE, make_tiny_run, write_images
 
 # Stated tolerance: the int8 model's dequantized P(open) is within 0.02 of the Keras model's on every

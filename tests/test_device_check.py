@@ -13,7 +13,8 @@ import pytest
 from device import check
 from device.crop import save_image_rgb
 from device.errors import FaceedgeError
-from device.manifest import load_manifest, sha256_file, write_manifest
+from device.files import sha256_file
+from device.manifest import load_manifest, write_manifest
 
 
 def halves(left: int, right: int, size: int = 64) -> np.ndarray:

@@ -25,7 +25,8 @@ import pytest
 
 from device.config import parse_config
 from device.daemon import Daemon
-from device.manifest import load_manifest, sha256_file, write_manifest
+from device.files import sha256_file
+from device.manifest import load_manifest, write_manifest
 from device.service import Notifier
 from device.sources import SourceError, SyntheticConfig
 from device.sources.synthetic import SyntheticSource

@@ -29,7 +29,7 @@ from typing import Iterable, Literal
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from device.errors import FaceedgeError
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

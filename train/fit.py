@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import FaceedgeError
-from device.manifest import atomic_write_bytes, require_writable_dir
+from device.files import atomic_write_bytes, require_writable_dir
 from train import determinism, report, stats
 from train.config import TrainConfig, dump_config, load_config, validate
 from train.data import check_person_level, index_dataset, write_skipped_csv

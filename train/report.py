@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 from train import stats
 from train.determinism import describe as describe_reproducibility
 

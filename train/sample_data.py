@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from device.errors import FaceedgeError
-from device.manifest import current_umask
+from device.files import current_umask
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ import logging
 import time
 from typing import Any
 
-from device.manifest import Strict
 from device.outputs.configs import HttpConfig, MqttConfig
 from device.outputs.jsonl import JsonlConfig, JsonlOutput
 from device.telemetry import Telemetry
 from device.types import OUTPUT_TYPES, Output, Result
+from device.validation import Strict
 
 # The HTTP and MQTT outputs import http.server/ssl and paho (~7 MB resident): imported only when a
 # config enables them (build_outputs) or when their class is asked for (`device.outputs.HttpOutput`).

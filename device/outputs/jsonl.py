@@ -26,9 +26,9 @@ from pathlib import Path
 from pydantic import Field
 
 from device.errors import FaceedgeError
-from device.manifest import Strict
 from device.telemetry import Telemetry
 from device.types import Output, Result, register_output
+from device.validation import Strict
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from device.errors import FaceedgeError
-from device.manifest import Strict
+from device.validation import Strict
 
 log = logging.getLogger(__name__)
 

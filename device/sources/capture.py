@@ -44,8 +44,8 @@ import numpy as np
 from pydantic import Field
 
 from device.errors import FaceedgeError
-from device.manifest import Strict
 from device.sources.base import FrameSource, SourceError
+from device.validation import Strict
 
 log = logging.getLogger(__name__)
 
