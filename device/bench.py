@@ -1766,11 +1766,11 @@ def run_remote(
     benchmark (the running daemon would otherwise compete for the CPU and the camera) and starts
     it again after. Returns {host: report}; raises FaceedgeError naming the host on a failure.
 
-    ssh/rsync go through device.deploy's helpers (Host, Ssh: key only, host keys checked)."""
-    from device.deploy import Host, Ssh, _check_remote_dir, explain_ssh_failure, parse_hosts
+    ssh/rsync as deploy uses them (device/ssh.py: key only, host keys checked)."""
+    from device.ssh import Host, Ssh, check_remote_dir, explain_ssh_failure, parse_hosts
 
     targets: list[Host] = parse_hosts(hosts)
-    rdir = _check_remote_dir(remote_dir)
+    rdir = check_remote_dir(remote_dir)
     ssh = Ssh(
         port=port,
         key=Path(ssh_key).expanduser() if ssh_key else None,

@@ -22,7 +22,7 @@ SUBCOMMAND_MODULES = (
     "device.daemon",  # run
     "device.check",  # check
     "device.collect",  # collect
-    "device.deploy",  # deploy, rollback, deploy-model
+    "device.deploy.cli",  # deploy, rollback, deploy-model
     "device.bench",  # bench, bench-remote
     "device.bench_http",  # bench-http
 )

@@ -321,7 +321,8 @@ def logits_model(tiny_models, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def kit(tiny_models, pi, tmp_path_factory):
     """One target on the Pi, its configs, runs with different models, and prebuilt bundles."""
-    from device.deploy import build_bundle, build_device_wheel
+    from device.deploy.bundle import build_bundle
+    from device.deploy.wheel import build_device_wheel
 
     tmp = tmp_path_factory.mktemp("kit")
     t = Target(pi, "faceedge")
@@ -387,7 +388,7 @@ def test_first_deploy(pi, kit):
     assert {"model/model.tflite", "model/manifest.json", "device.yaml", "faceedge.service"} <= names
     assert bundle["selftest"]["expect"] in ("open", "closed")
     assert bundle["selftest"]["split"] == "unseen_persons"
-    from device.deploy import wheel_files
+    from device.deploy.wheel import wheel_files
 
     wheel = t.remote_dir / "current" / bundle["wheel"]
     assert not [n for n in wheel_files(wheel) if n.startswith(("train/", "convert/"))]
@@ -583,7 +584,7 @@ def test_remote_dir_outside_the_home_is_refused_on_the_device(pi, kit):
 
 
 def test_first_deploy_that_never_turns_healthy_leaves_nothing_running(pi, kit):
-    from device.deploy import build_bundle
+    from device.deploy.bundle import build_bundle
 
     t = Target(pi, "faceedge-fresh")
     bundle = kit["tmp"] / "bundle-fresh-unhealthy"
@@ -603,7 +604,8 @@ def test_first_deploy_that_never_turns_healthy_leaves_nothing_running(pi, kit):
 
 
 def _status(pi: Pi, t: Target) -> dict:
-    from device.deploy import Host, Options, Ssh, status
+    from device.deploy.ship import Options, status
+    from device.ssh import Host, Ssh
 
     opts = Options(
         ssh=Ssh(port=pi.port, key=pi.key, known_hosts=pi.known_hosts), remote_dir=t.name, remote_python=pi.python
@@ -639,7 +641,7 @@ def test_parallel_hosts_one_unreachable(pi, kit):
 
 
 def _remote_deploys(t: Target) -> list:
-    """deploy_remote.py processes working on this target (`python3 - '{"action": ...}'`)."""
+    """device/deploy/remote.py processes working on this target (`python3 - '{"action": ...}'`)."""
     import psutil
 
     out = []

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from device import check
-from device import deploy_remote as remote
-from device.deploy import build_bundle
+from device.deploy import remote
+from device.deploy.bundle import build_bundle
 from tests.imx500_fixtures import make_imx500_dir
 from tests.test_deploy_unit import _unit, wheel  # noqa: F401 - the module's wheel fixture
 

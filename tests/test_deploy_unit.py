@@ -13,18 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from device import deploy_remote as remote
-from device.deploy import (
-    Host,
-    Ssh,
-    build_bundle,
-    build_device_wheel,
-    parse_hosts,
-    read_bundle,
-    release_name,
-    wheel_files,
-)
+from device.deploy import remote
+from device.deploy.bundle import build_bundle, read_bundle
+from device.deploy.ship import release_name
+from device.deploy.wheel import build_device_wheel, wheel_files
 from device.errors import FaceedgeError
+from device.ssh import Host, Ssh, parse_hosts
 from tests.conftest import ROOT
 
 # ============================================================================ hosts and ssh
@@ -106,7 +100,7 @@ def wheel(tmp_path_factory):
 
 def test_device_wheel_holds_the_device_package_only(wheel):
     names = wheel_files(wheel)
-    assert "device/daemon.py" in names and "device/deploy_remote.py" in names
+    assert "device/daemon.py" in names and "device/deploy/remote.py" in names
     assert not [n for n in names if n.startswith(("train/", "convert/", "tests/"))]
     import zipfile
 

@@ -1,10 +1,10 @@
 """The device side of `device deploy` / `rollback` / `deploy-model`: runs ON the Raspberry Pi.
 
-The host (`device/deploy.py`) copies a release into ``<remote_dir>/releases/<name>/`` with rsync and
+The host (`device/deploy/ship.py`) copies a release into ``<remote_dir>/releases/<name>/`` with rsync and
 then runs this file with the Pi's own ``python3`` (stdlib only: it runs before any venv exists, and
 Raspberry Pi OS's python3 may be as old as 3.9)::
 
-    ssh pi@host python3 - '<plan json>' < deploy_remote.py
+    ssh pi@host python3 - '<plan json>' < device/deploy/remote.py
 
 Everything that must be atomic happens here, on the device, under one lock
 (``<remote_dir>/.deploy.lock``), so a laptop that disconnects halfway cannot leave a half-made state:
@@ -59,7 +59,7 @@ LOG_MAX_BYTES = 1 << 20  # then deploy.log moves to deploy.log.1
 UNIT_PLACEHOLDER = "%h/faceedge"  # the shipped unit's paths assume remote_dir = ~/faceedge
 DEDUP_MIN_BYTES = 16 * 1024  # smaller files are not worth a compare (and .pyc differ anyway)
 STALE_INCOMPLETE_S = 600  # an unready release younger than this may still be receiving rsync
-# What `device/deploy.py` names a release: <UTC time>-<first 8 hex digits of the bundle digest>.
+# What `device/deploy/ship.py` names a release: <UTC time>-<first 8 hex digits of the bundle digest>.
 # Prune only ever touches folders with such a name AND a readable BUNDLE.json.
 RELEASE_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 
@@ -925,7 +925,7 @@ def do_status(lay: Layout) -> None:
 def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: deploy_remote.py '<plan json>'", file=sys.stderr)
+        print("usage: remote.py '<plan json>'", file=sys.stderr)
         return 2
     plan = json.loads(argv[0])
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the ssh session may end; the transaction must not

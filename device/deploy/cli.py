@@ -1,0 +1,251 @@
+"""`device deploy`, `device rollback`, `device deploy-model`: put the daemon and a model on one or
+more Raspberry Pis over ssh — atomic, verified, reversible. Runs on the developer's machine.
+
+Host side (this package)::
+
+    bundle (device-only wheel, model + manifest, device.yaml, systemd unit, self-test image,
+            BUNDLE.json with every file's sha256)                        device/deploy/bundle.py
+      ─► per host, in parallel: probe over ssh ─► rsync into <remote_dir>/releases/<name>/
+      ─► run device/deploy/remote.py there with the Pi's python3 (sent over stdin)   .../ship.py
+
+Device side (`device/deploy/remote.py`, stdlib only, under a lock): verify sha256 ─► venv
+(--system-site-packages) + pip install the wheel ─► `device check` in the new release ─► flip
+`current` (rename of a symlink) ─► restart ─► health gate on /healthz ─► keep, or flip back and
+restart the previous release ─► prune to the last N.
+
+Security: ssh is key-only and host keys are always checked (device/ssh.py). sudo is used only for
+`systemctl`, and only with `--service_manager systemd-system`.
+
+Never imports TensorFlow, `train` or `convert`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from device.deploy.bundle import DEFAULT_UNIT, build_bundle
+from device.deploy.ship import SERVICE_MANAGERS, Options, deploy, rollback
+from device.errors import FaceedgeError
+from device.ssh import Ssh, check_remote_dir, parse_hosts
+
+
+def _add_ssh_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hosts", required=True, help="comma-separated user@host[:port] (done in parallel)")
+    p.add_argument("--port", type=int, default=22, help="ssh port (a host's own :port wins)")
+    p.add_argument(
+        "--ssh_key",
+        "--ssh-key",
+        type=Path,
+        default=None,
+        help="private key for ssh (none: what ssh picks itself, e.g. ~/.ssh/id_ed25519 or the agent)",
+    )
+    p.add_argument(
+        "--known_hosts",
+        "--known-hosts",
+        type=Path,
+        default=None,
+        help="known_hosts file to check host keys against (none: ~/.ssh/known_hosts); checking is never turned off",
+    )
+    p.add_argument("--connect_timeout", type=int, default=10, help="ssh connect timeout, seconds")
+    p.add_argument(
+        "--remote_dir",
+        "--remote-dir",
+        default="faceedge",
+        help="where releases live on the device (relative = under the user's home)",
+    )
+    p.add_argument("--remote_python", default="python3", help="the device's python (creates the venvs)")
+    p.add_argument(
+        "--service_manager",
+        choices=SERVICE_MANAGERS,
+        default="systemd-user",
+        help="how the service is restarted: systemctl --user (no sudo), sudo systemctl, or "
+        "your own commands (--restart_cmd/--stop_cmd/--reload_cmd, run on the device)",
+    )
+    p.add_argument("--restart_cmd", default=None, help="service_manager command: restart the daemon")
+    p.add_argument("--stop_cmd", default=None, help="service_manager command: stop the daemon")
+    p.add_argument("--reload_cmd", default=None, help="service_manager command: send the daemon SIGHUP")
+    p.add_argument(
+        "--health_timeout",
+        type=float,
+        default=60.0,
+        help="seconds for /healthz to say ok after a restart before rolling back",
+    )
+    p.add_argument(
+        "--lock_wait", type=float, default=60.0, help="seconds to wait for another deploy on the same device to finish"
+    )
+
+
+def _add_bundle_args(p: argparse.ArgumentParser, *, full: bool) -> None:
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=Path("runs/latest"),
+        help="run dir (uses export/<variant>/) or a model dir with manifest.json",
+    )
+    p.add_argument(
+        "--variant",
+        choices=["int8", "float32", "float16", "imx500"],
+        default="int8",
+        help="which exported model of the run (imx500: packaged into network.rpk on the Pi)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("configs/device.yaml"),
+        help="device config shipped with the release (its outputs.http is the health gate)",
+    )
+    p.add_argument(
+        "--selftest_image",
+        type=Path,
+        default=None,
+        help="self-test image (default: a holdout image from the run's splits.csv)",
+    )
+    p.add_argument("--selftest_expect", default=None, help="label --selftest_image must get")
+    p.add_argument("--bundle", type=Path, default=None, help="ship this already built bundle instead")
+    p.add_argument("--bundle_out", type=Path, default=None, help="build the bundle here (kept)")
+    p.add_argument("--build_only", action="store_true", help="build the bundle (--bundle_out) and stop")
+    p.add_argument("--check_timeout", type=float, default=180.0, help="seconds for `device check` on the device")
+    if full:
+        p.add_argument("--unit", type=Path, default=DEFAULT_UNIT, help="systemd unit shipped with the release")
+        p.add_argument("--keep", type=int, default=3, help="ready releases kept on the device (plus current/previous)")
+        p.add_argument(
+            "--no_deps",
+            action="store_true",
+            help="pip install the wheel without its dependencies (they come from the system "
+            "site-packages, e.g. apt's python3-opencv, or a wheelhouse via --pip_args)",
+        )
+        p.add_argument(
+            "--venv_without_pip",
+            action="store_true",
+            help="make release venvs without their own pip and install with the device's "
+            "system pip (apt install python3-pip): faster, ~15 MB less per release",
+        )
+        p.add_argument(
+            "--pip_args",
+            default="",
+            help="extra pip install arguments on the device, e.g. "
+            '"--no-index --find-links /home/pi/wheels" (one string)',
+        )
+
+
+def add_parser(subparsers) -> None:
+    d = subparsers.add_parser(
+        "deploy",
+        help="deploy daemon + model to Raspberry Pis over ssh",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+    )
+    _add_ssh_args(d)
+    _add_bundle_args(d, full=True)
+    d.set_defaults(func=lambda a: run_cli("deploy", a))
+    m = subparsers.add_parser(
+        "deploy-model",
+        help="ship a new model only and reload it with SIGHUP",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_ssh_args(m)
+    _add_bundle_args(m, full=False)
+    m.set_defaults(func=lambda a: run_cli("deploy-model", a))
+    r = subparsers.add_parser(
+        "rollback", help="go back one release on the device(s)", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    _add_ssh_args(r)
+    r.add_argument(
+        "--to", default=None, help="a release name to go back to (none: the newest ready release older than current)"
+    )
+    r.set_defaults(func=lambda a: run_cli("rollback", a))
+
+
+def options_from_args(a: argparse.Namespace) -> Options:
+    a.ssh_key = a.ssh_key.expanduser() if a.ssh_key is not None else None
+    a.known_hosts = a.known_hosts.expanduser() if a.known_hosts is not None else None
+    if a.ssh_key is not None and not a.ssh_key.is_file():
+        raise FaceedgeError(f"--ssh_key {a.ssh_key}: no such file")
+    if a.known_hosts is not None and not a.known_hosts.is_file():
+        raise FaceedgeError(f"--known_hosts {a.known_hosts}: no such file")
+    for p in (a.ssh_key, a.known_hosts):
+        if p is not None and any(c in str(p) for c in "'\"\\ "):
+            raise FaceedgeError(f"{p}: use a path without quotes, backslashes or spaces")
+    service: dict = {"manager": a.service_manager}
+    if a.service_manager == "command":
+        if not a.restart_cmd:
+            raise FaceedgeError("--service_manager command needs --restart_cmd")
+        for key in ("restart", "stop", "reload"):
+            val = getattr(a, f"{key}_cmd")
+            if val:
+                try:
+                    service[key] = shlex.split(val)
+                except ValueError as e:
+                    raise FaceedgeError(f"--{key}_cmd {val!r}: {e}") from None
+    if a.health_timeout <= 0:
+        raise FaceedgeError(f"--health_timeout {a.health_timeout}: must be > 0")
+    return Options(
+        ssh=Ssh(port=a.port, key=a.ssh_key, known_hosts=a.known_hosts, connect_timeout=a.connect_timeout),
+        remote_dir=check_remote_dir(a.remote_dir),
+        remote_python=a.remote_python,
+        service=service,
+        health_timeout_s=a.health_timeout,
+        check_timeout_s=getattr(a, "check_timeout", 180.0),
+        install_deps=not getattr(a, "no_deps", False),
+        venv_pip="system" if getattr(a, "venv_without_pip", False) else "seed",
+        pip_args=shlex.split(getattr(a, "pip_args", "") or ""),
+        keep=max(1, getattr(a, "keep", 3)),
+        lock_wait_s=a.lock_wait,
+        to=getattr(a, "to", None),
+    )
+
+
+def run_cli(action: str, a: argparse.Namespace) -> int:
+    hosts = parse_hosts(a.hosts)
+    opts = options_from_args(a)
+    if action == "rollback":
+        return rollback(hosts, opts)
+    if a.build_only and a.bundle_out is None:
+        raise FaceedgeError("--build_only needs --bundle_out DIR")
+    if a.bundle is not None:
+        return deploy(hosts, opts, a.bundle, action=action)
+    # A bundle built for this deploy only lives in a temp dir that is removed however it ends
+    # (a failed build included); --bundle_out keeps it.
+    with contextlib.ExitStack() as stack:
+        bundle_dir = a.bundle_out or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faceedge-bundle-")))
+        meta = build_bundle(
+            bundle_dir,
+            run=a.run,
+            config=a.config,
+            variant=a.variant,
+            unit=getattr(a, "unit", DEFAULT_UNIT),
+            selftest_image=a.selftest_image,
+            selftest_expect=a.selftest_expect,
+            model_only=(action == "deploy-model"),
+        )
+        st = meta["selftest"]
+        print(
+            f"bundle {bundle_dir}: {len(meta['files'])} files, model {meta['model']['sha256'][:12]} "
+            f"({meta['model']['variant']}), self-test "
+            + (
+                f"{st['image']} ({st['split']} image {Path(st['from']).name}) must give {st['expect']!r} "
+                f"({st['score']:.3f} ± {st['tolerance']})"
+                if st
+                else "(none: no splits.csv next to the model; device check uses its test pattern)"
+            ),
+            flush=True,
+        )
+        if a.build_only:
+            return 0
+        return deploy(hosts, opts, bundle_dir, action=action)
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """Standalone entry (python -m device.deploy ...); `python -m device deploy` goes through device.cli."""
+    from device.cli import standalone
+
+    return standalone(add_parser, "python -m device.deploy", None if argv is None else list(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
