@@ -23,8 +23,8 @@ SUBCOMMAND_MODULES = (
     "device.check",  # check
     "device.collect",  # collect
     "device.deploy.cli",  # deploy, rollback, deploy-model
-    "device.bench",  # bench, bench-remote
-    "device.bench_http",  # bench-http
+    "device.bench.cli",  # bench, bench-remote
+    "device.bench.http_load",  # bench-http
 )
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
