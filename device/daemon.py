@@ -47,7 +47,7 @@ import numpy as np
 
 from device.check import validate_in_child
 from device.config import DaemonConfig, load_config, source_from_arg
-from device.crop import Cropper, resize_to_input
+from device.crop import Cropper, Preparer
 from device.decision import Decider
 from device.errors import FaceedgeError
 from device.imx500 import bind_source, load_classifier
@@ -108,7 +108,7 @@ class Daemon:
         self.latest: Result | None = None
         self.stats: dict[str, Any] = {}
         self._input: np.ndarray | None = None
-        self._prepare_fn: Callable | None = None
+        self.preparer: Preparer | None = None  # crop → resize into the model input
         self._reload_requested = threading.Event()
         self._reload_thread: threading.Thread | None = None
         self._pending: tuple[DaemonConfig, Classifier, Path] | None = None
@@ -134,7 +134,7 @@ class Daemon:
         self.decider = Decider(cfg.decision, self.classifier.manifest)
         self.cropper = Cropper(cfg.crop)
         self._input = np.empty(self.classifier.input_size + (3,), np.uint8)
-        self._prepare_fn = self._make_prepare()
+        self.preparer = Preparer(self.cropper, self.classifier.input_size)
         self.telemetry.set_model(self.classifier.manifest.sha256, self.classifier.manifest)
         self.telemetry.set_status("starting", "waiting for the first frame")
         self.outputs = (
@@ -290,32 +290,14 @@ class Daemon:
         self.stats["capture"] = g.stats.as_dict()
         return self.stats
 
-    def _make_prepare(self) -> Callable | None:
-        """The crop + resize to run in the capture thread, overlapping inference. Only for the
-        cheap crop modes: a face detector run on every captured frame would waste the CPU on
-        frames that are then dropped, so face mode crops in the loop, on the frames it classifies.
-        None for the AI Camera, which crops and classifies on the sensor."""
+    def _capture_preparer(self) -> Preparer | None:
+        """The preparer to run in the capture thread, overlapping inference. Only for the cheap
+        crop modes: a face detector run on every captured frame would waste the CPU on frames that
+        are then dropped, so face mode crops in the loop, on the frames it classifies. None for the
+        AI Camera, which crops and classifies on the sensor."""
         if self.config.crop.mode == "face" or self.classifier.on_sensor:
             return None
-        cropper, size = self.cropper, self.classifier.input_size
-        scratch = np.empty(size + (3,), np.uint8)  # BGR frames: resized here, then swapped into `out`
-
-        def prepare(image: np.ndarray, out: np.ndarray | None, bgr: bool = False):
-            t0 = time.perf_counter()
-            crop = cropper(image)  # a view: the crop geometry does not depend on the channel order
-            t1 = time.perf_counter()
-            if crop.image is None:
-                return None, {}
-            if out is None or out.shape[:2] != size:
-                out = np.empty(size + (3,), np.uint8)
-            if bgr:  # resize treats channels independently: resize-then-swap == swap-then-resize
-                cv2.cvtColor(resize_to_input(crop.image, size, out=scratch), cv2.COLOR_BGR2RGB, dst=out)
-            else:
-                resize_to_input(crop.image, size, out=out)
-            return out, {"crop": (t1 - t0) * 1000.0, "resize": (time.perf_counter() - t1) * 1000.0}
-
-        prepare.swaps_channels = True  # the grabber may hand it BGR frames (bgr=True)
-        return prepare
+        return self.preparer
 
     def _process(self, frame, wait_ms: float = 0.0) -> Result | None:
         """One frame through crop → resize → invoke → decide → publish; stage times in ms.
@@ -325,32 +307,20 @@ class Daemon:
         clf = self.classifier
         if clf.on_sensor:
             return self._process_sensor(frame, wait_ms)
-        box = None  # the crop box, when the loop cropped (the live view asks the cropper otherwise)
-        t0 = time.perf_counter()
         age_ms = (time.monotonic() - frame.mono) * 1000.0
-        if frame.prepared is not None and frame.prepared_by is self._prepare_fn:
-            x = frame.prepared
-            clf.set_input(x)
-            t1 = t0 - frame.prep_ms["resize"] / 1000.0  # report the capture thread's timings
-            t0 = t1 - frame.prep_ms["crop"] / 1000.0
-        else:
-            image = frame.image
-            if image is None:  # prepared by the hook a reload replaced; its pixels already recycled
+        model_input = self.preparer.frame_input(frame, out=self._input)  # here or in the capture thread
+        if model_input.pixels is None:
+            if model_input.skipped == "stale":
                 self.stats["stale"] += 1
                 self.telemetry.inc("stale_frames_discarded")
-                return None
-            if frame.channel_order == "BGR":  # read natively for a hook a reload replaced: rare
-                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            crop = self.cropper(image)
-            t1 = time.perf_counter()
-            if crop.image is None:  # face mode, no face: nothing to classify in this frame
+            else:  # face mode, no face: nothing to classify in this frame
                 self.stats["no_roi"] += 1
                 self.telemetry.inc("no_roi")
-                self.telemetry.observe("crop", (t1 - t0) * 1000.0)
-                return None
-            x = resize_to_input(crop.image, clf.input_size, out=self._input)
-            clf.set_input(x)
-            box = crop.box
+                self.telemetry.observe("crop", model_input.crop_ms)
+            return None
+        x = model_input.pixels
+        t1 = time.perf_counter()
+        clf.set_input(x)
         t2 = time.perf_counter()
         clf.invoke()
         t3 = time.perf_counter()
@@ -360,13 +330,13 @@ class Daemon:
         stages = {
             "frame_wait": wait_ms,  # loop idle, waiting for the source
             "capture_wait": age_ms,  # captured → taken by the loop (the frame's age)
-            "crop": (t1 - t0) * 1000.0,
-            "preprocess": (t2 - t1) * 1000.0,
+            "crop": model_input.crop_ms,
+            "preprocess": model_input.resize_ms + (t2 - t1) * 1000.0,  # resize + set_input
             "invoke": (t3 - t2) * 1000.0,
             "postprocess": (t4 - t3) * 1000.0,
             "latency": (time.monotonic() - frame.mono) * 1000.0,  # capture → decided
         }
-        return self._emit(frame, d, scores, stages, x, t4, box)
+        return self._emit(frame, d, scores, stages, x, t4, model_input.box)
 
     def _process_sensor(self, frame, wait_ms: float) -> Result | None:
         """One AI Camera frame: the sensor ran the model on it, the Pi only reads its output tensor
@@ -488,8 +458,8 @@ class Daemon:
         if cfg.crop != old_cfg.crop:
             self.cropper = Cropper(cfg.crop)
         apply_opencv_threads(cfg)
-        self._prepare_fn = self._make_prepare()  # frames prepared by the old hook are redone in the loop
-        self.grabber.prepare = self._prepare_fn
+        self.preparer = Preparer(self.cropper, clf.input_size)  # frames the old one prepared are redone in the loop
+        self.grabber.prepare = self._capture_preparer()
         if cfg.outputs != old_cfg.outputs or cfg.expose_images != old_cfg.expose_images:
             if self._outputs_given is None:
                 close_outputs(self.outputs)
@@ -544,7 +514,11 @@ class Daemon:
         # and keeps its frames): one full-size buffer in flight instead of up to four. The live view
         # (expose_images) shows whole frames, so it keeps them.
         return FrameGrabber(
-            factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn, keep_images=cfg.expose_images
+            factory,
+            cfg.capture,
+            telemetry=self.telemetry,
+            prepare=self._capture_preparer(),
+            keep_images=cfg.expose_images,
         )
 
     def _make_preview(self) -> FramePreview | None:

@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from device.registry import Registry
+
 log = logging.getLogger(__name__)
 
 # Version of the result schema every output publishes (docs/outputs.md, docs/schemas/). 2: schema_version,
@@ -79,19 +81,15 @@ class Output(abc.ABC):
     def close(self) -> None:
         """Flush and release resources; called once at shutdown (within the 2 s SIGTERM budget)."""
 
+    def publish_image(self, rgb) -> None:
+        """The crop the model classified last (HxWx3 uint8 RGB, the caller's to give away), for
+        `/latest.jpg`. Only called when `expose_images` is on; outputs that serve no images ignore it."""
+
     def publish_frame(self, rgb, box) -> None:
         """The live view (device/liveview.py): a downscaled copy of a recent frame (HxWx3 uint8 RGB,
         the caller's to give away) and the crop box in its pixels (x, y, w, h), or None. Only called
         when `expose_images` is on; outputs that show no images ignore it."""
 
 
-OUTPUT_TYPES: dict[str, type[Output]] = {}
-
-
-def register_output(name: str):
-    def deco(cls: type[Output]) -> type[Output]:
-        cls.type = name
-        OUTPUT_TYPES[name] = cls
-        return cls
-
-    return deco
+OUTPUT_TYPES: Registry[type[Output]] = Registry("outputs")
+register_output = OUTPUT_TYPES.register  # class decorator: an Output under `outputs: {name: ...}`

@@ -108,9 +108,10 @@ def publish_all(outputs: list[Output], result: Result) -> None:
 def publish_image(outputs: list[Output], rgb) -> None:
     """Offer the latest crop to the outputs that can serve images (only when expose_images is on)."""
     for o in outputs:
-        fn = getattr(o, "publish_image", None)
-        if fn is not None:
-            fn(rgb)
+        try:
+            o.publish_image(rgb)
+        except Exception:
+            log.exception("output %s raised on an image", o.type)
 
 
 def close_outputs(outputs: list[Output]) -> None:
