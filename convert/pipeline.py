@@ -300,6 +300,8 @@ def run(opts: ConvertOptions) -> dict:
     from convert.export import convert_saved_model, export_saved_model, load_float_model, tflite_metadata
     from convert.metadata import attach as attach_metadata
     from convert.probe import probe_in_child
+    from convert.selftest import Candidates
+    from convert.selftest import write_for_model as write_selftest
     from device.runtime import Classifier
 
     log.info("loading %s", src.model_path)
@@ -417,13 +419,15 @@ def run(opts: ConvertOptions) -> dict:
         # ---- verification: each split's images read once, every model run on them
         t0 = time.perf_counter()
         split_counts = {}
+        selftest_candidates: dict[str, dict[str, Candidates]] = {v: {} for v in classifiers}
         for name in verify_splits:
             samples = src.data.split(name)
             split_counts[name] = len(samples)
             log.info("verifying on %s (%d images): float model + %s", name, len(samples), ", ".join(variants))
-            outs = verify.run_split(
-                [s.path for s in samples], [s.label for s in samples], size_hw, fm.predict, classifiers
-            )
+            paths, labels = [s.path for s in samples], [s.label for s in samples]
+            outs = verify.run_split(paths, labels, size_hw, fm.predict, classifiers)
+            for v in classifiers:
+                selftest_candidates[v][name] = Candidates(paths, labels, outs.probs(v))
             if imx is not None:  # the MCT simulation's outputs on these very images, in this order
                 outs.variant_probs[IMX500] = [imx.probabilities[name]]
             for v in variants:
@@ -454,6 +458,8 @@ def run(opts: ConvertOptions) -> dict:
                 )
                 all_failures += verdict.failures
             write_manifest(staging / v, manifests[v])
+            if v in classifiers:  # the image `device check` classifies before the model is trusted on a Pi
+                results[v]["selftest"] = write_selftest(staging / v, classifiers[v], selftest_candidates[v])
         for v in variants:
             if results[v]["status"] == "published":
                 _publish_dir(staging / v, export_root / v)
@@ -513,7 +519,7 @@ def run(opts: ConvertOptions) -> dict:
         ),
         "verification": {
             "splits": split_counts,
-            "preprocessing": "device.crop.load_image_rgb + resize_to_input",
+            "preprocessing": "device.crop.load_image_rgb + Preparer (the whole image, resized)",
             "runtime": "device.runtime.Classifier",
             "seconds": round(verify_seconds, 3),
         },

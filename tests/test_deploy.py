@@ -183,7 +183,22 @@ def make_run(root: Path, model_dir: Path, *, seed: int = 0, n: int = 12) -> Path
         w = csv.DictWriter(f, fieldnames=["path", "label", "person", "split"])
         w.writeheader()
         w.writerows(rows)
+    write_model_selftest(run / "export" / variant, [r for r in rows if r["split"] == "unseen_persons"])
     return run
+
+
+def write_model_selftest(model_dir: Path, holdout: list[dict]) -> None:
+    """export/<variant>/selftest.{png,json} as the conversion stage writes them (convert/selftest.py)."""
+    import numpy as np
+
+    from convert.selftest import Candidates, write_for_model
+    from convert.verify import load_model_images
+    from device.runtime import Classifier
+
+    clf = Classifier.from_model_dir(model_dir)
+    paths, labels = [r["path"] for r in holdout], [r["label"] for r in holdout]
+    probs = np.stack([clf.classify(x) for x in load_model_images(paths, clf.input_size)])
+    write_for_model(model_dir, clf, {"unseen_persons": Candidates(paths, labels, probs)})
 
 
 def device_yaml(path: Path, http_port: int, source: str = "synthetic") -> Path:
@@ -386,8 +401,10 @@ def test_first_deploy(pi, kit):
     # the bundle: wheel of the device package only, model + manifest, config, unit, self-test
     names = set(bundle["files"])
     assert {"model/model.tflite", "model/manifest.json", "device.yaml", "faceedge.service"} <= names
-    assert bundle["selftest"]["expect"] in ("open", "closed")
-    assert bundle["selftest"]["split"] == "unseen_persons"
+    assert {"model/selftest.png", "model/selftest.json"} <= names  # the model dir as convert wrote it
+    assert bundle["selftest"] is None and bundle["model"]["selftest"]["expect"] in ("open", "closed")
+    selftest = json.loads((t.remote_dir / "current" / "model" / "selftest.json").read_text())
+    assert selftest["split"] == "unseen_persons" and selftest["score"] == bundle["model"]["selftest"]["score"]
     from device.deploy.wheel import wheel_files
 
     wheel = t.remote_dir / "current" / bundle["wheel"]

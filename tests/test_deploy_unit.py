@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from device.deploy import remote
@@ -123,33 +124,59 @@ def _config(tmp: Path, http: bool = True) -> Path:
     return p
 
 
-def test_bundle_lists_every_file_with_sha256_and_a_selftest(tiny_models, tmp_path, wheel):
+def test_bundle_lists_every_file_with_sha256_and_ships_the_model_dir_as_is(tiny_models, tmp_path, wheel):
     run = _run_dir(tmp_path, tiny_models["int8"])
+    model_dir = run / "export" / "int8"
+    (model_dir / "labels.txt").write_text("closed\nopen\n")  # whatever convert put there travels too
     meta = build_bundle(tmp_path / "b", run=run, config=_config(tmp_path), wheel=wheel, unit=_unit(tmp_path))
-    files = set(meta["files"])
-    assert files == {
+    assert set(meta["files"]) == {
         "model/model.tflite",
         "model/manifest.json",
+        "model/labels.txt",
+        "model/selftest.png",
+        "model/selftest.json",
         "device.yaml",
         "faceedge.service",
         f"wheels/{wheel.name}",
-        meta["selftest"]["image"],
     }
+    for name in ("model.tflite", "manifest.json", "labels.txt", "selftest.png", "selftest.json"):
+        assert (tmp_path / "b" / "model" / name).read_bytes() == (model_dir / name).read_bytes()
     assert meta["health"]["url"] == "http://127.0.0.1:8123/healthz"
-    # the self-test expectation is this model's own answer for a holdout image, through the crop
-    from device.crop import load_image_rgb, resize_to_input
-    from device.runtime import Classifier
-
-    st = meta["selftest"]
-    assert st["split"] == "unseen_persons"
-    clf = Classifier.from_model_dir(tiny_models["int8"])
-    label, score = clf.label_of(clf.classify(resize_to_input(load_image_rgb(tmp_path / "b" / st["image"]), (32, 32))))
-    assert (label, round(score, 6)) == (st["expect"], st["score"])
+    # nothing is classified here: the Pi's `device check` uses the model dir's own self-test
+    own = json.loads((model_dir / "selftest.json").read_text())
+    assert meta["selftest"] is None
+    assert meta["model"]["selftest"] == {"expect": own["expect"], "score": own["score"], "tolerance": own["tolerance"]}
     assert read_bundle(tmp_path / "b")["digest"] == meta["digest"]
     # a changed file is caught before anything is shipped
     (tmp_path / "b" / "device.yaml").write_text("source: {type: synthetic}\n# edited\n")
     with pytest.raises(FaceedgeError, match="changed since the bundle was built"):
         read_bundle(tmp_path / "b")
+
+
+def test_bundle_with_the_users_own_selftest_image(tiny_models, tmp_path, wheel):
+    from device.crop import save_image_rgb
+
+    run = _run_dir(tmp_path, tiny_models["int8"])
+    image = tmp_path / "mine.jpg"
+    save_image_rgb(image, np.full((40, 30, 3), 90, np.uint8))
+    meta = build_bundle(
+        tmp_path / "b",
+        run=run,
+        config=_config(tmp_path),
+        wheel=wheel,
+        unit=_unit(tmp_path),
+        selftest_image=image,
+        selftest_expect="open",
+        model_only=True,
+    )
+    assert meta["selftest"] == {"image": "selftest/selftest.jpg", "expect": "open", "from": str(image)}
+    assert (tmp_path / "b" / "selftest" / "selftest.jpg").read_bytes() == image.read_bytes()
+    for bad, why in (("ajar", "--selftest_expect 'ajar': not one of the model's labels"),):
+        with pytest.raises(FaceedgeError, match=why):
+            build_bundle(tmp_path / "c", run=run, config=_config(tmp_path), selftest_image=image, selftest_expect=bad)
+    with pytest.raises(FaceedgeError, match="--selftest_image .*nope.png: no such file"):
+        build_bundle(tmp_path / "c", run=run, config=_config(tmp_path), selftest_image=tmp_path / "nope.png")
+    assert not (tmp_path / "c").exists()  # refused before anything was written
 
 
 def _unit(tmp: Path) -> Path:
