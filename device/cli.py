@@ -19,7 +19,7 @@ from pathlib import Path
 from device.errors import FaceedgeError
 
 SUBCOMMAND_MODULES = (
-    "device.daemon",  # run
+    "device.run",  # run
     "device.check",  # check
     "device.collect",  # collect
     "device.outputs.homeassistant",  # ha-remove

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,6 +36,31 @@ class Result:
     source: str = ""  # the frame source's type (picamera2, opencv, images, synthetic, imx500)
     file: str | None = None  # image folders: the file the frame came from
     frame_index: int | None = None  # video files and image folders: 0-based position of the frame
+
+    @classmethod
+    def of(
+        cls, frame: Any, decision: Any, scores: Any, stages: dict[str, float], manifest: Any, run_id: str, source: str
+    ):
+        """The result of a captured `frame` (device.sources.capture.Frame) the model scored and the
+        Decider decided (`decision`), with its stage timings."""
+        file, index = frame.position
+        return cls(
+            frame_id=frame.frame_id,
+            timestamp=frame.timestamp,
+            label=decision.label,
+            score=decision.score,
+            smoothed_label=decision.smoothed_label,
+            smoothed_score=decision.smoothed_score,
+            event=decision.event,
+            stages_ms=stages,
+            scores=scores.tolist(),
+            model_sha256=manifest.sha256,
+            score_labels=score_labels(manifest),
+            run_id=run_id,
+            source=source,
+            file=file,
+            frame_index=index,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form every output publishes (scores rounded to 1e-6, stages to 1 µs).
@@ -93,3 +119,18 @@ class Output(abc.ABC):
 
 OUTPUT_TYPES: Registry[type[Output]] = Registry("outputs")
 register_output = OUTPUT_TYPES.register  # class decorator: an Output under `outputs: {name: ...}`
+
+
+def new_run_id() -> str:
+    """`<UTC start time>-<6 hex digits>`: sorts by time, unique across restarts and devices."""
+    import secrets
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def score_labels(manifest) -> tuple[str, ...]:
+    """The label each entry of the model's output is the probability of: the positive label for a
+    sigmoid (one output, P(positive)), every label in order for a softmax."""
+    if manifest.output_kind == "sigmoid":
+        return (manifest.positive_label,)
+    return tuple(manifest.labels)
