@@ -20,12 +20,9 @@ from device.collect import (
     Collector,
     Progress,
     collect_frames,
-    dhash,
-    grey_thumb,
-    hamming,
-    sharpness,
-    write_new,
 )
+from device.files import write_new
+from device.quality import dhash, grey_thumb, hamming, sharpness
 from device.crop import CropConfig, Cropper, load_image_rgb
 from device.errors import FaceedgeError
 
@@ -131,7 +128,7 @@ def test_write_new_without_hard_links(tmp_path, monkeypatch):
     def no_links(src, dst):
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(collect.os, "link", no_links)
+    monkeypatch.setattr(os, "link", no_links)
     p = tmp_path / "x.jpg"
     assert write_new(p, b"one") == p and write_new(p, b"two") == tmp_path / "x_2.jpg"
     assert p.read_bytes() == b"one" and (tmp_path / "x_2.jpg").read_bytes() == b"two"
