@@ -3,8 +3,9 @@
 The images are read by `device.crop.load_image_rgb` and made into the model's input by the daemon's
 `device.crop.Preparer` (resized whole, as training reads a file), the `.tflite` runs in
 `device.runtime.Classifier` (the daemon's loader, quantize and dequantize), and the decision is
-`Classifier.label_of` (the daemon's threshold or argmax) for both the `.tflite` and the float model. The float model sees exactly the same uint8
-images, so any difference measured here is the conversion's, not the preprocessing's.
+`Classifier.label_of` (the daemon's threshold or argmax) for both the `.tflite` and the float model.
+The float model sees exactly the same uint8 images, so any difference measured here is the
+conversion's, not the preprocessing's.
 """
 
 from __future__ import annotations
