@@ -111,7 +111,7 @@ def resize_to_input(rgb: np.ndarray, size_hw: Sequence[int], out: np.ndarray | N
 
     INTER_LINEAR uses half-pixel centres and no antialiasing, like training's
     `tf.image.resize(method="bilinear", antialias=False)`; the only difference is that OpenCV
-    rounds to uint8 (≤ 0.5 grey level, see tests/test_parity_preprocess.py). Pass a preallocated
+    rounds to uint8 (≤ 0.5 grey level, see tests/test_train_preprocess_parity.py). Pass a preallocated
     `out` (h, w, 3) uint8 buffer to resize without allocating in the per-frame loop. A frame that
     already has the size is returned as is (or copied into `out`).
     """

@@ -158,7 +158,7 @@ def test_python_m_device_check(tiny_models, images, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     cmd = [
         sys.executable,

@@ -28,7 +28,7 @@ from device.sources import FrameGrabber, OpencvConfig, SyntheticConfig, build_so
 from device.telemetry import Telemetry
 from device.types import Result
 from tests.fakes import picamera2 as fake_picamera2
-from tests.test_device_sources import write_video
+from tests.helpers.video import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from device.service import Notifier, watchdog_interval
-from tests import tools
+from tests.helpers import tools
 
 UNIT = Path(__file__).resolve().parents[1] / "device" / "faceedge.service"
 MAX_EXPOSURE = 2.2  # systemd's scale: 0 = fully locked down ... 10 = unprotected; <= 3.9 is "OK"
