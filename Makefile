@@ -16,7 +16,7 @@ PORT         ?= 22
 SSH_KEY      ?=
 REMOTE_DIR   ?= faceedge
 KNOWN_HOSTS  ?=
-SSH_OPTS      = $(if $(SSH_KEY),--ssh_key $(SSH_KEY)) $(if $(KNOWN_HOSTS),--known_hosts $(KNOWN_HOSTS))
+SSH_OPTS      = $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) $(if $(KNOWN_HOSTS),--known-hosts $(KNOWN_HOSTS))
 ARGS         ?=
 PYTEST_ARGS  ?=
 PI_SUITES    ?= bookworm,trixie
@@ -110,15 +110,15 @@ check-device: | $(PY) ## load the model and run the self-test, as deploy does
 
 deploy: | $(PY) ## deploy daemon + model to PI=user@host[,user@host...]
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device deploy --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
+	$(PY) -m device deploy --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
 
 rollback: | $(PY) ## go back one release on PI
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device rollback --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) $(ARGS)
+	$(PY) -m device rollback --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) $(ARGS)
 
 deploy-model: | $(PY) ## ship a new model only and reload it with SIGHUP
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device deploy-model --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
+	$(PY) -m device deploy-model --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
 
 pull: | $(PY) ## copy crops collected on PI (~/$(REMOTE_DATA)) into data/$(NAME)/: new files only, no overwrite
 	$(if $(PI),,$(error set PI=user@host))
@@ -132,7 +132,7 @@ bench: | $(PY) ## on-device latency benchmark here (raw interpreter + whole pipe
 
 bench-device: | $(PY) ## the same benchmark on PI over ssh, results brought back
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device bench-remote --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) $(ARGS)
+	$(PY) -m device bench-remote --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) $(ARGS)
 
 bench-http: | $(PY) ## the daemon's HTTP under 20 concurrent loopback clients: latency, errors, fps and RSS change
 	$(PY) -m device bench-http --model-dir $(RUN) $(ARGS)

@@ -165,10 +165,10 @@ def test_bundle_with_the_users_own_selftest_image(tiny_models, tmp_path, wheel):
     )
     assert meta["selftest"] == {"image": "selftest/selftest.jpg", "expect": "open", "from": str(image)}
     assert (tmp_path / "b" / "selftest" / "selftest.jpg").read_bytes() == image.read_bytes()
-    for bad, why in (("ajar", "--selftest_expect 'ajar': not one of the model's labels"),):
+    for bad, why in (("ajar", "--selftest-expect 'ajar': not one of the model's labels"),):
         with pytest.raises(FaceedgeError, match=why):
             build_bundle(tmp_path / "c", run=run, config=_config(tmp_path), selftest_image=image, selftest_expect=bad)
-    with pytest.raises(FaceedgeError, match="--selftest_image .*nope.png: no such file"):
+    with pytest.raises(FaceedgeError, match="--selftest-image .*nope.png: no such file"):
         build_bundle(tmp_path / "c", run=run, config=_config(tmp_path), selftest_image=tmp_path / "nope.png")
     assert not (tmp_path / "c").exists()  # refused before anything was written
 
@@ -190,10 +190,10 @@ def test_cli_errors_are_one_line(capsys):
 
     assert main(["deploy", "--hosts", "pi@-x", "--bundle", "/nonexistent"]) == 2
     assert capsys.readouterr().err.startswith("error: --hosts 'pi@-x'")
-    assert main(["rollback", "--hosts", "pi@cam", "--service_manager", "command"]) == 2
-    assert "needs --restart_cmd" in capsys.readouterr().err
-    assert main(["rollback", "--hosts", "pi@cam", "--remote_dir", "a b"]) == 2
-    assert "--remote_dir 'a b'" in capsys.readouterr().err
+    assert main(["rollback", "--hosts", "pi@cam", "--service-manager", "command"]) == 2
+    assert "needs --restart-cmd" in capsys.readouterr().err
+    assert main(["rollback", "--hosts", "pi@cam", "--remote-dir", "a b"]) == 2
+    assert "--remote-dir 'a b'" in capsys.readouterr().err
 
 
 # ============================================================================ the device-side layout
@@ -290,7 +290,7 @@ def test_unit_rendered_for_the_remote_dir(tmp_path, monkeypatch):
 
 
 def test_real_unit_rendered_as_system_unit_verifies(tmp_path, monkeypatch):
-    """`--service_manager systemd-system` renders the shipped unit (absolute paths, User=,
+    """`--service-manager systemd-system` renders the shipped unit (absolute paths, User=,
     multi-user.target); systemd-analyze accepts the result."""
     import shutil
     import subprocess
@@ -359,7 +359,7 @@ def _real_release(lay: remote.Layout, when: float, *, ready: bool = True, age_s:
 
 
 def test_prune_removes_only_releases_never_a_users_folder(tmp_path, monkeypatch):
-    """The reproduction: `--remote_dir .` made ~/releases/ the release folder, and prune deleted a
+    """The reproduction: `--remote-dir .` made ~/releases/ the release folder, and prune deleted a
     user's `releases/my-photos-2024` because it was older than 10 minutes."""
     monkeypatch.setattr(remote, "log", lambda msg: None)
     lay = remote.Layout(str(tmp_path))
@@ -395,17 +395,17 @@ def test_remote_dir_that_is_home_or_root_is_refused_before_any_connection(bad, c
             "rollback",
             "--hosts",
             f"pi@127.0.0.1:{closed}",
-            "--service_manager",
+            "--service-manager",
             "command",
-            "--restart_cmd",
+            "--restart-cmd",
             "true",
-            "--remote_dir",
+            "--remote-dir",
             bad,
         ]
     )
     err = capsys.readouterr()
     assert code == 2, err
-    assert err.err.startswith(f"error: --remote_dir {bad!r}") and err.err.count("\n") == 1
+    assert err.err.startswith(f"error: --remote-dir {bad!r}") and err.err.count("\n") == 1
     assert "cannot reach" not in err.out
 
 

@@ -21,7 +21,7 @@ Faults handled here (the daemon reads `state`/`last_frame_mono` for health):
 
 - open fails (camera busy, device absent): retry with capped exponential backoff, one log line per
   attempt;
-- reads time out or fail for `stall_seconds`, or a live stream ends: close, reopen with the same
+- reads time out or fail for `stall_s`, or a live stream ends: close, reopen with the same
   backoff, and discard the first `discard_after_reconnect` frames of the new session (auto
   exposure settling, codec catching up); a frame left queued from before the fault is
   thrown away, never classified;
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from device.errors import FaceedgeError
 from device.sources.base import FrameSource, SourceError
@@ -56,14 +56,30 @@ PREFETCH = 2  # unpaced sources: frames read ahead of the consumer (absorbs thre
 POOL_SIZE = PREFETCH + 2  # + one being written + one held by the consumer
 
 
+# Config keys renamed, old spelling → new: still read, with a warning (every duration key ends in _s).
+RENAMED_KEYS = {"stall_seconds": "stall_s"}
+
+
 class CaptureConfig(Strict):
-    stall_seconds: float = Field(
-        5.0, gt=0, description="no frame for this long = stalled: health says so, source reopened"
-    )
+    stall_s: float = Field(5.0, gt=0, description="no frame for this long = stalled: health says so, source reopened")
     read_timeout_s: float = Field(1.0, gt=0, description="longest single blocking read before the thread checks in")
     reconnect_initial_s: float = Field(0.5, gt=0, description="first retry delay after a failed open/read")
     reconnect_max_s: float = Field(10.0, gt=0, description="cap of the exponential backoff")
     discard_after_reconnect: int = Field(2, ge=0, description="frames thrown away after a reopen")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in RENAMED_KEYS.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"give {new} only ({old} is its old name)")
+                log.warning("config key capture.%s is deprecated: call it capture.%s", old, new)
+                data[new] = data.pop(old)
+        return data
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
@@ -325,7 +341,7 @@ class FrameGrabber:
     def _read_loop(self, src: FrameSource, discard: int) -> bool:
         """Read until stopped (False) or a finite source ends (True); raise on a fault."""
         last = time.monotonic()
-        stall = self.cfg.stall_seconds
+        stall = self.cfg.stall_s
         timeout = min(self.cfg.read_timeout_s, stall)
         while not self._stop.is_set():
             buf = self._take_buffer()
