@@ -42,7 +42,7 @@ apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missi
 	fi
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-imx500 setup-mediapipe pull label test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
+.PHONY: help setup setup-imx500 setup-mediapipe pull label status test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
         deploy rollback deploy-model bench bench-http bench-train bench-device demo clean distclean
 
 help: ## list the targets
@@ -115,6 +115,10 @@ deploy: | $(PY) ## deploy daemon + model to PI=user@host[,user@host...]
 rollback: | $(PY) ## go back one release on PI
 	$(if $(PI),,$(error set PI=user@host))
 	$(PY) -m device rollback --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) $(ARGS)
+
+status: | $(PY) ## what PI runs: current/previous release, model sha256, health, uptime (ARGS=--json)
+	$(if $(PI),,$(error set PI=user@host))
+	$(PY) -m device status --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) $(ARGS)
 
 deploy-model: | $(PY) ## ship a new model only and reload it with SIGHUP
 	$(if $(PI),,$(error set PI=user@host))

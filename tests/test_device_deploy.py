@@ -350,6 +350,37 @@ def test_second_deploy_then_rollback(pi, kit):
     a, b = (t.remote_dir / "releases" / n / "venv" / site for n in (first, second))
     assert os.stat(a).st_ino == os.stat(b).st_ino and "hard-linked" in p.stdout
 
+    # `device status` / `make status`: the same over ssh, read-only, as a table and as JSON
+    p = run_cli([PY, "-m", "device", "status", *pi.ssh_args(), "--remote-dir", t.name])
+    assert p.returncode == 0, p.stdout + p.stderr
+    head, row = p.stdout.splitlines()
+    assert head.split()[:3] == ["host", "current", "model"]
+    assert row.split()[:4] == [pi.host, second, kit["sha"]["b"][:12], "ok"]
+    assert row.split()[-2:] == [first, kit["sha"]["a"][:12]]
+    p = run_cli(
+        [
+            "make",
+            "--no-print-directory",
+            "status",
+            f"PI={pi.host}",
+            f"PORT={pi.port}",
+            f"SSH_KEY={pi.key}",
+            f"KNOWN_HOSTS={pi.known_hosts}",
+            f"REMOTE_DIR={t.name}",
+            "ARGS=" + shlex.join(["--remote-python", pi.python, "--json"]),
+        ]
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    report = json.loads(p.stdout[p.stdout.index("{") :])[pi.host]
+    assert (report["current"], report["previous"]) == (second, first)
+    assert (report["model_sha256"], report["previous_model_sha256"]) == (kit["sha"]["b"], kit["sha"]["a"])
+    health = report["health"]
+    assert health["status"] == "ok" and health["model_sha256"] == kit["sha"]["b"] and health["uptime_s"] > 0
+    assert report["interrupted"] is None and {"name": second, "state": "ready"} in report["releases"]
+    # a host that cannot be asked is a row of its own, and exit status 1
+    p = run_cli([PY, "-m", "device", "status", *pi.ssh_args(), "--remote-dir", t.name, "--hosts", "nobody@127.0.0.1"])
+    assert p.returncode == 1 and "nobody@127.0.0.1  error: " in p.stdout, p.stdout + p.stderr
+
     p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health-timeout", "20"])
     assert p.returncode == 0, p.stdout + p.stderr
     assert t.current() == first

@@ -456,3 +456,30 @@ def test_failed_make_deploy_leaves_no_bundle_dir(tmp_path, tiny_models):
         )
         assert p.returncode != 0 and "error:" in p.stderr, p.stdout + p.stderr
         assert list(tmpdir.iterdir()) == [], p.stderr
+
+
+def test_status_table_says_what_each_host_runs():
+    from device.deploy.status import print_status, table
+
+    sha_a, sha_b = "a" * 64, "b" * 64
+    reports = {
+        "pi@cam1": {
+            "current": "20261201T100000Z-1234",
+            "previous": "20261130T090000Z-abcd",
+            "model_sha256": sha_b,
+            "previous_model_sha256": sha_a,
+            "interrupted": None,
+            "health": {"status": "ok", "model_sha256": sha_a, "uptime_s": 93784.0},
+        },
+        "pi@cam2": {"current": None, "previous": None, "health": None, "interrupted": None},
+        "pi@cam3": {"error": "ssh: connect to host cam3 port 22: Connection refused\nmore"},
+    }
+    lines = table(reports).splitlines()
+    assert lines[0].split()[:3] == ["host", "current", "model"]
+    cam1, cam2, cam3 = lines[1:]
+    # the daemon still serves the old model: the table says so
+    assert "ok (serving aaaaaaaaaaaa)" in cam1 and "1d 2h" in cam1 and cam1.split()[2] == "b" * 12
+    assert cam2.split()[:2] == ["pi@cam2", "(none)"]
+    assert cam3.endswith("error: ssh: connect to host cam3 port 22: Connection refused")
+    assert print_status({"pi@cam1": reports["pi@cam1"]}, as_json=True) == 0
+    assert print_status(reports, as_json=False) == 1

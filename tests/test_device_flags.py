@@ -17,6 +17,7 @@ COMMANDS = [
     "deploy",
     "deploy-model",
     "rollback",
+    "status",
     "pull",
     "bench",
     "bench-remote",

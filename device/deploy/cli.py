@@ -1,4 +1,4 @@
-"""`device deploy`, `device rollback`, `device deploy-model`: put the daemon and a model on one or
+"""`device deploy`, `rollback`, `deploy-model` and `status`: put the daemon and a model on one or
 more Raspberry Pis over ssh — atomic, verified, reversible. Runs on the developer's machine.
 
 Host side (this package)::
@@ -180,6 +180,15 @@ def add_parser(subparsers) -> None:
         "--to", default=None, help="a release name to go back to (none: the newest ready release older than current)"
     )
     r.set_defaults(func=lambda a: run_cli("rollback", a))
+    st = subparsers.add_parser(
+        "status",
+        help="what each Pi runs: current and previous release, model sha256, health, uptime",
+        description="Ask each host (read-only) for its current and previous release, their models, and the "
+        "running daemon's /healthz (status, model served, uptime).",
+    )
+    _add_ssh_args(st)
+    st.add_argument("--json", action="store_true", help="print the reports as JSON instead of a table")
+    st.set_defaults(func=lambda a: run_cli("status", a))
 
 
 def options_from_args(a: argparse.Namespace) -> Options:
@@ -202,7 +211,7 @@ def options_from_args(a: argparse.Namespace) -> Options:
                 try:
                     service[key] = shlex.split(val)
                 except ValueError as e:
-                    raise FaceedgeError(f"--{key}_cmd {val!r}: {e}") from None
+                    raise FaceedgeError(f"--{key}-cmd {val!r}: {e}") from None
     if a.health_timeout <= 0:
         raise FaceedgeError(f"--health-timeout {a.health_timeout}: must be > 0")
     return Options(
@@ -226,6 +235,10 @@ def run_cli(action: str, a: argparse.Namespace) -> int:
     opts = options_from_args(a)
     if action == "rollback":
         return rollback(hosts, opts)
+    if action == "status":
+        from device.deploy.status import host_status, print_status
+
+        return print_status(host_status(hosts, opts), as_json=a.json)
     if a.build_only and a.bundle_out is None:
         raise FaceedgeError("--build-only needs --bundle-out DIR")
     if a.bundle is not None:
