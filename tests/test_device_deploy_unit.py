@@ -17,7 +17,7 @@ import pytest
 from device.deploy import remote
 from device.deploy.bundle import build_bundle, read_bundle
 from device.deploy.ship import release_name
-from device.deploy.wheel import build_device_wheel, wheel_files
+from device.deploy.wheel import wheel_files
 from device.errors import FaceedgeError
 from device.ssh import Host, Ssh, parse_hosts
 from tests.helpers import ROOT
