@@ -326,15 +326,15 @@ def _cmd_bench_remote(args: argparse.Namespace) -> int:
 
 def print_summary(report: dict[str, Any]) -> None:
     """The warnings, the targets, the files written, and last the efficiency lines."""
-    for w in report.get("warnings", []):
-        print(f"warning: {w}")
-    t = report.get("targets") or {}
-    for k in ("peak_rss_mb", "first_result_s"):
-        if k in t:
-            c = t[k]
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}")
+    targets = report.get("targets") or {}
+    for key in ("peak_rss_mb", "first_result_s"):
+        if key in targets:
+            check = targets[key]
             print(
-                f"{k} ({t['variant']}, {t['threads']} thr): {fmt(c['value'], 3)} (target ≤ {c['max']}"
-                f"{'' if c.get('ok') else ', MISSED'})"
+                f"{key} ({targets['variant']}, {targets['threads']} thr): {fmt(check['value'], 3)} "
+                f"(target ≤ {check['max']}{'' if check.get('ok') else ', MISSED'})"
             )
     print("wrote " + ", ".join(report["outputs"].values()))
     for line in efficiency_lines(report):  # last: the figure a reader looks for

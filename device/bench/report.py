@@ -43,23 +43,27 @@ def efficiency(pipeline: list[dict], default_threads: int, bare: list[dict] | No
         for rnd in rounds:
             pipes = {p["threads"]: p for p in pipeline if p["variant"] == variant and p["round"] == rnd}
             for key in acc:
-                r = _ratios(pipes, key, default_threads)
-                for t, x in r["same_threads"].items():
+                ratios = _ratios(pipes, key, default_threads)
+                for t, x in ratios["same_threads"].items():
                     acc[key].setdefault(f"t{t}", []).append(x)
-                if "default_over_best" in r:
-                    acc[key].setdefault("default_over_best", []).append(r["default_over_best"])
-                    acc[key].setdefault("best_threads", []).append(r["best_threads"])
+                if "default_over_best" in ratios:
+                    acc[key].setdefault("default_over_best", []).append(ratios["default_over_best"])
+                    acc[key].setdefault("best_threads", []).append(ratios["best_threads"])
         entry: dict[str, Any] = {"default_threads": default_threads}
         for key, suffix in (("fps", ""), ("fps_p50", "_p50")):
-            a = acc[key]
-            per = {k[1:]: float(np.median(v)) for k, v in sorted(a.items(), key=lambda kv: kv[0]) if k.startswith("t")}
+            collected = acc[key]
+            per = {
+                k[1:]: float(np.median(v))
+                for k, v in sorted(collected.items(), key=lambda kv: kv[0])
+                if k.startswith("t")
+            }
             entry[f"pipeline_over_raw{suffix}"] = dict(sorted(per.items(), key=lambda kv: int(kv[0])))
             if str(default_threads) in per:
                 entry[f"pipeline_over_raw{suffix}_at_default"] = per[str(default_threads)]
-                entry[f"pipeline_over_raw{suffix}_rounds"] = a[f"t{default_threads}"]
-            if a.get("default_over_best"):
-                entry[f"pipeline_default_over_best_raw{suffix}"] = float(np.median(a["default_over_best"]))
-                bt = a["best_threads"]
+                entry[f"pipeline_over_raw{suffix}_rounds"] = collected[f"t{default_threads}"]
+            if collected.get("default_over_best"):
+                entry[f"pipeline_default_over_best_raw{suffix}"] = float(np.median(collected["default_over_best"]))
+                bt = collected["best_threads"]
                 entry[f"best_raw_threads{suffix}"] = max(set(bt), key=bt.count)
         bares = [b for b in (bare or []) if b["variant"] == variant]
         pipes_d = [p for p in pipeline if p["variant"] == variant and p["threads"] == default_threads]
@@ -76,13 +80,13 @@ def check_targets(report: dict[str, Any], variant: str = "int8") -> dict[str, An
     """The project's daemon targets (TARGETS) against this run, for `variant` (int8 by default).
     The fps ratios are judged on the robust (median) estimator, the throughput one is shown too."""
     eff = report.get("efficiency", {}).get(variant)
-    d = report["settings"]["default_threads"]
-    pipes = [p for p in report.get("pipeline", []) if p["variant"] == variant and p["threads"] == d]
+    default = report["settings"]["default_threads"]
+    pipes = [p for p in report.get("pipeline", []) if p["variant"] == variant and p["threads"] == default]
     if not eff or not pipes:
         return {}
     checks: dict[str, Any] = {
         "variant": variant,
-        "threads": d,
+        "threads": default,
         "pipeline_over_raw": {
             "value": eff.get("pipeline_over_raw_p50_at_default"),
             "throughput": eff.get("pipeline_over_raw_at_default"),
