@@ -216,12 +216,9 @@ class Daemon:
             if frame is None:
                 if grabber.finished:
                     if grabber.state == "failed":
-                        self.telemetry.set_status("error", str(grabber.error))
-                        raise (
-                            grabber.error
-                            if isinstance(grabber.error, FaceedgeError)
-                            else FaceedgeError(str(grabber.error))
-                        )
+                        error = grabber.error
+                        self.telemetry.set_status("error", str(error))
+                        raise error if isinstance(error, FaceedgeError) else FaceedgeError(str(error))
                     break
                 last = grabber.last_frame_mono if grabber.last_frame_mono is not None else t_run
                 if not stalled and now - last >= cfg_stall():
@@ -338,20 +335,10 @@ class Daemon:
         }
         return self._emit(frame, decision, scores, stages, frame.image, t4)
 
-    def _emit(
-        self,
-        frame,
-        decision,
-        scores: np.ndarray,
-        stages: dict[str, float],
-        image: np.ndarray | None,
-        t4: float,
-        box=None,
-    ) -> Result:
+    def _emit(self, frame, decision, scores: np.ndarray, stages: dict, image: np.ndarray | None, t4: float, box=None):
         """Publish one decided frame: result, outputs, telemetry, readiness (both paths)."""
-        result = Result.of(
-            frame, decision, scores, stages, self.classifier.manifest, self.run_id, self.config.source.type
-        )
+        manifest, source = self.classifier.manifest, self.config.source.type
+        result = Result.of(frame, decision, scores, stages, manifest, self.run_id, source)
         self.telemetry.result_published(result)
         publish_all(self.outputs, result)
         if self.config.expose_images and image is not None:
@@ -363,14 +350,9 @@ class Daemon:
         self.latest = result
         self.stats["results"] += 1
         if self.stats["start_to_first_result_s"] is None:
-            self.stats["start_to_first_result_s"] = round(time.monotonic() - self._t_start, 4)
+            self.stats["start_to_first_result_s"] = first_s = round(time.monotonic() - self._t_start, 4)
             self.notifier.ready(f"classifying {self.grabber.source_name}")
-            log.info(
-                "first result %.3f s after start: %s %.3f",
-                self.stats["start_to_first_result_s"],
-                decision.label,
-                decision.score,
-            )
+            log.info("first result %.3f s after start: %s %.3f", first_s, decision.label, decision.score)
         if self.telemetry.status() != "ok":
             self.telemetry.set_status("ok")
             self.notifier.status(f"ok: classifying {self.grabber.source_name}")
