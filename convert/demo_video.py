@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import FaceedgeError
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 from train import stats
 
 DEMO_DIR = "demo"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field
 
-from device.manifest import Strict
+from device.validation import Strict
 from train import stats
 from train.verdict import FLOOR_SPLITS, default_min_balanced_accuracy, floor_check, floor_split
 

@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 
 from convert.mediapipe import env
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

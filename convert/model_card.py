@@ -21,7 +21,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

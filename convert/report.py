@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 
 HEADING = "## Conversion"
 

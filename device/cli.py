@@ -17,16 +17,17 @@ import sys
 from pathlib import Path
 
 from device.errors import FaceedgeError
+from device.flags import add_option
 
 SUBCOMMAND_MODULES = (
-    "device.daemon",  # run
+    "device.run",  # run
     "device.check",  # check
     "device.collect",  # collect
     "device.outputs.homeassistant",  # ha-remove
-    "device.deploy",  # deploy, rollback, deploy-model
+    "device.deploy.cli",  # deploy, rollback, deploy-model
     "device.pull",  # pull
-    "device.bench",  # bench, bench-remote
-    "device.bench_http",  # bench-http
+    "device.bench.cli",  # bench, bench-remote
+    "device.bench.http_load",  # bench-http
 )
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -36,21 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m device",
         description="faceedge on the device: run the classifier on camera frames, check, collect, deploy, bench.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--validate_config",
+    add_option(
+        parser,
         "--validate-config",
-        dest="validate_config",
         type=Path,
         default=None,
         metavar="CONFIG",
         help="validate a device YAML config and exit",
     )
-    parser.add_argument(
-        "--log_level",
+    add_option(
+        parser,
         "--log-level",
-        dest="log_level",
         default=None,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level on stderr (default: the config's log_level, else INFO)",
@@ -68,7 +66,7 @@ def standalone(
 
     `command` is prepended to argv for modules with a single subcommand (`python -m device.check ...`).
     """
-    parser = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog)
     add_parser(parser.add_subparsers(dest="command", required=True))
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args([command, *argv] if command else argv)

@@ -3,7 +3,7 @@
 Sections (every one optional; see configs/device.yaml for a commented sample)::
 
     source:   {type: picamera2 | imx500 | opencv | images | synthetic, ...}   # device/sources/
-    capture:  {stall_seconds, read_timeout_s, reconnect_initial_s, reconnect_max_s, discard_after_reconnect}
+    capture:  {stall_s, read_timeout_s, reconnect_initial_s, reconnect_max_s, discard_after_reconnect}
     crop:     {mode: full | center | face, ...}                       # device/crop.py
     model:    {dir, variant, num_threads, runtime, validate_timeout_s}
     decision: {threshold, smoothing, window, min_frames, hysteresis}  # device/decision.py
@@ -20,13 +20,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import cv2
 import yaml
 from pydantic import Field, ValidationError
 
 from device.crop import CropConfig
 from device.decision import DecisionConfig
 from device.errors import FaceedgeError
-from device.manifest import Strict
 from device.outputs import OutputsConfig
 from device.sources import (
     SOURCE_TYPES,
@@ -39,6 +39,7 @@ from device.sources import (
     SyntheticConfig,
 )
 from device.sources.images import IMAGE_SUFFIXES
+from device.validation import Strict
 
 SourceSection = Annotated[
     Union[Picamera2Config, Imx500Config, OpencvConfig, ImagesConfig, SyntheticConfig],
@@ -159,3 +160,34 @@ def summary(cfg: DaemonConfig) -> str:
         f"source={cfg.source.type} crop={cfg.crop.mode} smoothing={cfg.decision.smoothing}"
         f"/{cfg.decision.window} outputs={','.join(outs)}"
     )
+
+
+def require_outputs(cfg: DaemonConfig, config: str | Path | None) -> None:
+    """A daemon whose results go nowhere is a mistake, not a run."""
+    if not any(getattr(cfg.outputs, name) is not None for name in type(cfg.outputs).model_fields):
+        where = f"{config}: key 'outputs'" if config else "no --config given, so key 'outputs'"
+        raise FaceedgeError(
+            f"{where}: no output configured, the results would go nowhere; add outputs.jsonl "
+            "(path: '-' for stdout), outputs.http or outputs.mqtt"
+        )
+
+
+def apply_opencv_threads(cfg: DaemonConfig) -> int:
+    """Size OpenCV's thread pool (see DaemonConfig.opencv_threads); returns the value set."""
+    n = cfg.opencv_threads
+    if n is None:
+        n = -1 if cfg.crop.mode == "face" else 1  # -1: OpenCV's default (all cores)
+    cv2.setNumThreads(n)
+    return n
+
+
+def check_limits(
+    *, max_frames: int | None = None, max_seconds: float | None = None, num_threads: int | None = None
+) -> None:
+    """Run limits below 1 are mistakes (0 used to mean one frame, or no limit at all): refuse them."""
+    if max_frames is not None and max_frames < 1:
+        raise FaceedgeError(f"--max-frames {max_frames}: must be >= 1 (leave it out to run until stopped)")
+    if max_seconds is not None and not max_seconds > 0:
+        raise FaceedgeError(f"--max-seconds {max_seconds:g}: must be > 0 (leave it out to run until stopped)")
+    if num_threads is not None and num_threads < 1:
+        raise FaceedgeError(f"--num-threads {num_threads}: must be >= 1 (leave it out for all cores)")

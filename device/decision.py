@@ -25,7 +25,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from device.manifest import Manifest, Strict
+from device.manifest import Manifest
+from device.validation import Strict
 
 
 class DecisionConfig(Strict):

@@ -12,27 +12,21 @@ the AI Camera's `packerOut.zip` as `model_file`, packaged on the Pi into `networ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from device.errors import FaceedgeError
+from device.files import atomic_write_bytes, sha256_file
+from device.validation import Strict, first_error
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.tflite"
 VARIANTS = ("int8", "float32", "float16", "imx500")
-
-
-class Strict(BaseModel):
-    """Base for every typed config/manifest: unknown keys are errors that name the key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=False)
 
 
 class TensorSpec(Strict):
@@ -97,20 +91,6 @@ class Manifest(Strict):
         return next(lbl for lbl in self.labels if lbl != self.positive_label)
 
 
-def first_error(e: ValidationError, root: str = "(root)") -> tuple[str, str]:
-    """(dotted key, message) of a pydantic error's first problem, for one-line FaceedgeErrors."""
-    err = e.errors()[0]
-    return ".".join(str(x) for x in err["loc"]) or root, err["msg"]
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resolve_model_dir(path: str | os.PathLike, variant: str = "int8") -> Path:
     """Accept a model dir, a manifest/model file, or a run dir (→ `export/<variant>/`)."""
     p = Path(path)
@@ -159,64 +139,6 @@ def load_manifest(path: str | os.PathLike, *, verify_sha256: bool = True) -> tup
     if man.status != "published":
         raise FaceedgeError(f"{mpath}: model was {man.status} by the conversion gate ({man.notes})")
     return man, model_path
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            # mkstemp makes the file 0600; give it the mode a plain open() would have (0666 & ~umask).
-            os.fchmod(f.fileno(), 0o666 & ~current_umask())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def require_writable_dir(path: str | os.PathLike, what: str) -> None:
-    """A FaceedgeError naming `what` and `path` unless new files can be made in the folder `path`
-    (or, when it does not exist yet, in its nearest existing parent, where it would be created).
-
-    access(2), so read-only mounts and immutable folders count as unwritable, for root too. Used
-    before any slow start-up, so a command that cannot write its output says so at once.
-    """
-    p = Path(path).absolute()
-    probe = p
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise FaceedgeError(f"{what} {path}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        try:
-            ro = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
-        except OSError:
-            ro = False
-        why = "read-only file system" if ro else "permission denied"
-        where = "" if probe == p else f" (in {probe})"
-        raise FaceedgeError(f"{what} {path}: not writable{where}: {why}")
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it (os.umask() would, briefly, for every thread)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_manifest(model_dir: str | os.PathLike, manifest: Manifest) -> Path:

@@ -35,8 +35,8 @@ def tiny_keras(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The device wheel (`device.deploy.build_device_wheel`), built once per test module."""
-    from device.deploy import build_device_wheel
+    """The device wheel (`device.deploy.wheel.build_device_wheel`), built once per test module."""
+    from device.deploy.wheel import build_device_wheel
 
     return build_device_wheel(tmp_path_factory.mktemp("wheel"))
 

@@ -18,7 +18,8 @@ import pytest
 from convert.cli import main, run
 from convert.quantize import QuantizationConfig
 from device.errors import FaceedgeError
-from device.manifest import load_manifest, sha256_file
+from device.files import sha256_file
+from device.manifest import load_manifest
 from tests.helpers.tiny_run import SIZE, make_tiny_run, write_images
 
 # Stated tolerance: the int8 model's dequantized P(open) is within 0.02 of the Keras model's on every
@@ -134,6 +135,26 @@ def test_manifests_complete_and_sha256_correct(tiny_run, converted):
     assert "calibrated" in int8["notes"] and "100 images" in int8["notes"]
     assert sizes["int8"] < sizes["float16"] < sizes["float32"]
     assert not [p for p in (tiny_run / "export").iterdir() if p.name.startswith(".")]
+
+
+def test_each_model_carries_a_selftest_that_device_check_passes(tiny_run, converted):
+    """export/<variant>/selftest.{png,json}: an image of persons the model never trained on, at the
+    model's input size, that the model gets right; `device check` classifies it to the recorded score."""
+    from device import check
+    from device.crop import load_image_rgb
+
+    splits = {r["path"]: r for r in csv.DictReader(open(tiny_run / "splits.csv"))}
+    for variant in ("int8", "float32", "float16"):
+        mdir = tiny_run / "export" / variant
+        spec = json.loads((mdir / "selftest.json").read_text())
+        assert spec == converted["variants"][variant]["selftest"]
+        assert spec["image"] == "selftest.png" and load_image_rgb(mdir / "selftest.png").shape == (SIZE, SIZE, 3)
+        row = next(r for p, r in splits.items() if str(spec["from"]).endswith(p) or p.endswith(str(spec["from"])))
+        assert spec["split"] == row["split"] == "unseen_persons" and spec["true_label"] == row["label"]
+        assert spec["expect"] == spec["true_label"]  # a right answer, as `pick` prefers
+        report = check.run(model_dir=mdir, runs=1)
+        assert report["ok"] and report["image"] == str(mdir / "selftest.png")
+        assert report["label"] == spec["expect"] and report["score"] == pytest.approx(spec["score"], abs=1e-6)
 
 
 def test_convert_json_and_report_section(tiny_run, converted):

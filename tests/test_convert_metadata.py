@@ -19,7 +19,8 @@ import pytest
 
 from convert.cli import run
 from convert.mediapipe import env
-from device.manifest import load_manifest, sha256_file
+from device.files import sha256_file
+from device.manifest import load_manifest
 from tests.helpers.tiny_run import make_tiny_run
 
 pytestmark = pytest.mark.timeout(900)

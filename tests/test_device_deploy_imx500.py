@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from device import check
-from device import deploy_remote as remote
-from device.deploy import build_bundle
+from device.deploy import remote
+from device.deploy.bundle import build_bundle
 from tests.helpers.deploy import unit_file
 from tests.helpers.imx500 import make_imx500_dir
 

@@ -1,4 +1,4 @@
-"""deploy keeps the OS's numpy in a release venv (device/deploy_remote.py numpy_constraint,
+"""deploy keeps the OS's numpy in a release venv (device/deploy/remote.py numpy_constraint,
 system_numpy): the unit side. The emulated Bookworm/Trixie show the effect (tests/pibox)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from device import deploy_remote as remote
+from device.deploy import remote
 
 
 def test_numpy_constraint_keeps_the_major():

@@ -11,19 +11,15 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from device import deploy_remote as remote
-from device.deploy import (
-    Host,
-    Ssh,
-    build_bundle,
-    parse_hosts,
-    read_bundle,
-    release_name,
-    wheel_files,
-)
+from device.deploy import remote
+from device.deploy.bundle import build_bundle, read_bundle
+from device.deploy.ship import release_name
+from device.deploy.wheel import wheel_files
 from device.errors import FaceedgeError
+from device.ssh import Host, Ssh, parse_hosts
 from tests.helpers import ROOT
 from tests.helpers.deploy import make_run, unit_file
 
@@ -101,7 +97,7 @@ def test_release_names_sort_by_time():
 
 def test_device_wheel_holds_the_device_package_only(wheel):
     names = wheel_files(wheel)
-    assert "device/daemon.py" in names and "device/deploy_remote.py" in names
+    assert "device/daemon.py" in names and "device/deploy/remote.py" in names
     assert not [n for n in names if n.startswith(("train/", "convert/", "tests/"))]
     import zipfile
 
@@ -122,33 +118,59 @@ def _config(tmp: Path, http: bool = True) -> Path:
     return p
 
 
-def test_bundle_lists_every_file_with_sha256_and_a_selftest(tiny_models, tmp_path, wheel):
+def test_bundle_lists_every_file_with_sha256_and_ships_the_model_dir_as_is(tiny_models, tmp_path, wheel):
     run = _run_dir(tmp_path, tiny_models["int8"])
+    model_dir = run / "export" / "int8"
+    (model_dir / "labels.txt").write_text("closed\nopen\n")  # whatever convert put there travels too
     meta = build_bundle(tmp_path / "b", run=run, config=_config(tmp_path), wheel=wheel, unit=unit_file(tmp_path))
-    files = set(meta["files"])
-    assert files == {
+    assert set(meta["files"]) == {
         "model/model.tflite",
         "model/manifest.json",
+        "model/labels.txt",
+        "model/selftest.png",
+        "model/selftest.json",
         "device.yaml",
         "faceedge.service",
         f"wheels/{wheel.name}",
-        meta["selftest"]["image"],
     }
+    for name in ("model.tflite", "manifest.json", "labels.txt", "selftest.png", "selftest.json"):
+        assert (tmp_path / "b" / "model" / name).read_bytes() == (model_dir / name).read_bytes()
     assert meta["health"]["url"] == "http://127.0.0.1:8123/healthz"
-    # the self-test expectation is this model's own answer for a holdout image, through the crop
-    from device.crop import load_image_rgb, resize_to_input
-    from device.runtime import Classifier
-
-    st = meta["selftest"]
-    assert st["split"] == "unseen_persons"
-    clf = Classifier.from_model_dir(tiny_models["int8"])
-    label, score = clf.label_of(clf.classify(resize_to_input(load_image_rgb(tmp_path / "b" / st["image"]), (32, 32))))
-    assert (label, round(score, 6)) == (st["expect"], st["score"])
+    # nothing is classified here: the Pi's `device check` uses the model dir's own self-test
+    own = json.loads((model_dir / "selftest.json").read_text())
+    assert meta["selftest"] is None
+    assert meta["model"]["selftest"] == {"expect": own["expect"], "score": own["score"], "tolerance": own["tolerance"]}
     assert read_bundle(tmp_path / "b")["digest"] == meta["digest"]
     # a changed file is caught before anything is shipped
     (tmp_path / "b" / "device.yaml").write_text("source: {type: synthetic}\n# edited\n")
     with pytest.raises(FaceedgeError, match="changed since the bundle was built"):
         read_bundle(tmp_path / "b")
+
+
+def test_bundle_with_the_users_own_selftest_image(tiny_models, tmp_path, wheel):
+    from device.crop import save_image_rgb
+
+    run = _run_dir(tmp_path, tiny_models["int8"])
+    image = tmp_path / "mine.jpg"
+    save_image_rgb(image, np.full((40, 30, 3), 90, np.uint8))
+    meta = build_bundle(
+        tmp_path / "b",
+        run=run,
+        config=_config(tmp_path),
+        wheel=wheel,
+        unit=unit_file(tmp_path),
+        selftest_image=image,
+        selftest_expect="open",
+        model_only=True,
+    )
+    assert meta["selftest"] == {"image": "selftest/selftest.jpg", "expect": "open", "from": str(image)}
+    assert (tmp_path / "b" / "selftest" / "selftest.jpg").read_bytes() == image.read_bytes()
+    for bad, why in (("ajar", "--selftest-expect 'ajar': not one of the model's labels"),):
+        with pytest.raises(FaceedgeError, match=why):
+            build_bundle(tmp_path / "c", run=run, config=_config(tmp_path), selftest_image=image, selftest_expect=bad)
+    with pytest.raises(FaceedgeError, match="--selftest-image .*nope.png: no such file"):
+        build_bundle(tmp_path / "c", run=run, config=_config(tmp_path), selftest_image=tmp_path / "nope.png")
+    assert not (tmp_path / "c").exists()  # refused before anything was written
 
 
 def test_bundle_needs_the_http_health_endpoint(tiny_models, tmp_path, wheel):
@@ -168,10 +190,10 @@ def test_cli_errors_are_one_line(capsys):
 
     assert main(["deploy", "--hosts", "pi@-x", "--bundle", "/nonexistent"]) == 2
     assert capsys.readouterr().err.startswith("error: --hosts 'pi@-x'")
-    assert main(["rollback", "--hosts", "pi@cam", "--service_manager", "command"]) == 2
-    assert "needs --restart_cmd" in capsys.readouterr().err
-    assert main(["rollback", "--hosts", "pi@cam", "--remote_dir", "a b"]) == 2
-    assert "--remote_dir 'a b'" in capsys.readouterr().err
+    assert main(["rollback", "--hosts", "pi@cam", "--service-manager", "command"]) == 2
+    assert "needs --restart-cmd" in capsys.readouterr().err
+    assert main(["rollback", "--hosts", "pi@cam", "--remote-dir", "a b"]) == 2
+    assert "--remote-dir 'a b'" in capsys.readouterr().err
 
 
 # ============================================================================ the device-side layout
@@ -268,7 +290,7 @@ def test_unit_rendered_for_the_remote_dir(tmp_path, monkeypatch):
 
 
 def test_real_unit_rendered_as_system_unit_verifies(tmp_path, monkeypatch):
-    """`--service_manager systemd-system` renders the shipped unit (absolute paths, User=,
+    """`--service-manager systemd-system` renders the shipped unit (absolute paths, User=,
     multi-user.target); systemd-analyze accepts the result."""
     import shutil
     import subprocess
@@ -337,7 +359,7 @@ def _real_release(lay: remote.Layout, when: float, *, ready: bool = True, age_s:
 
 
 def test_prune_removes_only_releases_never_a_users_folder(tmp_path, monkeypatch):
-    """The reproduction: `--remote_dir .` made ~/releases/ the release folder, and prune deleted a
+    """The reproduction: `--remote-dir .` made ~/releases/ the release folder, and prune deleted a
     user's `releases/my-photos-2024` because it was older than 10 minutes."""
     monkeypatch.setattr(remote, "log", lambda msg: None)
     lay = remote.Layout(str(tmp_path))
@@ -373,17 +395,17 @@ def test_remote_dir_that_is_home_or_root_is_refused_before_any_connection(bad, c
             "rollback",
             "--hosts",
             f"pi@127.0.0.1:{closed}",
-            "--service_manager",
+            "--service-manager",
             "command",
-            "--restart_cmd",
+            "--restart-cmd",
             "true",
-            "--remote_dir",
+            "--remote-dir",
             bad,
         ]
     )
     err = capsys.readouterr()
     assert code == 2, err
-    assert err.err.startswith(f"error: --remote_dir {bad!r}") and err.err.count("\n") == 1
+    assert err.err.startswith(f"error: --remote-dir {bad!r}") and err.err.count("\n") == 1
     assert "cannot reach" not in err.out
 
 
@@ -434,3 +456,30 @@ def test_failed_make_deploy_leaves_no_bundle_dir(tmp_path, tiny_models):
         )
         assert p.returncode != 0 and "error:" in p.stderr, p.stdout + p.stderr
         assert list(tmpdir.iterdir()) == [], p.stderr
+
+
+def test_status_table_says_what_each_host_runs():
+    from device.deploy.status import print_status, table
+
+    sha_a, sha_b = "a" * 64, "b" * 64
+    reports = {
+        "pi@cam1": {
+            "current": "20261201T100000Z-1234",
+            "previous": "20261130T090000Z-abcd",
+            "model_sha256": sha_b,
+            "previous_model_sha256": sha_a,
+            "interrupted": None,
+            "health": {"status": "ok", "model_sha256": sha_a, "uptime_s": 93784.0},
+        },
+        "pi@cam2": {"current": None, "previous": None, "health": None, "interrupted": None},
+        "pi@cam3": {"error": "ssh: connect to host cam3 port 22: Connection refused\nmore"},
+    }
+    lines = table(reports).splitlines()
+    assert lines[0].split()[:3] == ["host", "current", "model"]
+    cam1, cam2, cam3 = lines[1:]
+    # the daemon still serves the old model: the table says so
+    assert "ok (serving aaaaaaaaaaaa)" in cam1 and "1d 2h" in cam1 and cam1.split()[2] == "b" * 12
+    assert cam2.split()[:2] == ["pi@cam2", "(none)"]
+    assert cam3.endswith("error: ssh: connect to host cam3 port 22: Connection refused")
+    assert print_status({"pi@cam1": reports["pi@cam1"]}, as_json=True) == 0
+    assert print_status(reports, as_json=False) == 1

@@ -64,7 +64,7 @@ def test_manifest_sha_mismatch(tiny_models, tmp_path):
 def test_atomic_write_has_the_mode_of_a_plain_file(tmp_path):
     import os
 
-    from device.manifest import atomic_write_bytes
+    from device.files import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

@@ -1,6 +1,6 @@
 """Typed training config: YAML file + `--set key.path=value` overrides → a validated `TrainConfig`.
 
-Every section is a pydantic model with ``extra="forbid"`` (``device.manifest.Strict``), so a typo is
+Every section is a pydantic model with ``extra="forbid"`` (``device.validation.Strict``), so a typo is
 an error that names the full dotted key. The resolved config is written into each run directory as
 ``config.yaml`` and is enough to repeat the run.
 """
@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from device.errors import FaceedgeError
-from device.manifest import Strict
+from device.validation import Strict
 
 BACKBONES = ("mobilenet_v2", "vgg16", "simple_cnn")  # keys of train.models.BACKBONES (kept here so config needs no TF)
 

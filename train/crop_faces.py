@@ -37,8 +37,9 @@ from pydantic import ValidationError
 
 from device.crop import CropConfig, Cropper, load_image_rgb, save_image_rgb
 from device.errors import FaceedgeError
+from device.files import atomic_write_bytes
 from device.flags import add_option
-from device.manifest import atomic_write_bytes, first_error
+from device.validation import first_error
 from train.config import load_raw
 from train.data import write_skipped_csv
 

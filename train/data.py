@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from device.errors import FaceedgeError
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 from train.image_check import HIDDEN, IMAGE_EXTENSIONS, NOTE_EXIF_ORIENTATION, NOTE_EXT_MISMATCH, check_all
 
 log = logging.getLogger(__name__)

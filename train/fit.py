@@ -25,7 +25,7 @@ from pathlib import Path
 
 from device.errors import FaceedgeError
 from device.flags import add_option
-from device.manifest import require_writable_dir
+from device.files import require_writable_dir
 from train import artefacts, determinism, evaluate, report, rundir, stats
 from train.history import read_history
 from train.config import TrainConfig, load_config

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 from train import stats
 
 

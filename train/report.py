@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 from train import stats
 from train.determinism import describe as describe_reproducibility
 from train.history import HISTORY_FIELDS, read_history, timing_summary

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from device.errors import FaceedgeError
-from device.manifest import atomic_write_bytes, require_writable_dir
+from device.files import atomic_write_bytes, require_writable_dir
 from train.config import TrainConfig, dump_config, load_raw, validate
 from train.data import write_skipped_csv
 from train.splits import SplitRecord, read_splits_csv, write_splits_csv

@@ -44,7 +44,7 @@ import numpy as np
 
 from device.errors import FaceedgeError
 from device.flags import add_option
-from device.manifest import current_umask
+from device.files import current_umask
 from train.sample_faces import Identity, make_identity, render
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Protocol, Sequence
 
 from device.errors import FaceedgeError
-from device.manifest import atomic_write_bytes
+from device.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

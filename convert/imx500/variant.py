@@ -33,8 +33,9 @@ import numpy as np
 
 from convert.imx500 import env, handoff
 from device.errors import FaceedgeError
+from device.files import sha256_file
 from device.imx500 import LABELS_FILE, PACKAGE_FILE, Imx500Classifier
-from device.manifest import Manifest, Preprocessing, TensorSpec, sha256_file
+from device.manifest import Manifest, Preprocessing, TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from device.manifest import Strict
+from device.validation import Strict
 
 
 def is_loopback(host: str) -> bool:

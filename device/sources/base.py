@@ -13,7 +13,7 @@ Errors a source may raise, and what the capture thread does with them:
 - `SourceError` (and OSError/RuntimeError from camera libraries): the device is busy, gone or
   failed a read. Retryable: the capture thread closes it and reopens with capped backoff.
 - `TimeoutError` from `read`: no frame within the timeout; the capture thread counts the silence
-  and reopens once it lasts `stall_seconds`.
+  and reopens once it lasts `stall_s`.
 - `FaceedgeError` (not a SourceError): a configuration mistake (no such video file, picamera2 not
   installed). Not retryable: the daemon stops with that one-line error.
 """
@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from device.errors import FaceedgeError
-from device.manifest import Strict
+from device.registry import Registry
+from device.validation import Strict
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +143,9 @@ def fit_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, np.uint8)
 
 
-SOURCE_TYPES: dict[str, type[FrameSource]] = {}
-
-
-def register_source(name: str):
-    """Class decorator: make a FrameSource available under config `type: name`."""
-
-    def deco(cls: type[FrameSource]) -> type[FrameSource]:
-        cls.type = name
-        SOURCE_TYPES[name] = cls
-        return cls
-
-    return deco
+SOURCE_TYPES: Registry[type[FrameSource]] = Registry("source.type")
+register_source = SOURCE_TYPES.register  # class decorator: a FrameSource under config `type: name`
 
 
 def build_source(cfg: SourceConfig) -> FrameSource:
-    try:
-        cls = SOURCE_TYPES[cfg.type]
-    except KeyError:
-        raise FaceedgeError(f"source.type {cfg.type!r}: unknown; choose one of {sorted(SOURCE_TYPES)}") from None
-    return cls(cfg)
+    return SOURCE_TYPES.get(cfg.type)(cfg)

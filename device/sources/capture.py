@@ -5,8 +5,8 @@ in a thread (cv2/picamera2 release the GIL while they wait and decode) overlaps 
 `prepare` hook (the daemon's crop + resize) with inference, and lets the loop always classify the
 *newest* frame; frames overwritten before the loop took them are counted as dropped.
 
-Channel order: frames are read with `source.read()` (RGB), except when the `prepare` hook says it
-swaps channels itself (`prepare.swaps_channels = True`) and the source produces BGR
+Channel order: frames are read with `source.read()` (RGB), except when there is a `prepare` hook
+(a `device.crop.Preparer`, which swaps channels itself) and the source produces BGR
 (`source.channel_order`): the frame is then read with `source.read_native()` and the hook gets
 `bgr=True`, so the swap happens on the small resized image, not the whole frame. `Frame.image`
 then holds BGR and says so (`Frame.channel_order`); `Frame.prepared` is RGB in every case.
@@ -21,7 +21,7 @@ Faults handled here (the daemon reads `state`/`last_frame_mono` for health):
 
 - open fails (camera busy, device absent): retry with capped exponential backoff, one log line per
   attempt;
-- reads time out or fail for `stall_seconds`, or a live stream ends: close, reopen with the same
+- reads time out or fail for `stall_s`, or a live stream ends: close, reopen with the same
   backoff, and discard the first `discard_after_reconnect` frames of the new session (auto
   exposure settling, codec catching up); a frame left queued from before the fault is
   thrown away, never classified;
@@ -38,14 +38,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from device.errors import FaceedgeError
-from device.manifest import Strict
 from device.sources.base import FrameSource, SourceError
+from device.validation import Strict
+
+if TYPE_CHECKING:
+    from device.crop import Preparer
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +56,30 @@ PREFETCH = 2  # unpaced sources: frames read ahead of the consumer (absorbs thre
 POOL_SIZE = PREFETCH + 2  # + one being written + one held by the consumer
 
 
+# Config keys renamed, old spelling → new: still read, with a warning (every duration key ends in _s).
+RENAMED_KEYS = {"stall_seconds": "stall_s"}
+
+
 class CaptureConfig(Strict):
-    stall_seconds: float = Field(
-        5.0, gt=0, description="no frame for this long = stalled: health says so, source reopened"
-    )
+    stall_s: float = Field(5.0, gt=0, description="no frame for this long = stalled: health says so, source reopened")
     read_timeout_s: float = Field(1.0, gt=0, description="longest single blocking read before the thread checks in")
     reconnect_initial_s: float = Field(0.5, gt=0, description="first retry delay after a failed open/read")
     reconnect_max_s: float = Field(10.0, gt=0, description="cap of the exponential backoff")
     discard_after_reconnect: int = Field(2, ge=0, description="frames thrown away after a reopen")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in RENAMED_KEYS.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"give {new} only ({old} is its old name)")
+                log.warning("config key capture.%s is deprecated: call it capture.%s", old, new)
+                data[new] = data.pop(old)
+        return data
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
@@ -77,7 +96,7 @@ class Frame:
     mono: float  # time.monotonic() when the frame was read
     session: int  # 1 for the first open, +1 on every reopen
     prepared: np.ndarray | None = None  # the `prepare` hook's output (e.g. the model input), if any
-    prepared_by: Any = None  # the hook that made it (a reload may swap hooks)
+    prepared_by: Preparer | None = None  # the hook that made it (a reload may swap hooks)
     prep_ms: dict[str, float] = field(default_factory=dict)  # the hook's own stage timings
     channel_order: str = "RGB"  # of `image`: "BGR" only when a channel-swapping hook read it natively
     sensor_output: np.ndarray | None = None  # the AI Camera's output tensor for this frame (source.sensor_output)
@@ -113,14 +132,13 @@ class FrameGrabber:
         cfg: CaptureConfig | None = None,
         *,
         telemetry: Any = None,
-        prepare: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray | None, dict[str, float]]] | None = None,
+        prepare: Preparer | None = None,
         keep_images: bool = True,
     ) -> None:
-        """`prepare(image, out)`, when given, runs in the capture thread on every frame it keeps and
-        returns (array, {stage: ms}) - the daemon crops and resizes there, so that preprocessing
-        overlaps inference. It may write into `out` (a recycled array) and must not keep `image`.
-        A hook with `swaps_channels = True` is also given `bgr=True` for BGR frames (see the module
-        docstring) and must return RGB.
+        """`prepare.prepare(image, out, bgr=...)`, when given, runs in the capture thread on every frame
+        it keeps and returns (array, {stage: ms}) - the daemon crops and resizes there, so that
+        preprocessing overlaps inference. It may write into `out` (a recycled array), must not keep
+        `image`, and is given `bgr=True` for BGR frames (see the module docstring); it returns RGB.
 
         `keep_images=False`: a frame the hook prepared hands its full-size buffer back to the pool
         at once (`Frame.image` is None): a consumer that only needs `prepared` (the daemon) then
@@ -323,12 +341,12 @@ class FrameGrabber:
     def _read_loop(self, src: FrameSource, discard: int) -> bool:
         """Read until stopped (False) or a finite source ends (True); raise on a fault."""
         last = time.monotonic()
-        stall = self.cfg.stall_seconds
+        stall = self.cfg.stall_s
         timeout = min(self.cfg.read_timeout_s, stall)
         while not self._stop.is_set():
             buf = self._take_buffer()
-            fn = self.prepare  # one hook per frame, even if a reload swaps it meanwhile
-            bgr = fn is not None and getattr(fn, "swaps_channels", False) and src.channel_order == "BGR"
+            preparer = self.prepare  # one hook per frame, even if a reload swaps it meanwhile
+            bgr = preparer is not None and src.channel_order == "BGR"
             t_read = self.reading_since = time.monotonic()
             try:
                 img = src.read_native(buf, timeout) if bgr else src.read(buf, timeout)
@@ -357,7 +375,7 @@ class FrameGrabber:
                 continue
             tensor = src.sensor_output()
             position = src.position()
-            prepared, prepared_by, prep_ms = self._prepare(img, fn, bgr)
+            prepared, prepared_by, prep_ms = self._prepare(img, preparer, bgr)
             if prepared is not None and not self.keep_images:
                 self._give_back(img)
                 img = None
@@ -365,14 +383,14 @@ class FrameGrabber:
         return False
 
     def _prepare(
-        self, img: np.ndarray, fn: Callable | None = None, bgr: bool = False
-    ) -> tuple[np.ndarray | None, Any, dict[str, float]]:
-        if fn is None:
+        self, img: np.ndarray, preparer: Preparer | None = None, bgr: bool = False
+    ) -> tuple[np.ndarray | None, Preparer | None, dict[str, float]]:
+        if preparer is None:
             return None, None, {}
         with self._cond:
             out = self._free_prep.pop() if self._free_prep else None
         try:
-            prepared, times = fn(img, out, bgr=True) if bgr else fn(img, out)
+            prepared, times = preparer.prepare(img, out, bgr=bgr)
         except Exception as e:  # noqa: BLE001 - the loop then prepares the frame itself, and says why
             log.warning("capture-thread preprocessing failed (%s); the loop will do it", e)
             self.prepare = None
@@ -380,7 +398,7 @@ class FrameGrabber:
         if out is not None and prepared is not out:
             with self._cond:
                 self._free_prep.append(out)
-        return prepared, (fn if prepared is not None else None), times
+        return prepared, (preparer if prepared is not None else None), times
 
     def _publish(
         self,
@@ -388,7 +406,7 @@ class FrameGrabber:
         ts: float,
         mono: float,
         prepared: np.ndarray | None = None,
-        prepared_by: Any = None,
+        prepared_by: Preparer | None = None,
         prep_ms: dict[str, float] | None = None,
         channel_order: str = "RGB",
         sensor_output: np.ndarray | None = None,

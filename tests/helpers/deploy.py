@@ -13,7 +13,7 @@ from tests.helpers.models import tiny_images
 # The service manager `command` of the deploy tests: what systemd does for faceedge.service, run on
 # the "Pi" over ssh (systemd is not PID 1 here).
 SUPERVISOR = r'''
-"""Test supervisor for `--service_manager command`: what systemd does for faceedge.service."""
+"""Test supervisor for `--service-manager command`: what systemd does for faceedge.service."""
 import os, shlex, signal, subprocess, sys, time
 
 action, remote_dir, state = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -108,7 +108,22 @@ def make_run(root: Path, model_dir: Path, *, seed: int = 0, n: int = 12) -> Path
         w = csv.DictWriter(f, fieldnames=["path", "label", "person", "split"])
         w.writeheader()
         w.writerows(rows)
+    write_model_selftest(run / "export" / variant, [r for r in rows if r["split"] == "unseen_persons"])
     return run
+
+
+def write_model_selftest(model_dir: Path, holdout: list[dict]) -> None:
+    """export/<variant>/selftest.{png,json} as the conversion stage writes them (convert/selftest.py)."""
+    import numpy as np
+
+    from convert.selftest import Candidates, write_for_model
+    from convert.verify import load_model_images
+    from device.runtime import Classifier
+
+    clf = Classifier.from_model_dir(model_dir)
+    paths, labels = [r["path"] for r in holdout], [r["label"] for r in holdout]
+    probs = np.stack([clf.classify(x) for x in load_model_images(paths, clf.input_size)])
+    write_for_model(model_dir, clf, {"unseen_persons": Candidates(paths, labels, probs)})
 
 
 def unit_file(tmp: Path) -> Path:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+from device.files import sha256_file
+from device.manifest import Manifest, TensorSpec, write_manifest
 from tests.fakes.imx500 import sensor_floats
 
 OUTPUT_SCALE = 1 / 256  # what imxconv-tf gives a sigmoid output: unsigned 8 bit, scale 2^-8

@@ -50,7 +50,8 @@ def convert_tiny(model, rep: np.ndarray, out_dir: Path, variant: str) -> Path:
     """Convert with the raw TF converter and write model.tflite + manifest.json (test fixture only)."""
     import tensorflow as tf
 
-    from device.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+    from device.files import sha256_file
+    from device.manifest import Manifest, TensorSpec, write_manifest
 
     saved = out_dir / f"_saved_{variant}"
     model.export(str(saved), verbose=False)

@@ -354,8 +354,8 @@ def wheel_sets(facts: dict) -> list[list[str]]:
     """What the box's offline index must hold: the device requirements as they are (the venv's own
     numpy: the failure case, and what a Pi without apt's numpy gets), and as deploy installs them
     where the system has numpy (its numpy_constraint)."""
-    from device.deploy import device_requirements
-    from device.deploy_remote import numpy_constraint
+    from device.deploy.remote import numpy_constraint
+    from device.deploy.wheel import device_requirements
 
     reqs = device_requirements()
     return [reqs, [*reqs, numpy_constraint(facts["numpy"])]]

@@ -134,7 +134,7 @@ def box(suite, _boxes) -> Pibox:
 @pytest.fixture(scope="session")
 def device_wheel(tmp_path_factory) -> Path:
     """The device wheel exactly as `device deploy` builds it."""
-    from device.deploy import build_device_wheel
+    from device.deploy.wheel import build_device_wheel
 
     return build_device_wheel(tmp_path_factory.mktemp("wheel"))
 
@@ -142,7 +142,7 @@ def device_wheel(tmp_path_factory) -> Path:
 INSTALL_SCRIPT = r"""
 import json, os, sys, time
 sys.path.insert(0, "/root/install")
-import deploy_remote as d   # device/deploy_remote.py: the very code a deploy runs on the Pi
+import remote as d   # device/deploy/remote.py: the very code a deploy runs on the Pi
 rel = "/root/install"
 d.log = d.Log(os.path.join(rel, "install.log"))
 t0 = time.monotonic()
@@ -156,7 +156,7 @@ _INSTALLED: dict[str, dict] = {}
 
 @pytest.fixture(scope="session")
 def installed(box, device_wheel) -> dict:
-    """The device wheel installed inside the box the way deploy does it (deploy_remote.build_venv:
+    """The device wheel installed inside the box the way deploy does it (device/deploy/remote.py build_venv:
     a --system-site-packages venv, pip from the box's offline index): {'python', 'seconds', 'log'}.
     Once per suite and session, like the box."""
     if box.suite not in _INSTALLED:
@@ -168,7 +168,7 @@ def _install(box: Pibox, device_wheel: Path) -> dict:
     rel = box.path("/root/install")
     (rel / "wheels").mkdir(parents=True)
     shutil.copy2(device_wheel, rel / "wheels" / device_wheel.name)
-    shutil.copy2(ROOT / "device" / "deploy_remote.py", rel / "deploy_remote.py")
+    shutil.copy2(ROOT / "device" / "deploy" / "remote.py", rel / "remote.py")
     (rel / "install.py").write_text(INSTALL_SCRIPT)
     p = box.run(["python3", "/root/install/install.py", f"wheels/{device_wheel.name}"], timeout=3600, check=False)
     log = (rel / "install.log").read_text() if (rel / "install.log").exists() else ""

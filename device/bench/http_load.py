@@ -4,13 +4,13 @@ The real daemon (`python -m device run`, in a child process) classifies a paced 
 (30 fps, like the Pi camera) with the given model and serves HTTP on 127.0.0.1. Loopback only: this
 tool starts its own daemon and never connects anywhere else. Measured in one run:
 
-1. quiet: the daemon's result rate over `--quiet_s` seconds, and its RSS;
+1. quiet: the daemon's result rate over `--quiet-s` seconds, and its RSS;
 2. load: `--clients` clients (threads, raw sockets, a new connection per request, as curl or a
-   health checker does) fire together, `--rounds` times, `--pause_ms` apart; the requests go to
+   health checker does) fire together, `--rounds` times, `--pause-ms` apart; the requests go to
    /healthz, /metrics and /latest in turn. Per request: the latency from connect to the whole
    answer; an error is a refused, reset or timed-out connection or any status but 200. The
    daemon's result rate meanwhile;
-3. RSS again, and quiet again for `--quiet_s`: the rate under load is compared with the mean of
+3. RSS again, and quiet again for `--quiet-s`: the rate under load is compared with the mean of
    the quiet rates before and after it, so a drift of the machine's other load shows less.
 
 Figures: latency p50/p95/p99/max (ms), errors, result rate under load ÷ quiet (the frame-rate
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from device.errors import FaceedgeError
+from device.flags import add_option
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,14 @@ def _free_port() -> int:
 
 def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """One GET on a new connection to 127.0.0.1:port; (status, body). Raises OSError on a failure."""
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
         chunks = []
         while True:
-            b = s.recv(65536)
-            if not b:
+            chunk = sock.recv(65536)
+            if not chunk:
                 break
-            chunks.append(b)
+            chunks.append(chunk)
     data = b"".join(chunks)
     head, _, body = data.partition(b"\r\n\r\n")
     try:
@@ -138,7 +139,7 @@ class DaemonProcess:
             env={
                 **os.environ,
                 "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+                    filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")])
                 ),
             },
         )
@@ -200,40 +201,40 @@ def run(
     timeout: float = 5.0,
 ) -> dict[str, Any]:
     """Start the daemon, measure quiet then under load, stop it; the report (see the module doc)."""
-    from device.bench import summarize
+    from device.bench.stats import summarize
 
     if clients < 1 or rounds < 1 or quiet_s <= 0:
-        raise FaceedgeError("--clients, --rounds and --quiet_s must be > 0")
+        raise FaceedgeError("--clients, --rounds and --quiet-s must be > 0")
     with tempfile.TemporaryDirectory(prefix="faceedge-bench-http-") as tmp:
-        d = DaemonProcess(model_dir, fps=fps, workdir=Path(tmp))
+        daemon = DaemonProcess(model_dir, fps=fps, workdir=Path(tmp))
         try:
-            d.wait_ok()
+            daemon.wait_ok()
             time.sleep(1.0)  # past the first frames' warm-up
-            rss0 = d.rss_mb()
-            q0 = d.results()
+            rss0 = daemon.rss_mb()
+            q0 = daemon.results()
             time.sleep(quiet_s)
-            q1 = d.results()
-            r = load(d.port, clients=clients, rounds=rounds, pause_s=pause_ms / 1000.0, timeout=timeout)
-            q2 = d.results()
-            rss1 = d.rss_mb()
-            health = d.health()
+            q1 = daemon.results()
+            loaded = load(daemon.port, clients=clients, rounds=rounds, pause_s=pause_ms / 1000.0, timeout=timeout)
+            q2 = daemon.results()
+            rss1 = daemon.rss_mb()
+            health = daemon.health()
             time.sleep(quiet_s)
-            q3 = d.results()
+            q3 = daemon.results()
         finally:
-            code = d.stop()
-    lat = summarize(r["latencies_ms"]) if r["latencies_ms"] else None
+            code = daemon.stop()
+    lat = summarize(loaded["latencies_ms"]) if loaded["latencies_ms"] else None
     before, after, load_fps = rate(q0, q1), rate(q2, q3), rate(q1, q2)
     quiet_fps = (before + after) / 2
     return {
         "clients": clients,
         "rounds": rounds,
-        "requests": r["requests"],
+        "requests": loaded["requests"],
         "pause_ms": pause_ms,
         "camera_fps": fps,
-        "load_seconds": round(r["seconds"], 3),
+        "load_seconds": round(loaded["seconds"], 3),
         "latency_ms": lat,
-        "errors": len(r["errors"]),
-        "error_examples": sorted(set(r["errors"]))[:5],
+        "errors": len(loaded["errors"]),
+        "error_examples": sorted(set(loaded["errors"]))[:5],
         "quiet_fps": quiet_fps,
         "quiet_fps_before": before,
         "quiet_fps_after": after,
@@ -272,16 +273,19 @@ def add_parser(subparsers) -> None:
         "bench-http",
         help="the daemon's HTTP endpoints under concurrent loopback clients (latency, errors, fps)",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    add_option(p, "--model-dir", default=None, help="model dir or run dir (its export/int8/); required")
+    p.add_argument("--clients", type=int, default=20, help="concurrent clients (default: %(default)s)")
     p.add_argument(
-        "--model_dir", "--model-dir", dest="model_dir", required=True, help="model dir or run dir (its export/int8/)"
+        "--rounds", type=int, default=150, help="requests per client (all clients fire together) (default: %(default)s)"
     )
-    p.add_argument("--clients", type=int, default=20, help="concurrent clients")
-    p.add_argument("--rounds", type=int, default=150, help="requests per client (all clients fire together)")
-    p.add_argument("--pause_ms", type=float, default=20.0, help="pause between rounds")
-    p.add_argument(
-        "--quiet_s", type=float, default=3.0, help="seconds of result rate measured without load, before and after it"
+    add_option(p, "--pause-ms", type=float, default=20.0, help="pause between rounds (default: %(default)s)")
+    add_option(
+        p,
+        "--quiet-s",
+        type=float,
+        default=3.0,
+        help="seconds of result rate measured without load, before and after it (default: %(default)s)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.set_defaults(func=_cli)
@@ -290,6 +294,8 @@ def add_parser(subparsers) -> None:
 def _cli(args: argparse.Namespace) -> int:
     from device.manifest import resolve_model_dir
 
+    if args.model_dir is None:
+        raise FaceedgeError("--model-dir is required: the model dir or run dir the daemon serves")
     model_dir = resolve_model_dir(args.model_dir, "int8")
     rep = run(model_dir, clients=args.clients, rounds=args.rounds, pause_ms=args.pause_ms, quiet_s=args.quiet_s)
     for line in summary_lines(rep):

@@ -1,10 +1,10 @@
 """The device side of `device deploy` / `rollback` / `deploy-model`: runs ON the Raspberry Pi.
 
-The host (`device/deploy.py`) copies a release into ``<remote_dir>/releases/<name>/`` with rsync and
+The host (`device/deploy/ship.py`) copies a release into ``<remote_dir>/releases/<name>/`` with rsync and
 then runs this file with the Pi's own ``python3`` (stdlib only: it runs before any venv exists, and
 Raspberry Pi OS's python3 may be as old as 3.9)::
 
-    ssh pi@host python3 - '<plan json>' < deploy_remote.py
+    ssh pi@host python3 - '<plan json>' < device/deploy/remote.py
 
 Everything that must be atomic happens here, on the device, under one lock
 (``<remote_dir>/.deploy.lock``), so a laptop that disconnects halfway cannot leave a half-made state:
@@ -59,7 +59,7 @@ LOG_MAX_BYTES = 1 << 20  # then deploy.log moves to deploy.log.1
 UNIT_PLACEHOLDER = "%h/faceedge"  # the shipped unit's paths assume remote_dir = ~/faceedge
 DEDUP_MIN_BYTES = 16 * 1024  # smaller files are not worth a compare (and .pyc differ anyway)
 STALE_INCOMPLETE_S = 600  # an unready release younger than this may still be receiving rsync
-# What `device/deploy.py` names a release: <UTC time>-<first 8 hex digits of the bundle digest>.
+# What `device/deploy/ship.py` names a release: <UTC time>-<first 8 hex digits of the bundle digest>.
 # Prune only ever touches folders with such a name AND a readable BUNDLE.json.
 RELEASE_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 
@@ -487,13 +487,13 @@ def check(rel: str, bundle: dict, plan: dict) -> None:
     argv = device_cmd(
         rel, "check", "--config", os.path.join(rel, "device.yaml"), "--model-dir", os.path.join(rel, "model"), "--json"
     )
-    st = bundle.get("selftest")
-    if st:
-        argv += ["--image", os.path.join(rel, st["image"])]
-        if st.get("expect") is not None:
-            argv += ["--expect", st["expect"]]
-        if st.get("score") is not None:  # the host's own answer for this image, within a tolerance
-            argv += ["--expect_score", str(st["score"]), "--tolerance", str(st.get("tolerance", 0.05))]
+    selftest = bundle.get("selftest")
+    if selftest:
+        argv += ["--image", os.path.join(rel, selftest["image"])]
+        if selftest.get("expect") is not None:
+            argv += ["--expect", selftest["expect"]]
+        if selftest.get("score") is not None:  # the host's own answer for this image, within a tolerance
+            argv += ["--expect_score", str(selftest["score"]), "--tolerance", str(selftest.get("tolerance", 0.05))]
     code, out = run(argv, timeout=float(plan.get("check_timeout_s", 180)), cwd=rel)
     if code != 0:
         raise DeployError(f"`device check` failed in the new release (exit {code})\n{tail(out)}")
@@ -503,12 +503,12 @@ def check(rel: str, bundle: dict, plan: dict) -> None:
 def check_summary(out: str) -> str:
     """One line from `device check --json`'s report."""
     try:
-        r = json.loads(out.strip().splitlines()[-1])
-        got = f"{r['label']!r} ({r['score']:.3f})"
-        want = f" as expected from {os.path.basename(str(r.get('image', '')))}" if r.get("expected") else ""
+        report = json.loads(out.strip().splitlines()[-1])
+        got = f"{report['label']!r} ({report['score']:.3f})"
+        want = f" as expected from {os.path.basename(str(report.get('image', '')))}" if report.get("expected") else ""
         return (
-            f"{got}{want}; model load {r['load_ms']:.0f} ms, inference {r['mean_inference_ms']:.2f} ms mean "
-            f"({r['runtime']} {r['runtime_version']}, {r['threads']} threads)"
+            f"{got}{want}; model load {report['load_ms']:.0f} ms, inference {report['mean_inference_ms']:.2f} ms mean "
+            f"({report['runtime']} {report['runtime_version']}, {report['threads']} threads)"
         )
     except (ValueError, KeyError, IndexError, TypeError):
         return out.strip()[-300:]
@@ -626,16 +626,8 @@ def health_target(rel: str) -> dict:
         return {}
 
 
-def health(plan: dict, rel: str) -> tuple[bool, str]:
-    """Poll the release's /healthz until status ok while serving the release's model, or time out.
-
-    Returns (ok, last state seen). Checking model_sha256 as well as status makes sure the answer
-    comes from a daemon running this release's model, not from one that was never restarted.
-    """
-    target = health_target(rel)
-    url = (plan.get("health") or {}).get("url") or target.get("url") or "http://127.0.0.1:8088/healthz"
-    timeout = float((plan.get("health") or {}).get("timeout_s", 60))
-    want_sha = model_sha(rel)
+def health_request(target: dict, url: str | None = None) -> urllib.request.Request:
+    """A GET of the release's /healthz (`target`: BUNDLE.json "health"), with its bearer token if any."""
     headers = {}
     token = None
     if target.get("token_file"):
@@ -648,22 +640,36 @@ def health(plan: dict, rel: str) -> tuple[bool, str]:
         token = os.environ.get(target["token_env"])
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via http_proxy
-    while True:
+    return urllib.request.Request(url or target.get("url") or "http://127.0.0.1:8088/healthz", headers=headers)
+
+
+def ask_health(req: urllib.request.Request) -> tuple[dict | None, str]:
+    """One /healthz answer: (its JSON, "") or (None, why there is none). Never via a proxy (loopback)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=3) as r:
+            return json.loads(r.read().decode() or "{}"), ""
+    except urllib.error.HTTPError as e:  # 503 while starting/stalled still carries the JSON
         try:
-            req = urllib.request.Request(url, headers=headers)
-            with opener.open(req, timeout=3) as r:
-                body = json.loads(r.read().decode() or "{}")
-        except urllib.error.HTTPError as e:  # 503 while starting/stalled still carries the JSON
-            try:
-                body = json.loads(e.read().decode() or "{}")
-            except ValueError:
-                body = {"status": f"HTTP {e.code}"}
-        except (OSError, ValueError) as e:
-            body = None
-            last = f"no answer ({getattr(e, 'reason', e)})"
+            return json.loads(e.read().decode() or "{}"), ""
+        except ValueError:
+            return {"status": f"HTTP {e.code}"}, ""
+    except (OSError, ValueError) as e:
+        return None, f"no answer ({getattr(e, 'reason', e)})"
+
+
+def health(plan: dict, rel: str) -> tuple[bool, str]:
+    """Poll the release's /healthz until status ok while serving the release's model, or time out.
+
+    Returns (ok, last state seen). Checking model_sha256 as well as status makes sure the answer
+    comes from a daemon running this release's model, not from one that was never restarted.
+    """
+    req = health_request(health_target(rel), (plan.get("health") or {}).get("url"))
+    timeout = float((plan.get("health") or {}).get("timeout_s", 60))
+    want_sha = model_sha(rel)
+    deadline = time.monotonic() + timeout
+    while True:
+        body, last = ask_health(req)
         if body is not None:
             status = body.get("status")
             sha = body.get("model_sha256") or ""
@@ -675,7 +681,7 @@ def health(plan: dict, rel: str) -> tuple[bool, str]:
             if status == "ok" and (not want_sha or sha == want_sha):
                 return True, last
         if time.monotonic() >= deadline:
-            return False, f"{url} after {timeout:.0f} s: {last}"
+            return False, f"{req.full_url} after {timeout:.0f} s: {last}"
         time.sleep(0.5)
 
 
@@ -919,13 +925,24 @@ def do_status(lay: Layout) -> None:
             else ("ready" if os.path.exists(os.path.join(d, READY)) else "incomplete")
         )
         out["releases"].append({"name": n, "state": state})
+    cur_dir = lay.release(cur) if cur else None
+    out["model_sha256"] = model_sha(cur_dir) if cur_dir else None
+    out["previous_model_sha256"] = model_sha(lay.release(out["previous"])) if out["previous"] else None
+    out["health"] = None
+    if cur_dir:  # one question to the running daemon, no waiting
+        body, why = ask_health(health_request(health_target(cur_dir)))
+        out["health"] = (
+            {k: body.get(k) for k in ("status", "reason", "model_sha256", "uptime_s", "last_frame_age_s")}
+            if body is not None
+            else {"status": why}
+        )
     print(json.dumps(out), flush=True)
 
 
 def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: deploy_remote.py '<plan json>'", file=sys.stderr)
+        print("usage: remote.py '<plan json>'", file=sys.stderr)
         return 2
     plan = json.loads(argv[0])
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the ssh session may end; the transaction must not

@@ -1,0 +1,3 @@
+from device.deploy.cli import main
+
+raise SystemExit(main())
