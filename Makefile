@@ -42,7 +42,7 @@ apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missi
 	fi
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-imx500 setup-mediapipe pull label status test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
+.PHONY: help setup setup-imx500 setup-mediapipe pull label status lint test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
         deploy rollback deploy-model bench bench-http bench-train bench-device demo video clean distclean
 
 help: ## list the targets
@@ -73,6 +73,10 @@ $(PY):
 
 test: | $(PY) ## run the whole test suite (but the emulated-Pi tests: make test-pi)
 	$(PY) -m pytest -m 'not pi' $(PYTEST_ARGS)
+
+lint: | $(PY) ## ruff: lint rules and formatting (configured in pyproject.toml); .ci/run runs it
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test-fast: | $(PY) ## run the tests not marked slow
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)

@@ -39,8 +39,8 @@ from pathlib import Path
 from convert.demo_summary import build_summary, summary_lines
 from convert.demo_video import DEMO_DIR, VIDEO_NAME, make_video, write_device_config
 from device.errors import FaceedgeError
-from device.flags import add_option
 from device.files import atomic_write_bytes
+from device.flags import add_option
 
 log = logging.getLogger(__name__)
 

@@ -91,7 +91,8 @@ def render(run_dir: Path, summary: dict) -> str:
         path = Path(str(r.get("path", "")))
         meta = path.suffix == ".tflite" and path.is_file() and zipfile.is_zipfile(path)
         lines.append(
-            f"- `{v}`: {r.get('status')}, {r.get('size_bytes', 0) / 1024:.0f} KiB, sha256 `{str(r.get('sha256'))[:16]}…`"
+            f"- `{v}`: {r.get('status')}, {r.get('size_bytes', 0) / 1024:.0f} KiB, "
+            f"sha256 `{str(r.get('sha256'))[:16]}…`"
             f" ({r.get('recipe', '')}){'; TFLite metadata with labels.txt inside' if meta else ''}"
         )
     lines += [
@@ -129,7 +130,8 @@ def render(run_dir: Path, summary: dict) -> str:
         if verdict:
             lines.append(
                 f"\nTraining verdict: {'passed' if verdict.get('passed') else 'FAILED'} "
-                f"(better than chance: p = {verdict.get('p', float('nan')):.2g}; floor {verdict.get('min_balanced_accuracy')})."
+                f"(better than chance: p = {verdict.get('p', float('nan')):.2g}; "
+                f"floor {verdict.get('min_balanced_accuracy')})."
             )
     else:
         lines.append("No training metrics (metrics.json) in this run: the figures below are conversion's only.")

@@ -50,7 +50,7 @@ class QuantizationConfig:
         steps: int = DEFAULT_CALIBRATION_STEPS,
         io_dtype: IoDtype = "uint8",
         per_channel: bool = True,
-    ) -> "QuantizationConfig":
+    ) -> QuantizationConfig:
         """Full-integer int8 (TFLITE_BUILTINS_INT8 only, so a float op fails the conversion instead of
         silently staying float), per-channel weights (the converter's default), `io_dtype` input and
         output. `representative_data` is calibrated on, at most `steps` images."""
@@ -61,12 +61,12 @@ class QuantizationConfig:
         return cls("int8", representative_data, steps, io_dtype, per_channel)
 
     @classmethod
-    def for_float16(cls) -> "QuantizationConfig":
+    def for_float16(cls) -> QuantizationConfig:
         """float16 weights, float32 compute and I/O: half the size, (almost) float32 outputs."""
         return cls("float16")
 
     @classmethod
-    def for_float32(cls) -> "QuantizationConfig":
+    def for_float32(cls) -> QuantizationConfig:
         """No quantization: the reference the other variants' sizes are compared with."""
         return cls("float32")
 
@@ -96,7 +96,7 @@ class QuantizationConfig:
         io = tf.uint8 if self.io_dtype == "uint8" else tf.int8
         converter.inference_input_type = io
         converter.inference_output_type = io
-        converter._experimental_disable_per_channel = not self.per_channel  # noqa: SLF001 - only switch there is
+        converter._experimental_disable_per_channel = not self.per_channel
 
     def _calibration_generator(self):
         """Yield [batch of one] float32 inputs, as the converter wants; fail loudly on an empty set."""

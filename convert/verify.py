@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device.crop import Cropper, Preparer, load_image_rgb
-from device.selftest import AS_IS
 from device.runtime import Classifier
+from device.selftest import AS_IS
 from train import stats
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import cv2
 import yaml
@@ -42,7 +42,7 @@ from device.sources.images import IMAGE_SUFFIXES
 from device.validation import Strict
 
 SourceSection = Annotated[
-    Union[Picamera2Config, Imx500Config, OpencvConfig, ImagesConfig, SyntheticConfig],
+    Picamera2Config | Imx500Config | OpencvConfig | ImagesConfig | SyntheticConfig,
     Field(discriminator="type"),
 ]
 

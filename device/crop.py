@@ -37,9 +37,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -157,7 +158,7 @@ class CropConfig(Strict):
     on_no_face: Literal["skip", "full"] = "skip"
 
     @model_validator(mode="after")
-    def _check(self) -> "CropConfig":
+    def _check(self) -> CropConfig:
         if self.mode == "face" and self.detector == "yunet" and not self.yunet_model:
             raise ValueError(
                 f"crop.yunet_model: detector 'yunet' needs the path to {YUNET_FILE} "

@@ -103,7 +103,7 @@ class Daemon:
         self._preview: FramePreview | None = None  # the live view's frames (expose_images)
 
     # ------------------------------------------------------------------------------- lifecycle
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         """Load the model (fails fast on a bad one, before the camera is touched), start the
         outputs and the capture thread."""
         if self._started:
@@ -172,7 +172,7 @@ class Daemon:
         """(height, width, 3): the model input every frame is made into (None before `start()`)."""
         return None if self.classifier is None else (*self.classifier.input_size, 3)
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -246,7 +246,7 @@ class Daemon:
             try:
                 result = self._process(frame, (time.perf_counter() - t_wait) * 1000.0)
                 failures = 0
-            except Exception as e:  # noqa: BLE001 - one bad frame must not end the service...
+            except Exception as e:
                 failures += 1
                 self.telemetry.inc("errors")
                 log.exception("frame %d failed (%d in a row)", frame.frame_id, failures)

@@ -37,7 +37,7 @@ class DecisionConfig(Strict):
     hysteresis: float = Field(0.05, ge=0.0, lt=0.5, description="margin on the smoothed score to switch labels")
 
     @model_validator(mode="after")
-    def _check(self) -> "DecisionConfig":
+    def _check(self) -> DecisionConfig:
         if self.min_frames is not None and self.min_frames > self.window:
             raise ValueError(f"min_frames ({self.min_frames}) must not exceed window ({self.window})")
         return self

@@ -65,7 +65,7 @@ class Imx500Classifier(LabelRule):
         self.outputs = 1 if manifest.output_kind == "sigmoid" else len(manifest.labels)
 
     @classmethod
-    def from_model_dir(cls, path: str | os.PathLike) -> "Imx500Classifier":
+    def from_model_dir(cls, path: str | os.PathLike) -> Imx500Classifier:
         manifest, package = load_manifest(path)
         return cls(package, manifest)
 

@@ -76,7 +76,7 @@ class Manifest(Strict):
     notes: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "Manifest":
+    def _check(self) -> Manifest:
         if self.output_kind == "sigmoid":
             if len(self.labels) != 2:
                 raise ValueError("a sigmoid model has exactly two labels")

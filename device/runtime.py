@@ -156,7 +156,7 @@ class Classifier(LabelRule):
         )
 
     @classmethod
-    def from_model_dir(cls, path: str | os.PathLike, **kw: Any) -> "Classifier":
+    def from_model_dir(cls, path: str | os.PathLike, **kw: Any) -> Classifier:
         manifest, model_path = load_manifest(path)
         return cls(model_path, manifest, **kw)
 

@@ -32,7 +32,7 @@ class Host:
     port: int | None = None
 
     @classmethod
-    def parse(cls, spec: str) -> "Host":
+    def parse(cls, spec: str) -> Host:
         s = spec.strip()
         user = None
         if "@" in s:

@@ -96,7 +96,8 @@ def _functional(build):
             lambda k, x: k.layers.Dense(1, name="out")(
                 k.layers.Flatten()(k.layers.Lambda(lambda t: t * 2.0, name="double")(x))
             ),
-            r"layer 'double' \(Lambda\) cannot be rebuilt in tf.keras 2.15 for the IMX500: the layer type is not supported",
+            r"layer 'double' \(Lambda\) cannot be rebuilt in tf.keras 2.15 for the IMX500: "
+            r"the layer type is not supported",
         ),
         (
             lambda k, x: k.layers.Dense(1, name="out", activation=k.activations.gelu)(k.layers.Flatten()(x)),
@@ -258,7 +259,8 @@ def test_a_weight_mismatch_in_the_rebuild_is_one_line(models, tmp_path):
         proc.stderr.strip()
         .splitlines()[-1]
         .startswith(
-            "error: layer 'predictions' (Dense): tf.keras 2.15 expects weights [(64, 3), (3,)], the Keras model has [(64, 2), (3,)]"
+            "error: layer 'predictions' (Dense): tf.keras 2.15 expects weights [(64, 3), (3,)], "
+            "the Keras model has [(64, 2), (3,)]"
         )
     )
 

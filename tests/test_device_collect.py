@@ -21,10 +21,10 @@ from device.collect import (
     Progress,
     collect_frames,
 )
-from device.files import write_new
-from device.quality import dhash, grey_thumb, hamming, sharpness
 from device.crop import CropConfig, Cropper, load_image_rgb
 from device.errors import FaceedgeError
+from device.files import write_new
+from device.quality import dhash, grey_thumb, hamming, sharpness
 
 
 def scene(seed: int, h: int = 240, w: int = 320) -> np.ndarray:

@@ -286,7 +286,7 @@ def test_yunet_output_parsing_with_a_faithful_fake_net():
         def __init__(self, faces):
             self.faces, self.sizes, self.shapes = faces, [], []
 
-        def setInputSize(self, size):  # noqa: N802 - OpenCV's name
+        def setInputSize(self, size):
             self.sizes.append(size)
 
         def detect(self, bgr):

@@ -683,8 +683,11 @@ def test_killed_deploys_leave_old_or_new_current_never_a_mix(pi, kit):
         t.wait_served(now)  # and the running daemon serves exactly that release, healthy
         rows.append((i, delay, who, step, ("old" if now == old else "new") + (" (undone)" if interrupted else "")))
     print(f"\nkill points (a full deploy takes {full:.1f} s, its device side {device_side:.1f} s):")
-    for r in rows:
-        print("  #%d at %5.2f s, killed %-13s; device log at the kill: %-44s -> %s release current and served" % r)
+    for num, at, killed, log_tail, outcome in rows:
+        print(
+            f"  #{num} at {at:5.2f} s, killed {killed:<13}; device log at the kill: {log_tail:<44}"
+            f" -> {outcome} release current and served"
+        )
     outcomes = {r[4].split()[0] for r in rows}
     assert outcomes == {"old", "new"}, rows
     # and the device is left deployable: a clean deploy succeeds and serves its model

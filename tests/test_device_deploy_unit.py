@@ -235,7 +235,7 @@ def test_flip_is_atomic_for_readers(tmp_path):
 
 def test_rollback_target_skips_failed_and_unready(tmp_path):
     lay = remote.Layout(str(tmp_path))
-    r1, r2, r3, r4 = (release_name("%064x" % i, 1_700_000_000 + 60 * i) for i in range(1, 5))
+    r1, r2, r3, r4 = (release_name(f"{i:064x}", 1_700_000_000 + 60 * i) for i in range(1, 5))
     _release(lay, r1)
     _release(lay, r2, failed=True)
     _release(lay, r3, ready=False)
@@ -249,7 +249,7 @@ def test_prune_keeps_current_previous_newest_and_fresh_incomplete(tmp_path, monk
     monkeypatch.setattr(remote, "log", lambda msg: None)
     lay = remote.Layout(str(tmp_path))
     t0 = 1_700_000_000
-    r = {i: release_name("%064x" % i, t0 + 60 * i) for i in range(9)}
+    r = {i: release_name(f"{i:064x}", t0 + 60 * i) for i in range(9)}
     for i in range(1, 7):
         _release(lay, r[i])
     _release(lay, r[7], failed=True)
@@ -352,7 +352,7 @@ def test_bundle_refuses_a_model_the_conversion_gate_rejected(tiny_models, tmp_pa
 
 def _real_release(lay: remote.Layout, when: float, *, ready: bool = True, age_s: float = 3600) -> str:
     """A release as deploy makes it: <UTC time>-<digest> with a BUNDLE.json, older than the prune grace."""
-    name = release_name(("%064x" % int(when)), when)
+    name = release_name(f"{int(when):064x}", when)
     d = _release(lay, name, ready=ready)
     os.utime(d, (time.time() - age_s, time.time() - age_s))
     return name

@@ -71,7 +71,7 @@ class Runner:
         except BaseException as e:  # noqa: BLE001 - surfaced by the test
             self.error = e
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         self.d.start()
         self.t.start()
         return self
@@ -183,7 +183,7 @@ def test_2_hung_capture_healthz_answers_and_watchdog_stops(tiny_models, tmp_path
         while not done.is_set():
             try:
                 messages.append((time.monotonic(), sock.recv(4096).decode()))
-            except socket.timeout:
+            except TimeoutError:
                 continue
 
     listener = threading.Thread(target=listen, daemon=True)
@@ -409,7 +409,7 @@ def test_7_sighup_refuses_bad_models_accepts_good_and_sigterm_exits_fast(tiny_mo
             _point(current, bad)
             proc.p.send_signal(signal.SIGHUP)
             line = wait_until(
-                lambda: (
+                lambda bad=bad: (
                     proc.err_has("reload refused")[-1:]
                     if len(proc.err_has("reload refused")) > (0 if bad is truncated else 1)
                     else None
@@ -418,7 +418,7 @@ def test_7_sighup_refuses_bad_models_accepts_good_and_sigterm_exits_fast(tiny_mo
             )[0]
             assert why in line and str(bad) in line, line
             n = len(proc.rows)
-            wait_until(lambda: len(proc.rows) >= n + 5, 10)  # the old model keeps serving
+            wait_until(lambda n=n: len(proc.rows) >= n + 5, 10)  # the old model keeps serving
             assert {r["model_sha256"] for r in proc.rows[n:]} == {man.sha256}
         _point(current, newer)
         proc.p.send_signal(signal.SIGHUP)

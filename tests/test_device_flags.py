@@ -8,7 +8,6 @@ import pytest
 from device.cli import build_parser, main
 from tests.helpers.flags import check_help
 
-
 COMMANDS = [
     "run",
     "check",

@@ -369,7 +369,7 @@ def test_every_accepted_file_decodes_with_tensorflow_and_truncated_ones_do_not(t
         assert check_image(p) is None
         img = tf.io.decode_image(tf.io.read_file(str(p)), channels=3, expand_animations=False)
         assert img.shape == (24, 24, 3)
-    for name, (p, kind) in bad.items():
+    for p, kind in bad.values():
         if kind in ("truncated", "zero-byte", "not-an-image"):
             with pytest.raises(tf.errors.InvalidArgumentError):
                 tf.io.decode_image(tf.io.read_file(str(p)), channels=3, expand_animations=False)

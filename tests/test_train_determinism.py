@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 pytest.importorskip("tensorflow")
-from train.sample_data import generate  # noqa: E402
+from train.sample_data import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 TIME_COLUMNS = ("seconds", "train_seconds", "images_per_s")

@@ -4,6 +4,7 @@ snake_case spelling still accepted but hidden, and each default shown once."""
 from __future__ import annotations
 
 import argparse
+
 import pytest
 
 from device.flags import add_option

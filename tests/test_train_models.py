@@ -95,10 +95,10 @@ def test_unfreeze_top_keeps_batchnorm_frozen():
     n = models.unfreeze_top(built.backbone, 20)
     layers = built.backbone.layers
     assert n > 0
-    assert all(not l.trainable for l in layers[:-20])
+    assert all(not layer.trainable for layer in layers[:-20])
     top = layers[-20:]
-    assert all(not l.trainable for l in top if isinstance(l, keras.layers.BatchNormalization))
-    assert any(l.trainable for l in top if isinstance(l, keras.layers.Conv2D))
+    assert all(not layer.trainable for layer in top if isinstance(layer, keras.layers.BatchNormalization))
+    assert any(layer.trainable for layer in top if isinstance(layer, keras.layers.Conv2D))
     assert models.trainable_params(built.model) > 1281 * 1  # more than the head now
 
 

@@ -16,9 +16,9 @@ import yaml
 from device.errors import FaceedgeError
 
 pytest.importorskip("tensorflow")
-from train import cli, fit  # noqa: E402
-from train.sample_data import generate  # noqa: E402
-from train.verdict import diagnose, floor_check  # noqa: E402
+from train import cli, fit
+from train.sample_data import generate
+from train.verdict import diagnose, floor_check
 
 TIME_COLUMNS = ("seconds", "train_seconds", "images_per_s")
 

@@ -94,7 +94,7 @@ class ModelConfig(Strict):
         return data
 
     @model_validator(mode="after")
-    def _default_head(self) -> "ModelConfig":
+    def _default_head(self) -> ModelConfig:
         if self.head is None:
             self.head = HeadConfig(**DEFAULT_HEADS[self.backbone])
         return self

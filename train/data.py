@@ -19,9 +19,10 @@ import io
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from device.errors import FaceedgeError
 from device.files import atomic_write_bytes

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from train.metrics import per_person, predicted_classes, split_metrics
 from train.history import timing_summary
-from train.report import EVAL_SPLITS
+from train.metrics import per_person, predicted_classes, split_metrics
 from train.phases import FitResult
+from train.report import EVAL_SPLITS
 from train.rundir import Plan
 from train.splits import SplitRecord, split_summary
 from train.verdict import diagnose, floor_check, floor_split

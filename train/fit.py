@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 from device.errors import FaceedgeError
-from device.flags import add_option
 from device.files import require_writable_dir
+from device.flags import add_option
 from train import artefacts, determinism, evaluate, report, rundir, stats
-from train.history import read_history
 from train.config import TrainConfig, load_config
 from train.data import check_person_level, index_dataset
+from train.history import read_history
 from train.phases import PhaseFitter
 from train.rundir import INCOMPLETE, Plan
 from train.splits import make_splits

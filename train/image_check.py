@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 

@@ -12,9 +12,9 @@ the saved full model uses; nothing has to be copied.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
@@ -144,7 +144,7 @@ def _load_backbone(spec: Backbone, cfg: ModelConfig) -> keras.Model:
             return spec.build(shape, alpha, "imagenet")
         except ValueError as e:  # e.g. an alpha that has no ImageNet weights
             raise FaceedgeError(f"model.weights imagenet for {spec.name}: {e}") from None
-        except Exception as e:  # keras.utils.get_file: URL fetch failure, no network
+        except Exception as e:  # noqa: BLE001 - keras.utils.get_file: URL fetch failure, no network
             raise FaceedgeError(
                 f"could not download the ImageNet weights for {spec.name} ({type(e).__name__}: {e}); "
                 f"offline, set `model.weights: none` or `model.weights: /path/to/{spec.weights_file_hint}`"
@@ -155,7 +155,7 @@ def _load_backbone(spec: Backbone, cfg: ModelConfig) -> keras.Model:
     base = spec.build(shape, alpha, None)
     try:
         base.load_weights(str(path))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for a file it cannot read
         raise FaceedgeError(f"{path}: cannot load as {spec.name} backbone weights ({type(e).__name__}: {e})") from None
     return base
 

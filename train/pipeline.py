@@ -13,8 +13,8 @@ seeded from one seed, so a run is repeatable (as far as TensorFlow's kernels are
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf

@@ -43,8 +43,8 @@ import cv2
 import numpy as np
 
 from device.errors import FaceedgeError
-from device.flags import add_option
 from device.files import current_umask
+from device.flags import add_option
 from train.sample_faces import Identity, make_identity, render
 
 log = logging.getLogger(__name__)

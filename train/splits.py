@@ -25,9 +25,10 @@ import logging
 import math
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 from device.errors import FaceedgeError
 from device.files import atomic_write_bytes

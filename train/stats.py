@@ -21,8 +21,8 @@ in `train/` because `convert/` already depends on `train/`, never the other way 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
-from typing import Sequence
 
 
 def _z(confidence: float) -> float:

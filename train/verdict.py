@@ -11,7 +11,7 @@ test of the number right against what predictions independent of the labels woul
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from train import stats
 

@@ -45,7 +45,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TQDM_DISABLE", "1")  # MCT's progress bars: not in a log
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 class ChildError(Exception):
@@ -276,7 +276,8 @@ def run(job_dir: Path) -> dict:
     mem = compiled["memory"]
     log(
         f"compiled with imxconv-tf {compiled['converter_version']} in {timings['compile']:.1f}s: memory "
-        f"{mem.get('Memory Usage')} of {mem.get('Total Memory Available On Chip')}, fit in chip {mem.get('Fit In Chip')}"
+        f"{mem.get('Memory Usage')} of {mem.get('Total Memory Available On Chip')}, "
+        f"fit in chip {mem.get('Fit In Chip')}"
     )
 
     np.savez(job_dir / "probabilities.npz", **probs)

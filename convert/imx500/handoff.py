@@ -125,7 +125,6 @@ class _Flattener:
     def model(self, config: dict[str, Any], inputs: list[str] | None) -> list[str]:
         """Emit the layers of a functional config; `inputs` = outer tensors feeding its inputs (None
         for the top model). Returns the names of the tensors its outputs are."""
-        by_name = {layer["name"]: layer for layer in config["layers"]}
         refs = config.get("input_layers") or []
         if refs and isinstance(refs[0], str):  # a single input is written [name, 0, 0]
             refs = [refs]

@@ -97,7 +97,9 @@ def bench_pipeline(
         try:
             proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=limit)
         except subprocess.TimeoutExpired:
-            raise FaceedgeError(f"pipeline bench of {model_dir} ({threads} threads) did not finish in {limit:.0f} s")
+            raise FaceedgeError(
+                f"pipeline bench of {model_dir} ({threads} threads) did not finish in {limit:.0f} s"
+            ) from None
         if proc.returncode != 0 or not out_path.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
             raise FaceedgeError(

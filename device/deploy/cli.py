@@ -25,8 +25,8 @@ import argparse
 import contextlib
 import shlex
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from device.deploy.bundle import DEFAULT_UNIT, build_bundle
 from device.deploy.ship import SERVICE_MANAGERS, Options, deploy, rollback

@@ -270,7 +270,7 @@ class Lock:
         self.path, self.wait_s = path, wait_s
         self.fd = -1
 
-    def __enter__(self) -> "Lock":
+    def __enter__(self) -> Lock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.wait_s
         announced = False
@@ -299,11 +299,11 @@ class Lock:
 # ----------------------------------------------------------------------------- the flip in progress
 
 
-def pending_path(lay: "Layout") -> str:
+def pending_path(lay: Layout) -> str:
     return os.path.join(lay.root, PENDING)
 
 
-def read_pending(lay: "Layout") -> dict | None:
+def read_pending(lay: Layout) -> dict | None:
     try:
         with open(pending_path(lay), encoding="utf-8") as f:
             return json.load(f)
@@ -313,7 +313,7 @@ def read_pending(lay: "Layout") -> dict | None:
         return {"release": None, "previous": None, "action": "?", "unreadable": True}
 
 
-def begin_flip(lay: "Layout", action: str, release: str, previous: str | None, *, mark_failed: bool) -> None:
+def begin_flip(lay: Layout, action: str, release: str, previous: str | None, *, mark_failed: bool) -> None:
     """Record, durably, what to go back to should this process die before the health gate passed."""
     write_atomic(
         pending_path(lay),
@@ -331,7 +331,7 @@ def begin_flip(lay: "Layout", action: str, release: str, previous: str | None, *
     )
 
 
-def end_flip(lay: "Layout") -> None:
+def end_flip(lay: Layout) -> None:
     try:
         os.unlink(pending_path(lay))
     except FileNotFoundError:

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from device.deploy.bundle import read_bundle
 from device.errors import FaceedgeError
@@ -190,7 +190,7 @@ def for_each_host(
         except (OSError, subprocess.SubprocessError, FaceedgeError) as e:
             say(f"FAILED: {e}")
             results[h.spec] = None
-        except Exception as e:  # noqa: BLE001 - one host's surprise must not hide the others' results
+        except Exception as e:
             log.exception("unexpected failure on %s", h.spec)
             say(f"FAILED: {type(e).__name__}: {e}")
             results[h.spec] = None

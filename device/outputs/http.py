@@ -78,7 +78,7 @@ class _Server(HTTPServer):
 
     allow_reuse_address = True
     request_queue_size = LISTEN_BACKLOG  # socketserver passes it to listen()
-    output: "HttpOutput"
+    output: HttpOutput
 
     def __init__(self, address, handler, *, workers: int = WORKERS, queue_size: int = QUEUE_SIZE) -> None:
         self._pending: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # every response has a Content-Length; one request per connection
     timeout = REQUEST_TIMEOUT_S  # a client that sends nothing does not hold a worker
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+    def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:

@@ -90,7 +90,7 @@ class FrameSource(abc.ABC):
     def close(self) -> None:
         """Release the device. Idempotent."""
 
-    def __enter__(self) -> "FrameSource":
+    def __enter__(self) -> FrameSource:
         self.open()
         return self
 

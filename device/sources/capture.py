@@ -167,7 +167,7 @@ class FrameGrabber:
         self._thread: threading.Thread | None = None
 
     # -- consumer side -----------------------------------------------------------------------
-    def start(self) -> "FrameGrabber":
+    def start(self) -> FrameGrabber:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
         return self
@@ -207,7 +207,7 @@ class FrameGrabber:
             return False
         return True
 
-    def __enter__(self) -> "FrameGrabber":
+    def __enter__(self) -> FrameGrabber:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

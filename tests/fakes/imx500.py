@@ -93,7 +93,7 @@ class _State:
         self.frames_without_outputs = 0
         self.input_size = (224, 224)  # (width, height) of the network's input tensor
         self.kpi_us: tuple[int, int] | None = None
-        self.instances: list["IMX500"] = []
+        self.instances: list[IMX500] = []
 
 
 STATE = _State()

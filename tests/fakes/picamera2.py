@@ -70,7 +70,7 @@ class _State:
         self.busy_opens = 0  # next N Picamera2() calls raise "Device or resource busy"
         self.stalled = threading.Event()  # while set, no frames arrive
         self.open_times: list[float] = []  # monotonic time of every Picamera2() call
-        self.instances: list["Picamera2"] = []
+        self.instances: list[Picamera2] = []
         self.sensor = None  # tests/fakes/imx500.py: frames and metadata of the AI Camera
 
 
@@ -125,7 +125,7 @@ class Picamera2:
             raise KeyError(name)
         return self._next_frame(wait)[0]
 
-    def capture_request(self, wait=None, flush=None) -> "CompletedRequest":
+    def capture_request(self, wait=None, flush=None) -> CompletedRequest:
         held = sum(1 for r in self._requests if r.request is not None)
         if held >= self.camera_config["buffer_count"]:
             raise RuntimeError(f"fake: all {held} buffers are held by unreleased requests (the real camera stalls)")

@@ -94,7 +94,7 @@ class Browser:
                 stderr=log,
                 pass_fds=(3, 4),
                 # dup2 only, before exec: the protocol's fds must be 3 and 4 in the child
-                preexec_fn=lambda: (os.dup2(to_child_r, 3), os.dup2(from_child_w, 4)),  # noqa: PLW1509
+                preexec_fn=lambda: (os.dup2(to_child_r, 3), os.dup2(from_child_w, 4)),
             )
         os.close(to_child_r)
         os.close(from_child_w)

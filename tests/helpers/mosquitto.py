@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import tools
-from tests.helpers.sshd import free_port  # noqa: F401 - one free-port helper for every server fixture
+from tests.helpers.sshd import free_port
 
 
 def port_open(port: int) -> bool:

@@ -105,7 +105,7 @@ def start_sshd(tmp: Path, *, env: dict[str, str] | None = None) -> SshServer:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"sshd did not start: {(tmp / 'sshd.log').read_text()}")
+                raise RuntimeError(f"sshd did not start: {(tmp / 'sshd.log').read_text()}") from None
             time.sleep(0.05)
     kh = tmp / "known_hosts"
     kh.write_text(f"[127.0.0.1]:{port} {(tmp / 'host_key.pub').read_text()}")

@@ -78,7 +78,7 @@ class Pibox:
         self.cpuinfo.write_text(cpuinfo_text(self.cpu))
 
     @classmethod
-    def unpack(cls, tarball: Path, dest: Path, *, cpu: str, proot: Path, suite: str = "") -> "Pibox":
+    def unpack(cls, tarball: Path, dest: Path, *, cpu: str, proot: Path, suite: str = "") -> Pibox:
         """Unpack a rootfs tarball made by build.py into dest/root (seconds, not the build's minutes)."""
         root = Path(dest) / "root"
         if root.exists():
@@ -94,7 +94,7 @@ class Pibox:
         log.info("unpacked %s in %.1f s", tarball.name, time.monotonic() - t0)
         return cls(root=root, cpu=cpu, proot=proot, state=Path(dest) / "state", suite=suite)
 
-    def with_cpu(self, cpu: str) -> "Pibox":
+    def with_cpu(self, cpu: str) -> Pibox:
         """The same rootfs seen through another CPU model."""
         return Pibox(
             root=self.root, cpu=cpu, proot=self.proot, state=self.state, suite=self.suite, binds=list(self.binds)

@@ -210,7 +210,8 @@ def demo(tmp_path_factory) -> dict:
         (run,) = [d for d in runs.iterdir() if d.is_dir() and not d.is_symlink()]
     manifest = json.loads((run / "export" / "int8" / "manifest.json").read_text())
     record(
-        f"demo (x86): {run.name}{' (reused)' if reuse else ''}, int8 {manifest['input_height']}x{manifest['input_width']} "
+        f"demo (x86): {run.name}{' (reused)' if reuse else ''}, "
+        f"int8 {manifest['input_height']}x{manifest['input_width']} "
         f"sha {manifest['sha256'][:12]}, made in {time.monotonic() - t0:.0f} s"
     )
     return {
