@@ -36,7 +36,7 @@ from pydantic import Field
 
 from device.errors import FaceedgeError
 from device.sources.base import SourceError, register_source
-from device.sources.picam import FORMATS, Picamera2Config, Picamera2Source
+from device.sources.picam import FORMATS, Picamera2Config, Picamera2Source, start_camera
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +93,12 @@ class Imx500Source(Picamera2Source):
             cam = Picamera2(imx.camera_num)
         except (RuntimeError, OSError, IndexError) as e:
             raise SourceError(f"imx500 camera {imx.camera_num}: {e}") from None
-        try:
-            config = cam.create_video_configuration(
-                main={"size": (c.width, c.height), "format": c.format},
-                controls={"FrameRate": c.fps, **c.controls},
-                buffer_count=c.buffer_count,
-            )
-            cam.configure(config)
-            self.size = tuple(config["main"]["size"])
-            cam.start()
+
+        def set_roi() -> None:
             if c.roi_fraction is not None:
                 imx.set_inference_roi_abs(roi_box(c.roi_fraction))
-        except Exception as e:  # noqa: BLE001 - libcamera raises RuntimeError/ValueError variously
-            cam.close()
-            raise SourceError(f"imx500 camera {imx.camera_num}: cannot configure/start: {e}") from None
+
+        self.size = start_camera(cam, c, f"imx500 camera {imx.camera_num}", after_start=set_roi)
         self.cam, self.imx500 = cam, imx
         log.info(
             "imx500: network %s on camera %d; the first frames come without outputs while it uploads",

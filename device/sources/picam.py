@@ -66,6 +66,27 @@ class Picamera2Config(SourceConfig):
     controls: dict[str, Any] = Field(default_factory=dict, description="extra libcamera controls")
 
 
+def start_camera(cam, c: Picamera2Config, what: str, after_start=None) -> tuple[int, int]:
+    """Configure `cam` for video (`c`'s size, format, frame rate, controls, buffers), start it, run
+    `after_start` if given, and return the size configure() chose (it may align it). On failure the
+    camera is closed and the error is a SourceError naming `what`."""
+    try:
+        config = cam.create_video_configuration(
+            main={"size": (c.width, c.height), "format": c.format},
+            controls={"FrameRate": c.fps, **c.controls},
+            buffer_count=c.buffer_count,
+        )
+        cam.configure(config)
+        size = tuple(config["main"]["size"])
+        cam.start()
+        if after_start is not None:
+            after_start()
+    except Exception as e:  # noqa: BLE001 - libcamera raises RuntimeError/ValueError variously
+        cam.close()
+        raise SourceError(f"{what}: cannot configure/start: {e}") from None
+    return size
+
+
 @register_source("picamera2")
 class Picamera2Source(FrameSource):
     cfg: Picamera2Config
@@ -89,18 +110,7 @@ class Picamera2Source(FrameSource):
         except (RuntimeError, OSError, IndexError) as e:
             # busy (another process holds it) or not detected: both may clear up, so retryable
             raise SourceError(f"picamera2 camera {c.camera_num}: {e}") from None
-        try:
-            config = cam.create_video_configuration(
-                main={"size": (c.width, c.height), "format": c.format},
-                controls={"FrameRate": c.fps, **c.controls},
-                buffer_count=c.buffer_count,
-            )
-            cam.configure(config)
-            self.size = tuple(config["main"]["size"])  # configure() may align the size
-            cam.start()
-        except Exception as e:  # noqa: BLE001 - libcamera raises RuntimeError/ValueError variously
-            cam.close()
-            raise SourceError(f"picamera2 camera {c.camera_num}: cannot configure/start: {e}") from None
+        self.size = start_camera(cam, c, f"picamera2 camera {c.camera_num}")
         self.cam = cam
 
     def _capture(self, timeout: float | None) -> np.ndarray:
