@@ -21,12 +21,18 @@ ARGS         ?=
 PYTEST_ARGS  ?=
 PI_SUITES    ?= bookworm,trixie
 PI_CPUS      ?= cortex-a72,cortex-a76
-APT_PACKAGES := mosquitto openssh-server rsync systemd openssl
+APT_PACKAGES := mosquitto openssh-server rsync systemd openssl chromium
 # The imx500 variant's own environment (convert/imx500/): Sony's tools need Python < 3.12 and TF 2.15.
 IMX500_VENV  ?= .venv-imx500
 IMX500       ?= 1# make setup builds it too (its tests run in CI); IMX500=0 skips it (the tests then skip)
 IMX500_PYTHON ?= $(firstword $(foreach p,python3.11 python3.10 python3.9 python3,$(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] < (3, 12))' 2>/dev/null && echo $(p))))
 IMX500_APT_PACKAGES := openjdk-17-jre-headless
+# MediaPipe's own environment (convert/mediapipe/): TFLite metadata for the exported models, and its
+# ImageClassifier in the tests. Never in .venv: mediapipe replaces cv2 with opencv-contrib.
+MEDIAPIPE_VENV ?= .venv-mediapipe
+MEDIAPIPE    ?= 1# make setup builds it too; MEDIAPIPE=0 skips it (models are then exported without metadata)
+NAME         ?= mine# make pull / make label: data/$(NAME)/
+REMOTE_DATA  ?= $(REMOTE_DIR)/data/$(NAME)
 # apt-get install the packages of $(1) that are missing (as root, or with sudo)
 apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -36,18 +42,24 @@ apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missi
 	fi
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-imx500 test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
+.PHONY: help setup setup-imx500 setup-mediapipe pull label test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
         deploy rollback deploy-model bench bench-http bench-train bench-device demo clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## create .venv (+ .venv-imx500 unless IMX500=0) with everything the tests need (apt packages included)
+setup: ## create .venv (+ .venv-imx500, .venv-mediapipe unless IMX500=0, MEDIAPIPE=0) with everything the tests need (apt packages included)
 	@$(call apt_install,$(APT_PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[train,device,dev]'
 	$(if $(filter 1,$(IMX500)),$(MAKE) --no-print-directory setup-imx500)
+	$(if $(filter 1,$(MEDIAPIPE)),$(MAKE) --no-print-directory setup-mediapipe)
+
+setup-mediapipe: ## create .venv-mediapipe: MediaPipe's TFLite metadata writer + ImageClassifier (its own env)
+	$(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MEDIAPIPE_VENV)/bin/python -m pip install -q -r convert/mediapipe/requirements.txt
 
 setup-imx500: ## create .venv-imx500: Sony's MCT + IMX500 converter (TF 2.15, Java 17) for convert --variants imx500
 	$(if $(IMX500_PYTHON),,$(error no Python 3.9-3.11 found (Sony's converter needs < 3.12): set IMX500_PYTHON=/path/to/python3.11))
@@ -107,6 +119,13 @@ rollback: | $(PY) ## go back one release on PI
 deploy-model: | $(PY) ## ship a new model only and reload it with SIGHUP
 	$(if $(PI),,$(error set PI=user@host))
 	$(PY) -m device deploy-model --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
+
+pull: | $(PY) ## copy crops collected on PI (~/$(REMOTE_DATA)) into data/$(NAME)/: new files only, no overwrite
+	$(if $(PI),,$(error set PI=user@host))
+	$(PY) -m device pull --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-data $(REMOTE_DATA) --out data/$(NAME) $(ARGS)
+
+label: | $(PY) ## review data/$(NAME) in the browser (127.0.0.1:8099): move crops between labels/persons, trash bad ones
+	$(PY) -m train label --data data/$(NAME) $(ARGS)
 
 bench: | $(PY) ## on-device latency benchmark here (raw interpreter + whole pipeline)
 	$(PY) -m device bench --model-dir $(RUN) $(ARGS)

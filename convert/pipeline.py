@@ -298,6 +298,7 @@ def run(opts: ConvertOptions) -> dict:
 
     from convert import verify
     from convert.export import convert_saved_model, export_saved_model, load_float_model, tflite_metadata
+    from convert.metadata import attach as attach_metadata
     from convert.probe import probe_in_child
     from device.runtime import Classifier
 
@@ -344,6 +345,10 @@ def run(opts: ConvertOptions) -> dict:
             vdir.mkdir()
             model_file = vdir / MODEL_NAME
             atomic_write_bytes(model_file, blob)
+            # TFLite metadata + labels.txt (convert/metadata.py): everything below is of the final file
+            blob = attach_metadata(
+                model_file, head, variant=variant, size_hw=size_hw, backbone=info.backbone if info else ""
+            )
             probe = probe_in_child(model_file, opts.child_timeout)
             log.info(
                 "%s: %d bytes in %.1fs; loads in the device runtime (%s %s), input %s, output %s",
@@ -528,6 +533,9 @@ def run(opts: ConvertOptions) -> dict:
     from convert.report import upsert_section
 
     upsert_section(src.out / REPORT_MD, summary)
+    from convert.model_card import write as write_model_card
+
+    write_model_card(src.out, summary)  # MODEL_CARD.md: data, figures, intended use, limits, consent
     return summary
 
 

@@ -22,7 +22,9 @@ SUBCOMMAND_MODULES = (
     "device.daemon",  # run
     "device.check",  # check
     "device.collect",  # collect
+    "device.outputs.homeassistant",  # ha-remove
     "device.deploy.cli",  # deploy, rollback, deploy-model
+    "device.pull",  # pull
     "device.bench",  # bench, bench-remote
     "device.bench_http",  # bench-http
 )

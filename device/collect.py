@@ -21,6 +21,8 @@ A frame is saved only if it passes, in this order:
 Files are named ``<person>-<session time>-<n>.png``, written to a temporary file, fsynced, then
 hard-linked into place, which fails rather than overwrite an existing file (the next number is
 taken). A progress line on stderr shows saved/wanted and the skip counts; Ctrl-C stops cleanly.
+``--live_view`` serves the daemon's live-view page (device/liveview.py) on the config's
+``outputs.http`` (default 127.0.0.1:8088), with the crops saved so far per label.
 """
 
 from __future__ import annotations
@@ -180,15 +182,25 @@ class Collector:
         self.stats = CollectStats()
         self._last_save: float | None = None
         self._n = 0
+        self.view = None  # a device.liveview.CollectView, shown every frame and what became of it
+        self._box = None
 
     def offer(self, rgb: np.ndarray, t: float) -> str:
         """Consider one frame captured at monotonic time `t`; returns what happened to it."""
+        self._box = None
+        outcome = self._offer(rgb, t)
+        if self.view is not None:
+            self.view.offer(rgb, self._box, outcome)
+        return outcome
+
+    def _offer(self, rgb: np.ndarray, t: float) -> str:
         s = self.stats
         s.frames += 1
         if self.every_s > 0 and self._last_save is not None and t - self._last_save < self.every_s:
             s.too_soon += 1
             return TOO_SOON
         cut = self.cropper(rgb)
+        self._box = cut.box
         if cut.image is None:
             s.no_face += 1
             return NO_FACE
@@ -352,6 +364,7 @@ def run(
     min_change: int = DEFAULT_MIN_CHANGE,
     fmt: str = "png",
     progress: bool = True,
+    live_view: bool = False,
 ) -> CollectStats:
     """Collect crops of `person` showing `label` into `<out>/<label>/<person>/`."""
     from device.config import load_config, source_from_arg
@@ -392,12 +405,24 @@ def run(
         crop_cfg.mode,
         out_dir,
     )
+    if live_view:
+        from device.liveview import CollectView
+        from device.outputs.configs import HttpConfig
+
+        collector.view = CollectView(
+            cfg.outputs.http or HttpConfig(), out_root=Path(out), label=label, person=person, wanted=count
+        )
+        collector.view.start()
     bar = Progress(f"{label}/{person}", count) if progress else None
     frames = source_frames(
         src, read_timeout_s=cfg.capture.read_timeout_s, stall_seconds=max(cfg.capture.stall_seconds, 2.0)
     )
-    with closing(frames):  # closes the source as soon as we stop, not at garbage collection
-        stats = collect_frames(frames, collector, count=count, max_seconds=max_seconds, progress=bar)
+    try:
+        with closing(frames):  # closes the source as soon as we stop, not at garbage collection
+            stats = collect_frames(frames, collector, count=count, max_seconds=max_seconds, progress=bar)
+    finally:
+        if collector.view is not None:
+            collector.view.close()
     log.info("%s", stats.summary())
     return stats
 
@@ -457,6 +482,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="dHash bits (of 64) a crop must differ from recent saves, else 'duplicate'",
     )
     p.add_argument("--format", dest="fmt", choices=["png", "jpg"], default="png", help="crop file format")
+    p.add_argument(
+        "--live_view",
+        "--live-view",
+        dest="live_view",
+        action="store_true",
+        help="serve the live-view page (frame, crop box, counts per label) on the config's outputs.http",
+    )
     p.set_defaults(func=cli)
     return p
 
@@ -476,6 +508,7 @@ def cli(args: argparse.Namespace) -> int:
         min_sharpness=args.min_sharpness,
         min_change=args.min_change,
         fmt=args.fmt,
+        live_view=args.live_view,
     )
     print(stats.summary())
     print(f"crops in {Path(args.out) / args.label / args.person}")

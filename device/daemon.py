@@ -51,6 +51,7 @@ from device.crop import Cropper, resize_to_input
 from device.decision import Decider
 from device.errors import FaceedgeError
 from device.imx500 import bind_source, load_classifier
+from device.liveview import FramePreview
 from device.manifest import resolve_model_dir
 from device.outputs import build_outputs, close_outputs, publish_all, publish_image, start_outputs
 from device.runtime import Classifier, LabelRule, load_runtime
@@ -115,6 +116,8 @@ class Daemon:
         self._started = False
         self._closed = False
         self._t_start = 0.0
+        self.run_id = new_run_id()  # in every result: results of different runs apart
+        self._preview: FramePreview | None = None  # the live view's frames (expose_images)
 
     # ------------------------------------------------------------------------------- lifecycle
     def start(self) -> "Daemon":
@@ -132,7 +135,7 @@ class Daemon:
         self.cropper = Cropper(cfg.crop)
         self._input = np.empty(self.classifier.input_size + (3,), np.uint8)
         self._prepare_fn = self._make_prepare()
-        self.telemetry.set_model(self.classifier.manifest.sha256)
+        self.telemetry.set_model(self.classifier.manifest.sha256, self.classifier.manifest)
         self.telemetry.set_status("starting", "waiting for the first frame")
         self.outputs = (
             self._outputs_given
@@ -140,6 +143,7 @@ class Daemon:
             else build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
         )
         start_outputs(self.outputs)
+        self._preview = self._make_preview()
         self._started = True  # from here on close() has something to release
         self.grabber = self._make_grabber(cfg).start()
         self.stats = {
@@ -316,6 +320,7 @@ class Daemon:
         clf = self.classifier
         if clf.on_sensor:
             return self._process_sensor(frame, wait_ms)
+        box = None  # the crop box, when the loop cropped (the live view asks the cropper otherwise)
         t0 = time.perf_counter()
         age_ms = (time.monotonic() - frame.mono) * 1000.0
         if frame.prepared is not None and frame.prepared_by is self._prepare_fn:
@@ -340,6 +345,7 @@ class Daemon:
                 return None
             x = resize_to_input(crop.image, clf.input_size, out=self._input)
             clf.set_input(x)
+            box = crop.box
         t2 = time.perf_counter()
         clf.invoke()
         t3 = time.perf_counter()
@@ -355,7 +361,7 @@ class Daemon:
             "postprocess": (t4 - t3) * 1000.0,
             "latency": (time.monotonic() - frame.mono) * 1000.0,  # capture → decided
         }
-        return self._emit(frame, d, scores, stages, x, t4)
+        return self._emit(frame, d, scores, stages, x, t4, box)
 
     def _process_sensor(self, frame, wait_ms: float) -> Result | None:
         """One AI Camera frame: the sensor ran the model on it, the Pi only reads its output tensor
@@ -379,10 +385,18 @@ class Daemon:
         return self._emit(frame, d, scores, stages, frame.image, t4)
 
     def _emit(
-        self, frame, d, scores: np.ndarray, stages: dict[str, float], image: np.ndarray | None, t4: float
+        self,
+        frame,
+        d,
+        scores: np.ndarray,
+        stages: dict[str, float],
+        image: np.ndarray | None,
+        t4: float,
+        box=None,
     ) -> Result:
         """Publish one decided frame: result, outputs, telemetry, readiness (both paths)."""
         clf = self.classifier
+        file, index = frame.position
         result = Result(
             frame_id=frame.frame_id,
             timestamp=frame.timestamp,
@@ -394,11 +408,18 @@ class Daemon:
             stages_ms=stages,
             scores=scores.tolist(),
             model_sha256=clf.manifest.sha256,
+            score_labels=score_labels(clf.manifest),
+            run_id=self.run_id,
+            source=self.config.source.type,
+            file=file,
+            frame_index=index,
         )
         self.telemetry.result_published(result)
         publish_all(self.outputs, result)
         if self.config.expose_images and image is not None:
             publish_image(self.outputs, image.copy())
+        if self._preview is not None and self._preview.due():
+            self._preview.offer(frame.image, box, bgr=frame.channel_order == "BGR")
         t5 = time.perf_counter()
         self.telemetry.observe_many({**stages, "publish": (t5 - t4) * 1000.0})  # one lock, not eight
         self.latest = result
@@ -477,12 +498,14 @@ class Daemon:
                     )
                     self.outputs = build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
                     start_outputs(self.outputs)
+        self._preview = self._make_preview()
+        self.grabber.keep_images = cfg.expose_images  # the live view needs the whole frame
         # the AI Camera loads its network when it opens: a new imx500 model means reopening it
         if cfg.source != old_cfg.source or cfg.capture != old_cfg.capture or clf.on_sensor or old_clf.on_sensor:
             self.grabber.stop(timeout=1.0)
             self.telemetry.stall_after_s = cfg.capture.stall_seconds
             self.grabber = self._make_grabber(cfg).start()
-        self.telemetry.set_model(clf.manifest.sha256)
+        self.telemetry.set_model(clf.manifest.sha256, clf.manifest)
         self.stats["reloads"] += 1
         self.telemetry.inc("reloads")
         log.info(
@@ -513,8 +536,34 @@ class Daemon:
         source = bind_source(self.classifier, cfg)  # the AI Camera gets the model's network file
         factory = self._source_factory or (lambda: build_source(source))
         # keep_images=False: the loop uses the prepared input, not the frame (face mode has no hook
-        # and keeps its frames): one full-size buffer in flight instead of up to four
-        return FrameGrabber(factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn, keep_images=False)
+        # and keeps its frames): one full-size buffer in flight instead of up to four. The live view
+        # (expose_images) shows whole frames, so it keeps them.
+        return FrameGrabber(
+            factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn, keep_images=cfg.expose_images
+        )
+
+    def _make_preview(self) -> FramePreview | None:
+        """The live view's frame feed (device/liveview.py), when images are exposed."""
+        if not self.config.expose_images or not self.outputs:
+            return None
+        cropper = self.cropper
+        box_of = None if self.config.crop.mode == "face" else (lambda rgb: cropper(rgb).box)
+        return FramePreview(self.outputs, box_of)
+
+
+def new_run_id() -> str:
+    """`<UTC start time>-<6 hex digits>`: sorts by time, unique across restarts and devices."""
+    import secrets
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def score_labels(manifest) -> tuple[str, ...]:
+    """The label each entry of the model's output is the probability of: the positive label for a
+    sigmoid (one output, P(positive)), every label in order for a softmax."""
+    if manifest.output_kind == "sigmoid":
+        return (manifest.positive_label,)
+    return tuple(manifest.labels)
 
 
 def apply_opencv_threads(cfg: DaemonConfig) -> int:

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
+from device import procmetrics
 from device.types import Result
 
 PREFIX = "faceedge"
@@ -40,7 +41,9 @@ COUNTER_HELP: dict[str, str] = {
     "reconnects": "Times the frame source was reopened.",
     "results": "Results published.",
     "events": "Changes of the smoothed label.",
-    "errors": "Errors of any kind (source, inference, outputs); see the log for details.",
+    # Each error is counted once, in exactly one of errors, output_errors, source_errors and
+    # source_open_failures: their sum is every error (docs/outputs.md).
+    "errors": "Errors of the loop (frames that failed) and the HTTP server; not those counted below.",
     "output_errors": "Results an output failed to write or send.",
     "source_errors": "Failed reads from the frame source.",
     "source_open_failures": "Failed attempts to open the frame source.",
@@ -147,6 +150,7 @@ class Telemetry:
         self._reason = ""
         self._status_since = self._t0
         self._model_sha256 = ""
+        self._manifest = None
 
     # ---- writers (per-frame path: keep them cheap) ----
     def inc(self, name: str, n: int = 1) -> None:
@@ -219,11 +223,18 @@ class Telemetry:
             self._status = status
             self._reason = reason
 
-    def set_model(self, sha256: str) -> None:
+    def set_model(self, sha256: str, manifest=None) -> None:
         """The loaded model, by its sha256: what /healthz and /metrics publish (never its path:
-        where files live on the device is nobody's business; the log has it)."""
+        where files live on the device is nobody's business; the log has it). `manifest`: its
+        labels and kind, for outputs that describe the model (Home Assistant discovery)."""
         with self._lock:
             self._model_sha256 = sha256
+            self._manifest = manifest
+
+    @property
+    def manifest(self):
+        with self._lock:
+            return self._manifest
 
     # ---- readers ----
     @property
@@ -346,4 +357,5 @@ class Telemetry:
                 out.append(f'{PREFIX}_stage_latency_seconds_bucket{{stage="{lab}",le="+Inf"}} {h.count}')
                 out.append(f'{PREFIX}_stage_latency_seconds_sum{{stage="{lab}"}} {_fmt(h.sum / 1000.0)}')
                 out.append(f'{PREFIX}_stage_latency_seconds_count{{stage="{lab}"}} {h.count}')
+        out += procmetrics.prometheus_lines()  # process_* (standard names, no prefix)
         return "\n".join(out) + "\n"

@@ -9,6 +9,10 @@ from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
+# Version of the result schema every output publishes (docs/outputs.md, docs/schemas/). 2: schema_version,
+# run_id, source, file, frame_index added; `scores` named by label (an object, was a list).
+RESULT_SCHEMA_VERSION = 2
+
 
 @dataclass
 class Result:
@@ -24,14 +28,26 @@ class Result:
     stages_ms: dict[str, float] = field(default_factory=dict)  # capture_wait, crop, preprocess, invoke, ...
     scores: list[float] = field(default_factory=list)
     model_sha256: str = ""
+    score_labels: tuple[str, ...] = ()  # the label each entry of `scores` is the probability of
+    run_id: str = ""  # one per daemon start: tells results of different runs apart (frame_id restarts)
+    source: str = ""  # the frame source's type (picamera2, opencv, images, synthetic, imx500)
+    file: str | None = None  # image folders: the file the frame came from
+    frame_index: int | None = None  # video files and image folders: 0-based position of the frame
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form every output publishes (scores rounded to 1e-6, stages to 1 µs).
 
         Built field by field: `dataclasses.asdict` deep-copies recursively and cost ~20 µs of the
         ~26 µs of one JSON line, on every frame. Same keys, order and values as `asdict` + rounding
-        (tests/test_device_perf.py holds the two equal)."""
+        (tests/test_device_perf.py holds the two equal). `scores` is an object keyed by label
+        (`score_labels`; by position "0", "1", ... when a caller gave no names)."""
+        names = self.score_labels or [str(i) for i in range(len(self.scores))]
         return {
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "source": self.source,
+            "file": self.file,
+            "frame_index": self.frame_index,
             "frame_id": self.frame_id,
             "timestamp": self.timestamp,
             "label": self.label,
@@ -40,7 +56,7 @@ class Result:
             "smoothed_score": round(self.smoothed_score, 6),
             "event": self.event,
             "stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
-            "scores": [round(s, 6) for s in self.scores],
+            "scores": {k: round(s, 6) for k, s in zip(names, self.scores)},
             "model_sha256": self.model_sha256,
         }
 
@@ -62,6 +78,11 @@ class Output(abc.ABC):
 
     def close(self) -> None:
         """Flush and release resources; called once at shutdown (within the 2 s SIGTERM budget)."""
+
+    def publish_frame(self, rgb, box) -> None:
+        """The live view (device/liveview.py): a downscaled copy of a recent frame (HxWx3 uint8 RGB,
+        the caller's to give away) and the crop box in its pixels (x, y, w, h), or None. Only called
+        when `expose_images` is on; outputs that show no images ignore it."""
 
 
 OUTPUT_TYPES: dict[str, type[Output]] = {}

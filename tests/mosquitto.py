@@ -164,6 +164,10 @@ class Recorder:
         with self.cond:
             return [m for m in self.messages if m[1] == topic]
 
+    def on_prefix(self, prefix: str) -> list[tuple[float, str, bytes, bool]]:
+        with self.cond:
+            return [m for m in self.messages if m[1].startswith(prefix)]
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()

@@ -37,13 +37,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _to_dict_reference(r: Result) -> dict:
-    """What to_dict returned before it was built by hand (dataclasses.asdict + rounding)."""
+    """What to_dict returned before it was built by hand (dataclasses.asdict + rounding), with the
+    schema 2 keys first and `scores` named by `score_labels`."""
+    from device.types import RESULT_SCHEMA_VERSION
+
     d = dataclasses.asdict(r)
+    names = d.pop("score_labels") or [str(i) for i in range(len(r.scores))]
+    head = {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        **{k: d.pop(k) for k in ("run_id", "source", "file", "frame_index")},
+    }
     d["stages_ms"] = {k: round(v, 3) for k, v in r.stages_ms.items()}
     d["score"] = round(r.score, 6)
     d["smoothed_score"] = round(r.smoothed_score, 6)
-    d["scores"] = [round(s, 6) for s in r.scores]
-    return d
+    d["scores"] = {k: round(s, 6) for k, s in zip(names, r.scores)}
+    return {**head, **d}
 
 
 @pytest.mark.parametrize("smoothed", ["open", None])
@@ -60,6 +68,11 @@ def test_to_dict_equals_the_asdict_reference_with_key_order(smoothed):
         stages_ms={"crop": 0.1234567, "invoke": 1.98765, "latency": 12.00049},
         scores=[float(x) for x in rng.random(3)],
         model_sha256="ab" * 32,
+        score_labels=("a", "b", "c"),
+        run_id="20260101T000000Z-abcdef",
+        source="images",
+        file="x/1.png",
+        frame_index=3,
     )
     got, ref = r.to_dict(), _to_dict_reference(r)
     assert got == ref

@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 TOOL_TESTS = {
     "systemd-analyze": "tests/test_device_service.py::test_unit_verifies_cleanly",
     "mosquitto": "tests/test_device_outputs_mqtt.py::test_results_events_and_availability",
+    "chromium": "tests/test_label.py::test_review_page_in_chromium",
 }
 
 

@@ -25,6 +25,7 @@ SETUP_PACKAGES = {
     "rsync": "rsync",
     "systemd-analyze": "systemd",
     "openssl": "openssl",
+    "chromium": "chromium",
 }
 
 

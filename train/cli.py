@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     "train.compare",  # compare: runs side by side
     "train.bench",  # bench: input pipeline and feature-cache benchmark
     "train.crop_faces",  # crop-faces: face crops from raw photos
+    "train.label",  # label: review a dataset in the browser before training
 ]
 
 

@@ -9,6 +9,7 @@ daemon whose config turns them off. Here they cost nothing; `device.outputs.http
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -72,6 +73,8 @@ class MqttConfig(Strict):
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
+    home_assistant: bool = False  # publish Home Assistant MQTT discovery configs (device/outputs/homeassistant.py)
+    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix (its MQTT integration setting)
 
     @model_validator(mode="after")
     def _check(self):
@@ -81,4 +84,6 @@ class MqttConfig(Strict):
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         if any(c in self.topic_prefix for c in "+#") or self.topic_prefix.endswith("/"):
             raise ValueError(f"topic_prefix {self.topic_prefix!r} must not contain + or # nor end with /")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", self.discovery_prefix):
+            raise ValueError(f"discovery_prefix {self.discovery_prefix!r}: letters, digits, _ and - (and / between)")
         return self

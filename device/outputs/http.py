@@ -7,7 +7,8 @@ any other address, a bearer token is required by config validation, and every re
 environment variable, never from the YAML itself.
 
 No endpoint returns image data unless the daemon was started with `expose_images`; then
-`/latest.jpg` serves the last crop the daemon handed to `publish_image()`.
+`/latest.jpg` serves the last crop the daemon handed to `publish_image()`. The live view (`/`,
+`/view.json`, `/frame.jpg`, `/stream.mjpg`) is device/liveview.py's.
 
 Under load (`make bench-http`): a real listen backlog (LISTEN_BACKLOG; socketserver's default
 of 5 dropped the SYNs of 20 clients connecting at once, each retried after 1 s), and a fixed pool
@@ -30,6 +31,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import urlsplit
 
+from device import liveview
 from device.errors import FaceedgeError
 from device.outputs.configs import HttpConfig
 from device.telemetry import Telemetry
@@ -181,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(401, {"error": "unauthorized"}, send_body, {"WWW-Authenticate": 'Bearer realm="faceedge"'})
                 return
             path = urlsplit(self.path).path
+            if liveview.handle(self, out, path, send_body):
+                return
             if path == "/healthz":
                 snap = out.telemetry.snapshot()
                 self._json(200 if snap["status"] == "ok" else 503, snap, send_body)
@@ -229,10 +233,13 @@ class HttpOutput(Output):
         self._image_seq = 0  # bumped per new image, so the JPEG cache knows when it is out of date
         self._image_lock = threading.Lock()
         self._jpeg_cache: tuple[int, bytes] | None = None
+        self.frames = liveview.LiveFrames()  # the live view's latest frame (publish_frame)
+        self.view_extra = None  # a callable adding keys to /view.json (device collect's counts)
 
     @property
     def endpoints(self) -> list[str]:
-        return ["/healthz", "/metrics", "/latest"] + (["/latest.jpg"] if self.expose_images else [])
+        images = ["/latest.jpg", "/frame.jpg", "/stream.mjpg"] if self.expose_images else []
+        return ["/", "/view.json", "/healthz", "/metrics", "/latest"] + images
 
     @property
     def port(self) -> int:
@@ -276,6 +283,11 @@ class HttpOutput(Output):
                 self._image = rgb
                 self._image_seq += 1
 
+    def publish_frame(self, rgb, box) -> None:
+        """The live view's frame (device/liveview.py): kept by reference, encoded on request."""
+        if self.expose_images:
+            self.frames.put(rgb, box)
+
     def latest_jpeg(self) -> bytes | None:
         with self._image_lock:
             img, seq, cached = self._image, self._image_seq, self._jpeg_cache
@@ -293,6 +305,7 @@ class HttpOutput(Output):
         return jpeg
 
     def close(self) -> None:
+        self.frames.close()  # ends MJPEG streams, so their workers are free to stop
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

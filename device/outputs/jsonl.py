@@ -10,7 +10,7 @@ the file is rotated by renaming (`out.jsonl` → `out.jsonl.1` → ... → `out.
 oldest deleted), like logging's RotatingFileHandler.
 
 Write errors (a full disk, a closed pipe) never reach the loop: the first one is logged, later ones
-are only counted (telemetry `errors` and `output_errors`) until a write succeeds again.
+are only counted (telemetry `output_errors`) until a write succeeds again.
 """
 
 from __future__ import annotations
@@ -173,8 +173,7 @@ class JsonlOutput(Output):
                     raise OSError(f"short write ({written} of {len(line)} bytes; cut off again)")
                 self._size = good + written
         except (OSError, ValueError) as e:  # ValueError: write to a closed stdout
-            self.telemetry.inc("errors")
-            self.telemetry.inc("output_errors")
+            self.telemetry.inc("output_errors")  # only here: `errors` counts the other faults
             if not self._failing:
                 self._failing = True
                 log.error(

@@ -6,6 +6,8 @@ Topics, under `topic_prefix` (default ``faceedge/<hostname>``):
 - ``<prefix>/event``: when the smoothed label changes: ``{"label", "previous", "score", "time", ...}``.
 - ``<prefix>/availability``: retained ``online`` on every connect; the broker publishes the retained
   last-will ``offline`` if the daemon dies without saying goodbye; a clean close publishes ``offline`` itself.
+- with ``home_assistant: true``: ``<prefix>/state`` (the smoothed label, retained) and Home Assistant's
+  discovery configs (device/outputs/homeassistant.py).
 
 The loop never waits on the network: `publish()` appends to a bounded deque (oldest dropped and counted
 in telemetry `mqtt_dropped` when full) and hands messages to paho only while connected; paho's network
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from device.errors import FaceedgeError
 from device.outputs.configs import MqttConfig, is_loopback
+from device.outputs.homeassistant import HomeAssistant
 from device.outputs.jsonl import result_dict
 from device.telemetry import Telemetry
 from device.types import Output, Result, register_output
@@ -76,6 +79,11 @@ class MqttOutput(Output):
         self.topic_result = f"{self.prefix}/result"
         self.topic_event = f"{self.prefix}/event"
         self.topic_availability = f"{self.prefix}/availability"
+        self._ha = (
+            HomeAssistant(cfg, prefix=self.prefix, client_id=self.client_id, telemetry=telemetry)
+            if cfg.home_assistant
+            else None
+        )
         self._queue: deque[tuple[str, bytes, int, bool]] = deque(maxlen=cfg.queue_size)
         self._drain_lock = threading.Lock()
         self._connected = threading.Event()
@@ -168,6 +176,11 @@ class MqttOutput(Output):
             self.telemetry.inc("mqtt_reconnects")
         self._was_connected = True
         client.publish(self.topic_availability, b"online", qos=self.cfg.qos_availability, retain=True)
+        if self._ha is not None:  # configs first: a state before its entity exists is lost on HA
+            for msg in self._ha.configs():
+                client.publish(*msg)
+            if self._previous_label is not None:
+                client.publish(*self._ha.state(self._previous_label))
         self._connected.set()
         self.telemetry.set_gauge("mqtt_connected", 1)
         self._drain()
@@ -249,12 +262,20 @@ class MqttOutput(Output):
             previous = self._previous_label
             if result.smoothed_label is not None:
                 self._previous_label = result.smoothed_label
+            if self._ha is not None:
+                if self._ha.model_changed(result.model_sha256):  # the first result, or a reload
+                    for msg in self._ha.configs():
+                        self._enqueue(*msg)
+                if result.event:
+                    self._enqueue(*self._ha.state(result.smoothed_label))
             if not result.event and result.timestamp - self._last_result_t < self.cfg.result_interval_s:
                 return  # rate-limited, no event: nothing to build or send (most frames)
             d = result_dict(result)
             if result.event:
                 event = {
                     "time": d["time"],
+                    "schema_version": d["schema_version"],
+                    "run_id": d["run_id"],
                     "timestamp": result.timestamp,
                     "frame_id": result.frame_id,
                     "label": result.smoothed_label,
@@ -266,8 +287,7 @@ class MqttOutput(Output):
             self._last_result_t = result.timestamp
             self._enqueue(self.topic_result, json.dumps(d).encode(), self.cfg.qos_result, False)
         except Exception:  # never into the loop
-            self.telemetry.inc("errors")
-            self.telemetry.inc("output_errors")
+            self.telemetry.inc("output_errors")  # only here: `errors` counts the other faults
             log.exception("mqtt: cannot publish frame %s", result.frame_id)
 
     def close(self) -> None:

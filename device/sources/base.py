@@ -81,6 +81,11 @@ class FrameSource(abc.ABC):
         tensor of the frame the last read returned, None when that frame had none. Others: None."""
         return None
 
+    def position(self) -> tuple[str | None, int | None]:
+        """Where the frame the last read returned comes from, for the results: (file name, 0-based
+        frame index). Image folders give both, video files the index; cameras and streams (None, None)."""
+        return None, None
+
     def close(self) -> None:
         """Release the device. Idempotent."""
 

@@ -81,6 +81,7 @@ class Frame:
     prep_ms: dict[str, float] = field(default_factory=dict)  # the hook's own stage timings
     channel_order: str = "RGB"  # of `image`: "BGR" only when a channel-swapping hook read it natively
     sensor_output: np.ndarray | None = None  # the AI Camera's output tensor for this frame (source.sensor_output)
+    position: tuple[str | None, int | None] = (None, None)  # (file name, frame index): source.position()
 
 
 class _NullTelemetry:
@@ -287,7 +288,6 @@ class FrameGrabber:
         """A read fault: count it, close the source, and wait out the backoff before the reopen."""
         self.stats.read_failures += 1
         self.telemetry.inc("source_errors")
-        self.telemetry.inc("errors")
         self._attempt += 1
         delay = self._delay()
         log.warning("%s: %s; reopening in %.1f s", self.source_name, e, delay)
@@ -300,7 +300,6 @@ class FrameGrabber:
         self._attempt += 1
         self.stats.open_failures += 1
         self.telemetry.inc("source_open_failures")
-        self.telemetry.inc("errors")
         delay = self._delay()
         log.warning(
             "%s: open failed (attempt %d): %s; retrying in %.1f s",
@@ -357,11 +356,12 @@ class FrameGrabber:
                 self._give_back(img)
                 continue
             tensor = src.sensor_output()
+            position = src.position()
             prepared, prepared_by, prep_ms = self._prepare(img, fn, bgr)
             if prepared is not None and not self.keep_images:
                 self._give_back(img)
                 img = None
-            self._publish(img, ts, mono, prepared, prepared_by, prep_ms, "BGR" if bgr else "RGB", tensor)
+            self._publish(img, ts, mono, prepared, prepared_by, prep_ms, "BGR" if bgr else "RGB", tensor, position)
         return False
 
     def _prepare(
@@ -392,6 +392,7 @@ class FrameGrabber:
         prep_ms: dict[str, float] | None = None,
         channel_order: str = "RGB",
         sensor_output: np.ndarray | None = None,
+        position: tuple[str | None, int | None] = (None, None),
     ) -> None:
         dropped = False
         with self._cond:
@@ -414,6 +415,7 @@ class FrameGrabber:
                     prep_ms or {},
                     channel_order,
                     sensor_output,
+                    position,
                 )
             )
             self.stats.captured += 1

@@ -57,6 +57,7 @@ class ImagesSource(FrameSource):
         self._pacer = Pacer(cfg.fps)
         self._bad: set[Path] = set()
         self._first_bad: str | None = None
+        self._position: tuple[str | None, int | None] = (None, None)
 
     def open(self) -> None:
         self.files = list_images(self.cfg.path, self.cfg.recursive)
@@ -97,11 +98,25 @@ class ImagesSource(FrameSource):
                 if self._first_bad is None:
                     self._first_bad = f"{f.name}: {str(e).replace(str(f) + ': ', '')}"
                 continue
+            self._position = (self._name(f), self._i - 1)
             self._pacer.wait()
             if out is not None and out.shape == img.shape:
                 np.copyto(out, img)
                 return out
             return img
+
+    def position(self) -> tuple[str | None, int | None]:
+        return self._position
+
+    def _name(self, f: Path) -> str:
+        """The file's path below the configured folder (its name for a file or a glob)."""
+        root = Path(self.cfg.path).expanduser()
+        if root.is_dir():
+            try:
+                return f.relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return f.name
 
     def describe(self) -> str:
         return f"images {self.cfg.path} ({len(self.files)} files{', loop' if self.cfg.loop else ''})"

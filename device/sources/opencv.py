@@ -62,6 +62,7 @@ class OpencvSource(FrameSource):
         self._bgr: np.ndarray | None = None
         self._pacer = Pacer(0)
         self.file_fps = 0.0
+        self._index = -1  # video files: 0-based index of the frame the last read returned
 
     def open(self) -> None:
         c = self.cfg
@@ -102,6 +103,7 @@ class OpencvSource(FrameSource):
             if c.realtime:
                 self._pacer = Pacer(self.file_fps if 0 < self.file_fps < 1000 else 30.0)
         self.cap = cap
+        self._index = -1
         log.debug(
             "opened %s (%dx%d)", self.describe(), cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
         )
@@ -126,12 +128,17 @@ class OpencvSource(FrameSource):
         ok, bgr = self.cap.read(dst)
         if not ok and self.kind == "file" and self.cfg.loop:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._index = -1
             ok, bgr = self.cap.read(dst)
         if not ok:
             if self.kind == "file":
                 return None
             raise SourceError(f"{self.describe()}: read failed (device gone or stream ended)")
+        self._index += 1
         return bgr
+
+    def position(self) -> tuple[str | None, int | None]:
+        return (None, self._index) if self.kind == "file" and self._index >= 0 else (None, None)
 
     def read_native(self, out: np.ndarray | None = None, timeout: float | None = None) -> np.ndarray | None:
         return self._read_bgr(out)
