@@ -1468,7 +1468,7 @@ def load_bench_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
         return None
     from device.config import load_config
 
-    return load_config(path).model_dump(mode="json")
+    return load_config(path).model_dump()
 
 
 def run(

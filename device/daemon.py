@@ -589,7 +589,7 @@ def check_limits(
 
 def require_outputs(cfg: DaemonConfig, config: str | os.PathLike | None) -> None:
     """A daemon whose results go nowhere is a mistake, not a run."""
-    if not any(getattr(cfg.outputs, name) is not None for name in type(cfg.outputs).model_fields):
+    if not any(getattr(cfg.outputs, name) is not None for name in type(cfg.outputs).field_names()):
         where = f"{config}: key 'outputs'" if config else "no --config given, so key 'outputs'"
         raise FaceedgeError(
             f"{where}: no output configured, the results would go nowhere; add outputs.jsonl "

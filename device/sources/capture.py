@@ -38,14 +38,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
 
 from device.errors import FaceedgeError
 from device.sources.base import FrameSource, SourceError
-from device.validation import Strict
+from device.validation import Meta, Strict
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,15 @@ POOL_SIZE = PREFETCH + 2  # + one being written + one held by the consumer
 
 
 class CaptureConfig(Strict):
-    stall_seconds: float = Field(
-        5.0, gt=0, description="no frame for this long = stalled: health says so, source reopened"
-    )
-    read_timeout_s: float = Field(1.0, gt=0, description="longest single blocking read before the thread checks in")
-    reconnect_initial_s: float = Field(0.5, gt=0, description="first retry delay after a failed open/read")
-    reconnect_max_s: float = Field(10.0, gt=0, description="cap of the exponential backoff")
-    discard_after_reconnect: int = Field(2, ge=0, description="frames thrown away after a reopen")
+    stall_seconds: Annotated[
+        float, Meta(gt=0, description="no frame for this long = stalled: health says so, source reopened")
+    ] = 5.0
+    read_timeout_s: Annotated[
+        float, Meta(gt=0, description="longest single blocking read before the thread checks in")
+    ] = 1.0
+    reconnect_initial_s: Annotated[float, Meta(gt=0, description="first retry delay after a failed open/read")] = 0.5
+    reconnect_max_s: Annotated[float, Meta(gt=0, description="cap of the exponential backoff")] = 10.0
+    discard_after_reconnect: Annotated[int, Meta(ge=0, description="frames thrown away after a reopen")] = 2
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
@@ -149,7 +150,7 @@ class FrameGrabber:
         self._thread: threading.Thread | None = None
 
     # -- consumer side -----------------------------------------------------------------------
-    def start(self) -> "FrameGrabber":
+    def start(self) -> FrameGrabber:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
         return self
@@ -189,10 +190,10 @@ class FrameGrabber:
             return False
         return True
 
-    def __enter__(self) -> "FrameGrabber":
+    def __enter__(self) -> FrameGrabber:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- capture thread ----------------------------------------------------------------------
