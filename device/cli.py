@@ -25,8 +25,8 @@ SUBCOMMAND_MODULES = (
     "device.outputs.homeassistant",  # ha-remove
     "device.deploy.cli",  # deploy, rollback, deploy-model
     "device.pull",  # pull
-    "device.bench",  # bench, bench-remote
-    "device.bench_http",  # bench-http
+    "device.bench.cli",  # bench, bench-remote
+    "device.bench.http_load",  # bench-http
 )
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -190,6 +190,11 @@ class Daemon:
         )
         self.notifier.close()
 
+    @property
+    def input_shape(self) -> tuple[int, int, int] | None:
+        """(height, width, 3): the model input every frame is made into (None before `start()`)."""
+        return None if self.classifier is None else (*self.classifier.input_size, 3)
+
     def __enter__(self) -> "Daemon":
         return self.start()
 

@@ -3,7 +3,7 @@
 
     python -m device pull --hosts pi@raspberrypi.local --remote-data faceedge/data/mine --out data/mine
 
-1. rsync (over the deploy's ssh: key only, host key always checked, `device.deploy.Ssh`) copies the
+1. rsync (over the deploy's ssh: key only, host key always checked, `device.ssh.Ssh`) copies the
    image files of the remote folder into a hidden cache, ``<out>/.pull/<host>/``, keeping their
    ``<label>/<person>/`` layout. Only files the cache lacks cross the network, so the next pull of a
    growing folder is quick; nothing is ever deleted on the Pi.

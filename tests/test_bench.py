@@ -15,7 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from device import bench
+from device.bench import cli as bench_cli
+from device.bench import machine, markdown, models, pipeline, plot, published, report, stats, suite
+from device.bench.suite import BenchOptions
 from device.errors import FaceedgeError
 from device.runtime import default_threads
 from tests.conftest import ROOT
@@ -109,7 +111,7 @@ def test_bench_json_structure(bench_run):
     assert bench_run["code"] == 0
     rep = bench_run["report"]
     threads = bench_run["threads"]
-    assert rep["schema_version"] == bench.SCHEMA_VERSION
+    assert rep["schema_version"] == suite.SCHEMA_VERSION
     assert MACHINE_KEYS <= set(rep["machine"])
     assert rep["machine"]["cores"] >= 1 and rep["machine"]["runtime"] == "ai-edge-litert"
     assert rep["machine"]["python"] == ".".join(map(str, sys.version_info[:3]))
@@ -192,35 +194,35 @@ def test_bench_writes_md_png_and_prints_efficiency_last(bench_run):
 
 
 def test_summarize_known_values_and_order():
-    st = bench.summarize(range(1, 101))
+    st = stats.summarize(range(1, 101))
     assert (st["n"], st["min"], st["max"], st["mean"]) == (100, 1.0, 100.0, 50.5)
     assert st["p50"] == pytest.approx(50.5) and st["p95"] == pytest.approx(95.05) and st["p99"] == pytest.approx(99.01)
     assert st["std"] == pytest.approx(np.std(np.arange(1, 101), ddof=1))
-    assert bench.summarize([3.0])["std"] == 0.0
+    assert stats.summarize([3.0])["std"] == 0.0
     rng = np.random.default_rng(0)
     for _ in range(20):
-        assert ordered(bench.summarize(rng.lognormal(0, 1, rng.integers(1, 50))))
+        assert ordered(stats.summarize(rng.lognormal(0, 1, rng.integers(1, 50))))
     with pytest.raises(ValueError):
-        bench.summarize([])
+        stats.summarize([])
 
 
 def test_wide_spread_rule():
-    steady = bench.summarize([10.0, 10.2, 9.9, 10.1] * 25)
-    noisy = bench.summarize([10.0] * 90 + [40.0] * 10)
-    assert not bench.is_wide(steady)
-    assert bench.is_wide(noisy) and noisy["p95_over_p50"] == pytest.approx(4.0)
+    steady = stats.summarize([10.0, 10.2, 9.9, 10.1] * 25)
+    noisy = stats.summarize([10.0] * 90 + [40.0] * 10)
+    assert not stats.is_wide(steady)
+    assert stats.is_wide(noisy) and noisy["p95_over_p50"] == pytest.approx(4.0)
 
 
 def test_board_detection(tmp_path):
     f = tmp_path / "model"
     f.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
-    assert bench.board_model(f) == "Raspberry Pi 4 Model B Rev 1.4"
-    assert bench.board_model(tmp_path / "absent") is None
-    assert bench.board_key("Raspberry Pi 4 Model B Rev 1.4") == "pi4"
-    assert bench.board_key("Raspberry Pi 5 Model B Rev 1.0") == "pi5"
-    assert bench.board_key("Raspberry Pi Compute Module 4 Rev 1.1") == "pi4"
-    assert bench.board_key("Raspberry Pi 3 Model B Plus Rev 1.3") is None
-    assert bench.board_key(None) is None
+    assert machine.board_model(f) == "Raspberry Pi 4 Model B Rev 1.4"
+    assert machine.board_model(tmp_path / "absent") is None
+    assert machine.board_key("Raspberry Pi 4 Model B Rev 1.4") == "pi4"
+    assert machine.board_key("Raspberry Pi 5 Model B Rev 1.0") == "pi5"
+    assert machine.board_key("Raspberry Pi Compute Module 4 Rev 1.1") == "pi4"
+    assert machine.board_key("Raspberry Pi 3 Model B Plus Rev 1.3") is None
+    assert machine.board_key(None) is None
 
 
 MNV2 = {"backbone": "mobilenet_v2", "input_size": [224, 224], "alpha": None}
@@ -229,23 +231,27 @@ MNV2 = {"backbone": "mobilenet_v2", "input_size": [224, 224], "alpha": None}
 def test_published_figures_only_for_the_same_model_and_threads():
     """Which runs get a published figure next to them: the same board, model (MobileNetV2 1.0 at
     224), variant and thread count only; each such run gets that board's own entry."""
-    assert bench.PUBLISHED_RAW_MS, "no published figures to compare with"
-    for board, variants in bench.PUBLISHED_RAW_MS.items():
+    assert published.PUBLISHED_RAW_MS, "no published figures to compare with"
+    for board, variants in published.PUBLISHED_RAW_MS.items():
         for variant, (low, high) in variants.items():
-            pub = bench.published_raw(board, MNV2, variant, bench.PUBLISHED_THREADS)
+            pub = published.published_raw(board, MNV2, variant, published.PUBLISHED_THREADS)
             assert (pub["board"], pub["ms_low"], pub["ms_high"]) == (board, low, high)
             assert 0 < low <= high  # a range, fastest first
-            assert bench.published_raw(board, MNV2, variant, bench.PUBLISHED_THREADS - 1) is None
-            assert bench.published_raw(board, {**MNV2, "alpha": 0.35}, variant, bench.PUBLISHED_THREADS) is None
+            assert published.published_raw(board, MNV2, variant, published.PUBLISHED_THREADS - 1) is None
+            assert published.published_raw(board, {**MNV2, "alpha": 0.35}, variant, published.PUBLISHED_THREADS) is None
             assert (
-                bench.published_raw(board, {**MNV2, "input_size": [96, 96]}, variant, bench.PUBLISHED_THREADS) is None
+                published.published_raw(board, {**MNV2, "input_size": [96, 96]}, variant, published.PUBLISHED_THREADS)
+                is None
             )
-            assert bench.published_raw(board, {**MNV2, "backbone": "vgg16"}, variant, bench.PUBLISHED_THREADS) is None
-            assert bench.published_raw(board, {**MNV2, "alpha": 1.0}, variant, bench.PUBLISHED_THREADS) == pub
-    assert bench.published_raw(None, MNV2, "int8", bench.PUBLISHED_THREADS) is None
-    assert bench.published_raw("pi3", MNV2, "int8", bench.PUBLISHED_THREADS) is None
+            assert (
+                published.published_raw(board, {**MNV2, "backbone": "vgg16"}, variant, published.PUBLISHED_THREADS)
+                is None
+            )
+            assert published.published_raw(board, {**MNV2, "alpha": 1.0}, variant, published.PUBLISHED_THREADS) == pub
+    assert published.published_raw(None, MNV2, "int8", published.PUBLISHED_THREADS) is None
+    assert published.published_raw("pi3", MNV2, "int8", published.PUBLISHED_THREADS) is None
     # one board's figures are not another's
-    pi4, pi5 = (bench.published_raw(b, MNV2, "int8", bench.PUBLISHED_THREADS) for b in ("pi4", "pi5"))
+    pi4, pi5 = (published.published_raw(b, MNV2, "int8", published.PUBLISHED_THREADS) for b in ("pi4", "pi5"))
     assert pi5["ms_high"] < pi4["ms_low"]  # a Pi 5 is faster than a Pi 4, not the same entry twice
 
 
@@ -261,19 +267,19 @@ def test_published_figures_only_for_the_same_model_and_threads():
     ],
 )
 def test_verdict_follows_the_measured_median(p50, expected):
-    low, high = bench.PUBLISHED_RAW_MS["pi4"]["int8"]
+    low, high = published.PUBLISHED_RAW_MS["pi4"]["int8"]
     if p50 is None:
         ms = (low + high) / 2
     else:
         ref, k = p50.split("*")
         ms = {"low": low, "high": high}[ref] * float(k)
-    assert bench.verdict(ms, low, high) == expected
+    assert published.verdict(ms, low, high) == expected
 
 
 def test_published_column_rendered_on_a_pi(bench_run):
     """The markdown's published column on a Pi: the board's entry next to the row, and the verdict of
     THAT row's measured median against it (three medians, three verdicts)."""
-    pub = bench.published_raw("pi4", MNV2, "int8", bench.PUBLISHED_THREADS)
+    pub = published.published_raw("pi4", MNV2, "int8", published.PUBLISHED_THREADS)
     low, high = pub["ms_low"], pub["ms_high"]
     for p50, verdict in (
         (low / 2, "faster than published"),
@@ -285,11 +291,11 @@ def test_published_column_rendered_on_a_pi(bench_run):
         rep["machine"]["board"] = "Raspberry Pi 4 Model B Rev 1.4"
         row = rep["raw"][0]
         row["published"], row["latency_ms"]["p50"] = pub, p50
-        md = bench.render_markdown(rep)
-        assert f"published (pi4, {bench.PUBLISHED_THREADS} thr)" in md
+        md = markdown.render_markdown(rep)
+        assert f"published (pi4, {published.PUBLISHED_THREADS} thr)" in md
         (line,) = [ln for ln in md.splitlines() if f"{low:g}–{high:g} ms:" in ln]
         assert line.rstrip(" |").endswith(f"{low:g}–{high:g} ms: {verdict}"), line
-        assert f"| {bench._fmt(p50)} |" in line  # the row's own median is shown
+        assert f"| {markdown.fmt(p50)} |" in line  # the row's own median is shown
 
 
 def test_efficiency_ratios_by_hand():
@@ -306,7 +312,7 @@ def test_efficiency_ratios_by_hand():
 
     pipes = [pipe(1, 95, 99, 100, 110), pipe(2, 171, 190, 180, 200), pipe(4, 120, 160, 150, 210)]
     bare = [{"variant": "int8", "threads": 2, "round": 1, "fps": 150.0, "fps_p50": 190.0, "peak_rss_mb": 70.0}]
-    e = bench.efficiency(pipes, 2, bare)["int8"]
+    e = report.efficiency(pipes, 2, bare)["int8"]
     assert e["pipeline_over_raw"] == {"1": 0.95, "2": 0.95, "4": 0.8}
     assert list(e["pipeline_over_raw_p50"]) == ["1", "2", "4"]
     assert e["pipeline_over_raw_p50_at_default"] == pytest.approx(0.95)
@@ -316,15 +322,15 @@ def test_efficiency_ratios_by_hand():
     # rounds: the median of the per-round ratios (0.95, 0.5, 0.9 → 0.9)
     rounds = pipes + [pipe(t, 50, 50, 100, 100, 2) for t in (1, 2, 4)]
     rounds += [pipe(t, 90, 90, 100, 100, 3) for t in (1, 2, 4)]
-    assert bench.efficiency(rounds, 2)["int8"]["pipeline_over_raw"]["2"] == pytest.approx(0.9)
+    assert report.efficiency(rounds, 2)["int8"]["pipeline_over_raw"]["2"] == pytest.approx(0.9)
     # the default thread count not measured: no default ratio, and no crash
-    assert "pipeline_default_over_best_raw" not in bench.efficiency(pipes, 8)["int8"]
+    assert "pipeline_default_over_best_raw" not in report.efficiency(pipes, 8)["int8"]
 
 
 def test_opencv_plot_fallback(bench_run, tmp_path):
     """The Pi has no matplotlib: the plot is drawn with OpenCV instead."""
     path = tmp_path / "bench.png"
-    bench._plot_cv2(bench_run["report"], path)
+    plot.plot_cv2(bench_run["report"], path)
     img = cv2.imread(str(path))
     assert img is not None and img.shape[1] == 900
     n_rows = len(bench_run["report"]["raw"]) + sum(len(p["stage_names"]) for p in bench_run["report"]["pipeline"])
@@ -339,11 +345,11 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
     assert err.startswith("error: ") and "nope" in err and "\n" not in err
     (tmp_path / "empty").mkdir()
     with pytest.raises(FaceedgeError, match="make convert"):
-        bench.find_variants(tmp_path / "empty")
+        models.find_variants(tmp_path / "empty")
     with pytest.raises(FaceedgeError, match="unknown variant 'int4'"):
-        bench.find_variants(tmp_path / "empty", ["int4"])
+        models.find_variants(tmp_path / "empty", ["int4"])
     with pytest.raises(FaceedgeError, match="--source 'nofile.avi'"):
-        bench.source_config("nofile.avi", (640, 480))
+        pipeline.source_config("nofile.avi", (640, 480))
     for bad in (["--threads", "0"], ["--threads", "a,b"], ["--resolution", "640"]):
         with pytest.raises(SystemExit):
             main(["bench", "--model-dir", str(tmp_path), *bad])
@@ -380,16 +386,19 @@ def test_pipeline_failure_in_the_child_is_one_line(tiny_models, tmp_path, capsys
     assert code == 2 and err[-1].startswith("error: pipeline bench of ") and "gone.avi" in err[-1]
     assert not (tmp_path / "out" / "bench.json").exists()  # nothing half-written
     with pytest.raises(FaceedgeError, match="--source config needs --config"):
-        bench.run(tiny_models["int8"], source="config", out=tmp_path / "o2")
+        suite.run(BenchOptions(model_dir=tiny_models["int8"], source="config", out=tmp_path / "o2"))
 
 
 def test_cpus_pinning(tiny_models, tmp_path):
-    assert bench.parse_cpus("0-2,5") == [0, 1, 2, 5] and bench.parse_cpus("3") == [3]
+    assert bench_cli.parse_cpus("0-2,5") == [0, 1, 2, 5] and bench_cli.parse_cpus("3") == [3]
     for bad in ("", "a", "2-x"):
         with pytest.raises(Exception):
-            bench.parse_cpus(bad)
+            bench_cli.parse_cpus(bad)
     before = os.sched_getaffinity(0)
-    rep = bench.run(tiny_models["int8"], out=tmp_path, cpus=[min(before)], pipeline=False, runs=5, min_seconds=0)
+    opts = BenchOptions(
+        model_dir=tiny_models["int8"], out=tmp_path, cpus=(min(before),), pipeline=False, runs=5, min_seconds=0
+    )
+    rep = suite.run(opts)
     assert rep["settings"]["cpus"] == [min(before)] and rep["machine"]["cores_available"] == 1
     assert [r["threads"] for r in rep["raw"]] == [1]  # 1 … pinned CPUs
     assert os.sched_getaffinity(0) == before  # restored
@@ -397,9 +406,9 @@ def test_cpus_pinning(tiny_models, tmp_path):
 
 
 def test_single_model_dir_and_variant_filter(tiny_models):
-    assert bench.find_variants(tiny_models["int8"]) == {"int8": tiny_models["int8"]}
+    assert models.find_variants(tiny_models["int8"]) == {"int8": tiny_models["int8"]}
     with pytest.raises(FaceedgeError, match="holds a int8 model"):
-        bench.find_variants(tiny_models["int8"], ["float32"])
+        models.find_variants(tiny_models["int8"], ["float32"])
 
 
 def test_passthrough_flags_round_trip():
@@ -407,7 +416,7 @@ def test_passthrough_flags_round_trip():
 
     p = argparse.ArgumentParser()
     sub = p.add_subparsers()
-    bench.add_parser(sub)
+    bench_cli.add_parser(sub)
     args = p.parse_args(
         [
             "bench-remote",
@@ -422,7 +431,7 @@ def test_passthrough_flags_round_trip():
             "3",
         ]
     )
-    flags = bench._bench_passthrough(args)
+    flags = bench_cli.passthrough_flags(args)
     assert flags == ["--threads", "1,4", "--min_seconds", "3.0", "--no_pipeline", "--resolution", "1280x720"]
     again = p.parse_args(["bench", *flags])
     assert (again.threads, again.pipeline, again.resolution, again.min_seconds) == ([1, 4], False, (1280, 720), 3.0)
@@ -496,3 +505,61 @@ def test_bench_remote_over_real_ssh(sshd, tiny_models, tmp_path, capsys):
     assert main([*argv[: argv.index("--remote-dir")], "--remote-dir", "elsewhere", "--no_pipeline"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "deploy" in err
+
+
+def test_bare_loop_runs_by_path_and_loads_no_project_module(tiny_models, tmp_path):
+    """The bare-loop reference is a file run by path: its process holds numpy, OpenCV and the
+    runtime, and no module of this project (no daemon, no pydantic, nothing under device/)."""
+    import subprocess
+
+    from device.manifest import load_manifest
+    from device.runtime import RUNTIMES, load_runtime
+
+    _, model_path = load_manifest(tiny_models["int8"])
+    module = next(m for m, dist in RUNTIMES if dist == load_runtime().name)
+    spec = {
+        "model_path": str(model_path),
+        "threads": 1,
+        "runtime_module": module,
+        "source": pipeline.source_config("synthetic", (64, 48)),
+        "seconds": 0.2,
+        "warmup_seconds": 0.05,
+        "spawned_at": time.time(),
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    script = pipeline.BARE_LOOP_SCRIPT
+    assert script.is_file() and script.parent == Path(pipeline.__file__).parent
+    wrapper = tmp_path / "wrap.py"
+    wrapper.write_text(
+        "import json, runpy, sys\n"
+        "script, spec, out, mods = sys.argv[1:5]\n"
+        "sys.argv = [script, spec, out]\n"
+        "try:\n"
+        "    runpy.run_path(script, run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "open(mods, 'w').write(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            str(wrapper),
+            str(script),
+            str(tmp_path / "spec.json"),
+            str(tmp_path / "out.json"),
+            str(tmp_path / "mods.json"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["frames"] >= 2 and result["fps"] > 0 and result["peak_rss_mb"] > 0
+    loaded = json.loads((tmp_path / "mods.json").read_text())
+    assert "cv2" in loaded and "numpy" in loaded and module in loaded
+    assert not [m for m in loaded if m.split(".")[0] in ("device", "convert", "train", "pydantic", "yaml")]

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from device.bench_http import get, load, run, summary_lines
+from device.bench.http_load import get, load, run, summary_lines
 
 
 @pytest.mark.slow

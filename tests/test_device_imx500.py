@@ -158,7 +158,9 @@ def test_bench_measures_the_ai_camera_loop_beside_the_published_figures(tmp_path
     import time
     from pathlib import Path
 
-    from device import bench
+    from device.bench import pipeline, suite
+    from device.bench.sensor import PUBLISHED_SENSOR
+    from device.bench.suite import BenchOptions
 
     mdir = make_imx500_dir(tmp_path / "m")
     sensor.scene = scene(images(4), [0.2, 0.8, 0.3, 0.7])
@@ -168,7 +170,7 @@ def test_bench_measures_the_ai_camera_loop_beside_the_published_figures(tmp_path
         model_dir, threads, *, source, config=None, seconds=5.0, warmup_seconds=1.0, slice_seconds=0.25, timeout=None
     ):
         # the fake camera exists in this process only: run the pipeline child's code here
-        return bench._pipeline_child(
+        return pipeline.pipeline_child(
             {
                 "model_dir": str(model_dir),
                 "threads": threads,
@@ -181,19 +183,21 @@ def test_bench_measures_the_ai_camera_loop_beside_the_published_figures(tmp_path
             }
         )
 
-    monkeypatch.setattr(bench, "bench_pipeline", in_process)
-    report = bench.run(
-        mdir,
-        variants=["imx500"],
-        source="imx500",
-        resolution=(64, 48),
-        pipeline_seconds=1.0,
-        pipeline_warmup_seconds=0.2,
-        out=tmp_path / "bench",
+    monkeypatch.setattr(pipeline, "bench_pipeline", in_process)
+    report = suite.run(
+        BenchOptions(
+            model_dir=mdir,
+            variants=("imx500",),
+            source="imx500",
+            resolution=(64, 48),
+            pipeline_seconds=1.0,
+            pipeline_warmup_seconds=0.2,
+            out=tmp_path / "bench",
+        )
     )
     assert report["raw"] == [] and report["pipeline"] == [] and report["bare"] == []
     (s,) = report["sensor"]
-    assert s["raw_interleaved"] is None and s["published"] == bench.PUBLISHED_SENSOR
+    assert s["raw_interleaved"] is None and s["published"] == PUBLISHED_SENSOR
     assert set(s["stage_names"]) == {
         "capture",
         "frame_wait",
@@ -213,21 +217,22 @@ def test_bench_measures_the_ai_camera_loop_beside_the_published_figures(tmp_path
     from device.errors import FaceedgeError
 
     with pytest.raises(FaceedgeError, match="--variants imx500 runs on the AI Camera: --source imx500"):
-        bench.run(mdir, variants=["imx500"], source="synthetic", out=tmp_path / "b2")
+        suite.run(BenchOptions(model_dir=mdir, variants=("imx500",), source="synthetic", out=tmp_path / "b2"))
 
 
 def test_bench_takes_the_ai_camera_model_only_when_asked(tiny_models, tmp_path):
     import shutil
 
-    from device import bench
+    from device.bench import models, suite
+    from device.bench.suite import BenchOptions
 
     run = tmp_path / "run"
     shutil.copytree(tiny_models["int8"], run / "export" / "int8")
     make_imx500_dir(run / "export")
-    assert set(bench.find_variants(run)) == {"int8"}  # a plain `make bench` measures the CPU models
-    assert set(bench.find_variants(run, ["imx500"])) == {"imx500"}
+    assert set(models.find_variants(run)) == {"int8"}  # a plain `make bench` measures the CPU models
+    assert set(models.find_variants(run, ["imx500"])) == {"imx500"}
     with pytest.raises(FaceedgeError, match="bench imx500 on its own"):
-        bench.run(run, variants=["int8", "imx500"], source="imx500", out=tmp_path / "b")
+        suite.run(BenchOptions(model_dir=run, variants=("int8", "imx500"), source="imx500", out=tmp_path / "b"))
 
 
 def test_sample_config_for_the_ai_camera_runs_an_imx500_model(tmp_path, sensor):

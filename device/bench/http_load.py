@@ -138,7 +138,7 @@ class DaemonProcess:
             env={
                 **os.environ,
                 "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+                    filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")])
                 ),
             },
         )
@@ -200,7 +200,7 @@ def run(
     timeout: float = 5.0,
 ) -> dict[str, Any]:
     """Start the daemon, measure quiet then under load, stop it; the report (see the module doc)."""
-    from device.bench import summarize
+    from device.bench.stats import summarize
 
     if clients < 1 or rounds < 1 or quiet_s <= 0:
         raise FaceedgeError("--clients, --rounds and --quiet_s must be > 0")

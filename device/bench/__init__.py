@@ -1,0 +1,1 @@
+"""`python -m device bench` / `bench-remote`: the on-device latency benchmark (see device/bench/cli.py)."""

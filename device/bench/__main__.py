@@ -1,0 +1,3 @@
+from device.bench.cli import main
+
+raise SystemExit(main())

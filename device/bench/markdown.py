@@ -1,0 +1,295 @@
+"""bench.md: the tables of one benchmark report (raw, pipeline, bare loop, per stage, AI Camera,
+efficiency, targets, warnings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from device.bench.published import PUBLISHED_THREADS, verdict
+from device.bench.sensor import PUBLISHED_SENSOR
+from device.bench.stats import STAT_KEYS, WIDE_CV, WIDE_TAIL
+
+
+def fmt(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    s = report["settings"]
+    board = s.get("compare_board")
+    multi = s["repeat"] > 1
+    lines = [
+        "# Bench",
+        "",
+        f"{report['created']} · {m['cpu_model']} · {m['cores_available']}/{m['cores']} cores · {m['os']} · "
+        f"Python {m['python']} · {m['runtime']} {m['runtime_version']}"
+        + (f" · **{m['board']}**" if m.get("board") else ""),
+        "",
+        f"Raw: {s['warmup_runs']} warm-up runs, then ≥ {s['runs']} runs and ≥ {s['min_seconds']} s. "
+        + (
+            f"Pipeline: {s['pipeline_seconds']} s after {s['pipeline_warmup_seconds']} s of warm-up, source "
+            f"`{s['source_desc']}`. "
+            if s["pipeline"]
+            else ""
+        )
+        + f"{s['repeat']} round(s). The daemon's default thread count: {s['default_threads']}."
+        + (f" Pinned to CPUs {','.join(map(str, s['cpus']))}." if s.get("cpus") else ""),
+        "",
+        "## Raw interpreter (invoke only)",
+        "",
+    ]
+    head = (
+        ["variant", "threads"]
+        + (["round"] if multi else [])
+        + ["load ms", "first ms", "mean", "std", "min", "p50", "p95", "p99", "max", "fps", "fps (p50)", "cv", "p95/p50"]
+    )
+    if board:
+        head.append(f"published ({board}, {PUBLISHED_THREADS} thr)")
+    rows = []
+    for r in report["raw"]:
+        lat = r["latency_ms"]
+        row = (
+            [r["variant"], str(r["threads"])]
+            + ([str(r["round"])] if multi else [])
+            + [
+                fmt(r["load_ms"], 1),
+                fmt(r["first_inference_ms"]),
+                *(fmt(lat[k]) for k in STAT_KEYS),
+                fmt(r["fps"], 1),
+                fmt(r["fps_p50"], 1),
+                f"{lat['cv'] * 100:.0f} %" + (" ⚠" if r["wide_spread"] else ""),
+                fmt(lat["p95_over_p50"]),
+            ]
+        )
+        if board:
+            pub = r.get("published")
+            row.append(
+                f"{pub['ms_low']:g}–{pub['ms_high']:g} ms: {verdict(lat['p50'], pub['ms_low'], pub['ms_high'])}"
+                if pub
+                else "—"
+            )
+        rows.append(row)
+    lines += table(head, rows)
+    lines += [
+        "",
+        f"Latencies in ms. fps = 1000 ÷ mean (throughput); fps (p50) = 1000 ÷ p50 (robust to other "
+        f"processes). ⚠ = wide spread (cv > {WIDE_CV:.0%} or p95/p50 > {WIDE_TAIL}): the machine was busy or "
+        "throttling; measure again.",
+        "",
+    ]
+
+    if report["pipeline"]:
+        lines += ["## Pipeline (the daemon's own loop, in a fresh process)", ""]
+        head = (
+            ["variant", "threads"]
+            + (["round"] if multi else [])
+            + [
+                "fps",
+                "fps (p50)",
+                "raw fps",
+                "raw fps (p50)",
+                "÷ raw",
+                "÷ raw (p50)",
+                "frames",
+                "dropped",
+                "peak RSS MB",
+                "CPU %",
+                "first result s",
+                "from exec s",
+            ]
+        )
+        if board:
+            head.append(f"published ({board})")
+        rows = []
+        for p in report["pipeline"]:
+            row = (
+                [p["variant"], str(p["threads"])]
+                + ([str(p["round"])] if multi else [])
+                + [
+                    fmt(p["fps"], 1),
+                    fmt(p["fps_p50"], 1),
+                    fmt(p["raw_interleaved"]["fps"], 1),
+                    fmt(p["raw_interleaved"]["fps_p50"], 1),
+                    fmt(p.get("pipeline_over_raw"), 3),
+                    fmt(p.get("pipeline_over_raw_p50"), 3),
+                    str(p["frames"]),
+                    str(p["dropped_frames"]),
+                    fmt(p["peak_rss_mb"], 1),
+                    fmt(p["cpu_percent"], 0),
+                    fmt(p["first_result_s"], 3),
+                    fmt(p.get("first_result_from_exec_s"), 3),
+                ]
+            )
+            if board:
+                pub = p.get("published")
+                row.append(f"≈{pub['fps']:g} fps, capture ≈{pub['capture_ms']:g} ms" if pub else "—")
+            rows.append(row)
+        lines += table(head, rows)
+        lines += [
+            "",
+            "raw fps: invokes of the daemon's own interpreter in slices interleaved with the pipeline's "
+            f"({s.get('slice_seconds', 0.25)} s each, same process, same moment), the reference of ÷ raw. "
+            "CPU % = process CPU time ÷ wall time (100 = one core busy). first result = from "
+            "`Daemon.start()` (model load, source open) to the first published result; from exec = from "
+            "the process spawn (interpreter start and imports included).",
+            "",
+        ]
+        if report.get("bare"):
+            lines += ["### Bare loop (reference floor: numpy + OpenCV + runtime, sequential, nothing else)", ""]
+            head = (
+                ["variant", "threads"]
+                + (["round"] if multi else [])
+                + ["fps", "fps (p50)", "peak RSS MB", "first result s", "from exec s"]
+            )
+            rows = [
+                [bare["variant"], str(bare["threads"])]
+                + ([str(bare["round"])] if multi else [])
+                + [
+                    fmt(bare["fps"], 1),
+                    fmt(bare["fps_p50"], 1),
+                    fmt(bare["peak_rss_mb"], 1),
+                    fmt(bare["first_result_s"], 3),
+                    fmt(bare["first_result_from_exec_s"], 3),
+                ]
+                for bare in report["bare"]
+            ]
+            lines += table(head, rows) + [""]
+        lines += ["### Per stage (ms, p50 / p95 / p99)", ""]
+        stages = report["pipeline"][0]["stage_names"]
+        head = ["variant", "threads"] + (["round"] if multi else []) + stages
+        rows = []
+        for p in report["pipeline"]:
+            row = [p["variant"], str(p["threads"])] + ([str(p["round"])] if multi else [])
+            for stage in stages:
+                x = p["stages_ms"].get(stage)
+                row.append(f"{x['p50']:.2f} / {x['p95']:.2f} / {x['p99']:.2f}" if x else "—")
+            rows.append(row)
+        lines += table(head, rows)
+        lines += [
+            "",
+            "capture: `source.read()` in the capture thread (decode + colour conversion; on a paced "
+            "source it includes the wait for the next frame); frame_wait: the loop idle, waiting for a frame; "
+            "capture_wait: frame age when the loop took it; crop, preprocess (resize + set_input; the daemon "
+            "crops and resizes in the capture thread and reports those times here), invoke, postprocess "
+            "(dequantize + decision); publish: outputs; latency: capture → decided; end_to_end: capture → "
+            "published. Frames captured before their slice began are left out of these statistics.",
+            "",
+        ]
+
+    if report.get("sensor"):
+        lines += sensor_lines(report)
+    if report.get("efficiency"):
+        lines += ["## Efficiency", ""]
+        lines += efficiency_lines(report, md=True)
+        lines.append("")
+    if report.get("targets"):
+        t = report["targets"]
+        head = ["figure", "value", "throughput estimator", "target", "ok"]
+        rows = []
+        for k in ("pipeline_over_raw", "pipeline_default_over_best_raw", "peak_rss_mb", "first_result_s"):
+            c = t[k]
+            bound = f"≥ {c['min']}" if "min" in c else f"≤ {c['max']}"
+            rows.append(
+                [
+                    k,
+                    fmt(c["value"], 3),
+                    fmt(c.get("throughput"), 3) if "throughput" in c else "",
+                    bound,
+                    "yes" if c.get("ok") else "**NO**",
+                ]
+            )
+        lines += [f"## Targets ({t['variant']}, {t['threads']} threads)", ""] + table(head, rows)
+        lines += ["", "fps ratios judged on the robust (p50) estimator; the throughput one beside it.", ""]
+    if report.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
+    return "\n".join(lines)
+
+
+def sensor_lines(report: dict[str, Any]) -> list[str]:
+    """The AI Camera's section: the loop's fps and the stages that exist on the Pi, the sensor's
+    own DNN/DSP times when it reports them, and the published AI Camera figures beside them."""
+    multi = report["settings"]["repeat"] > 1
+    pub = PUBLISHED_SENSOR
+    lines = ["## AI Camera (imx500: the model runs on the sensor)", ""]
+    head = (
+        ["variant"]
+        + (["round"] if multi else [])
+        + ["fps", "fps (p50)", "frames", "dropped", "peak RSS MB", "CPU %", "first result s", "published"]
+    )
+    rows = [
+        [s["variant"]]
+        + ([str(s["round"])] if multi else [])
+        + [
+            fmt(s["fps"], 1),
+            fmt(s["fps_p50"], 1),
+            str(s["frames"]),
+            str(s["dropped_frames"]),
+            fmt(s["peak_rss_mb"], 1),
+            fmt(s["cpu_percent"], 0),
+            fmt(s["first_result_s"], 3),
+            f"sensor ≤ {pub['fps']['2028x1520']:g} fps (2028x1520), ≤ {pub['fps']['4056x3040']:g} fps (4056x3040)",
+        ]
+        for s in report["sensor"]
+    ]
+    lines += table(head, rows) + ["", "### Per stage (ms, p50 / p95 / p99)", ""]
+    stages = report["sensor"][0]["stage_names"]
+    head = ["variant"] + (["round"] if multi else []) + stages
+    rows = []
+    for s in report["sensor"]:
+        row = [s["variant"]] + ([str(s["round"])] if multi else [])
+        for stage in stages:
+            x = s["stages_ms"].get(stage)
+            row.append(f"{x['p50']:.2f} / {x['p95']:.2f} / {x['p99']:.2f}" if x else "—")
+        rows.append(row)
+    lines += table(head, rows)
+    lines += [
+        "",
+        "No crop, preprocess or invoke on the Pi: the sensor crops its region of interest, scales it and "
+        "runs the network. capture: one camera request (frame + its output tensors; includes the wait for "
+        "the frame); postprocess: output tensor → decision; sensor_dnn / sensor_dsp: the sensor's own "
+        f"runtimes for each frame (CnnKpiInfo). Published: {pub['note']} (Sony reports ISP + AI "
+        f"processing in {pub['dnn_ms']:g} ms for MobileNet V1; no figure for MobileNetV2 was found).",
+        "",
+    ]
+    return lines
+
+
+def efficiency_lines(report: dict[str, Any], md: bool = False) -> list[str]:
+    """The efficiency summary: per variant, pipeline ÷ raw at the default threads (robust and
+    throughput), pipeline at default ÷ best raw, and against the bare loop."""
+    out = []
+    for v, e in report.get("efficiency", {}).items():
+        d = e["default_threads"]
+        s = (
+            f"efficiency {v}: pipeline ÷ raw fps at {d} threads = "
+            f"{fmt(e.get('pipeline_over_raw_p50_at_default'), 3)}"
+            f" (throughput {fmt(e.get('pipeline_over_raw_at_default'), 3)})"
+        )
+        rounds = e.get("pipeline_over_raw_p50_rounds") or []
+        if len(rounds) > 1:
+            s += f" [rounds {min(rounds):.3f}–{max(rounds):.3f}]"
+        if "pipeline_default_over_best_raw_p50" in e:
+            s += (
+                f"; pipeline at default ({d}) ÷ best raw ({e['best_raw_threads_p50']} thr) = "
+                f"{e['pipeline_default_over_best_raw_p50']:.3f} "
+                f"(throughput {e['pipeline_default_over_best_raw']:.3f})"
+            )
+        if "pipeline_over_bare_p50" in e:
+            s += (
+                f"; ÷ bare loop = {e['pipeline_over_bare_p50']:.3f} (throughput {e['pipeline_over_bare']:.3f}), "
+                f"RSS {e['rss_over_bare_mb']:+.1f} MB over it"
+            )
+        out.append(("- " if md else "") + s)
+        if md:
+            per = ", ".join(f"{t} thr {x:.3f}" for t, x in e["pipeline_over_raw_p50"].items())
+            out.append(f"  - pipeline ÷ raw (p50) per thread count: {per}")
+    return out
