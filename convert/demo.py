@@ -211,7 +211,6 @@ def _bench_pipeline_fps(bench_json: Path) -> dict:
     return {
         "threads": p.get("threads"),
         "fps": p.get("fps"),
-        "fps_p50": p.get("fps_p50"),
         "peak_rss_mb": p.get("peak_rss_mb"),
     }
 

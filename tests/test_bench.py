@@ -158,16 +158,78 @@ def test_bench_json_structure(bench_run):
     assert {(b["variant"], b["threads"]) for b in rep["bare"]} == {("int8", d), ("float32", d)}
     for b in rep["bare"]:
         assert b["fps"] > 0 and b["peak_rss_mb"] > 20 and b["first_result_s"] > 0
-    # efficiency and targets
+    # efficiency
     for v in ("int8", "float32"):
         e = rep["efficiency"][v]
         assert set(e["pipeline_over_raw"]) == set(e["pipeline_over_raw_p50"]) == {str(t) for t in threads}
-        assert e["pipeline_default_over_best_raw_p50"] > 0 and e["best_raw_threads_p50"] in threads
-        assert "pipeline_over_bare_p50" in e and "rss_over_bare_mb" in e
-    t = rep["targets"]
-    assert t["variant"] == "int8" and t["threads"] == d
-    assert {"pipeline_over_raw", "pipeline_default_over_best_raw", "peak_rss_mb", "first_result_s"} <= set(t)
-    assert all(isinstance(t[k]["ok"], bool) for k in ("peak_rss_mb", "first_result_s"))
+        assert e["pipeline_default_over_best_raw"] > 0 and e["best_raw_threads"] in threads
+        assert "pipeline_over_bare" in e and "rss_over_bare_mb" in e
+    assert "targets" not in rep  # internal targets live in tests, not in the user's report
+
+
+SUMMARY_KEYS = {
+    "variant",
+    "default_threads",
+    "pipeline_fps",
+    "latency_ms",
+    "best_pipeline_threads",
+    "best_pipeline_fps",
+    "pipeline_default_over_best",
+    "pipeline_over_raw_1_thread",
+    "daemon_peak_rss_mb",
+    "bare_loop_peak_rss_mb",
+    "daemon_rss_over_bare_mb",
+    "help_s",
+    "exec_to_first_result_s",
+    "interpreter_p50_ms",
+    "compiled_model_p50_ms",
+    "interpreter_peak_rss_mb",
+    "compiled_model_peak_rss_mb",
+    "litert_benchmark_median_ms",
+    "bench_raw_median_ms",
+    "litert_benchmark_agree",
+}
+
+
+def test_bench_summary_from_one_run(bench_run):
+    """The figures `device bench` prints last are bench.json's summary, computed from this run."""
+    rep = bench_run["report"]
+    sm = rep["summary"]
+    assert SUMMARY_KEYS <= set(sm), SUMMARY_KEYS - set(sm)
+    d = rep["settings"]["default_threads"]
+    assert sm["variant"] == "int8" and sm["default_threads"] == d
+    fps = {p["threads"]: p["fps"] for p in rep["pipeline"] if p["variant"] == "int8"}
+    assert sm["pipeline_fps"] == pytest.approx(fps[d]) and sm["best_pipeline_fps"] == pytest.approx(max(fps.values()))
+    assert sm["pipeline_default_over_best"] == pytest.approx(fps[d] / max(fps.values()))
+    assert sm["pipeline_over_raw_1_thread"] == pytest.approx(rep["efficiency"]["int8"]["pipeline_over_raw"]["1"])
+    ex = rep["extras"]
+    assert sm["daemon_peak_rss_mb"] == ex["daemon"]["peak_rss_mb"] > 20
+    bare = [b["peak_rss_mb"] for b in rep["bare"] if b["variant"] == "int8"]
+    assert sm["daemon_rss_over_bare_mb"] == pytest.approx(sm["daemon_peak_rss_mb"] - bare[0])
+    assert 0 < sm["help_s"] < 30 and 0 < sm["exec_to_first_result_s"] < 60
+    assert ex["apis"]["threads"] == d and ex["apis"]["faster"] in ("interpreter", "compiled_model")
+    assert sm["interpreter_p50_ms"] > 0 and sm["compiled_model_p50_ms"] > 0
+    lb = ex["litert_benchmark"]
+    assert lb["bench_median_ms"] == pytest.approx(
+        [r["latency_ms"]["p50"] for r in rep["raw"] if r["variant"] == "int8" and r["threads"] == d][0]
+    )
+    assert lb["agree"] == (abs(lb["bench_median_ms"] / lb["litert_benchmark_median_ms"] - 1) <= 0.15)
+    assert lb["agree"] or lb["why"]  # they agree, or the bench says why not
+    # printed: one summary line per figure, the same numbers
+    out = bench_run["stdout"]
+    tail = out[out.index("summary int8:") :]
+    for label in (
+        "pipeline (",
+        "pipeline at default ÷ best pipeline",
+        "pipeline ÷ raw at 1 thread",
+        "daemon peak RSS",
+        "start-up",
+        "Interpreter vs CompiledModel",
+        "raw median vs litert-benchmark",
+    ):
+        assert label in tail, label
+    assert f"{sm['pipeline_fps']:.1f} fps" in tail and f"excess {sm['daemon_rss_over_bare_mb']:+.1f} MB" in tail
+    assert "target" not in out.lower() and "MISSED" not in out
 
 
 def test_bench_writes_md_png_and_prints_efficiency_last(bench_run):
@@ -179,7 +241,7 @@ def test_bench_writes_md_png_and_prints_efficiency_last(bench_run):
         "### Per stage",
         "### Bare loop",
         "## Efficiency",
-        "## Targets",
+        "## Summary (int8)",
     ):
         assert heading in md
     assert md.count("| int8 |") >= 3 * len(bench_run["threads"])  # raw, pipeline, per-stage rows
@@ -188,8 +250,11 @@ def test_bench_writes_md_png_and_prints_efficiency_last(bench_run):
     assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
     assert bench_run["report"]["plot_backend"] in ("matplotlib", "opencv")
     lines = [ln for ln in bench_run["stdout"].splitlines() if ln.strip()]
-    assert lines[-2].startswith("efficiency float32:") and lines[-1].startswith("efficiency int8:")
-    assert "÷ best raw" in lines[-1] and "÷ bare loop" in lines[-1]
+    last = lines.index("summary int8:")
+    assert lines[last - 2].startswith("efficiency float32:") and lines[last - 1].startswith("efficiency int8:")
+    assert "÷ best raw" in lines[last - 1] and "÷ bare loop" in lines[last - 1]
+    assert all(ln.startswith("  ") for ln in lines[last + 1 :])  # the summary is printed last
+    assert "fps (p50)" not in md  # one fps figure
     assert bench_run["elapsed"] < 60
 
 
@@ -498,9 +563,10 @@ def test_bench_remote_over_real_ssh(sshd, tiny_models, tmp_path, capsys):
     assert rep["remote"]["dir"].startswith(str((sshd["home"] / "faceedge" / "bench").resolve()))
     assert PIPELINE_STAGES <= set(rep["pipeline"][0]["stage_names"])
     assert (out / "bench.md").is_file() and cv2.imread(str(out / "bench.png")) is not None
-    # the results also stay on the device, and the efficiency line is printed last
+    # the results also stay on the device, and the summary is printed last
     assert (Path(rep["remote"]["dir"]) / "bench.json").is_file()
-    assert stdout.strip().splitlines()[-1].startswith("efficiency int8:")
+    lines = stdout.strip().splitlines()
+    assert "summary int8:" in lines and lines[-1].startswith("  ")
     # no deployed release: one clear line naming the fix
     assert main([*argv[: argv.index("--remote-dir")], "--remote-dir", "elsewhere", "--no_pipeline"]) == 2
     err = capsys.readouterr().err

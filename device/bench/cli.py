@@ -13,10 +13,12 @@
   own process (`device.bench.bareloop`): the floor the daemon is held against.
 
 It writes ``bench.json``, ``bench.md`` and ``bench.png`` to ``<run>/bench/`` (or ``--out``), and
-prints last the pipeline's efficiency: pipeline fps ÷ raw fps for the same model and threads, and
-pipeline fps at the daemon's default thread count ÷ the best raw fps over all thread counts, each
-with two estimators (throughput, and 1000 ÷ the median per-frame time, which preemption by other
-processes hardly moves); ``--repeat`` measures everything again and reports the median ratio.
+prints last a summary (bench.json's ``summary``): the pipeline's fps and latency at the daemon's
+default thread count, that fps ÷ the best over the thread counts, pipeline ÷ raw at 1 thread, the
+peak RSS of `python -m device run` with every output against the bare loop's, `--help` and exec →
+first result, the runtime's two APIs (`Interpreter`, `CompiledModel`) on the same model, and the
+raw median beside the one of the runtime's own `litert-benchmark` (`device.bench.apis`). One fps
+figure throughout: frames ÷ time. ``--repeat`` measures everything again; figures are medians.
 
 On a Raspberry Pi 4/5 (``/proc/device-tree/model``) the tables get a column with the published
 figures for MobileNetV2 1.0 224 (`device.bench.published`). The AI Camera (``--variants imx500
@@ -36,7 +38,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from device.bench.markdown import efficiency_lines, fmt
+from device.bench.markdown import efficiency_lines, summary_lines
 from device.bench.suite import BenchOptions
 
 
@@ -194,6 +196,15 @@ BENCH_FLAGS = (
         ),
     ),
     Flag(
+        ("--no_extras", "--no-extras"),
+        "extras",
+        dict(
+            action="store_false",
+            help="skip `device run` with every output (peak RSS, exec → first result), --help, the runtime's "
+            "two APIs and litert-benchmark (measured: %(default)s)",
+        ),
+    ),
+    Flag(
         ("--compare_board", "--compare-board"),
         "compare_board",
         dict(
@@ -330,19 +341,13 @@ def _cmd_bench_remote(args: argparse.Namespace) -> int:
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    """The warnings, the targets, the files written, and last the efficiency lines."""
+    """The warnings, the files written, the efficiency, and last the summary."""
     for w in report.get("warnings", []):
         print(f"warning: {w}")
-    t = report.get("targets") or {}
-    for k in ("peak_rss_mb", "first_result_s"):
-        if k in t:
-            c = t[k]
-            print(
-                f"{k} ({t['variant']}, {t['threads']} thr): {fmt(c['value'], 3)} (target ≤ {c['max']}"
-                f"{'' if c.get('ok') else ', MISSED'})"
-            )
     print("wrote " + ", ".join(report["outputs"].values()))
-    for line in efficiency_lines(report):  # last: the figure a reader looks for
+    for line in efficiency_lines(report):
+        print(line)
+    for line in summary_lines(report.get("summary") or {}):  # last: the figures a reader looks for
         print(line)
 
 

@@ -2,7 +2,8 @@
 
 `BenchOptions` holds what `python -m device bench` accepts; `run(options)` measures and writes
 ``bench.json`` (with the machine), ``bench.md`` (tables) and ``bench.png`` (latency plot) to
-``<run>/bench/`` (or ``out``) and returns the report.
+``<run>/bench/`` (or ``out``) and returns the report. Its ``summary`` holds the figures a user
+reads first (device.bench.report.summarize), from this one run.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from device.bench import pipeline
+import numpy as np
+
+from device.bench import apis, footprint, pipeline
 from device.bench.machine import cpu_temperature_c, machine_info, pi_throttled
 from device.bench.markdown import render_markdown
 from device.bench.models import find_variants, model_summary
 from device.bench.plot import write_plot
 from device.bench.published import published_pipeline, published_raw
 from device.bench.raw import bench_raw
-from device.bench.report import check_targets, efficiency
+from device.bench.report import efficiency, summarize
 from device.bench.sensor import PUBLISHED_SENSOR, SENSOR_VARIANT, sensor_line, sensor_source_check
 from device.bench.stats import round_floats
 from device.errors import FaceedgeError
@@ -58,6 +61,7 @@ class BenchOptions:
     baseline: bool = True  # the bare-loop reference at the default thread count
     compare_board: str = "auto"  # published figures of this board (auto: /proc/device-tree/model)
     cpus: tuple[int, ...] | None = None  # pin the benchmark and its children to these CPUs
+    extras: bool = True  # the CLI daemon's footprint, --help time, both runtime APIs, litert-benchmark
 
     def __post_init__(self) -> None:
         if (
@@ -76,7 +80,7 @@ class BenchOptions:
 
 def daemon_default_threads(config: dict[str, Any] | None = None) -> int:
     """The thread count the daemon runs with: the config's model.num_threads, else the runtime's
-    default (all cores)."""
+    default (the cores but one, at least 1)."""
     from device.runtime import default_threads
 
     n = ((config or {}).get("model") or {}).get("num_threads")
@@ -131,6 +135,9 @@ def run(opts: BenchOptions, echo: Callable[[str], None] | None = None) -> dict[s
                     _measure_sensor(report, plan, opts, variant, model_dir, rnd, say)
                 else:
                     _measure_cpu(report, plan, opts, variant, model_dir, rnd, say)
+        cpu_variants = [v for v in plan.model_dirs if v != SENSOR_VARIANT]
+        if opts.extras and cpu_variants:
+            _measure_extras(report, plan, opts, "int8" if "int8" in cpu_variants else cpu_variants[0], say)
         return _conclude(report, plan, opts)
 
 
@@ -162,7 +169,7 @@ def _prepare(opts: BenchOptions) -> tuple[dict[str, Any], _Plan]:
         warnings.append(
             f"the machine was busy at start (load average {load[0]:.2f} on "
             f"{cores} cores): absolute figures are pessimistic; the interleaved pipeline ÷ raw "
-            "ratios (p50) hold better"
+            "ratios hold better"
         )
     if machine["cpu_governor"] not in (None, "performance"):
         warnings.append(
@@ -201,6 +208,7 @@ def _prepare(opts: BenchOptions) -> tuple[dict[str, Any], _Plan]:
         "pipeline": [],
         "bare": [],
         "sensor": [],
+        "extras": {},
     }
     return report, _Plan(found, runtime, cfg, out_dir, warnings)
 
@@ -289,6 +297,54 @@ def _measure_cpu(report: dict, plan: _Plan, opts: BenchOptions, variant: str, mo
             )
 
 
+def _measure_extras(report: dict, plan: _Plan, opts: BenchOptions, variant: str, say) -> None:
+    """What the user runs, beside the loop: the CLI daemon with every output (peak RSS, exec → first
+    result), `--help`, the runtime's two APIs and its own benchmark tool, at the default threads."""
+    from device.manifest import load_manifest
+
+    threads = report["settings"]["default_threads"]
+    model_dir = plan.model_dirs[variant]
+    _, model_path = load_manifest(model_dir)
+    model = report["models"][variant]
+    extras = report["extras"]
+    extras["variant"], extras["threads"] = variant, threads
+    extras["help"] = footprint.help_seconds()
+    say(f"--help   {extras['help']['median_s']:.3f} s (median of {extras['help']['runs']})")
+    if opts.pipeline and opts.baseline:
+        fp = footprint.daemon_footprint(
+            model_dir, threads, resolution=opts.resolution, seconds=opts.pipeline_seconds + opts.pipeline_warmup_seconds
+        )
+        if fp is not None:
+            extras["daemon"] = fp
+            say(
+                f"daemon   {variant:8s} {threads} thr: `device run` with {fp['outputs']}: peak RSS "
+                f"{fp['peak_rss_mb']:.1f} MB, exec → first result {fp['first_result_from_exec_s']:.3f} s"
+            )
+    extras["apis"] = apis.compare_apis(
+        model_path,
+        threads,
+        [1, *model["input_size"], 3],
+        model["input_dtype"],
+        runs=opts.runs,
+        min_seconds=min(opts.min_seconds, 2.0),
+        warmup_runs=opts.warmup_runs,
+    )
+    a = extras["apis"]
+    if "faster" in a:
+        say(
+            f"APIs     {variant:8s} {threads} thr: Interpreter p50 {a['interpreter']['p50_ms']:.2f} ms, "
+            f"{a['interpreter']['peak_rss_mb']:.1f} MB; CompiledModel p50 {a['compiled_model']['p50_ms']:.2f} ms, "
+            f"{a['compiled_model']['peak_rss_mb']:.1f} MB"
+        )
+    tool = apis.litert_benchmark(model_path, threads, runs=opts.runs, warmup_runs=opts.warmup_runs)
+    raws = [r for r in report["raw"] if r["variant"] == variant and r["threads"] == threads]
+    if raws:
+        median = float(np.median([r["latency_ms"]["p50"] for r in raws]))
+        extras["litert_benchmark"] = apis.cross_check(median, tool, a, any(r["wide_spread"] for r in raws))
+    else:
+        extras["litert_benchmark"] = {"error": f"no raw run at {threads} threads to compare with", **tool}
+
+
 def _conclude(report: dict, plan: _Plan, opts: BenchOptions) -> dict[str, Any]:
     """Efficiency, targets, the warnings the figures call for; then the files."""
     found, warnings = plan.model_dirs, plan.warnings
@@ -303,7 +359,6 @@ def _conclude(report: dict, plan: _Plan, opts: BenchOptions) -> dict[str, Any]:
     if opts.pipeline and report["pipeline"]:
         report["efficiency"] = efficiency(report["pipeline"], default, report["bare"])
         warnings += _pipeline_warnings(report, default)
-        report["targets"] = check_targets(report, "int8" if "int8" in found else next(iter(found)))
     report["machine"]["temperature_c_end"] = cpu_temperature_c()
     report["machine"]["throttled_end"] = pi_throttled()
     if report["machine"]["throttled_end"] not in (None, "0x0"):
@@ -311,6 +366,10 @@ def _conclude(report: dict, plan: _Plan, opts: BenchOptions) -> dict[str, Any]:
             f"the Pi reports throttling/under-voltage (get_throttled={report['machine']['throttled_end']}):"
             " figures are below what the board can do (power supply, cooling)"
         )
+    report["summary"] = summarize(report, "int8" if "int8" in found else next(iter(found)))
+    lb = report.get("extras", {}).get("litert_benchmark", {})
+    if lb.get("error"):
+        warnings.append(f"litert-benchmark cross-check not made: {lb['error']}")
     report["warnings"] = warnings
     report["outputs"] = {k: str(v) for k, v in write_outputs(report, plan.out_dir).items()}
     return report
