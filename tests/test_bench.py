@@ -126,8 +126,8 @@ def test_bench_json_structure(bench_run):
         assert ordered(st), st
         assert st["n"] >= 20 and r["seconds"] >= 0.1
         assert r["load_ms"] > 0 and r["first_inference_ms"] > 0
-        assert r["fps"] == pytest.approx(1000 / st["mean"], rel=1e-3)
-        assert r["fps_p50"] == pytest.approx(1000 / st["p50"], rel=1e-3)
+        assert r["fps"] == pytest.approx(1000 / st["p50"], rel=1e-3)  # the one fps figure
+        assert r["throughput_fps"] == pytest.approx(1000 / st["mean"], rel=1e-3)
         assert isinstance(r["wide_spread"], bool)
     # pipeline: the daemon's own stages, every variant × thread count
     assert sorted((p["variant"], p["threads"]) for p in rep["pipeline"]) == sorted(
@@ -138,7 +138,7 @@ def test_bench_json_structure(bench_run):
         for st in p["stages_ms"].values():
             assert ordered(st), st
         assert p["threads_used"] == p["threads"]
-        assert p["frames"] >= 2 and p["seconds"] >= 0.4 and p["fps"] > 0 and p["fps_p50"] > 0
+        assert p["frames"] >= 2 and p["seconds"] >= 0.4 and p["fps"] > 0 and p["throughput_fps"] > 0
         # the capture thread reads up to two frames ahead of each slice
         assert p["dropped_frames"] >= 0 and p["frames_captured"] >= p["frames"] - 2 * p["slices"]
         assert 20 < p["peak_rss_mb"] < 2000
@@ -148,7 +148,7 @@ def test_bench_json_structure(bench_run):
         ri = p["raw_interleaved"]  # raw slices on the daemon's own interpreter, between the pipeline's
         assert ordered(ri["latency_ms"]) and ri["fps"] > 0 and ri["seconds"] > 0
         assert p["pipeline_over_raw"] == pytest.approx(p["fps"] / ri["fps"], rel=1e-3)
-        assert p["pipeline_over_raw_p50"] == pytest.approx(p["fps_p50"] / ri["fps_p50"], rel=1e-3)
+        assert p["pipeline_over_raw_throughput"] == pytest.approx(p["throughput_fps"] / ri["throughput_fps"], rel=1e-3)
         assert p["slices"] >= 2
         # the end-to-end time covers every stage of the loop
         e2e = p["stages_ms"]["end_to_end"]["p50"]
@@ -161,7 +161,7 @@ def test_bench_json_structure(bench_run):
     # efficiency
     for v in ("int8", "float32"):
         e = rep["efficiency"][v]
-        assert set(e["pipeline_over_raw"]) == set(e["pipeline_over_raw_p50"]) == {str(t) for t in threads}
+        assert set(e["pipeline_over_raw"]) == set(e["pipeline_over_raw_throughput"]) == {str(t) for t in threads}
         assert e["pipeline_default_over_best_raw"] > 0 and e["best_raw_threads"] in threads
         assert "pipeline_over_bare" in e and "rss_over_bare_mb" in e
     assert "targets" not in rep  # internal targets live in tests, not in the user's report
@@ -370,19 +370,20 @@ def test_efficiency_ratios_by_hand():
             "threads": t,
             "round": rnd,
             "fps": fps,
-            "fps_p50": fps50,
+            "throughput_fps": fps50,
             "peak_rss_mb": 90.0,
-            "raw_interleaved": {"fps": raw, "fps_p50": raw50},
+            "raw_interleaved": {"fps": raw, "throughput_fps": raw50},
         }
 
     pipes = [pipe(1, 95, 99, 100, 110), pipe(2, 171, 190, 180, 200), pipe(4, 120, 160, 150, 210)]
-    bare = [{"variant": "int8", "threads": 2, "round": 1, "fps": 150.0, "fps_p50": 190.0, "peak_rss_mb": 70.0}]
+    bare = [{"variant": "int8", "threads": 2, "round": 1, "fps": 150.0, "throughput_fps": 190.0, "peak_rss_mb": 70.0}]
     e = report.efficiency(pipes, 2, bare)["int8"]
     assert e["pipeline_over_raw"] == {"1": 0.95, "2": 0.95, "4": 0.8}
-    assert list(e["pipeline_over_raw_p50"]) == ["1", "2", "4"]
-    assert e["pipeline_over_raw_p50_at_default"] == pytest.approx(0.95)
+    assert list(e["pipeline_over_raw_throughput"]) == ["1", "2", "4"]
+    assert e["pipeline_over_raw_throughput_at_default"] == pytest.approx(0.95)
     assert e["best_raw_threads"] == 2 and e["pipeline_default_over_best_raw"] == pytest.approx(171 / 180)
-    assert e["best_raw_threads_p50"] == 4 and e["pipeline_default_over_best_raw_p50"] == pytest.approx(190 / 210)
+    assert e["best_raw_threads_throughput"] == 4
+    assert e["pipeline_default_over_best_raw_throughput"] == pytest.approx(190 / 210)
     assert e["pipeline_over_bare"] == pytest.approx(171 / 150) and e["rss_over_bare_mb"] == pytest.approx(20.0)
     # rounds: the median of the per-round ratios (0.95, 0.5, 0.9 → 0.9)
     rounds = pipes + [pipe(t, 50, 50, 100, 100, 2) for t in (1, 2, 4)]

@@ -18,7 +18,8 @@ default thread count, that fps ÷ the best over the thread counts, pipeline ÷ r
 peak RSS of `python -m device run` with every output against the bare loop's, `--help` and exec →
 first result, the runtime's two APIs (`Interpreter`, `CompiledModel`) on the same model, and the
 raw median beside the one of the runtime's own `litert-benchmark` (`device.bench.apis`). One fps
-figure throughout: frames ÷ time. ``--repeat`` measures everything again; figures are medians.
+figure throughout: 1000 ÷ the median time per frame. ``--repeat`` measures everything again;
+figures are medians over the rounds.
 
 On a Raspberry Pi 4/5 (``/proc/device-tree/model``) the tables get a column with the published
 figures for MobileNetV2 1.0 224 (`device.bench.published`). The AI Camera (``--variants imx500

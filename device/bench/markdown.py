@@ -1,7 +1,8 @@
 """bench.md: the tables of one benchmark report (summary, raw, pipeline, bare loop, per stage, AI
 Camera, efficiency, warnings), and the summary lines `device bench` prints last.
 
-One fps figure throughout: frames ÷ time (for raw: 1000 ÷ the mean latency)."""
+One fps figure throughout: 1000 ÷ the median time per frame (device.bench.report.efficiency says
+why); frames ÷ time is in bench.json as ``throughput_fps``."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += table(head, rows)
     lines += [
         "",
-        f"Latencies in ms. fps = 1000 ÷ mean. ⚠ = wide spread (cv > {WIDE_CV:.0%} or p95/p50 > {WIDE_TAIL}): the machine was busy or "
+        f"Latencies in ms. fps = 1000 ÷ p50. ⚠ = wide spread (cv > {WIDE_CV:.0%} or p95/p50 > {WIDE_TAIL}): the machine was busy or "
         "throttling; measure again.",
         "",
     ]
@@ -131,7 +132,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += table(head, rows)
         lines += [
             "",
-            "fps: results ÷ time. raw fps: invokes of the daemon's own interpreter in slices interleaved with the pipeline's "
+            "fps: 1000 ÷ the median time between results. raw fps: invokes of the daemon's own interpreter in slices interleaved with the pipeline's "
             f"({s.get('slice_seconds', 0.25)} s each, same process, same moment), the reference of ÷ raw. "
             "CPU % = process CPU time ÷ wall time (100 = one core busy). first result = from "
             "`Daemon.start()` (model load, source open) to the first published result; from exec = from "

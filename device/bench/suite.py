@@ -268,13 +268,12 @@ def _measure_cpu(report: dict, plan: _Plan, opts: BenchOptions, variant: str, mo
             variant=variant,
             round=rnd,
             pipeline_over_raw=pipe["fps"] / raw_slices["fps"],
-            pipeline_over_raw_p50=pipe["fps_p50"] / raw_slices["fps_p50"],
+            pipeline_over_raw_throughput=pipe["throughput_fps"] / raw_slices["throughput_fps"],
             published=published_pipeline(board, model, variant),
         )
         report["pipeline"].append(pipe)
         say(
-            f"pipeline {variant:8s} {threads} thr: {pipe['fps']:.1f} fps (p50 {pipe['fps_p50']:.1f}), "
-            f"÷ raw {pipe['pipeline_over_raw']:.3f} (p50 {pipe['pipeline_over_raw_p50']:.3f})  "
+            f"pipeline {variant:8s} {threads} thr: {pipe['fps']:.1f} fps, ÷ raw {pipe['pipeline_over_raw']:.3f}  "
             f"dropped {pipe['dropped_frames']}  peak RSS {pipe['peak_rss_mb']:.1f} MB  "
             f"first result {pipe['first_result_s']:.3f} s"
         )
@@ -292,7 +291,7 @@ def _measure_cpu(report: dict, plan: _Plan, opts: BenchOptions, variant: str, mo
             bare.update(variant=variant, round=rnd)
             report["bare"].append(bare)
             say(
-                f"bare     {variant:8s} {threads} thr: {bare['fps']:.1f} fps (p50 {bare['fps_p50']:.1f})  "
+                f"bare     {variant:8s} {threads} thr: {bare['fps']:.1f} fps  "
                 f"peak RSS {bare['peak_rss_mb']:.1f} MB  first result {bare['first_result_s']:.3f} s"
             )
 
@@ -378,24 +377,24 @@ def _conclude(report: dict, plan: _Plan, opts: BenchOptions) -> dict[str, Any]:
 def _pipeline_warnings(report: dict, default: int) -> list[str]:
     warnings = []
     for variant, e in report["efficiency"].items():
-        rounds = e.get("pipeline_over_raw_p50_rounds") or []
+        rounds = e.get("pipeline_over_raw_rounds") or []
         if len(rounds) > 1 and max(rounds) - min(rounds) > 0.1:
             warnings.append(
-                f"{variant}: pipeline ÷ raw (p50) at {default} threads varied from {min(rounds):.2f} to "
+                f"{variant}: pipeline ÷ raw at {default} threads varied from {min(rounds):.2f} to "
                 f"{max(rounds):.2f} over the rounds: the median is the figure, the range its spread"
             )
     for pipe in report["pipeline"]:
         frame_wait = pipe["stages_ms"].get("frame_wait", {}).get("p50", 0.0)
-        if pipe["fps_p50"] > 0 and frame_wait > 0.25 * 1000.0 / pipe["fps_p50"]:
+        if pipe["fps"] > 0 and frame_wait > 0.25 * 1000.0 / pipe["fps"]:
             warnings.append(
                 f"pipeline {pipe['variant']} {pipe['threads']} threads: the loop waited {frame_wait:.1f} ms per "
-                f"frame for the source (p50): it is source-bound at {pipe['fps_p50']:.1f} fps (a camera's "
+                f"frame for the source (p50): it is source-bound at {pipe['fps']:.1f} fps (a camera's "
                 "frame rate?), so pipeline ÷ raw measures the source, not the model"
             )
-        if pipe["fps"] < 0.85 * pipe["fps_p50"]:
+        if pipe["throughput_fps"] < 0.85 * pipe["fps"]:
             warnings.append(
-                f"pipeline {pipe['variant']} {pipe['threads']} threads: throughput {pipe['fps']:.0f} fps is "
-                f"{1 - pipe['fps'] / pipe['fps_p50']:.0%} below the median frame rate {pipe['fps_p50']:.0f}: "
+                f"pipeline {pipe['variant']} {pipe['threads']} threads: frames ÷ time, {pipe['throughput_fps']:.0f}, "
+                f"is {1 - pipe['throughput_fps'] / pipe['fps']:.0%} below the fps of the median frame, {pipe['fps']:.0f}: "
                 "the process lost the CPU to others (or stalled) during the window"
             )
     if default not in report["settings"]["threads"]:
