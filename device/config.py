@@ -51,7 +51,17 @@ class ModelConfig(Strict):
         Literal["int8", "float32", "float16", "imx500"],
         Meta(description="which export/<variant>/ of a run dir (imx500: runs on the AI Camera, source.type imx500)"),
     ] = "int8"
-    num_threads: Annotated[int, Meta(ge=1, le=64, description="interpreter threads; None = all cores")] | None = None
+    num_threads: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                le=64,
+                description="interpreter threads; None = the cores but one, at least 1 (device.runtime.default_threads)",
+            ),
+        ]
+        | None
+    ) = None
     runtime: (
         Annotated[
             Literal["ai-edge-litert", "tflite-runtime", "tensorflow"],

@@ -589,7 +589,9 @@ def check_limits(
     if max_seconds is not None and not max_seconds > 0:
         raise FaceedgeError(f"--max_seconds {max_seconds:g}: must be > 0 (leave it out to run until stopped)")
     if num_threads is not None and num_threads < 1:
-        raise FaceedgeError(f"--num_threads {num_threads}: must be >= 1 (leave it out for all cores)")
+        raise FaceedgeError(
+            f"--num_threads {num_threads}: must be >= 1 (leave it out for the default: the cores but one)"
+        )
 
 
 def require_outputs(cfg: DaemonConfig, config: str | os.PathLike | None) -> None:
@@ -674,7 +676,7 @@ def add_parser(subparsers) -> None:
         dest="num_threads",
         type=int,
         default=None,
-        help="interpreter threads (overrides model.num_threads; default all cores)",
+        help="interpreter threads (overrides model.num_threads; default the cores but one, at least 1)",
     )
     p.add_argument(
         "--max_frames", "--max-frames", dest="max_frames", type=int, default=None, help="stop after this many results"

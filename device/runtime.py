@@ -64,14 +64,26 @@ def load_runtime(prefer: str | None = None) -> Runtime:
 
 
 def default_threads() -> int:
-    """All the cores this process may run on: inference is the bottleneck of the loop, capture and
-    preprocessing overlap it. The affinity mask, not `os.cpu_count()`: under `taskset`, systemd's
-    `CPUAffinity=` or a container's cpuset, more threads than allowed cores only contend."""
+    """The interpreter's threads when the config names none: the cores this process may run on but
+    one, and at least one (1 on a 2-core machine, 3 on a 4-core Pi).
+
+    XNNPACK splits every op evenly across its threads and waits for the last one. With as many
+    threads as cores, the daemon's capture thread (frame copy or decode, colour conversion, crop and
+    resize), its outputs and the OS preempt one of them on every frame and each op waits for that
+    straggler; with one core left to them they run beside inference. Measured on a 2-core machine
+    (int8 MobileNetV2 224, 640x480 synthetic frames, 12 alternating rounds, docs/bench.md): the loop's
+    fps at 1 thread was 1.2 × (median; 0.61-1.36) its fps at 2 threads, better in 9 of 12 rounds. On a
+    4-core Pi the camera (30 fps: 33 ms a frame) bounds the loop at 3 threads as at 4 (int8: 17-20 ms
+    an inference at 4 threads on a Pi 4, at most 23-27 ms at 3), and the capture thread's share
+    (≈ 3.5 ms a frame) gets a core of its own.
+
+    The affinity mask, not `os.cpu_count()`: under `taskset`, systemd's `CPUAffinity=` or a
+    container's cpuset, more threads than allowed cores only contend."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         n = os.cpu_count() or 1
-    return max(1, n)
+    return max(1, n - 1)
 
 
 class LabelRule:
