@@ -77,13 +77,17 @@ def default_threads() -> int:
     an inference at 4 threads on a Pi 4, at most 23-27 ms at 3), and the capture thread's share
     (≈ 3.5 ms a frame) gets a core of its own.
 
-    The affinity mask, not `os.cpu_count()`: under `taskset`, systemd's `CPUAffinity=` or a
-    container's cpuset, more threads than allowed cores only contend."""
+    The cores of the affinity mask (`available_cores`), not `os.cpu_count()`."""
+    return max(1, available_cores() - 1)
+
+
+def available_cores() -> int:
+    """The cores this process may run on: the affinity mask, not `os.cpu_count()` (under `taskset`,
+    systemd's `CPUAffinity=` or a container's cpuset, more threads than allowed cores only contend)."""
     try:
-        n = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, n - 1)
+        return os.cpu_count() or 1
 
 
 class LabelRule:
