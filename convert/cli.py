@@ -1,7 +1,7 @@
 """`python -m convert`: int8 (and float) TFLite from a training run, verified and gated.
 
     python -m convert --run runs/latest                          # int8 + float32 into the run
-    python -m convert --run runs/latest --variants int8,float32,float16 --io_dtype int8
+    python -m convert --run runs/latest --variants int8,float32,float16 --io-dtype int8
     python -m convert --from model.h5 --data DIR_OR_CSV --out DIR  # a model from elsewhere
 
 Exit status: 0 = every variant passed the gate and is published; 1 = the gate rejected a variant
@@ -22,6 +22,7 @@ from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_SIGNIF
 from convert.probe import DEFAULT_TIMEOUT_S
 from convert.quantize import DEFAULT_CALIBRATION_STEPS
 from device.errors import FaceedgeError
+from device.flags import add_option
 from device.manifest import VARIANTS
 
 EXIT_GATE_FAILED = 1
@@ -45,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a trained model to int8 (and float) TFLite, verify every model with the device "
         "runtime on the run's splits, gate the int8 model against the float model, and publish "
         "export/<variant>/model.tflite + manifest.json, convert.json and a report section.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
@@ -73,30 +73,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where export/, convert.json and report.md go (required with --from; default: the run dir)",
     )
-    p.add_argument("--variants", type=_variants, default="int8,float32", help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument(
-        "--io_dtype", choices=("uint8", "int8"), default="uint8", help="int8 model's input/output tensor type"
+        "--variants",
+        type=_variants,
+        default="int8,float32",
+        help=f"comma list of {', '.join(VARIANTS)} (default: %(default)s)",
     )
-    p.add_argument(
-        "--calibration_images",
+    add_option(
+        p,
+        "--io-dtype",
+        choices=("uint8", "int8"),
+        default="uint8",
+        help="int8 model's input/output tensor type (default: %(default)s)",
+    )
+    add_option(
+        p,
+        "--calibration-images",
         type=int,
         default=DEFAULT_CALIBRATION_STEPS,
-        help="representative images drawn from the training split (warning below 100)",
+        help="representative images drawn from the training split; warning below 100 (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for drawing the calibration images")
-    p.add_argument(
-        "--max_drop",
+    p.add_argument("--seed", type=int, default=0, help="seed for drawing the calibration images (default: %(default)s)")
+    add_option(
+        p,
+        "--max-drop",
         type=float,
         default=DEFAULT_MAX_DROP,
         help="gate: a variant fails a split where it is significantly worse than the float model "
-        "(exact McNemar) by more than this many accuracy points",
+        "(exact McNemar) by more than this many accuracy points (default: %(default)s)",
     )
-    p.add_argument(
-        "--min_agreement",
+    add_option(
+        p,
+        "--min-agreement",
         type=float,
         default=DEFAULT_MIN_AGREEMENT,
         help="gate: a variant fails a split where its agreement with the float model is "
-        "significantly below this fraction (exact binomial test)",
+        "significantly below this fraction, exact binomial test (default: %(default)s)",
     )
     p.add_argument(
         "--significance",
@@ -105,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"gate: p-value below which a test counts (default: the run's gate.significance, "
         f"else {DEFAULT_SIGNIFICANCE})",
     )
-    p.add_argument(
-        "--min_balanced_accuracy",
+    add_option(
+        p,
+        "--min-balanced-accuracy",
         type=float,
         default=None,
         help="floor: a model below this balanced accuracy on unseen persons is never published "
@@ -118,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="--from without model_info.json: labels in output order (default: sorted data labels)",
     )
-    p.add_argument(
-        "--positive_label",
+    add_option(
+        p,
+        "--positive-label",
         type=str,
         default=None,
         help="--from, 1-unit models: the label a sigmoid output of 1.0 means (default: second sorted)",
@@ -131,13 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="--from: text for the manifest describing the model's in-model preprocessing",
     )
-    p.add_argument(
-        "--child_timeout",
+    add_option(
+        p,
+        "--child-timeout",
         type=float,
         default=DEFAULT_TIMEOUT_S,
-        help="seconds allowed for loading each model in a child process",
+        help="seconds allowed for loading each model in a child process (default: %(default)s)",
     )
-    p.add_argument("--log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
+    add_option(
+        p,
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        help="logging level (default: %(default)s)",
+    )
     return p
 
 
@@ -155,32 +176,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tensorflow").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
     # TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine...); its real errors raise.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    kw = {k: v for k, v in vars(args).items() if k not in ("run", "log_level")}
+    options = {key: value for key, value in vars(args).items() if key not in ("run", "log_level")}
     try:
-        summary = run(args.run, **kw)
+        summary = run(args.run, **options)
     except FaceedgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    for v, r in summary["variants"].items():
-        ratio = r["size_ratio_to_float32"]
-        worst = min(r["splits"].values(), key=lambda m: m["agreement"])
-        accs = ", ".join(
-            f"{s} {100 * m['accuracy']:.1f}% {_ci(m['accuracy_ci95'])} (n {m['n']})" for s, m in r["splits"].items()
+    for variant, result in summary["variants"].items():
+        ratio = result["size_ratio_to_float32"]
+        worst = min(result["splits"].values(), key=lambda figures: figures["agreement"])
+        accuracies = ", ".join(
+            f"{split} {100 * figures['accuracy']:.1f}% {_ci(figures['accuracy_ci95'])} (n {figures['n']})"
+            for split, figures in result["splits"].items()
         )
         print(
-            f"{v}: {r['status']}, {r['size_bytes']} bytes"
+            f"{variant}: {result['status']}, {result['size_bytes']} bytes"
             + (f" ({ratio:.3f} of float32)" if ratio is not None else "")
-            + f", accuracy {accs}, min agreement {100 * worst['agreement']:.2f}%, {r['path']}"
+            + f", accuracy {accuracies}, min agreement {100 * worst['agreement']:.2f}%, {result['path']}"
         )
-        if r["status"] != "published":
-            print(f"{v}: {current_text(v, r.get('current'))}")
+        if result["status"] != "published":
+            print(f"{variant}: {current_text(variant, result.get('current'))}")
     for note in summary["gate"].get("notes", []):
         print(f"note: gate: {note}")
     out = Path(summary["variants"][next(iter(summary["variants"]))]["path"]).parents[2]
     print(f"figures: {out / 'convert.json'}; report: {out / 'report.md'}")
     if not summary["gate"]["passed"]:
-        for f in summary["gate"]["failures"]:
-            print(f"error: gate: {f}", file=sys.stderr)
+        for failure in summary["gate"]["failures"]:
+            print(f"error: gate: {failure}", file=sys.stderr)
         return EXIT_GATE_FAILED
     return 0
 

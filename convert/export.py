@@ -50,13 +50,13 @@ def check_model_path(path: str | os.PathLike) -> Path:
         if not zipfile.is_zipfile(p):
             raise FaceedgeError(f"{p}: not a .keras archive (not a zip file: truncated or corrupt)")
         try:
-            with zipfile.ZipFile(p) as z:
-                names = set(z.namelist())
-                bad = z.testzip()
+            with zipfile.ZipFile(p) as archive:
+                names = set(archive.namelist())
+                corrupt_member = archive.testzip()
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise FaceedgeError(f"{p}: corrupt .keras archive ({e})") from None
-        if bad is not None:
-            raise FaceedgeError(f"{p}: corrupt .keras archive (CRC error in {bad})")
+        if corrupt_member is not None:
+            raise FaceedgeError(f"{p}: corrupt .keras archive (CRC error in {corrupt_member})")
         if "config.json" not in names:
             raise FaceedgeError(f"{p}: .keras archive has no config.json")
     else:

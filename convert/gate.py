@@ -74,16 +74,17 @@ class GateConfig(Strict):
             else default_min_balanced_accuracy(num_labels)
         )
 
-    def split_check(self, m: dict) -> dict:
+    def split_check(self, figures: dict) -> dict:
         """The paired tests on one split's counts (see `convert.verify.split_metrics`)."""
-        n, b, c = m["n"], m["only_float_right"], m["only_converted_right"]
+        n, b, c = figures["n"], figures["only_float_right"], figures["only_converted_right"]
         p_worse = stats.mcnemar_p(b, c)
-        p_agree = stats.below_p(m["agree"], n, self.min_agreement)
+        p_agree = stats.below_p(figures["agree"], n, self.min_agreement)
         b_min = stats.min_discordant(self.significance)
         detectable = 100.0 * b_min / n if n else None
         return {
             "mcnemar_p": p_worse,
-            "significantly_worse": p_worse < self.significance and m["accuracy_drop_points"] > self.max_drop + 1e-9,
+            "significantly_worse": p_worse < self.significance
+            and figures["accuracy_drop_points"] > self.max_drop + 1e-9,
             "agreement_p": p_agree,
             "agreement_significantly_low": p_agree < self.significance,
             "smallest_detectable_drop_points": detectable,
@@ -92,54 +93,55 @@ class GateConfig(Strict):
 
     def evaluate(self, variant: str, splits: dict[str, dict]) -> Verdict:
         """Run every check on every split of `variant`; the floor included."""
-        v = Verdict()
+        verdict = Verdict()
         too_small = []
-        for name, m in splits.items():
-            if m["n"] == 0:
+        for name, figures in splits.items():
+            if figures["n"] == 0:
                 continue
-            chk = self.split_check(m)
-            v.checks[name] = chk
-            n = m["n"]
-            if chk["significantly_worse"]:
-                v.failures.append(
-                    f"{variant} {name}: significantly worse than the float model: {m['only_float_right']} of {n} "
-                    f"images only the float model gets right, {m['only_converted_right']} only {variant} "
-                    f"(exact McNemar p = {chk['mcnemar_p']:.3g} < {self.significance:g}); accuracy "
-                    f"{100 * m['accuracy']:.2f}% vs {100 * m['float_accuracy']:.2f}%, "
-                    f"{m['accuracy_drop_points']:.2f} points lower (max_drop {self.max_drop:g})"
+            check = self.split_check(figures)
+            verdict.checks[name] = check
+            n = figures["n"]
+            if check["significantly_worse"]:
+                verdict.failures.append(
+                    f"{variant} {name}: significantly worse than the float model: {figures['only_float_right']} "
+                    f"of {n} images only the float model gets right, {figures['only_converted_right']} only {variant} "
+                    f"(exact McNemar p = {check['mcnemar_p']:.3g} < {self.significance:g}); accuracy "
+                    f"{100 * figures['accuracy']:.2f}% vs {100 * figures['float_accuracy']:.2f}%, "
+                    f"{figures['accuracy_drop_points']:.2f} points lower (max_drop {self.max_drop:g})"
                 )
-            if chk["agreement_significantly_low"]:
-                v.failures.append(
-                    f"{variant} {name}: agreement with the float model {100 * m['agreement']:.2f}% "
-                    f"({m['agree']} of {n}) is significantly below min_agreement {100 * self.min_agreement:g}% "
-                    f"(exact binomial p = {chk['agreement_p']:.3g} < {self.significance:g})"
+            if check["agreement_significantly_low"]:
+                verdict.failures.append(
+                    f"{variant} {name}: agreement with the float model {100 * figures['agreement']:.2f}% "
+                    f"({figures['agree']} of {n}) is significantly below min_agreement "
+                    f"{100 * self.min_agreement:g}% "
+                    f"(exact binomial p = {check['agreement_p']:.3g} < {self.significance:g})"
                 )
-            if not chk["can_detect_max_drop"]:
-                too_small.append(f"{name} (n = {n}, {chk['smallest_detectable_drop_points']:.1f})")
+            if not check["can_detect_max_drop"]:
+                too_small.append(f"{name} (n = {n}, {check['smallest_detectable_drop_points']:.1f})")
         if too_small:
             b_min = stats.min_discordant(self.significance)
-            v.notes.append(
+            verdict.notes.append(
                 f"{variant}: too few images to detect a drop of {self.max_drop:g} point(s) on "
                 f"{', '.join(too_small)}: even {b_min} images lost and none gained is the least that reaches "
                 f"p < {self.significance:g} (smallest detectable drop in points, per split)"
             )
-        v.failures += self.floor_failures(variant, splits)
-        return v
+        verdict.failures += self.floor_failures(variant, splits)
+        return verdict
 
     def floor_failures(self, variant: str, splits: dict[str, dict]) -> list[str]:
         """The absolute floor (`train.verdict.floor_check`) on the first present split of FLOOR_SPLITS;
         empty = the model learned."""
-        name = floor_split({k: m.get("n", 0) for k, m in splits.items()})
+        name = floor_split({split: figures.get("n", 0) for split, figures in splits.items()})
         if name is None:
             return []
-        m = splits[name]
-        chk = floor_check(
-            m["confusion_matrix"],
-            m["balanced_accuracy"],
+        figures = splits[name]
+        check = floor_check(
+            figures["confusion_matrix"],
+            figures["balanced_accuracy"],
             significance=self.significance,
             min_balanced_accuracy=self.min_balanced_accuracy,
         )
-        if chk["passed"]:
+        if check["passed"]:
             return []
-        tail = "; the model did not learn" if not chk["better_than_chance"] else ""
-        return [f"{variant} {name}: {chk['reason']}{tail}"]
+        tail = "; the model did not learn" if not check["better_than_chance"] else ""
+        return [f"{variant} {name}: {check['reason']}{tail}"]

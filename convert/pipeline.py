@@ -16,237 +16,33 @@ import datetime as _dt
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 from convert import data as cdata
-from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_SIGNIFICANCE, GateConfig
-from convert.probe import DEFAULT_TIMEOUT_S
-from convert.quantize import DEFAULT_CALIBRATION_STEPS, MIN_RECOMMENDED_CALIBRATION, QuantizationConfig
+from convert.inputs import (
+    DEFAULT_PREPROCESSING,
+    IMX500,
+    ConvertOptions,
+    gate_config,
+    model_head,
+    options_from,
+    resolve_source,
+)
+from convert.publish import describe_published, publish_dir, rejected_dir
+from convert.quantize import MIN_RECOMMENDED_CALIBRATION, QuantizationConfig
 from device.errors import FaceedgeError
 from device.files import atomic_write_bytes, require_writable_dir, sha256_file
-from device.manifest import MODEL_NAME, VARIANTS, Manifest, Preprocessing, TensorSpec, write_manifest
-from device.validation import Lenient, Meta, Strict, ValidationError, first_error
+from device.manifest import MODEL_NAME, Manifest, Preprocessing, TensorSpec, write_manifest
+
+__all__ = ["ConvertOptions", "options_from", "run"]
 
 log = logging.getLogger(__name__)
 
 CONVERT_JSON = "convert.json"
 REPORT_MD = "report.md"
-DEFAULT_VARIANTS = ("int8", "float32")
-IMX500 = "imx500"  # opt-in: converted in its own environment (convert/imx500/), verified like the others
-DEFAULT_PREPROCESSING = "inside the model; input is raw RGB 0..255"
-
-
-class ConvertOptions(Strict):
-    """Everything `python -m convert` accepts, validated (errors name the key)."""
-
-    run: Path | None = None
-    from_model: Path | None = None
-    data: Path | None = None
-    out: Path | None = None
-    variants: tuple[str, ...] = DEFAULT_VARIANTS
-    io_dtype: str = "uint8"
-    calibration_images: Annotated[int, Meta(ge=0)] = DEFAULT_CALIBRATION_STEPS
-    seed: int = 0
-    max_drop: Annotated[float, Meta(ge=0.0, le=100.0)] = DEFAULT_MAX_DROP
-    min_agreement: Annotated[float, Meta(ge=0.0, le=1.0)] = DEFAULT_MIN_AGREEMENT
-    significance: Annotated[float, Meta(gt=0.0, lt=1.0)] | None = None
-    min_balanced_accuracy: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    labels: list[str] | None = None
-    positive_label: str | None = None
-    threshold: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    preprocessing: str | None = None
-    child_timeout: Annotated[float, Meta(gt=0)] = DEFAULT_TIMEOUT_S
-
-    def check(self) -> None:
-        if not self.variants:
-            raise ValueError("variants: give at least one variant")
-        bad = [x for x in self.variants if x not in VARIANTS]
-        if bad:
-            raise ValueError(f"unknown variant {bad[0]!r} (choose from {', '.join(VARIANTS)})")
-        self.variants = tuple(dict.fromkeys(self.variants))  # de-duplicated, order kept
-        if self.io_dtype not in ("uint8", "int8"):
-            raise ValueError(f"io_dtype {self.io_dtype!r}: choose uint8 or int8")
-
-
-class ModelInfo(Lenient):
-    """The part of the training run's model_info.json that conversion reads (other keys ignored)."""
-
-    labels: Annotated[list[str], Meta(min_length=2)]
-    positive_label: str | None = None
-    output_kind: str = "sigmoid"
-    threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
-    input_size: tuple[int, int] | None = None
-    backbone: str = ""
-    preprocessing: str = DEFAULT_PREPROCESSING
-    resize_method: str = "bilinear"
-
-
-def options_from(**kw) -> ConvertOptions:
-    try:
-        return ConvertOptions(**kw)
-    except ValidationError as e:
-        loc, msg = first_error(e, "(options)")
-        raise FaceedgeError(f"option {loc!r}: {msg}") from None
-
-
-def _read_model_info(path: Path) -> ModelInfo:
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FaceedgeError(f"{path}: not a readable JSON file ({e})") from None
-    try:
-        return ModelInfo.model_validate(raw)
-    except ValidationError as e:
-        loc, msg = first_error(e, "(root)")
-        raise FaceedgeError(f"{path}: key {loc!r}: {msg}") from None
-
-
-@dataclass
-class Source:
-    model_path: Path
-    info: ModelInfo | None
-    data: cdata.ConvertData
-    out: Path
-    run_dir: Path | None
-    description: str
-
-
-def resolve_source(opts: ConvertOptions) -> Source:
-    """The model file, its model_info (if any), the images, and where to write; all checked."""
-    from convert.export import check_model_path
-
-    if (opts.run is None) == (opts.from_model is None):
-        raise FaceedgeError("give exactly one of --run RUN_DIR or --from MODEL")
-    if opts.run is not None:
-        run = opts.run
-        if not run.exists():
-            raise FaceedgeError(f"{run}: run directory not found")
-        if not run.is_dir():
-            raise FaceedgeError(f"{run}: not a directory (give a training run directory)")
-        run = run.resolve()
-        model = run / "model.keras"
-        if not model.exists():
-            raise FaceedgeError(f"{model}: run has no model (did training finish?)")
-        check_model_path(model)
-        info_path = run / "model_info.json"
-        if not info_path.is_file():
-            raise FaceedgeError(f"{info_path}: run has no model_info.json (did training finish?)")
-        info = _read_model_info(info_path)
-        if opts.data is not None:
-            data = cdata.load_data_arg(opts.data)
-        else:
-            data = cdata.load_run_splits(run / "splits.csv")
-        return Source(model, info, data, (opts.out or run).resolve(), run, str(run))
-    model = opts.from_model
-    check_model_path(model)
-    if opts.data is None:
-        raise FaceedgeError(f"{model}: --from needs --data DIR_OR_CSV (images to calibrate and verify with)")
-    if opts.out is None:
-        raise FaceedgeError(f"{model}: --from needs --out DIR (where export/ and convert.json go)")
-    info_path = (model if model.is_dir() else model.parent) / "model_info.json"
-    info = _read_model_info(info_path) if info_path.is_file() else None
-    data = cdata.load_data_arg(opts.data, seed=None)
-    return Source(model.resolve(), info, data, opts.out.resolve(), None, str(model.resolve()))
-
-
-def _head(info: ModelInfo | None, opts: ConvertOptions, data_labels: list[str], units: int, model: Path) -> dict:
-    """labels, positive_label, output_kind, threshold: model_info first, then flags, then the data."""
-    labels = list(opts.labels or (info.labels if info else data_labels))
-    kind = "sigmoid" if units == 1 else "softmax"
-    if info is not None and info.output_kind != kind:
-        raise FaceedgeError(f"{model}: model_info says {info.output_kind} but the model has {units} output unit(s)")
-    if kind == "softmax" and len(labels) != units:
-        raise FaceedgeError(f"{model}: {units} output units but {len(labels)} labels {labels}")
-    if kind == "sigmoid" and len(labels) != 2:
-        raise FaceedgeError(f"{model}: a 1-unit (sigmoid) model needs exactly 2 labels, got {labels}")
-    positive = opts.positive_label or (info.positive_label if info else None)
-    if kind == "sigmoid" and positive is None:
-        positive = sorted(labels)[1]  # Keras' directory convention: class 1 = the second label, sorted
-        log.warning("%s: no positive label given; assuming %r (sorted label 1; set --positive_label)", model, positive)
-    if positive is not None and positive not in labels:
-        raise FaceedgeError(f"positive_label {positive!r} is not one of the labels {labels}")
-    threshold = opts.threshold if opts.threshold is not None else (info.threshold if info else 0.5)
-    unknown = sorted(set(data_labels) - set(labels))
-    if unknown:
-        raise FaceedgeError(f"the data has label(s) {unknown} the model does not know (model labels {labels})")
-    return {
-        "labels": labels,
-        "positive_label": positive if kind == "sigmoid" else None,
-        "output_kind": kind,
-        "threshold": float(threshold),
-    }
-
-
-def _publish_dir(staged: Path, final: Path) -> None:
-    """Swap a fully written model dir into place (two renames; the old one is removed after)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(staged, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-REJECTED_SUFFIX = ".rejected"
-
-
-def rejected_dir(export_root: Path, variant: str) -> Path:
-    """Where a variant the gate rejected is written: beside, never over, the published one."""
-    return export_root / f"{variant}{REJECTED_SUFFIX}"
-
-
-def describe_published(model_dir: Path) -> dict | None:
-    """What `export/<variant>/` holds now (path, sha256, created, source run, status), or None."""
-    mpath = model_dir / "manifest.json"
-    if not mpath.is_file():
-        return None
-    try:
-        raw = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {"path": str(model_dir), "status": "unreadable manifest"}
-    return {
-        "path": str(model_dir),
-        "sha256": raw.get("sha256"),
-        "created": raw.get("created"),
-        "source_run": raw.get("source_run"),
-        "status": raw.get("status", "published"),
-    }
-
-
-def gate_config(opts: ConvertOptions, run_dir: Path | None) -> GateConfig:
-    """The gate's settings: the options first, then the run's config.yaml `gate:` section (the floor the
-    training stage applied), then the defaults."""
-    run_gate = None
-    cfg_path = run_dir / "config.yaml" if run_dir is not None else None
-    if cfg_path is not None and cfg_path.is_file():
-        from train.config import load_raw, validate
-
-        try:
-            run_gate = validate(load_raw(cfg_path), str(cfg_path)).gate
-        except FaceedgeError as e:
-            log.warning("%s: gate settings not read (%s); using the defaults", cfg_path, e)
-    significance = (
-        opts.significance
-        if opts.significance is not None
-        else (run_gate.significance if run_gate is not None else DEFAULT_SIGNIFICANCE)
-    )
-    floor = (
-        opts.min_balanced_accuracy
-        if opts.min_balanced_accuracy is not None
-        else (run_gate.min_balanced_accuracy if run_gate is not None else None)
-    )
-    return GateConfig(
-        max_drop=opts.max_drop, min_agreement=opts.min_agreement, significance=significance, min_balanced_accuracy=floor
-    )
 
 
 def _now() -> str:
@@ -291,6 +87,8 @@ def run(opts: ConvertOptions) -> dict:
     from convert.export import convert_saved_model, export_saved_model, load_float_model, tflite_metadata
     from convert.metadata import attach as attach_metadata
     from convert.probe import probe_in_child
+    from convert.selftest import Candidates
+    from convert.selftest import write_for_model as write_selftest
     from device.runtime import Classifier
 
     log.info("loading %s", src.model_path)
@@ -300,7 +98,7 @@ def run(opts: ConvertOptions) -> dict:
         raise FaceedgeError(
             f"{src.model_path}: input {size_hw} does not match model_info input_size {src.info.input_size}"
         )
-    head = _head(src.info, opts, src.data.labels, fm.output_units, src.model_path)
+    head = model_head(src.info, opts, src.data.labels, fm.output_units, src.model_path)
     info = src.info
     preprocessing = Preprocessing(
         in_model=opts.preprocessing or (info.preprocessing if info else DEFAULT_PREPROCESSING),
@@ -408,13 +206,15 @@ def run(opts: ConvertOptions) -> dict:
         # ---- verification: each split's images read once, every model run on them
         t0 = time.perf_counter()
         split_counts = {}
+        selftest_candidates: dict[str, dict[str, Candidates]] = {v: {} for v in classifiers}
         for name in verify_splits:
             samples = src.data.split(name)
             split_counts[name] = len(samples)
             log.info("verifying on %s (%d images): float model + %s", name, len(samples), ", ".join(variants))
-            outs = verify.run_split(
-                [s.path for s in samples], [s.label for s in samples], size_hw, fm.predict, classifiers
-            )
+            paths, labels = [s.path for s in samples], [s.label for s in samples]
+            outs = verify.run_split(paths, labels, size_hw, fm.predict, classifiers)
+            for v in classifiers:
+                selftest_candidates[v][name] = Candidates(paths, labels, outs.probs(v))
             if imx is not None:  # the MCT simulation's outputs on these very images, in this order
                 outs.variant_probs[IMX500] = [imx.probabilities[name]]
             for v in variants:
@@ -445,16 +245,18 @@ def run(opts: ConvertOptions) -> dict:
                 )
                 all_failures += verdict.failures
             write_manifest(staging / v, manifests[v])
+            if v in classifiers:  # the image `device check` classifies before the model is trusted on a Pi
+                results[v]["selftest"] = write_selftest(staging / v, classifiers[v], selftest_candidates[v])
         for v in variants:
             if results[v]["status"] == "published":
-                _publish_dir(staging / v, export_root / v)
+                publish_dir(staging / v, export_root / v)
                 stale = rejected_dir(export_root, v)
                 if stale.exists():  # superseded by this passing conversion: it would only mislead
                     shutil.rmtree(stale)
                     log.info("%s: removed %s (an earlier rejected conversion, superseded)", v, stale)
                 results[v]["path"] = str(export_root / v / manifests[v].model_file)
             else:
-                _publish_dir(staging / v, rejected_dir(export_root, v))
+                publish_dir(staging / v, rejected_dir(export_root, v))
                 results[v]["path"] = str(rejected_dir(export_root, v) / manifests[v].model_file)
             results[v]["current"] = describe_published(export_root / v)
         published = True
@@ -504,7 +306,7 @@ def run(opts: ConvertOptions) -> dict:
         ),
         "verification": {
             "splits": split_counts,
-            "preprocessing": "device.crop.load_image_rgb + resize_to_input",
+            "preprocessing": "device.crop.load_image_rgb + Preparer (the whole image, resized)",
             "runtime": "device.runtime.Classifier",
             "seconds": round(verify_seconds, 3),
         },

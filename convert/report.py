@@ -33,7 +33,7 @@ def _kib(n: int) -> str:
 def markdown_section(summary: dict) -> str:
     gate = summary["gate"]
     verdict = "**passed**" if gate["passed"] else "**FAILED**"
-    sig = gate.get("significance", 0.05)
+    significance = gate.get("significance", 0.05)
     lines = [
         HEADING,
         "",
@@ -41,18 +41,18 @@ def markdown_section(summary: dict) -> str:
         f"with the device runtime ({summary['versions']['device_runtime']}) and the device's preprocessing, the "
         f"float model on the same uint8 images. Gate: {verdict}. A variant fails a split where it is "
         f"significantly worse than the float model on the same images (exact one-sided McNemar on b = only "
-        f"float right vs c = only the variant right, p < {sig:g}) by more than {gate['max_drop']:g} points, or "
-        f"where its agreement with the float model is significantly below {100 * gate['min_agreement']:g}% "
-        f"(exact binomial, p < {sig:g}); and no model whose balanced accuracy on unseen persons is not better "
-        f"than chance or below {gate.get('min_balanced_accuracy', 0.55):g} is published. Intervals: 95 % "
-        f"(Wilson).",
+        f"float right vs c = only the variant right, p < {significance:g}) by more than {gate['max_drop']:g} "
+        f"points, or where its agreement with the float model is significantly below "
+        f"{100 * gate['min_agreement']:g}% (exact binomial, p < {significance:g}); and no model whose balanced "
+        f"accuracy on unseen persons is not better than chance or below "
+        f"{gate.get('min_balanced_accuracy', 0.55):g} is published. Intervals: 95 % (Wilson).",
         "",
     ]
-    calib = summary.get("calibration")
-    if calib:
+    calibration = summary.get("calibration")
+    if calibration:
         lines += [
-            f"int8 calibration: {calib['images']} images of the {calib['split']} split "
-            f"(seed {calib['seed']}, training decode/resize).",
+            f"int8 calibration: {calibration['images']} images of the {calibration['split']} split "
+            f"(seed {calibration['seed']}, training decode/resize).",
             "",
         ]
     lines += [
@@ -60,29 +60,33 @@ def markdown_section(summary: dict) -> str:
         "balanced acc. | max abs Δp | mean abs Δp | size | size / float32 | status |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for v, r in summary["variants"].items():
-        ratio = "–" if r.get("size_ratio_to_float32") is None else f"{r['size_ratio_to_float32']:.3f}"
-        for split, m in r["splits"].items():
-            g = m.get("gate", {})
+    for variant, result in summary["variants"].items():
+        ratio = "–" if result.get("size_ratio_to_float32") is None else f"{result['size_ratio_to_float32']:.3f}"
+        for split, figures in result["splits"].items():
+            split_gate = figures.get("gate", {})
             lines.append(
-                f"| {v} | {split} | {m['n']} | {_pct(m['accuracy'])} ({_ci(m.get('accuracy_ci95'))}) | "
-                f"{_pct(m['float_accuracy'])} ({_ci(m.get('float_accuracy_ci95'))}) | "
-                f"{m.get('only_float_right', '–')} / {m.get('only_converted_right', '–')} | {_p(g.get('mcnemar_p'))} | "
-                f"{_pct(m['agreement'])} ({_ci(m.get('agreement_ci95'))}) | {_pct(m['balanced_accuracy'])} | "
-                f"{m['max_abs_diff']:.4f} | {m['mean_abs_diff']:.4f} | {_kib(r['size_bytes'])} | {ratio} | "
-                f"{r['status']} |"
+                f"| {variant} | {split} | {figures['n']} | "
+                f"{_pct(figures['accuracy'])} ({_ci(figures.get('accuracy_ci95'))}) | "
+                f"{_pct(figures['float_accuracy'])} ({_ci(figures.get('float_accuracy_ci95'))}) | "
+                f"{figures.get('only_float_right', '–')} / {figures.get('only_converted_right', '–')} | "
+                f"{_p(split_gate.get('mcnemar_p'))} | "
+                f"{_pct(figures['agreement'])} ({_ci(figures.get('agreement_ci95'))}) | "
+                f"{_pct(figures['balanced_accuracy'])} | "
+                f"{figures['max_abs_diff']:.4f} | {figures['mean_abs_diff']:.4f} | {_kib(result['size_bytes'])} | "
+                f"{ratio} | "
+                f"{result['status']} |"
             )
     lines.append("")
-    times = ", ".join(f"{v} {r['conversion_seconds']:.1f}s" for v, r in summary["variants"].items())
+    times = ", ".join(f"{name} {result['conversion_seconds']:.1f}s" for name, result in summary["variants"].items())
     lines += [
         f"Conversion time: {times}; verification {summary['verification']['seconds']:.1f}s; "
         f"total {summary['seconds']:.1f}s. Published models in `export/<variant>/`, rejected ones in "
         f"`export/<variant>.rejected/`, figures in `convert.json`."
     ]
     if gate.get("notes"):
-        lines += ["", "What these splits cannot show:", ""] + [f"- {n}" for n in gate["notes"]]
+        lines += ["", "What these splits cannot show:", ""] + [f"- {note}" for note in gate["notes"]]
     if gate["failures"]:
-        lines += ["", "Gate failures:", ""] + [f"- {f}" for f in gate["failures"]]
+        lines += ["", "Gate failures:", ""] + [f"- {failure}" for failure in gate["failures"]]
     return "\n".join(lines) + "\n"
 
 

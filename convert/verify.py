@@ -1,10 +1,11 @@
 """Verification: every `.tflite` through the device's own code, the float model on the same pixels.
 
-The images are read and resized by `device.crop.load_image_rgb` + `device.crop.resize_to_input`
-(what the daemon does to a frame), the `.tflite` runs in `device.runtime.Classifier` (the daemon's
-loader, quantize and dequantize), and the decision is `Classifier.label_of` (the daemon's threshold
-or argmax) for both the `.tflite` and the float model. The float model sees exactly the same uint8
-images, so any difference measured here is the conversion's, not the preprocessing's.
+The images are read by `device.crop.load_image_rgb` and made into the model's input by the daemon's
+`device.crop.Preparer` (resized whole, as training reads a file), the `.tflite` runs in
+`device.runtime.Classifier` (the daemon's loader, quantize and dequantize), and the decision is
+`Classifier.label_of` (the daemon's threshold or argmax) for both the `.tflite` and the float model.
+The float model sees exactly the same uint8 images, so any difference measured here is the
+conversion's, not the preprocessing's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device.crop import load_image_rgb, resize_to_input
+from device.crop import Cropper, Preparer, load_image_rgb
+from device.selftest import AS_IS
 from device.runtime import Classifier
 from train import stats
 
@@ -26,11 +28,13 @@ CHUNK = 256  # images held in memory at once
 
 
 def load_model_images(paths: Sequence[str | os.PathLike], size_hw: tuple[int, int]) -> np.ndarray:
-    """(N, H, W, 3) uint8: each file read and resized exactly as the device does."""
+    """(N, H, W, 3) uint8: each file read and made into the model's input exactly as the device does
+    (the daemon's `Preparer`, with the crop a self-test image gets: the whole file, resized)."""
     h, w = size_hw
+    preparer = Preparer(Cropper(AS_IS), (h, w))
     out = np.empty((len(paths), h, w, 3), np.uint8)
     for i, p in enumerate(paths):
-        out[i] = resize_to_input(load_image_rgb(p), (h, w))
+        preparer.image_input(load_image_rgb(p), out=out[i])
     return out
 
 

@@ -8,15 +8,17 @@ Checks, in order (the first failure is the one reported):
 
 1. the manifest validates and the model file's sha256 matches it (`device.manifest.load_manifest`);
 2. the runtime loads the model and its input is (1, H, W, 3) matching the manifest;
-3. the self-test image goes through the daemon's own crop and resize and the model's outputs are
-   probabilities of the manifest's kind (one sigmoid unit, or a softmax over the labels);
+3. the self-test image goes through the daemon's own crop and resize (`device.selftest.classify_image`)
+   and the model's outputs are probabilities of the manifest's kind (one sigmoid unit, or a softmax
+   over the labels);
 4. with an expected label, the predicted label equals it; with an expected score, the score is
-   within the tolerance (a deploy bundle can pin the conversion stage's verified probability).
+   within the tolerance.
 
-The self-test image is ``--image`` (with ``--expect``), else the model dir's ``selftest.json``
-(``{"image": "selftest.png", "expect": "open", "score": 0.93, "tolerance": 0.02}``, image
-relative to the model dir) when it has one, else a generated test pattern (no expectation: it
-only proves the model runs and returns probabilities).
+The self-test image is ``--image`` (with ``--expect``, cropped as the config says), else the model
+dir's ``selftest.png`` / ``selftest.json`` that the conversion stage writes (an image from the data
+at the model's input size, with the label and score the converted model gave it: see
+device/selftest.py), else a generated test pattern (no expectation: it only proves the model runs
+and returns probabilities).
 
 Exit status: 0 all checks passed, 1 the model loads but a check failed, 2 the model or the config
 cannot be loaded (one ``error:`` line). ``--json`` prints one JSON object in every case.
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -36,13 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from device.crop import CropConfig, Cropper, CropResult, load_image_rgb, resize_to_input
+from device.crop import CropConfig, load_image_rgb
 from device.errors import FaceedgeError
 from device.manifest import load_manifest, resolve_model_dir
+from device.selftest import AS_IS, SELFTEST_JSON, SelfTest, classify_image, load_selftest
 
 log = logging.getLogger(__name__)
 
-SELFTEST_NAME = "selftest.json"
 DEFAULT_RUNS = 20
 SOFTMAX_SUM_TOLERANCE = 0.05  # an int8 softmax output sums to 1 within a few quantization steps
 
@@ -56,37 +57,14 @@ def self_test_pattern(height: int = 480, width: int = 640) -> np.ndarray:
     return img.clip(0, 255).astype(np.uint8)
 
 
-def _selftest_from_model_dir(model_dir: Path) -> dict[str, Any] | None:
-    p = model_dir / SELFTEST_NAME
-    if not p.is_file():
-        return None
-    try:
-        spec = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FaceedgeError(f"{p}: not a readable JSON file ({e})") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("image"), str):
-        raise FaceedgeError(f"{p}: key 'image': a path relative to the model dir is required")
-    unknown = set(spec) - {"image", "expect", "score", "tolerance"}
-    if unknown:
-        raise FaceedgeError(f"{p}: key {sorted(unknown)[0]!r}: unknown (expected image, expect, score, tolerance)")
-    spec["image"] = str(model_dir / spec["image"])
-    return spec
-
-
-def crop_for_check(cropper: Cropper, rgb: np.ndarray) -> tuple[CropResult, bool]:
-    """The daemon's crop of a self-test image, and whether it fell back: in face mode without a
-    face, the full frame is classified instead (the check is about the model, not the detector)."""
-    cut = cropper(rgb)
-    if cut.image is not None:
-        return cut, False
-    return Cropper(CropConfig(mode="full", square=cropper.cfg.square))(rgb), True
-
-
 def _output_problem(scores: np.ndarray, manifest) -> str | None:
     """Why these outputs are not the probabilities the manifest promises (None = they are)."""
     want = 1 if manifest.output_kind == "sigmoid" else len(manifest.labels)
     if scores.size != want:
-        return f"model has {scores.size} output values, manifest ({manifest.output_kind}, {len(manifest.labels)} labels) needs {want}"
+        return (
+            f"model has {scores.size} output values, manifest ({manifest.output_kind}, "
+            f"{len(manifest.labels)} labels) needs {want}"
+        )
     if not np.all(np.isfinite(scores)):
         return f"model output is not finite: {scores.tolist()}"
     if scores.min() < -1e-6 or scores.max() > 1 + 1e-6:
@@ -147,55 +125,47 @@ def run(
     }
 
     # -- the self-test image, through the daemon's crop and resize ---------------------------------
-    spec = None
-    if image is None:
-        spec = _selftest_from_model_dir(mdir)
-    if image is not None:
-        rgb, source = load_image_rgb(image), str(image)
-    elif spec is not None:
-        rgb, source = load_image_rgb(spec["image"]), spec["image"]
-        expect = expect if expect is not None else spec.get("expect")
-        if expect_score is None and spec.get("score") is not None:
-            expect_score = float(spec["score"])
-            tolerance = float(spec.get("tolerance", tolerance))
+    selftest = SelfTest(Path(image), expect, expect_score, tolerance) if image is not None else load_selftest(mdir)
+    if image is None and selftest is not None:  # the model dir's own: the model's input already
+        crop_cfg = AS_IS
+        if expect is not None:  # the command line's expectation wins
+            selftest.expect = expect
+        if expect_score is not None:
+            selftest.score, selftest.tolerance = expect_score, tolerance
+    if selftest is not None:
+        rgb, source = load_image_rgb(selftest.image), str(selftest.image)
     else:
         rgb, source = self_test_pattern(), "generated test pattern"
     if expect is not None and expect not in manifest.labels:
         raise FaceedgeError(f"--expect {expect!r}: not one of the model's labels {manifest.labels}")
+    if selftest is not None and selftest.expect not in (None, *manifest.labels):
+        raise FaceedgeError(
+            f"{mdir / SELFTEST_JSON}: key 'expect': {selftest.expect!r} is not one of the labels {manifest.labels}"
+        )
 
-    t1 = time.perf_counter()
-    cut, fell_back = crop_for_check(Cropper(crop_cfg), rgb)
-    crop_desc = crop_cfg.mode if crop_cfg.mode != "full" else f"full/{crop_cfg.square}"
-    if fell_back:
-        crop_desc = f"face (no face found in the self-test image: full/{crop_cfg.square} used)"
-    x = resize_to_input(cut.image, clf.input_size)
-    preprocess_ms = (time.perf_counter() - t1) * 1e3
-
-    # -- timings: first inference, then `runs` more --------------------------------------------------
-    t2 = time.perf_counter()
-    scores = clf.classify(x)
-    first_ms = (time.perf_counter() - t2) * 1e3
+    result = classify_image(clf, crop_cfg, rgb)  # the first inference
     times = []
     for _ in range(runs):
         t = time.perf_counter()
         clf.invoke()
         times.append((time.perf_counter() - t) * 1e3)
     again = clf.scores()
+    scores = result.scores
 
     report.update(
         {
             "image": source,
             "image_shape": list(rgb.shape),
-            "crop": crop_desc,
-            "crop_box": list(cut.box) if cut.box else None,
-            "preprocess_ms": round(preprocess_ms, 3),
-            "first_inference_ms": round(first_ms, 3),
+            "crop": result.crop,
+            "crop_box": list(result.box) if result.box else None,
+            "preprocess_ms": round(result.preprocess_ms, 3),
+            "first_inference_ms": round(result.inference_ms, 3),
             "runs": runs,
             "mean_inference_ms": round(float(np.mean(times)), 3),
             "p90_inference_ms": round(float(np.percentile(times, 90)), 3),
             "scores": [round(float(s), 6) for s in scores],
-            "expected": expect,
-            "expected_score": expect_score,
+            "expected": selftest.expect if selftest else None,
+            "expected_score": selftest.score if selftest else None,
         }
     )
     problem = _output_problem(scores, manifest)
@@ -204,15 +174,10 @@ def run(
     if problem is not None:
         report["failure"] = problem
         return report
-    label, score = clf.label_of(scores)
-    report.update({"label": label, "score": round(score, 6)})
-    if expect is not None and label != expect:
-        report["failure"] = f"self-test image classified {label!r} ({score:.3f}), expected {expect!r}"
-        return report
-    if expect_score is not None and not math.isclose(score, expect_score, abs_tol=tolerance):
-        report["failure"] = (
-            f"self-test score {score:.4f} differs from the expected {expect_score:.4f} by more than {tolerance}"
-        )
+    report.update({"label": result.label, "score": round(result.score, 6)})
+    failure = selftest.failure(result.label, result.score) if selftest else None
+    if failure is not None:
+        report["failure"] = failure
         return report
     report["ok"] = True
     return report
@@ -345,7 +310,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--image",
         type=Path,
         default=None,
-        help=f"self-test image (default: the model dir's {SELFTEST_NAME}, else a generated pattern)",
+        help=f"self-test image (default: the model dir's {SELFTEST_JSON}, else a generated pattern)",
     )
     p.add_argument("--expect", type=str, default=None, help="label the self-test image must get")
     p.add_argument(

@@ -25,7 +25,7 @@ from device.errors import FaceedgeError
 
 # command: (module whose add_parser adds it, the one-line help `--help` lists)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("device.daemon", "run the daemon: camera → classifier → outputs"),
+    "run": ("device.run", "run the daemon: camera → classifier → outputs"),
     "check": ("device.check", "load the model, classify a self-test image, print result and timings"),
     "collect": (
         "device.collect",

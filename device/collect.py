@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -41,86 +40,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import cv2
 import numpy as np
 
 from device.crop import Cropper, encode_image_rgb
 from device.errors import FaceedgeError
-from device.files import require_writable_dir
+from device.files import require_writable_dir, write_new
+from device.quality import dhash, grey_thumb, hamming, sharpness
 
 log = logging.getLogger(__name__)
 
-SHARP_SIZE = 128  # crops are measured at this size, so thresholds do not depend on resolution
-HASH_SIZE = 8  # dHash: 8x8 = 64 bits
 DEFAULT_MIN_SHARPNESS = 40.0
 DEFAULT_MIN_CHANGE = 5
 DEFAULT_RECENT = 8
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 SAVED, TOO_SOON, NO_FACE, BLURRED, DUPLICATE = "saved", "too_soon", "no_face", "blurred", "duplicate"
-
-
-# ----------------------------------------------------------------------------- measures (pure)
-
-
-def grey_thumb(rgb: np.ndarray, size: int = SHARP_SIZE) -> np.ndarray:
-    return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_AREA)
-
-
-def sharpness(grey: np.ndarray) -> float:
-    """Variance of the Laplacian (Pech-Pacheco et al. 2000): high for in-focus edges, low for blur."""
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
-
-
-def dhash(grey: np.ndarray, size: int = HASH_SIZE) -> int:
-    """Difference hash: is each pixel of a (size+1)x size thumbnail brighter than its right neighbour."""
-    small = cv2.resize(grey, (size + 1, size), interpolation=cv2.INTER_AREA).astype(np.int16)
-    bits = (small[:, 1:] > small[:, :-1]).reshape(-1)
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
-
-
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def write_new(path: Path, data: bytes) -> Path:
-    """Write `data` to `path`, or to `path` with the next free number, never overwriting a file.
-
-    Temporary file + fsync + hard link (link() fails if the name exists, atomically); where the
-    filesystem has no hard links (FAT/exFAT media), an O_EXCL reservation + rename.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        candidate = path
-        for n in range(2, 10_000):
-            try:
-                _place_exclusive(tmp, candidate)
-                return candidate
-            except FileExistsError:
-                candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
-        raise FaceedgeError(f"{path}: no free file name")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _place_exclusive(tmp: str, dst: Path) -> None:
-    """Give the finished file `tmp` the name `dst`; FileExistsError if `dst` exists."""
-    try:
-        os.link(tmp, dst)  # atomic, and fails if dst exists
-    except FileExistsError:
-        raise
-    except OSError:  # no hard links on this filesystem: reserve the name exclusively, then rename
-        os.close(os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        os.replace(tmp, dst)
 
 
 # ----------------------------------------------------------------------------- the frame loop

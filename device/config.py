@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import cv2
 import yaml
 
 from device.crop import CropConfig
@@ -165,3 +166,36 @@ def summary(cfg: DaemonConfig) -> str:
         f"source={cfg.source.type} crop={cfg.crop.mode} smoothing={cfg.decision.smoothing}"
         f"/{cfg.decision.window} outputs={','.join(outs)}"
     )
+
+
+def require_outputs(cfg: DaemonConfig, config: str | Path | None) -> None:
+    """A daemon whose results go nowhere is a mistake, not a run."""
+    if not any(getattr(cfg.outputs, name) is not None for name in type(cfg.outputs).field_names()):
+        where = f"{config}: key 'outputs'" if config else "no --config given, so key 'outputs'"
+        raise FaceedgeError(
+            f"{where}: no output configured, the results would go nowhere; add outputs.jsonl "
+            "(path: '-' for stdout), outputs.http or outputs.mqtt"
+        )
+
+
+def apply_opencv_threads(cfg: DaemonConfig) -> int:
+    """Size OpenCV's thread pool (see DaemonConfig.opencv_threads); returns the value set."""
+    n = cfg.opencv_threads
+    if n is None:
+        n = -1 if cfg.crop.mode == "face" else 1  # -1: OpenCV's default (all cores)
+    cv2.setNumThreads(n)
+    return n
+
+
+def check_limits(
+    *, max_frames: int | None = None, max_seconds: float | None = None, num_threads: int | None = None
+) -> None:
+    """Run limits below 1 are mistakes (0 used to mean one frame, or no limit at all): refuse them."""
+    if max_frames is not None and max_frames < 1:
+        raise FaceedgeError(f"--max_frames {max_frames}: must be >= 1 (leave it out to run until stopped)")
+    if max_seconds is not None and not max_seconds > 0:
+        raise FaceedgeError(f"--max_seconds {max_seconds:g}: must be > 0 (leave it out to run until stopped)")
+    if num_threads is not None and num_threads < 1:
+        raise FaceedgeError(
+            f"--num_threads {num_threads}: must be >= 1 (leave it out for the default: the cores but one)"
+        )

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,7 @@ def resize_to_input(rgb: np.ndarray, size_hw: Sequence[int], out: np.ndarray | N
 
     INTER_LINEAR uses half-pixel centres and no antialiasing, like training's
     `tf.image.resize(method="bilinear", antialias=False)`; the only difference is that OpenCV
-    rounds to uint8 (≤ 0.5 grey level, see tests/test_parity_preprocess.py). Pass a preallocated
+    rounds to uint8 (≤ 0.5 grey level, see tests/test_train_preprocess_parity.py). Pass a preallocated
     `out` (h, w, 3) uint8 buffer to resize without allocating in the per-frame loop. A frame that
     already has the size is returned as is (or copied into `out`).
     """
@@ -336,3 +337,75 @@ class Cropper:
 def _cut(rgb: np.ndarray, box: Box, faces: int) -> CropResult:
     x, y, w, h = box
     return CropResult(rgb[y : y + h, x : x + w], box, faces)
+
+
+# --------------------------------------------------------------------------- the model's input
+
+
+@dataclass
+class ModelInput:
+    """A frame made into the model's input, and what it took."""
+
+    pixels: np.ndarray | None  # (h, w, 3) uint8 RGB; None: nothing to classify in this frame
+    box: Box | None  # the crop box in the frame, when it was cropped here (not in the capture thread)
+    crop_ms: float
+    resize_ms: float
+    skipped: str | None = None  # why `pixels` is None: "no_roi" (face mode, no face) or "stale"
+
+
+class Preparer:
+    """Crop → resize: a frame made into the model's input, (h, w, 3) uint8 RGB of `size_hw`.
+
+    The daemon's capture thread calls `prepare` on every frame it keeps (the FrameGrabber's hook), so
+    that crop and resize overlap inference; it hands it BGR frames with ``bgr=True`` (OpenCV decodes
+    BGR): the channels are then swapped on the small resized image, not the whole frame (resize
+    treats channels independently, so resize-then-swap == swap-then-resize). The loop calls
+    `frame_input`, which takes what this preparer made in the capture thread, and crops and resizes
+    any other frame itself (face mode, which has no capture-thread hook; a frame prepared by the
+    hook a reload replaced). `image_input` is the same for one RGB image (`device check`).
+    """
+
+    def __init__(self, cropper: Cropper, size_hw: Sequence[int]) -> None:
+        self.cropper = cropper
+        self.size = (int(size_hw[0]), int(size_hw[1]))
+        self._scratch = np.empty(self.size + (3,), np.uint8)  # BGR frames: resized here, then swapped
+
+    def prepare(
+        self, image: np.ndarray, out: np.ndarray | None = None, *, bgr: bool = False
+    ) -> tuple[np.ndarray | None, dict[str, float]]:
+        """The capture thread's hook: (the model input, written into `out` when it fits, or None
+        when the crop found nothing; {"crop": ms, "resize": ms}). Keeps no reference to `image`."""
+        t0 = time.perf_counter()
+        crop = self.cropper(image)  # a view: the crop geometry does not depend on the channel order
+        t1 = time.perf_counter()
+        if crop.image is None:
+            return None, {}
+        if out is None or out.shape != self.size + (3,):
+            out = np.empty(self.size + (3,), np.uint8)
+        if bgr:
+            cv2.cvtColor(resize_to_input(crop.image, self.size, out=self._scratch), cv2.COLOR_BGR2RGB, dst=out)
+        else:
+            resize_to_input(crop.image, self.size, out=out)
+        return out, {"crop": (t1 - t0) * 1000.0, "resize": (time.perf_counter() - t1) * 1000.0}
+
+    def image_input(self, rgb: np.ndarray, out: np.ndarray | None = None) -> ModelInput:
+        """One RGB image cropped and resized here (into `out` when given)."""
+        t0 = time.perf_counter()
+        crop = self.cropper(rgb)
+        t1 = time.perf_counter()
+        if crop.image is None:
+            return ModelInput(None, None, (t1 - t0) * 1000.0, 0.0, "no_roi")
+        pixels = resize_to_input(crop.image, self.size, out=out)
+        return ModelInput(pixels, crop.box, (t1 - t0) * 1000.0, (time.perf_counter() - t1) * 1000.0)
+
+    def frame_input(self, frame, out: np.ndarray | None = None) -> ModelInput:
+        """The input of a captured frame (`device.sources.capture.Frame`): the one this preparer made
+        in the capture thread, else cropped and resized here from the frame's image."""
+        if frame.prepared is not None and frame.prepared_by is self:
+            return ModelInput(frame.prepared, None, frame.prep_ms["crop"], frame.prep_ms["resize"])
+        image = frame.image
+        if image is None:  # prepared by the hook a reload replaced; its pixels already recycled
+            return ModelInput(None, None, 0.0, 0.0, "stale")
+        if frame.channel_order == "BGR":  # read natively for a hook a reload replaced: rare
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return self.image_input(image, out)

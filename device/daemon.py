@@ -1,11 +1,9 @@
 """The device daemon: newest camera frame → crop → resize → classify → decide → outputs.
 
 Load once, infer many: the interpreter, the face detector and every buffer are made in `start()`;
-the per-frame path allocates nothing that matters (the resize writes into one preallocated input
-buffer, the capture thread recycles its frame buffers). Capture, crop and resize run in the
-capture thread (device/sources/capture.py), overlapping inference; a BGR source (OpenCV,
-picamera2 "RGB888") is read as is and the channels are swapped after the resize, on the model's
-input rather than the whole frame. The loop always takes the newest frame, so latency stays
+the per-frame path allocates nothing that matters. Capture, crop and resize (`device.crop.Preparer`)
+run in the capture thread (device/sources/capture.py), overlapping inference; BGR frames are swapped
+after the resize, on the small image. The loop always takes the newest frame, so latency stays
 bounded whatever the camera's rate.
 
 Use it from code (the benchmark does)::
@@ -13,62 +11,50 @@ Use it from code (the benchmark does)::
     with Daemon(load_config("configs/device.yaml"), model_dir="runs/latest") as d:   # start()
         stats = d.run(stop_event, max_frames=100, max_seconds=10, on_result=print)  # close() on exit
 
-Health (`Telemetry`, served by the HTTP output's /healthz): `starting` until the first result,
-`ok` while fresh results flow, `stalled` when no frame came for `capture.stall_seconds` (the
-capture thread meanwhile reopens the source with capped backoff), `error` when the source cannot
-work at all. Every result carries the capture time of its frame, and a frame older than
-`stall_seconds` is never classified: nothing stale is published as fresh.
+Health (`Telemetry`, /healthz): `starting` until the first result, `ok` while fresh results flow,
+`stalled` when no frame came for `capture.stall_seconds` (the capture thread meanwhile reopens the
+source with capped backoff), `error` when the source cannot work at all; a frame older than
+`stall_seconds` is never classified. systemd (`Notifier`): READY=1 after the first result;
+WATCHDOG=1 only after a fresh frame went through this loop; STOPPING=1 on exit.
 
-systemd (`Notifier`): READY=1 after the first result; WATCHDOG=1 only from this loop after a fresh
-frame was processed, so a capture call that never returns stops the pings and systemd restarts
-the service; STOPPING=1 on exit.
-
-Signals (`install_signal_handlers`, CLI only): SIGTERM/SIGINT set the stop event (clean exit
-within 2 s, camera closed); SIGHUP reloads config and model. The new model is first validated in
-a child process (`device check` via `device.check.validate_in_child`: manifest and sha256, shapes,
-one inference on its self-test image) so that a truncated or mismatched file - or one that crashes the runtime - is refused
-with one log line while the old model keeps serving.
+SIGHUP (`request_reload`) reloads config and model without stopping: device/reload.py. The command
+line, `python -m device run`, and its signal handlers are device/run.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from device.check import validate_in_child
-from device.config import DaemonConfig, load_config, source_from_arg
-from device.crop import Cropper, resize_to_input
+from device.config import DaemonConfig, apply_opencv_threads, check_limits
+from device.crop import Cropper, Preparer
 from device.decision import Decider
 from device.errors import FaceedgeError
-from device.imx500 import bind_source, load_classifier
+from device.imx500 import bind_source
 from device.liveview import FramePreview
-from device.manifest import resolve_model_dir
-from device.outputs import build_outputs, close_outputs, publish_all, publish_image, start_outputs
-from device.runtime import Classifier, LabelRule, load_runtime
+from device.outputs import build_outputs, close_outputs, publish_all, publish_image, replace_outputs, start_outputs
+from device.reload import Reload, Reloader, load_model, load_reload, model_dir_of, with_source
+from device.runtime import Classifier, LabelRule
 from device.service import Notifier
-from device.sources import FrameGrabber, FrameSource, SourceConfig, build_source
+from device.sources import FrameGrabber, FrameSource, build_source
 from device.telemetry import Telemetry
-from device.types import Output, Result
+from device.types import Output, Result, new_run_id
 
 log = logging.getLogger(__name__)
 
+MAX_CONSECUTIVE_FAILURES = 10  # frames raising in a row before the loop gives up
 # Per-result timings in ms (Result.stages_ms and Telemetry histograms of the same names):
 # frame_wait (loop blocked waiting for a frame), capture_wait (the frame's age: captured → taken by
 # the loop), crop, preprocess (resize + quantize into the input tensor), invoke, postprocess
 # (dequantize + decide), latency (capture → decided). Telemetry also gets `publish` (outputs) per
 # result and `capture` (one source.read() in the capture thread: decode + colour conversion) per frame.
-MAX_CONSECUTIVE_FAILURES = 10  # frames raising in a row before the loop gives up
-
 STAGES = ("frame_wait", "capture_wait", "crop", "preprocess", "invoke", "postprocess", "latency")
 
 
@@ -92,7 +78,7 @@ class Daemon:
         self.model_dir_arg = str(model_dir) if model_dir else None
         self.source_override = source_override
         if source_override:
-            self.config = self._with_source(config)
+            self.config = with_source(config, source_override)
         if not (self.model_dir_arg or self.config.model.dir):
             raise FaceedgeError("no model: pass --model-dir or set model.dir in the config")
         self.telemetry = telemetry or Telemetry(stall_after_s=self.config.capture.stall_seconds)
@@ -108,11 +94,8 @@ class Daemon:
         self.latest: Result | None = None
         self.stats: dict[str, Any] = {}
         self._input: np.ndarray | None = None
-        self._prepare_fn: Callable | None = None
-        self._reload_requested = threading.Event()
-        self._reload_thread: threading.Thread | None = None
-        self._pending: tuple[DaemonConfig, Classifier, Path] | None = None
-        self._pending_lock = threading.Lock()
+        self.preparer: Preparer | None = None  # crop → resize into the model input
+        self.reloader = Reloader(self._load_reload, on_start=self.notifier.reloading, on_refused=self._reload_refused)
         self._started = False
         self._closed = False
         self._t_start = 0.0
@@ -127,14 +110,14 @@ class Daemon:
             return self
         self._t_start = time.monotonic()
         cfg = self.config
-        self.model_dir = self._resolve_model(cfg)
-        self.classifier = self._load_classifier(self.model_dir, cfg)
+        self.model_dir = model_dir_of(cfg, self.model_dir_arg)
+        self.classifier = load_model(self.model_dir, cfg)
         bind_source(self.classifier, cfg)  # model and source must match (the AI Camera): fail before they open
         apply_opencv_threads(cfg)
         self.decider = Decider(cfg.decision, self.classifier.manifest)
         self.cropper = Cropper(cfg.crop)
         self._input = np.empty(self.classifier.input_size + (3,), np.uint8)
-        self._prepare_fn = self._make_prepare()
+        self.preparer = Preparer(self.cropper, self.classifier.input_size)
         self.telemetry.set_model(self.classifier.manifest.sha256, self.classifier.manifest)
         self.telemetry.set_status("starting", "waiting for the first frame")
         self.outputs = (
@@ -146,15 +129,9 @@ class Daemon:
         self._preview = self._make_preview()
         self._started = True  # from here on close() has something to release
         self.grabber = self._make_grabber(cfg).start()
+        counters = ("frames", "results", "no_roi", "no_outputs", "stale", "stalls", "reloads", "reloads_refused")
         self.stats = {
-            "frames": 0,
-            "results": 0,
-            "no_roi": 0,
-            "no_outputs": 0,
-            "stale": 0,
-            "stalls": 0,
-            "reloads": 0,
-            "reloads_refused": 0,
+            **dict.fromkeys(counters, 0),
             "start_to_first_result_s": None,
             "model_load_s": round(time.monotonic() - self._t_start, 4),
         }
@@ -227,10 +204,9 @@ class Daemon:
         failures = 0  # consecutive frames that raised
         g = self.grabber
         while not stop.is_set():
-            if self._reload_requested.is_set():
-                self._start_reload()
-            if self._pending is not None:
-                self._apply_reload()
+            ready = self.reloader.take()
+            if ready is not None:
+                self._apply_reload(ready)
                 g = self.grabber
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -290,32 +266,13 @@ class Daemon:
         self.stats["capture"] = g.stats.as_dict()
         return self.stats
 
-    def _make_prepare(self) -> Callable | None:
-        """The crop + resize to run in the capture thread, overlapping inference. Only for the
-        cheap crop modes: a face detector run on every captured frame would waste the CPU on
-        frames that are then dropped, so face mode crops in the loop, on the frames it classifies.
-        None for the AI Camera, which crops and classifies on the sensor."""
+    def _capture_preparer(self) -> Preparer | None:
+        """The preparer the capture thread runs. None in face mode (a detector run on every captured
+        frame would waste the CPU on frames then dropped: the loop crops the frames it classifies)
+        and for the AI Camera (it crops and classifies on the sensor)."""
         if self.config.crop.mode == "face" or self.classifier.on_sensor:
             return None
-        cropper, size = self.cropper, self.classifier.input_size
-        scratch = np.empty(size + (3,), np.uint8)  # BGR frames: resized here, then swapped into `out`
-
-        def prepare(image: np.ndarray, out: np.ndarray | None, bgr: bool = False):
-            t0 = time.perf_counter()
-            crop = cropper(image)  # a view: the crop geometry does not depend on the channel order
-            t1 = time.perf_counter()
-            if crop.image is None:
-                return None, {}
-            if out is None or out.shape[:2] != size:
-                out = np.empty(size + (3,), np.uint8)
-            if bgr:  # resize treats channels independently: resize-then-swap == swap-then-resize
-                cv2.cvtColor(resize_to_input(crop.image, size, out=scratch), cv2.COLOR_BGR2RGB, dst=out)
-            else:
-                resize_to_input(crop.image, size, out=out)
-            return out, {"crop": (t1 - t0) * 1000.0, "resize": (time.perf_counter() - t1) * 1000.0}
-
-        prepare.swaps_channels = True  # the grabber may hand it BGR frames (bgr=True)
-        return prepare
+        return self.preparer
 
     def _process(self, frame, wait_ms: float = 0.0) -> Result | None:
         """One frame through crop → resize → invoke → decide → publish; stage times in ms.
@@ -325,32 +282,20 @@ class Daemon:
         clf = self.classifier
         if clf.on_sensor:
             return self._process_sensor(frame, wait_ms)
-        box = None  # the crop box, when the loop cropped (the live view asks the cropper otherwise)
-        t0 = time.perf_counter()
         age_ms = (time.monotonic() - frame.mono) * 1000.0
-        if frame.prepared is not None and frame.prepared_by is self._prepare_fn:
-            x = frame.prepared
-            clf.set_input(x)
-            t1 = t0 - frame.prep_ms["resize"] / 1000.0  # report the capture thread's timings
-            t0 = t1 - frame.prep_ms["crop"] / 1000.0
-        else:
-            image = frame.image
-            if image is None:  # prepared by the hook a reload replaced; its pixels already recycled
+        model_input = self.preparer.frame_input(frame, out=self._input)  # here or in the capture thread
+        if model_input.pixels is None:
+            if model_input.skipped == "stale":
                 self.stats["stale"] += 1
                 self.telemetry.inc("stale_frames_discarded")
-                return None
-            if frame.channel_order == "BGR":  # read natively for a hook a reload replaced: rare
-                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            crop = self.cropper(image)
-            t1 = time.perf_counter()
-            if crop.image is None:  # face mode, no face: nothing to classify in this frame
+            else:  # face mode, no face: nothing to classify in this frame
                 self.stats["no_roi"] += 1
                 self.telemetry.inc("no_roi")
-                self.telemetry.observe("crop", (t1 - t0) * 1000.0)
-                return None
-            x = resize_to_input(crop.image, clf.input_size, out=self._input)
-            clf.set_input(x)
-            box = crop.box
+                self.telemetry.observe("crop", model_input.crop_ms)
+            return None
+        x = model_input.pixels
+        t1 = time.perf_counter()
+        clf.set_input(x)
         t2 = time.perf_counter()
         clf.invoke()
         t3 = time.perf_counter()
@@ -360,13 +305,13 @@ class Daemon:
         stages = {
             "frame_wait": wait_ms,  # loop idle, waiting for the source
             "capture_wait": age_ms,  # captured → taken by the loop (the frame's age)
-            "crop": (t1 - t0) * 1000.0,
-            "preprocess": (t2 - t1) * 1000.0,
+            "crop": model_input.crop_ms,
+            "preprocess": model_input.resize_ms + (t2 - t1) * 1000.0,  # resize + set_input
             "invoke": (t3 - t2) * 1000.0,
             "postprocess": (t4 - t3) * 1000.0,
             "latency": (time.monotonic() - frame.mono) * 1000.0,  # capture → decided
         }
-        return self._emit(frame, d, scores, stages, x, t4, box)
+        return self._emit(frame, d, scores, stages, x, t4, model_input.box)
 
     def _process_sensor(self, frame, wait_ms: float) -> Result | None:
         """One AI Camera frame: the sensor ran the model on it, the Pi only reads its output tensor
@@ -400,25 +345,7 @@ class Daemon:
         box=None,
     ) -> Result:
         """Publish one decided frame: result, outputs, telemetry, readiness (both paths)."""
-        clf = self.classifier
-        file, index = frame.position
-        result = Result(
-            frame_id=frame.frame_id,
-            timestamp=frame.timestamp,
-            label=d.label,
-            score=d.score,
-            smoothed_label=d.smoothed_label,
-            smoothed_score=d.smoothed_score,
-            event=d.event,
-            stages_ms=stages,
-            scores=scores.tolist(),
-            model_sha256=clf.manifest.sha256,
-            score_labels=score_labels(clf.manifest),
-            run_id=self.run_id,
-            source=self.config.source.type,
-            file=file,
-            frame_index=index,
-        )
+        result = Result.of(frame, d, scores, stages, self.classifier.manifest, self.run_id, self.config.source.type)
         self.telemetry.result_published(result)
         publish_all(self.outputs, result)
         if self.config.expose_images and image is not None:
@@ -442,45 +369,29 @@ class Daemon:
 
     # ------------------------------------------------------------------------------- reload
     def request_reload(self) -> None:
-        """Ask for a config + model reload (safe to call from a signal handler)."""
-        self._reload_requested.set()
+        """Ask for a config + model reload (safe to call from a signal handler; see device/reload.py)."""
+        self.reloader.request()
 
-    def _start_reload(self) -> None:
-        self._reload_requested.clear()
-        if self._reload_thread is not None and self._reload_thread.is_alive():
-            log.info("reload already in progress; request merged")
-            return
-        self.notifier.reloading()
-        self._reload_thread = threading.Thread(target=self._prepare_reload, name="reload", daemon=True)
-        self._reload_thread.start()
+    def _load_reload(self) -> Reload:
+        """The reload thread: the config again and its model, validated; the loop serves meanwhile."""
+        return load_reload(
+            self.config_path,
+            self.config,
+            model_dir_arg=self.model_dir_arg,
+            source_override=self.source_override,
+            outputs_required=self._outputs_given is None and bool(self.outputs),
+        )
 
-    def _prepare_reload(self) -> None:
-        """Reload thread: read config, validate the model in a child process, then load it here.
-        The main loop keeps classifying with the old model meanwhile."""
+    def _reload_refused(self, e: FaceedgeError) -> None:
         old = self.classifier
-        try:
-            cfg = load_config(self.config_path) if self.config_path else self.config
-            if self._outputs_given is None and self.outputs:  # a reload must not turn every output off
-                require_outputs(cfg, self.config_path)
-            cfg = self._with_source(cfg)
-            mdir = self._resolve_model(cfg)
-            validate_in_child(mdir, config=self.config_path, timeout_s=cfg.model.validate_timeout_s)
-            clf = self._load_classifier(mdir, cfg)
-            bind_source(clf, cfg)
-        except FaceedgeError as e:
-            self.stats["reloads_refused"] += 1
-            self.telemetry.inc("reloads_refused")
-            log.error("reload refused: %s; still serving %s (sha256 %s)", e, old.model_path, old.manifest.sha256[:12])
-            self.notifier.ready(f"reload refused: {e}")
-            return
-        with self._pending_lock:
-            self._pending = (cfg, clf, mdir)
+        self.stats["reloads_refused"] += 1
+        self.telemetry.inc("reloads_refused")
+        log.error("reload refused: %s; still serving %s (sha256 %s)", e, old.model_path, old.manifest.sha256[:12])
+        self.notifier.ready(f"reload refused: {e}")
 
-    def _apply_reload(self) -> None:
+    def _apply_reload(self, ready: Reload) -> None:
         """Main loop: swap in the validated model and the new config sections, at a frame boundary."""
-        with self._pending_lock:
-            cfg, clf, mdir = self._pending
-            self._pending = None
+        cfg, clf, mdir = ready.config, ready.classifier, ready.model_dir
         old_cfg, old_clf = self.config, self.classifier
         self.classifier, self.model_dir, self.config = clf, mdir, cfg
         self._input = np.empty(clf.input_size + (3,), np.uint8)
@@ -488,21 +399,14 @@ class Daemon:
         if cfg.crop != old_cfg.crop:
             self.cropper = Cropper(cfg.crop)
         apply_opencv_threads(cfg)
-        self._prepare_fn = self._make_prepare()  # frames prepared by the old hook are redone in the loop
-        self.grabber.prepare = self._prepare_fn
-        if cfg.outputs != old_cfg.outputs or cfg.expose_images != old_cfg.expose_images:
-            if self._outputs_given is None:
-                close_outputs(self.outputs)
-                try:
-                    self.outputs = build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
-                    start_outputs(self.outputs)
-                except FaceedgeError as e:  # e.g. the new port is taken: keep the old outputs
-                    log.error("reload: new outputs refused (%s); keeping the previous ones", e)
-                    self.config = cfg = cfg.model_copy(
-                        update={"outputs": old_cfg.outputs, "expose_images": old_cfg.expose_images}
-                    )
-                    self.outputs = build_outputs(cfg.outputs, self.telemetry, expose_images=cfg.expose_images)
-                    start_outputs(self.outputs)
+        self.preparer = Preparer(self.cropper, clf.input_size)  # frames the old one prepared are redone in the loop
+        self.grabber.prepare = self._capture_preparer()
+        if self._outputs_given is None and (cfg.outputs, cfg.expose_images) != (old_cfg.outputs, old_cfg.expose_images):
+            self.outputs, started = replace_outputs(self.outputs, cfg, old_cfg, self.telemetry)
+            if not started:  # e.g. the new port is taken: the previous outputs run again
+                self.config = cfg = cfg.model_copy(
+                    update={"outputs": old_cfg.outputs, "expose_images": old_cfg.expose_images}
+                )
         self._preview = self._make_preview()
         self.grabber.keep_images = cfg.expose_images  # the live view needs the whole frame
         # the AI Camera loads its network when it opens: a new imx500 model means reopening it
@@ -523,20 +427,6 @@ class Daemon:
         self.notifier.ready(f"reloaded model {clf.manifest.sha256[:12]}")
 
     # ------------------------------------------------------------------------------- helpers
-    def _with_source(self, cfg: DaemonConfig) -> DaemonConfig:
-        if not self.source_override:
-            return cfg
-        src: SourceConfig = source_from_arg(self.source_override, cfg.source)
-        return cfg.model_copy(update={"source": src})
-
-    def _resolve_model(self, cfg: DaemonConfig) -> Path:
-        return resolve_model_dir(self.model_dir_arg or cfg.model.dir, cfg.model.variant)
-
-    @staticmethod
-    def _load_classifier(mdir: Path, cfg: DaemonConfig) -> Classifier | LabelRule:
-        runtime = load_runtime(cfg.model.runtime) if cfg.model.runtime else None
-        return load_classifier(mdir, num_threads=cfg.model.num_threads, runtime=runtime)
-
     def _make_grabber(self, cfg: DaemonConfig) -> FrameGrabber:
         source = bind_source(self.classifier, cfg)  # the AI Camera gets the model's network file
         factory = self._source_factory or (lambda: build_source(source))
@@ -544,7 +434,11 @@ class Daemon:
         # and keeps its frames): one full-size buffer in flight instead of up to four. The live view
         # (expose_images) shows whole frames, so it keeps them.
         return FrameGrabber(
-            factory, cfg.capture, telemetry=self.telemetry, prepare=self._prepare_fn, keep_images=cfg.expose_images
+            factory,
+            cfg.capture,
+            telemetry=self.telemetry,
+            prepare=self._capture_preparer(),
+            keep_images=cfg.expose_images,
         )
 
     def _make_preview(self) -> FramePreview | None:
@@ -554,168 +448,3 @@ class Daemon:
         cropper = self.cropper
         box_of = None if self.config.crop.mode == "face" else (lambda rgb: cropper(rgb).box)
         return FramePreview(self.outputs, box_of)
-
-
-def new_run_id() -> str:
-    """`<UTC start time>-<6 hex digits>`: sorts by time, unique across restarts and devices."""
-    import secrets
-
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-def score_labels(manifest) -> tuple[str, ...]:
-    """The label each entry of the model's output is the probability of: the positive label for a
-    sigmoid (one output, P(positive)), every label in order for a softmax."""
-    if manifest.output_kind == "sigmoid":
-        return (manifest.positive_label,)
-    return tuple(manifest.labels)
-
-
-def apply_opencv_threads(cfg: DaemonConfig) -> int:
-    """Size OpenCV's thread pool (see DaemonConfig.opencv_threads); returns the value set."""
-    n = cfg.opencv_threads
-    if n is None:
-        n = -1 if cfg.crop.mode == "face" else 1  # -1: OpenCV's default (all cores)
-    cv2.setNumThreads(n)
-    return n
-
-
-def check_limits(
-    *, max_frames: int | None = None, max_seconds: float | None = None, num_threads: int | None = None
-) -> None:
-    """Run limits below 1 are mistakes (0 used to mean one frame, or no limit at all): refuse them."""
-    if max_frames is not None and max_frames < 1:
-        raise FaceedgeError(f"--max_frames {max_frames}: must be >= 1 (leave it out to run until stopped)")
-    if max_seconds is not None and not max_seconds > 0:
-        raise FaceedgeError(f"--max_seconds {max_seconds:g}: must be > 0 (leave it out to run until stopped)")
-    if num_threads is not None and num_threads < 1:
-        raise FaceedgeError(
-            f"--num_threads {num_threads}: must be >= 1 (leave it out for the default: the cores but one)"
-        )
-
-
-def require_outputs(cfg: DaemonConfig, config: str | os.PathLike | None) -> None:
-    """A daemon whose results go nowhere is a mistake, not a run."""
-    if not any(getattr(cfg.outputs, name) is not None for name in type(cfg.outputs).field_names()):
-        where = f"{config}: key 'outputs'" if config else "no --config given, so key 'outputs'"
-        raise FaceedgeError(
-            f"{where}: no output configured, the results would go nowhere; add outputs.jsonl "
-            "(path: '-' for stdout), outputs.http or outputs.mqtt"
-        )
-
-
-# ----------------------------------------------------------------------------------- signals + CLI
-
-
-def install_signal_handlers(stop: threading.Event, daemon: Daemon | None = None) -> None:
-    """SIGTERM/SIGINT → stop; SIGHUP → reload. Main thread only (Python's rule for signals)."""
-
-    def _stop(signum, _frame):
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    if daemon is not None:
-        signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
-
-
-def run(
-    config: str | os.PathLike | None,
-    *,
-    model_dir: str | None = None,
-    source: str | None = None,
-    num_threads: int | None = None,
-    max_frames: int | None = None,
-    max_seconds: float | None = None,
-    stop: threading.Event | None = None,
-    handle_signals: bool = False,
-) -> dict[str, Any]:
-    """`device run`: load config, start the daemon, classify until stopped. Returns stats."""
-    check_limits(max_frames=max_frames, max_seconds=max_seconds, num_threads=num_threads)
-    cfg = load_config(config)
-    require_outputs(cfg, config)
-    if num_threads is not None:
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"num_threads": num_threads})})
-    stop = stop or threading.Event()
-    daemon = Daemon(cfg, model_dir=model_dir, config_path=config, source_override=source)
-    if handle_signals:
-        install_signal_handlers(stop, daemon)
-    with daemon:
-        return daemon.run(stop, max_frames=max_frames, max_seconds=max_seconds)
-
-
-def add_parser(subparsers) -> None:
-    import argparse
-
-    p = subparsers.add_parser(
-        "run",
-        help="run the daemon: camera → classifier → outputs",
-        description="Classify camera frames on-device until SIGTERM/SIGINT (SIGHUP reloads config and model).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--config", type=Path, default=None, help="device YAML config (default: all defaults)")
-    p.add_argument(
-        "--model_dir",
-        "--model-dir",
-        dest="model_dir",
-        type=str,
-        default=None,
-        help="model dir or run dir (overrides model.dir)",
-    )
-    p.add_argument(
-        "--source",
-        type=str,
-        default=None,
-        help="override the config's source: synthetic, picamera2, a camera index, a video file, "
-        "a URL, an image folder or glob",
-    )
-    p.add_argument(
-        "--num_threads",
-        "--num-threads",
-        dest="num_threads",
-        type=int,
-        default=None,
-        help="interpreter threads (overrides model.num_threads; default the cores but one, at least 1)",
-    )
-    p.add_argument(
-        "--max_frames", "--max-frames", dest="max_frames", type=int, default=None, help="stop after this many results"
-    )
-    p.add_argument(
-        "--max_seconds",
-        "--max-seconds",
-        dest="max_seconds",
-        type=float,
-        default=None,
-        help="stop after this many seconds",
-    )
-    p.add_argument(
-        "--validate_config",
-        "--validate-config",
-        dest="validate_only",
-        action="store_true",
-        help="only validate --config and exit",
-    )
-    p.set_defaults(func=_cmd_run)
-
-
-def _cmd_run(args) -> int:
-    from device.config import summary
-
-    cfg = load_config(args.config)  # validated before logging is configured from it
-    if args.validate_only:
-        print(f"ok: {args.config or '(defaults)'}: {summary(cfg)}")
-        return 0
-    if getattr(args, "log_level", None) is None:
-        logging.getLogger().setLevel(cfg.log_level)
-    stats = run(
-        args.config,
-        model_dir=args.model_dir,
-        source=args.source,
-        num_threads=args.num_threads,
-        max_frames=args.max_frames,
-        max_seconds=args.max_seconds,
-        handle_signals=True,
-    )
-    log.info("run stats: %s", json.dumps({k: v for k, v in stats.items() if k != "capture"}))
-    return 0

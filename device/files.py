@@ -20,10 +20,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over `path`."""
-    import tempfile  # here: with random, shutil, bz2 and lzma ~0.8 MB the daemon never needs at run time
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here, not at the top: with random, shutil, bz2 and lzma ~0.8 MB the daemon never needs
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -76,3 +76,58 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def link_new(src: str | os.PathLike, dst: str | os.PathLike, *, move: bool = False) -> Path:
+    """Give the file `src` the name `dst`, or the next free ``<stem>_<n><suffix>``; never overwrites.
+
+    A hard link (atomic, and it fails when the name exists); where the filesystem has no hard links
+    (FAT/exFAT media, another filesystem), the name is reserved with O_EXCL and `src` is moved there
+    (`move`) or copied into it. Returns the name used.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    candidate = dst
+    for n in range(2, 100_000):
+        try:
+            os.link(src, candidate)
+            return candidate
+        except FileExistsError:
+            candidate = dst.with_name(f"{dst.stem}_{n}{dst.suffix}")
+            continue
+        except OSError:  # no hard links here
+            pass
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            candidate = dst.with_name(f"{dst.stem}_{n}{dst.suffix}")
+            continue
+        if move:
+            os.close(fd)
+            os.replace(src, candidate)
+        else:
+            with os.fdopen(fd, "wb") as f, open(src, "rb") as s:
+                import shutil
+
+                shutil.copyfileobj(s, f)
+        return candidate
+    raise FaceedgeError(f"{dst}: no free file name")
+
+
+def write_new(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path`, or to `path` with the next free number (`link_new`), never
+    overwriting a file: a temporary file, fsynced, then given its name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: see atomic_write_bytes
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return link_new(tmp, path, move=True)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

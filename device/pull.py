@@ -20,11 +20,9 @@ Hidden folders (``.pull``, ``.trash``) are skipped by training's data loader.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import re
-import shutil
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ from pathlib import Path
 
 from device.ssh import Host, Ssh, explain_ssh_failure, parse_hosts
 from device.errors import FaceedgeError
-from device.files import require_writable_dir
+from device.files import link_new, require_writable_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +67,6 @@ def check_remote_path(path: str) -> str:
     return p
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def images_under(root: Path, *, skip: tuple[str, ...] = ()) -> list[Path]:
     """Image files under `root`, sorted; top-level folders named in `skip` left out."""
     out = []
@@ -88,28 +78,6 @@ def images_under(root: Path, *, skip: tuple[str, ...] = ()) -> list[Path]:
             if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
                 out.append(Path(dirpath) / name)
     return out
-
-
-def place_new(src: Path, dst: Path) -> Path:
-    """Give `src`'s content the name `dst`, or the next free `<stem>_<n><suffix>`; never overwrites."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    candidate = dst
-    for n in range(2, 100_000):
-        try:
-            os.link(src, candidate)  # atomic, and fails if the name exists
-            return candidate
-        except FileExistsError:
-            candidate = dst.with_name(f"{dst.stem}_{n}{dst.suffix}")
-        except OSError:  # no hard links here (another filesystem, FAT): an exclusive copy
-            try:
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                candidate = dst.with_name(f"{dst.stem}_{n}{dst.suffix}")
-                continue
-            with os.fdopen(fd, "wb") as f, open(src, "rb") as s:
-                shutil.copyfileobj(s, f)
-            return candidate
-    raise FaceedgeError(f"{dst}: no free file name")
 
 
 def rsync_argv(ssh: Ssh, host: Host, remote: str, cache: Path) -> list[str]:
@@ -151,15 +119,15 @@ def pull(host: Host, ssh: Ssh, remote: str, out: Path) -> PullStats:
             raise FaceedgeError(f"--remote-data {remote}: no such folder on {host.dest} (collect there first)")
         raise FaceedgeError(f"pull from {host.dest}: rsync exit {p.returncode}: {p.stderr.strip()[-300:]}")
     stats = PullStats()
-    known = {sha256_of(f) for f in images_under(out, skip=(CACHE,))}  # labels, persons and .trash
+    known = {sha256_file(f) for f in images_under(out, skip=(CACHE,))}  # labels, persons and .trash
     for f in images_under(cache):
         stats.fetched += 1
-        digest = sha256_of(f)
+        digest = sha256_file(f)
         if digest in known:
             stats.duplicates += 1
             continue
         rel = f.relative_to(cache)
-        placed = place_new(f, out / rel)
+        placed = link_new(f, out / rel)
         known.add(digest)
         stats.new += 1
         stats.renamed += placed != out / rel

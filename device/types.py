@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from device.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,31 @@ class Result:
     source: str = ""  # the frame source's type (picamera2, opencv, images, synthetic, imx500)
     file: str | None = None  # image folders: the file the frame came from
     frame_index: int | None = None  # video files and image folders: 0-based position of the frame
+
+    @classmethod
+    def of(
+        cls, frame: Any, decision: Any, scores: Any, stages: dict[str, float], manifest: Any, run_id: str, source: str
+    ):
+        """The result of a captured `frame` (device.sources.capture.Frame) the model scored and the
+        Decider decided (`decision`), with its stage timings."""
+        file, index = frame.position
+        return cls(
+            frame_id=frame.frame_id,
+            timestamp=frame.timestamp,
+            label=decision.label,
+            score=decision.score,
+            smoothed_label=decision.smoothed_label,
+            smoothed_score=decision.smoothed_score,
+            event=decision.event,
+            stages_ms=stages,
+            scores=scores.tolist(),
+            model_sha256=manifest.sha256,
+            score_labels=score_labels(manifest),
+            run_id=run_id,
+            source=source,
+            file=file,
+            frame_index=index,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form every output publishes (scores rounded to 1e-6, stages to 1 µs).
@@ -79,19 +107,30 @@ class Output(abc.ABC):
     def close(self) -> None:
         """Flush and release resources; called once at shutdown (within the 2 s SIGTERM budget)."""
 
+    def publish_image(self, rgb) -> None:
+        """The crop the model classified last (HxWx3 uint8 RGB, the caller's to give away), for
+        `/latest.jpg`. Only called when `expose_images` is on; outputs that serve no images ignore it."""
+
     def publish_frame(self, rgb, box) -> None:
         """The live view (device/liveview.py): a downscaled copy of a recent frame (HxWx3 uint8 RGB,
         the caller's to give away) and the crop box in its pixels (x, y, w, h), or None. Only called
         when `expose_images` is on; outputs that show no images ignore it."""
 
 
-OUTPUT_TYPES: dict[str, type[Output]] = {}
+OUTPUT_TYPES: Registry[type[Output]] = Registry("outputs")
+register_output = OUTPUT_TYPES.register  # class decorator: an Output under `outputs: {name: ...}`
 
 
-def register_output(name: str):
-    def deco(cls: type[Output]) -> type[Output]:
-        cls.type = name
-        OUTPUT_TYPES[name] = cls
-        return cls
+def new_run_id() -> str:
+    """`<UTC start time>-<6 hex digits>`: sorts by time, unique across restarts and devices."""
+    import secrets
 
-    return deco
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def score_labels(manifest) -> tuple[str, ...]:
+    """The label each entry of the model's output is the probability of: the positive label for a
+    sigmoid (one output, P(positive)), every label in order for a softmax."""
+    if manifest.output_kind == "sigmoid":
+        return (manifest.positive_label,)
+    return tuple(manifest.labels)

@@ -20,7 +20,7 @@ from convert.quantize import QuantizationConfig
 from device.errors import FaceedgeError
 from device.files import sha256_file
 from device.manifest import load_manifest
-from tests.convert_fixtures import SIZE, make_tiny_run, write_images
+from tests.helpers.tiny_run import SIZE, make_tiny_run, write_images
 
 # Stated tolerance: the int8 model's dequantized P(open) is within 0.02 of the Keras model's on every
 # image (the uint8 output's step is 1/256 ≈ 0.0039; input, weights and activations add a little).
@@ -137,6 +137,26 @@ def test_manifests_complete_and_sha256_correct(tiny_run, converted):
     assert not [p for p in (tiny_run / "export").iterdir() if p.name.startswith(".")]
 
 
+def test_each_model_carries_a_selftest_that_device_check_passes(tiny_run, converted):
+    """export/<variant>/selftest.{png,json}: an image of persons the model never trained on, at the
+    model's input size, that the model gets right; `device check` classifies it to the recorded score."""
+    from device import check
+    from device.crop import load_image_rgb
+
+    splits = {r["path"]: r for r in csv.DictReader(open(tiny_run / "splits.csv"))}
+    for variant in ("int8", "float32", "float16"):
+        mdir = tiny_run / "export" / variant
+        spec = json.loads((mdir / "selftest.json").read_text())
+        assert spec == converted["variants"][variant]["selftest"]
+        assert spec["image"] == "selftest.png" and load_image_rgb(mdir / "selftest.png").shape == (SIZE, SIZE, 3)
+        row = next(r for p, r in splits.items() if str(spec["from"]).endswith(p) or p.endswith(str(spec["from"])))
+        assert spec["split"] == row["split"] == "unseen_persons" and spec["true_label"] == row["label"]
+        assert spec["expect"] == spec["true_label"]  # a right answer, as `pick` prefers
+        report = check.run(model_dir=mdir, runs=1)
+        assert report["ok"] and report["image"] == str(mdir / "selftest.png")
+        assert report["label"] == spec["expect"] and report["score"] == pytest.approx(spec["score"], abs=1e-6)
+
+
 def test_convert_json_and_report_section(tiny_run, converted):
     data = json.loads((tiny_run / "convert.json").read_text())
     assert data == json.loads(json.dumps(converted))  # what run() returned is what was written
@@ -175,7 +195,7 @@ def test_rerun_replaces_section_and_models_atomically(tiny_run, converted, tmp_p
     run2 = _copy_run(tiny_run, tmp_path / "run2")
     first = run(run2, variants=["float32"])
     sha_first = first["variants"]["float32"]["sha256"]
-    assert main(["--run", str(run2), "--variants", "float32", "--log_level", "WARNING"]) == 0
+    assert main(["--run", str(run2), "--variants", "float32", "--log-level", "WARNING"]) == 0
     report = (run2 / "report.md").read_text()
     assert report.count("## Conversion") == 1 and report.startswith("# Run tiny")
     assert load_manifest(run2 / "export" / "float32")[0].sha256 == sha_first  # deterministic conversion
@@ -192,7 +212,7 @@ def _black_train_rows(tmp_path: Path) -> list[list[str]]:
 
 def test_gate_rejects_int8_calibrated_on_black_images(tiny_run, tmp_path, capsys):
     bad = _copy_run(tiny_run, tmp_path / "bad", train_rows=_black_train_rows(tmp_path))
-    rc = main(["--run", str(bad), "--variants", "int8", "--log_level", "ERROR"])
+    rc = main(["--run", str(bad), "--variants", "int8", "--log-level", "ERROR"])
     assert rc == 1
     captured = capsys.readouterr()
     assert "error: gate: int8 unseen_persons: agreement with the float model" in captured.err
@@ -218,14 +238,14 @@ def test_rejected_conversion_never_replaces_the_published_model(tiny_run, tmp_pa
     re-run replaces the good one and removes the stale .rejected/ it supersedes."""
     run_dir = _copy_run(tiny_run, tmp_path / "run")
     good_splits = (run_dir / "splits.csv").read_text()
-    assert main(["--run", str(run_dir), "--variants", "int8", "--log_level", "ERROR"]) == 0
+    assert main(["--run", str(run_dir), "--variants", "int8", "--log-level", "ERROR"]) == 0
     good = (run_dir / "export" / "int8" / "manifest.json").read_bytes()
     good_model = (run_dir / "export" / "int8" / "model.tflite").read_bytes()
     capsys.readouterr()
 
     _copy_run(tiny_run, tmp_path / "tmp", train_rows=_black_train_rows(tmp_path))
     (run_dir / "splits.csv").write_text((tmp_path / "tmp" / "splits.csv").read_text())
-    assert main(["--run", str(run_dir), "--variants", "int8", "--log_level", "ERROR"]) == 1
+    assert main(["--run", str(run_dir), "--variants", "int8", "--log-level", "ERROR"]) == 1
     out = capsys.readouterr().out
     assert (run_dir / "export" / "int8" / "manifest.json").read_bytes() == good
     assert (run_dir / "export" / "int8" / "model.tflite").read_bytes() == good_model
@@ -237,7 +257,7 @@ def test_rejected_conversion_never_replaces_the_published_model(tiny_run, tmp_pa
     assert load_manifest(run_dir)[0].sha256 == sha  # what the device loads from the run: the good model
 
     (run_dir / "splits.csv").write_text(good_splits)
-    assert main(["--run", str(run_dir), "--variants", "int8", "--log_level", "ERROR"]) == 0
+    assert main(["--run", str(run_dir), "--variants", "int8", "--log-level", "ERROR"]) == 0
     assert not (run_dir / "export" / "int8.rejected").exists()
     assert json.loads((run_dir / "export" / "int8" / "manifest.json").read_text())["status"] == "published"
     assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["int8"]
@@ -249,7 +269,7 @@ def test_chance_level_model_is_never_published_and_device_check_refuses_it(tmp_p
     import keras
 
     from device import check
-    from tests.conftest import build_tiny_keras_model
+    from tests.helpers.models import build_tiny_keras_model
 
     model, _ = build_tiny_keras_model()
     last = model.layers[-1]
@@ -257,7 +277,7 @@ def test_chance_level_model_is_never_published_and_device_check_refuses_it(tmp_p
     last.set_weights([np.zeros_like(w), np.full_like(b, 2.0)])  # sigmoid(2) = 0.88 for every image
     run_dir = make_tiny_run(tmp_path, model=model)
     assert keras.models.load_model(run_dir / "model.keras").predict(np.zeros((1, SIZE, SIZE, 3)), verbose=0)[0, 0] > 0.5
-    assert main(["--run", str(run_dir), "--log_level", "ERROR"]) == 1
+    assert main(["--run", str(run_dir), "--log-level", "ERROR"]) == 1
     err = capsys.readouterr().err
     assert "error: gate: int8 unseen_persons: not better than chance: 30 of 60 right" in err
     assert "error: gate: float32 unseen_persons: not better than chance" in err
@@ -385,7 +405,7 @@ def test_empty_calibration_set(tiny_run, tmp_path, capsys):
     bad = _copy_run(tiny_run, tmp_path / "bad", train_rows=[])
     assert main(["--run", str(bad)]) == 2
     assert "calibration set is empty" in _error_line(capsys)
-    assert main(["--run", str(tiny_run), "--calibration_images", "0"]) == 2
+    assert main(["--run", str(tiny_run), "--calibration-images", "0"]) == 2
     assert "calibration_images=0" in _error_line(capsys)
     _assert_nothing_written(bad)
     with pytest.raises(FaceedgeError, match="at least one image"):
@@ -393,7 +413,7 @@ def test_empty_calibration_set(tiny_run, tmp_path, capsys):
 
 
 def test_bad_options_name_the_key(tiny_run, capsys):
-    assert main(["--run", str(tiny_run), "--min_agreement", "1.5"]) == 2
+    assert main(["--run", str(tiny_run), "--min-agreement", "1.5"]) == 2
     assert "min_agreement" in _error_line(capsys)
     with pytest.raises(SystemExit):
         main(["--run", str(tiny_run), "--variants", "int4"])
@@ -591,7 +611,7 @@ def test_failure_during_conversion_leaves_nothing(tiny_run, tmp_path, capsys):
     bad_img.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     bad = _copy_run(tiny_run, tmp_path / "bad", train_rows=[[str(bad_img), "open", "px", "train"]])
     report_before = (bad / "report.md").read_text()
-    assert main(["--run", str(bad), "--log_level", "ERROR"]) == 2
+    assert main(["--run", str(bad), "--log-level", "ERROR"]) == 2
     line = _error_line(capsys)
     assert str(bad_img) in line and "calibration image cannot be decoded" in line
     assert not (bad / "export").exists() and not (bad / "convert.json").exists()

@@ -32,8 +32,8 @@ def test_make_demo_small_then_resumed(tmp_path):
     data, runs = tmp_path / "data", tmp_path / "runs"
     args = shlex.join(
         [
-            "--data_args",
-            "--persons 8 --images_per_person 40 --size 96",
+            "--data-args",
+            "--persons 8 --images-per-person 40 --size 96",
             "--set",
             "model.input_size=64",
             "--set",
@@ -42,9 +42,9 @@ def test_make_demo_small_then_resumed(tmp_path):
             "training.patience=0",
             "--set",
             f"run.runs_dir={runs}",
-            "--frames_per_image",
+            "--frames-per-image",
             "2",
-            "--bench_seconds",
+            "--bench-seconds",
             "0.5",
         ]
     )
@@ -97,12 +97,12 @@ def test_make_demo_small_then_resumed(tmp_path):
 
     # resumable: the video stage alone (its own target), then the demo from the device stage on
     (run_dir / "demo" / "unseen_persons.avi").unlink()
-    proc = make("video", f"RUN={run_dir}", "ARGS=--frames_per_image 1")
+    proc = make("video", f"RUN={run_dir}", "ARGS=--frames-per-image 1")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "==> [4/6] video" in proc.stdout and "==> [5/6]" not in proc.stdout
     assert (run_dir / "demo" / "unseen_persons.avi").is_file()
     assert len(list(csv.DictReader(open(run_dir / "demo" / "unseen_persons.csv")))) == len(unseen)
-    proc = make("demo", "FROM=device", f"RUN={run_dir}", "ARGS=--bench_seconds 0.5")
+    proc = make("demo", "FROM=device", f"RUN={run_dir}", "ARGS=--bench-seconds 0.5")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "==> [5/6] device" in proc.stdout and "==> [6/6] bench" in proc.stdout
     assert "==> [3/6]" not in proc.stdout and "==> [1/6]" not in proc.stdout and "(from device)" in proc.stdout

@@ -142,7 +142,7 @@ def test_missing_environment_says_how_to_make_it(monkeypatch, tmp_path):
 
 
 def test_convert_without_the_environment_or_with_a_saved_model_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
-    from tests.convert_fixtures import make_tiny_run
+    from tests.helpers.tiny_run import make_tiny_run
 
     run = make_tiny_run(tmp_path)
     monkeypatch.setenv(env.ENV_VAR, str(tmp_path / "no-env" / "python"))
@@ -180,7 +180,7 @@ def test_convert_without_the_environment_or_with_a_saved_model_is_one_line_and_w
             "imx500",
             "--labels",
             "closed,open",
-            "--positive_label",
+            "--positive-label",
             "open",
         ],
         capture_output=True,
@@ -269,7 +269,7 @@ def test_a_weight_mismatch_in_the_rebuild_is_one_line(models, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_run_converted_for_int8_and_imx500_then_classified_on_the_fake_ai_camera(tmp_path, picam, monkeypatch):
-    """A training run (tests/convert_fixtures: 32x32 raw-RGB-in CNN, real PNG splits) → `convert
+    """A training run (tests/helpers/tiny_run.py: 32x32 raw-RGB-in CNN, real PNG splits) → `convert
     --variants int8,imx500` → both published, the MCT simulation deciding like the float model on every
     split, packerOut.zip fitting in the chip; then the daemon, on the fake AI Camera showing the
     verification images with the simulation's outputs, decides as the simulation does."""
@@ -280,8 +280,8 @@ def test_run_converted_for_int8_and_imx500_then_classified_on_the_fake_ai_camera
     from device.daemon import Daemon
     from device.imx500 import Imx500Classifier
     from device.manifest import load_manifest
-    from tests.convert_fixtures import make_tiny_run
     from tests.fakes import imx500 as fake_imx500
+    from tests.helpers.tiny_run import make_tiny_run
 
     run = make_tiny_run(tmp_path)
     built = []

@@ -9,7 +9,7 @@ so equal to float tolerance (1e-6; `device check` rounds its scores to 6 decimal
 
 Square files only: for those the daemon's centre-square crop is the whole image, exactly what
 training and verification see. (Non-square files are stretched by training and centre-cropped by
-the daemon, on purpose; tests/test_parity_preprocess.py covers that chain.)
+the daemon, on purpose; tests/test_train_preprocess_parity.py covers that chain.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_images
+from tests.helpers.models import tiny_images
 
 TOL = 1e-6
 
@@ -69,3 +69,19 @@ def test_device_check_reports_the_verified_probability(tiny_models, image_files)
     for p, v in zip(paths[:3], verified):
         report = check.run(None, tiny_models["int8"], image=p, runs=1)
         assert report["scores"][0] == pytest.approx(float(v), abs=TOL)
+
+
+def test_classifier_int8_matches_keras(tiny_keras):
+    """The device runtime on the int8 conversion gives the Keras model's probabilities within 0.05."""
+    import keras
+
+    from device.runtime import Classifier
+
+    model = keras.saving.load_model(tiny_keras["keras"])
+    clf = Classifier.from_model_dir(tiny_keras["int8"], num_threads=1)
+    assert clf.input_dtype == np.uint8 and clf.input_size == (32, 32)
+    imgs, _ = tiny_images(32, seed=1)
+    ref = model.predict(imgs.astype(np.float32), verbose=0).reshape(-1)
+    got = np.array([clf.classify(im)[0] for im in imgs])
+    assert np.abs(got - ref).max() < 0.05
+    assert ref.std() > 0.1  # the fixture is not a constant function

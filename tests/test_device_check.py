@@ -158,7 +158,7 @@ def test_python_m_device_check(tiny_models, images, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     cmd = [
         sys.executable,
@@ -182,3 +182,38 @@ def test_python_m_device_check(tiny_models, images, tmp_path):
     assert {"device", "cv2"} <= imported and not imported & {"tensorflow", "keras", "train", "convert"}
     bad = subprocess.run([*cmd, "--expect", "closed"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 1 and "expected 'closed'" in json.loads(bad.stdout)["failure"]
+
+
+def test_the_conversion_self_test_round_trip(model_copy, tmp_path):
+    """`write_selftest` (what convert writes into export/<variant>/) stores the image at the model's
+    input size with the label and score the device path gives it; `device check` and the SIGHUP
+    check in a child process then classify it and hold the model to that score."""
+    from device.runtime import Classifier
+    from device.selftest import SELFTEST_IMAGE, SELFTEST_JSON, write_selftest
+
+    wide = np.full((96, 192, 3), 30, np.uint8)  # not the input size, nor square
+    wide[:, :96] = 230
+    spec = write_selftest(
+        model_copy, Classifier.from_model_dir(model_copy), wide, true_label="open", split="unseen_persons"
+    )
+    assert spec["expect"] == "open" and spec["split"] == "unseen_persons" and 0.5 < spec["score"] <= 1.0
+    from device.crop import load_image_rgb
+
+    assert load_image_rgb(model_copy / SELFTEST_IMAGE).shape == (32, 32, 3)
+    for crop in ("crop:\n  mode: center\n  fraction: 0.3\n", "crop:\n  mode: face\n"):
+        cfg = tmp_path / "device.yaml"
+        cfg.write_text(crop)  # the config's crop does not cut the self-test image again
+        r = check.run(cfg, model_copy, runs=1)
+        assert r["ok"], r
+        assert r["image"] == str(model_copy / SELFTEST_IMAGE) and r["crop"] == "full/stretch"
+        assert (r["expected"], r["expected_score"], r["score"]) == ("open", spec["score"], spec["score"])
+    assert check.validate_in_child(model_copy, timeout_s=60)["image"] == str(model_copy / SELFTEST_IMAGE)
+    # a model that no longer gives the recorded score is refused, with the reason
+    (model_copy / SELFTEST_JSON).write_text(json.dumps({**spec, "score": spec["score"] - 0.3}))
+    r = check.run(model_dir=model_copy, runs=1)
+    assert not r["ok"] and "differs from the expected" in r["failure"]
+    with pytest.raises(FaceedgeError, match="model rejected: self-test score"):
+        check.validate_in_child(model_copy, timeout_s=60)
+    (model_copy / SELFTEST_JSON).write_text(json.dumps({**spec, "score": "high"}))
+    with pytest.raises(FaceedgeError, match="key 'score': a number is required"):
+        check.run(model_dir=model_copy, runs=1)

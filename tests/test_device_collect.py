@@ -20,12 +20,9 @@ from device.collect import (
     Collector,
     Progress,
     collect_frames,
-    dhash,
-    grey_thumb,
-    hamming,
-    sharpness,
-    write_new,
 )
+from device.files import write_new
+from device.quality import dhash, grey_thumb, hamming, sharpness
 from device.crop import CropConfig, Cropper, load_image_rgb
 from device.errors import FaceedgeError
 
@@ -131,7 +128,7 @@ def test_write_new_without_hard_links(tmp_path, monkeypatch):
     def no_links(src, dst):
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(collect.os, "link", no_links)
+    monkeypatch.setattr(os, "link", no_links)
     p = tmp_path / "x.jpg"
     assert write_new(p, b"one") == p and write_new(p, b"two") == tmp_path / "x_2.jpg"
     assert p.read_bytes() == b"one" and (tmp_path / "x_2.jpg").read_bytes() == b"two"
@@ -201,3 +198,22 @@ def test_config_crop_and_bad_arguments(tmp_path):
         collect.run("open", "a b", tmp_path / "ds", source=str(src))
     with pytest.raises(FaceedgeError, match="--source"):
         collect.run("open", "p1", tmp_path / "ds", source=str(tmp_path / "missing.mp4"))
+
+
+def test_link_new_copies_and_keeps_the_source_without_hard_links(tmp_path, monkeypatch):
+    """`device pull` gives cached files their dataset name with `link_new`: without hard links it
+    copies (the cache keeps its file), and a taken name gets the next number."""
+    from device.files import link_new
+
+    src = tmp_path / "cache.png"
+    src.write_bytes(b"pixels")
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "a.png").write_bytes(b"someone else's")
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert link_new(src, tmp_path / "ds" / "a.png") == tmp_path / "ds" / "a_2.png"
+    assert (tmp_path / "ds" / "a.png").read_bytes() == b"someone else's"
+    assert (tmp_path / "ds" / "a_2.png").read_bytes() == b"pixels" and src.read_bytes() == b"pixels"

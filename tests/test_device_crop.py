@@ -11,6 +11,7 @@ from device.crop import (
     CropConfig,
     Cropper,
     HaarDetector,
+    Preparer,
     YuNetDetector,
     center_square,
     face_square,
@@ -304,3 +305,31 @@ def test_yunet_output_parsing_with_a_faithful_fake_net():
     assert det.net.sizes == [(480, 360)] and det.net.shapes == [(360, 480, 3)] * 2  # set once per size
     det.net.faces = None
     assert det.detect(rand_rgb(240, 320)) == [] and det.net.sizes[-1] == (320, 240)
+
+
+def test_preparer_takes_its_own_capture_thread_work_and_redoes_the_rest():
+    """`frame_input`: a frame this preparer made in the capture thread is taken as is; a frame
+    another (replaced) preparer made is cropped and resized again from its image, swapping a BGR
+    image first; with no image left it is stale; face mode with no face has nothing to classify."""
+    from device.sources.capture import Frame
+
+    rgb = rand_rgb(40, 60)
+    want = resize_to_input(Cropper(CropConfig())(rgb).image, (16, 16))
+    preparer, replaced = Preparer(Cropper(CropConfig()), (16, 16)), Preparer(Cropper(CropConfig()), (16, 16))
+    pixels, times = preparer.prepare(np.ascontiguousarray(rgb[..., ::-1]), None, bgr=True)
+    np.testing.assert_array_equal(pixels, want)
+    assert set(times) == {"crop", "resize"}
+    made_here = Frame(None, 1, 0.0, 0.0, 1, prepared=pixels, prepared_by=preparer, prep_ms={"crop": 1.5, "resize": 2.5})
+    taken = preparer.frame_input(made_here)
+    assert taken.pixels is pixels and (taken.crop_ms, taken.resize_ms, taken.box) == (1.5, 2.5, None)
+    bgr_frame = Frame(np.ascontiguousarray(rgb[..., ::-1]), 2, 0.0, 0.0, 1, prepared=pixels, prepared_by=replaced)
+    bgr_frame.channel_order = "BGR"
+    redone = preparer.frame_input(bgr_frame, out=np.empty((16, 16, 3), np.uint8))
+    np.testing.assert_array_equal(redone.pixels, want)
+    assert redone.box == (10, 0, 40, 40) and redone.skipped is None
+    stale = preparer.frame_input(Frame(None, 3, 0.0, 0.0, 1, prepared=pixels, prepared_by=replaced))
+    assert stale.pixels is None and stale.skipped == "stale"
+    faces = Preparer(Cropper(CropConfig(mode="face", on_no_face="skip"), detector=FakeDetector([])), (16, 16))
+    no_face = faces.image_input(rgb)
+    assert no_face.pixels is None and no_face.skipped == "no_roi"
+    assert faces.prepare(rgb)[0] is None

@@ -20,7 +20,7 @@ from device.crop import load_image_rgb, resize_to_input
 from device.daemon import STAGES, Daemon
 from device.runtime import Classifier
 from tests.fakes import picamera2 as fake_picamera2
-from tests.test_device_sources import write_video
+from tests.helpers.video import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_synthetic_run_labels_follow_the_scene_and_events_fire(tiny_models):
 
 
 def test_images_source_scores_equal_the_classifier_on_the_same_file(tiny_models, tmp_path):
-    from tests.conftest import tiny_images
+    from tests.helpers.models import tiny_images
 
     imgs, _ = tiny_images(6, size=48, seed=3)
     for i, img in enumerate(imgs):

@@ -256,7 +256,7 @@ def slow_model(tmp_path_factory, tiny_models) -> Path:
     """A float32 model that takes tens of ms per frame on one thread (a large upsampled conv)."""
     import keras
 
-    from tests.conftest import convert_tiny
+    from tests.helpers.models import convert_tiny
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((32, 32, 3))

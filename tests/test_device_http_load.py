@@ -83,7 +83,7 @@ def test_a_full_pool_answers_busy_at_once():
 
 def test_load_counts_errors_against_a_closed_port():
     """The load generator itself can fail: nothing listening is an error per request, not a pass."""
-    from tests.sshd import free_port
+    from tests.helpers.sshd import free_port
 
     r = load(free_port(), clients=3, rounds=2, pause_s=0, timeout=1)
     assert r["requests"] == 6 and len(r["errors"]) == 6 and "ConnectionRefusedError" in r["errors"][0]

@@ -17,7 +17,7 @@ from device.runtime import Classifier
 from device.sources.imx500 import SENSOR_HEIGHT, SENSOR_WIDTH
 from tests.fakes import imx500 as fake_imx500
 from tests.fakes import picamera2 as fake_picamera2
-from tests.imx500_fixtures import OUTPUT_SCALE, make_imx500_dir, scene
+from tests.helpers.imx500 import OUTPUT_SCALE, make_imx500_dir, scene
 
 PROBS = np.array([0.10, 0.90, 0.49, 0.51, 0.50, 0.998, 0.002])
 
@@ -237,7 +237,7 @@ def test_bench_takes_the_ai_camera_model_only_when_asked(tiny_models, tmp_path):
 
 def test_sample_config_for_the_ai_camera_runs_an_imx500_model(tmp_path, sensor):
     from device.config import load_config
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     cfg = load_config(ROOT / "configs" / "device-imx500.yaml")
     mdir = make_imx500_dir(tmp_path)

@@ -13,7 +13,7 @@ import pytest
 
 from device.config import parse_config
 from device.daemon import Daemon
-from tests.mosquitto import Mosquitto, Recorder
+from tests.helpers.mosquitto import Mosquitto, Recorder
 
 pytestmark = pytest.mark.slow
 

@@ -181,7 +181,7 @@ def test_short_write_leaves_no_torn_line(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     path = tmp_path / "r.jsonl"
     p = subprocess.run(

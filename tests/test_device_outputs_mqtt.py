@@ -20,8 +20,8 @@ from device.outputs import OutputsConfig, build_outputs
 from device.outputs.mqtt import MqttConfig, MqttOutput
 from device.telemetry import Telemetry
 from device.types import Result
-from tests import tools
-from tests.mosquitto import Mosquitto, Recorder
+from tests.helpers import tools
+from tests.helpers.mosquitto import Mosquitto, Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
 

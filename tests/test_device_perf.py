@@ -28,7 +28,7 @@ from device.sources import FrameGrabber, OpencvConfig, SyntheticConfig, build_so
 from device.telemetry import Telemetry
 from device.types import Result
 from tests.fakes import picamera2 as fake_picamera2
-from tests.test_device_sources import write_video
+from tests.helpers.video import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -296,15 +296,15 @@ def test_swap_after_resize_is_pixel_identical_to_swap_before(tiny_models, crop):
     """What justifies the capture thread's order: cv2.resize treats channels independently."""
     cfg = parse_config({"source": {"type": "synthetic", "fps": 0, "frames": 1}, "crop": crop})
     with Daemon(cfg, model_dir=tiny_models["int8"]) as d:
-        prepare = d._prepare_fn
-        assert prepare.swaps_channels
+        preparer = d.preparer
+        assert d.grabber.prepare is preparer  # the capture thread runs it
         rng = np.random.default_rng(3)
         for shape in [(480, 640), (37, 91), (300, 200), (32, 32)]:
             rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
             bgr = np.ascontiguousarray(rgb[..., ::-1])
             want = resize_to_input(Cropper(CropConfig(**crop))(rgb).image, d.classifier.input_size)
-            got_rgb, _ = prepare(rgb, None)
-            got_bgr, _ = prepare(bgr, np.empty_like(want), bgr=True)
+            got_rgb, _ = preparer.prepare(rgb, None)
+            got_bgr, _ = preparer.prepare(bgr, np.empty_like(want), bgr=True)
             np.testing.assert_array_equal(got_rgb, want)
             np.testing.assert_array_equal(got_bgr, want)
 
@@ -364,35 +364,52 @@ def test_every_source_delivers_rgb_to_the_model(tiny_models, tmp_path, picam, cr
             assert tuple(got[0][1][size[0] // 2, 2]) == fake_picamera2.LEFT_RGB
 
 
-def test_grabber_reads_natively_only_for_a_hook_that_swaps(tmp_path):
+def test_grabber_reads_natively_only_for_a_preparer(tmp_path):
+    """A BGR source is read natively (no full-frame swap) when a preparer will swap the small image;
+    without one the grabber reads RGB."""
+    from device.crop import Preparer
+
     write_video(tmp_path / "v.avi", n=6)
     calls: list[bool] = []
 
-    def plain(image, out):
-        calls.append(False)
-        return image[:8, :8].copy(), {}
+    class Recording(Preparer):
+        def prepare(self, image, out=None, *, bgr=False):
+            calls.append(bgr)
+            return super().prepare(image, out, bgr=bgr)
 
-    def swapping(image, out, bgr=False):
-        calls.append(bgr)
-        return np.ascontiguousarray(image[:8, :8, ::-1] if bgr else image[:8, :8]), {}
-
-    swapping.swaps_channels = True
     factory = lambda: build_source(OpencvConfig(device=str(tmp_path / "v.avi"), realtime=False))  # noqa: E731
     ref = build_source(OpencvConfig(device=str(tmp_path / "v.avi"), realtime=False))
     with ref:
-        want = ref.read()[:8, :8].copy()
-    for hook, keep, order in [(plain, True, "RGB"), (swapping, True, "BGR"), (swapping, False, "BGR")]:
+        want_rgb = ref.read().copy()
+    want = resize_to_input(want_rgb, (8, 8))
+    for preparer, keep, order in [
+        (None, True, "RGB"),
+        (Recording(Cropper(CropConfig(square="stretch")), (8, 8)), True, "BGR"),
+        (Recording(Cropper(CropConfig(square="stretch")), (8, 8)), False, "BGR"),
+    ]:
         calls.clear()
-        with FrameGrabber(factory, prepare=hook, keep_images=keep) as g:
+        with FrameGrabber(factory, prepare=preparer, keep_images=keep) as g:
             frames = []
             for _ in range(6):
                 f = g.get(timeout=5.0)
                 assert f is not None
-                frames.append((f.channel_order, f.image is None, f.prepared.copy()))
-        assert calls == [order == "BGR" and hook is swapping] * 6
-        for channel_order, no_image, prepared in frames:
-            assert channel_order == order and no_image == (not keep)
-            np.testing.assert_array_equal(prepared, want)
+                frames.append(
+                    (
+                        f.channel_order,
+                        None if f.image is None else f.image.copy(),
+                        None if f.prepared is None else f.prepared.copy(),
+                    )
+                )
+        assert calls == ([True] * 6 if preparer is not None else [])
+        for channel_order, image, prepared in frames[:1]:
+            assert channel_order == order and (image is None) == (not keep)
+            if preparer is None:
+                assert prepared is None
+                np.testing.assert_array_equal(image, want_rgb)
+            else:
+                np.testing.assert_array_equal(prepared, want)
+        for channel_order, _, _ in frames:
+            assert channel_order == order
 
 
 def test_daemon_holds_one_full_frame_buffer_in_flight(tiny_models, tmp_path):

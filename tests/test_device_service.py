@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from device.service import Notifier, watchdog_interval
-from tests import tools
+from tests.helpers import tools
 
 UNIT = Path(__file__).resolve().parents[1] / "device" / "faceedge.service"
 MAX_EXPOSURE = 2.2  # systemd's scale: 0 = fully locked down ... 10 = unprotected; <= 3.9 is "OK"
@@ -249,7 +249,7 @@ try:
     print("W+X still allowed"); sys.exit(1)
 except OSError:
     pass
-from device.daemon import run
+from device.run import run
 stats = run(sys.argv[2], model_dir=sys.argv[1], source="synthetic", max_frames=20)
 cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x + 1)  # a libffi closure
 print("results", stats["results"], "callback", cb(41))

@@ -21,21 +21,7 @@ from device.sources import (
 from device.sources.base import Pacer
 from device.sources.opencv import source_kind
 from tests.fakes import picamera2 as fake_picamera2
-
-RED, BLUE = (220, 20, 20), (20, 20, 220)  # RGB
-
-
-def write_video(path, n: int = 20, size=(64, 48), fps: float = 20.0) -> None:
-    """MJPG .avi whose left half is RED and right half BLUE (in RGB), frame i has a grey bar at row i."""
-    w, h = size
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    assert vw.isOpened()
-    for i in range(n):
-        rgb = np.empty((h, w, 3), np.uint8)
-        rgb[:, : w // 2] = RED
-        rgb[:, w // 2 :] = BLUE
-        vw.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    vw.release()
+from tests.helpers.video import BLUE, RED, write_video
 
 
 def assert_red_left_blue_right(img: np.ndarray, tol: int = 30) -> None:

@@ -133,3 +133,5 @@ def test_cli_through_python_m_train(raw, tmp_path, capsys):
     assert side == int(box["w"])
     rc = main(["crop-faces", "--src", str(raw), "--out", str(out), "--margin", "5"])
     assert rc == 2 and "error: --margin" in capsys.readouterr().err
+    rc = main(["crop-faces", "--src", str(raw), "--out", str(out), "--min_size", "4"])  # the old spelling
+    assert rc == 2 and "error: --min-size" in capsys.readouterr().err  # named as --help shows it

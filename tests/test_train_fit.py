@@ -22,7 +22,7 @@ from device.errors import FaceedgeError
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("tensorflow")
-from train import cli, fit  # noqa: E402
+from train import cli, fit, phases, rundir  # noqa: E402
 from train.sample_data import generate  # noqa: E402
 
 TINY = {
@@ -321,7 +321,7 @@ def test_resume_after_sigkill_continues_at_the_next_epoch(tmp_path, dataset):
 
 
 def fit_history(run_dir):
-    from train.report import read_history
+    from train.history import read_history
 
     return read_history(run_dir / "history.csv")
 
@@ -372,7 +372,7 @@ def test_class_weights_auto_only_when_skewed(tmp_path):
         recs = [SplitRecord(f"/c{i}.jpg", "closed", "a", "train") for i in range(30)]
         recs += [SplitRecord(f"/o{i}.jpg", "open", "a", "train") for i in range(n_open)]
         cfg = validate({"data": {"root": "d", "class_weights": mode}})
-        return fit.Plan(
+        return rundir.Plan(
             cfg=cfg,
             final=tmp_path / "x",
             work=tmp_path / "x.incomplete",
@@ -382,9 +382,9 @@ def test_class_weights_auto_only_when_skewed(tmp_path):
             index_info={},
         )
 
-    w, text = fit._class_weights(plan(28, "auto"))
+    w, text = phases.choose_class_weights(plan(28, "auto"))
     assert w is None and "balanced" in text
-    w, text = fit._class_weights(plan(10, "auto"))
+    w, text = phases.choose_class_weights(plan(10, "auto"))
     assert w == pytest.approx({0: 40 / 60, 1: 40 / 20}) and "auto: skewed" in text
-    assert fit._class_weights(plan(10, "off"))[0] is None
-    assert fit._class_weights(plan(28, "on"))[0] == pytest.approx({0: 58 / 60, 1: 58 / 56})
+    assert phases.choose_class_weights(plan(10, "off"))[0] is None
+    assert phases.choose_class_weights(plan(28, "on"))[0] == pytest.approx({0: 58 / 60, 1: 58 / 56})

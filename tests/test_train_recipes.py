@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {  # README, Train: the sample config and the compact alternative
+RECIPES = {  # docs/training.md: the sample config and the compact alternative
     "mobilenet_v2": "configs/sample.yaml",
     "simple_cnn": "configs/sample-cnn.yaml",
 }

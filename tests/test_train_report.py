@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train import report
+from train import history, metrics, plots, report
 
 
 def test_roc_auc_binary_known_values():
     y = np.array([0, 0, 1, 1])
-    assert report.roc_auc_binary(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
-    assert report.roc_auc_binary(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
-    assert report.roc_auc_binary(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5  # ties count half
-    assert report.roc_auc_binary(np.array([1, 1]), np.array([0.2, 0.3])) is None
+    assert metrics.roc_auc_binary(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert metrics.roc_auc_binary(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+    assert metrics.roc_auc_binary(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5  # ties count half
+    assert metrics.roc_auc_binary(np.array([1, 1]), np.array([0.2, 0.3])) is None
 
 
 def test_roc_auc_matches_pairwise_definition():
@@ -22,13 +22,13 @@ def test_roc_auc_matches_pairwise_definition():
     s = np.round(rng.uniform(size=200) + 0.3 * y, 1)  # with many ties
     pos, neg = s[y == 1], s[y == 0]
     pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
-    assert report.roc_auc_binary(y, s) == pytest.approx(pairwise)
+    assert metrics.roc_auc_binary(y, s) == pytest.approx(pairwise)
 
 
 def test_split_metrics_binary():
     y = np.array([0, 0, 0, 1])
     p = np.array([[0.2], [0.7], [0.1], [0.9]])
-    m = report.split_metrics(y, p, "sigmoid", 2)
+    m = metrics.split_metrics(y, p, "sigmoid", 2)
     assert m["count"] == 4 and m["accuracy"] == 0.75
     assert m["confusion_matrix"] == [[2, 1], [0, 1]]
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
@@ -40,20 +40,20 @@ def test_split_metrics_binary():
 def test_split_metrics_softmax_and_empty():
     y = np.array([0, 1, 2, 2])
     p = np.array([[0.8, 0.1, 0.1], [0.1, 0.2, 0.7], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
-    m = report.split_metrics(y, p, "softmax", 3)
+    m = metrics.split_metrics(y, p, "softmax", 3)
     assert m["accuracy"] == 0.75 and m["confusion_matrix"][1] == [0, 0, 1]
     assert m["loss"] == pytest.approx(-np.mean(np.log([0.8, 0.2, 0.8, 0.4])))
-    e = report.split_metrics(np.array([]), np.zeros((0, 1)), "sigmoid", 2)
+    e = metrics.split_metrics(np.array([]), np.zeros((0, 1)), "sigmoid", 2)
     assert e["count"] == 0 and e["accuracy"] is None
 
 
 def test_per_person_and_timing():
-    rows = report.per_person("unseen_persons", ["a", "a", "b"], np.array([1, 0, 1]), np.array([1, 1, 1]))
+    rows = metrics.per_person("unseen_persons", ["a", "a", "b"], np.array([1, 0, 1]), np.array([1, 1, 1]))
     assert rows == [
         {"split": "unseen_persons", "person": "a", "count": 2, "accuracy": 0.5},
         {"split": "unseen_persons", "person": "b", "count": 1, "accuracy": 1.0},
     ]
-    t = report.timing_summary(
+    t = history.timing_summary(
         [
             {"seconds": 10.0, "train_seconds": 8.0},
             {"seconds": 4.0, "train_seconds": 2.0},
@@ -67,26 +67,26 @@ def test_per_person_and_timing():
 
 def test_pick_examples_spreads_over_persons():
     persons = ["a"] * 10 + ["b"] * 10 + ["c"] * 2
-    idx = report.pick_examples(persons, n=6)
+    idx = plots.pick_examples(persons, n=6)
     assert len(idx) == 6 and {persons[i] for i in idx} == {"a", "b", "c"}
-    assert idx == report.pick_examples(persons, n=6)
+    assert idx == plots.pick_examples(persons, n=6)
 
 
 def test_pick_grid_shows_every_mistake_first_then_correct_ones():
-    right = [True] * 31 + [False]  # the case: 32 images, one mistake, 18 shown
+    right = [True] * 31 + [False]  # 32 images, one mistake, 18 shown: the mistake must be among them
     persons = ["a"] * 16 + ["b"] * 16
-    idx = report.pick_grid(right, persons)
+    idx = plots.pick_grid(right, persons)
     assert len(idx) == 18 and idx[0] == 31 and all(right[i] for i in idx[1:])
     m = {"count": 32, "correct": 31, "accuracy": 31 / 32, "accuracy_ci95": [0.843, 0.994]}
-    assert report.grid_caption("seen persons", m, right, idx) == (
+    assert plots.grid_caption("seen persons", m, right, idx) == (
         "seen persons: accuracy 0.969 [0.843, 0.994] (31 of 32); shown: all 1 mistake, 17 of 31 correct"
     )
     many = [i % 3 != 0 for i in range(120)]  # 40 mistakes: 36 shown, no room for correct ones
-    idx = report.pick_grid(many, ["p"] * 120)
+    idx = plots.pick_grid(many, ["p"] * 120)
     assert len(idx) == 36 and not any(many[i] for i in idx)
     m = {"count": 120, "correct": 80, "accuracy": 80 / 120, "accuracy_ci95": [0.58, 0.75]}
-    assert "shown: 36 of 40 mistakes, 0 of 80 correct" in report.grid_caption("x", m, many, idx)
-    assert report.pick_grid([True] * 5, ["a"] * 5) == [0, 1, 2, 3, 4]
+    assert "shown: 36 of 40 mistakes, 0 of 80 correct" in plots.grid_caption("x", m, many, idx)
+    assert plots.pick_grid([True] * 5, ["a"] * 5) == [0, 1, 2, 3, 4]
 
 
 def _split(acc, n=10, persons=None):
@@ -147,7 +147,7 @@ def test_knowledge_claims_generalisation_only_from_5_persons_and_a_10_point_inte
     # 2000 images of 6 persons, interval ~2 points: the claim is allowed
     text = "\n".join(report.knowledge(_cfg(), INFO, _metrics(0.95, 0.93, n=2000, unseen_persons=6)))
     assert "generalises to new persons on this data" in text and "cannot show" not in text
-    # the sample: 80 images of 2 persons: neither enough persons nor a narrow enough interval
+    # 80 images of 2 persons: neither enough persons nor a narrow enough interval
     text = "\n".join(report.knowledge(_cfg(), INFO, _metrics(0.969, 0.925, n=80, unseen_persons=2)))
     assert "generalises to new persons on this data" not in text
     assert "only 2 unseen persons (at least 5 needed)" in text and "points wide (at most 10)" in text

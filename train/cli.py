@@ -14,6 +14,7 @@ import os
 import sys
 
 from device.errors import FaceedgeError
+from device.flags import add_option
 
 SUBCOMMANDS = [
     "train.sample_data:add_data_parser",  # data: generate the offline sample dataset
@@ -34,10 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level"
+    add_option(
+        parser,
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default: %(default)s)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for entry in SUBCOMMANDS:

@@ -5,7 +5,6 @@ Reads each run's config.yaml, metrics.json and history.csv; no TensorFlow needed
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 import yaml
 
 from device.errors import FaceedgeError
-from train.report import _fmt, read_history
+from train.history import read_history
+from train.report import fmt_value
 
 log = logging.getLogger(__name__)
 
@@ -39,53 +39,53 @@ ROWS = (
 
 def load_run(path: str | Path) -> dict:
     """The comparable figures of one complete run directory."""
-    p = Path(path)
-    if not p.exists():
-        raise FaceedgeError(f"{p}: no such run directory")
-    real = p.resolve()
+    given = Path(path)
+    if not given.exists():
+        raise FaceedgeError(f"{given}: no such run directory")
+    real = given.resolve()
     for name in ("metrics.json", "config.yaml"):
         if not (real / name).is_file():
-            raise FaceedgeError(f"{p}: not a complete run ({name} missing)")
+            raise FaceedgeError(f"{given}: not a complete run ({name} missing)")
     try:
-        m = json.loads((real / "metrics.json").read_text())
+        metrics = json.loads((real / "metrics.json").read_text())
         cfg = yaml.safe_load((real / "config.yaml").read_text())
     except (OSError, ValueError, yaml.YAMLError) as e:
-        raise FaceedgeError(f"{p}: unreadable run files ({e})") from None
+        raise FaceedgeError(f"{given}: unreadable run files ({e})") from None
     model, aug, train = cfg.get("model", {}), cfg.get("augment", {}), cfg.get("training", {})
-    t = m.get("timing", {})
+    timing = metrics.get("timing", {})
     aug_on = aug.get("enabled", True) and any(
-        aug.get(k) for k in ("flip", "brightness", "contrast", "hue", "saturation", "noise")
+        aug.get(key) for key in ("flip", "brightness", "contrast", "hue", "saturation", "noise")
     )
     backbone = model.get("backbone", "?")
     if backbone in ("mobilenet_v2", "simple_cnn"):
         backbone += f" a{model.get('alpha')}"
-    ft = train.get("fine_tune")
+    fine_tune = train.get("fine_tune")
     return {
         "run": real.name,
         "backbone": backbone
         + ("" if model.get("freeze_backbone", True) else " (trained)")
-        + (f" +ft{ft.get('layers')}" if ft else ""),
+        + (f" +ft{fine_tune.get('layers')}" if fine_tune else ""),
         "input": model.get("input_size"),
         "weights": Path(str(model.get("weights"))).name,
         "batch": train.get("batch_size"),
         "aug": "on" if aug_on else "off",
-        "trainable_params": f"{m.get('trainable_params', 0):,}",
-        "epochs_run": m["epochs_run"] if "epochs_run" in m else len(read_history(real / "history.csv")),
-        "best_epoch": m.get("best_epoch"),
-        "valid": m.get("valid", {}).get("accuracy"),
-        "seen_holdout": m.get("seen_holdout", {}).get("accuracy"),
-        "unseen_persons": m.get("unseen_persons", {}).get("accuracy"),
-        "unseen_balanced": m.get("unseen_persons", {}).get("balanced_accuracy"),
-        "unseen_auc": m.get("unseen_persons", {}).get("roc_auc"),
-        "first_epoch_s": t.get("first_epoch_seconds"),
-        "later_epoch_s": t.get("later_epochs_mean_seconds"),
-        "images_per_s": t.get("images_per_s"),
+        "trainable_params": f"{metrics.get('trainable_params', 0):,}",
+        "epochs_run": metrics["epochs_run"] if "epochs_run" in metrics else len(read_history(real / "history.csv")),
+        "best_epoch": metrics.get("best_epoch"),
+        "valid": metrics.get("valid", {}).get("accuracy"),
+        "seen_holdout": metrics.get("seen_holdout", {}).get("accuracy"),
+        "unseen_persons": metrics.get("unseen_persons", {}).get("accuracy"),
+        "unseen_balanced": metrics.get("unseen_persons", {}).get("balanced_accuracy"),
+        "unseen_auc": metrics.get("unseen_persons", {}).get("roc_auc"),
+        "first_epoch_s": timing.get("first_epoch_seconds"),
+        "later_epoch_s": timing.get("later_epochs_mean_seconds"),
+        "images_per_s": timing.get("images_per_s"),
     }
 
 
 def table(runs: list[dict], fmt: str = "text") -> str:
     header = ["", *[r["run"] for r in runs]]
-    body = [[label, *[_fmt(r[key], 1 if key.endswith("_s") else 3) for r in runs]] for label, key in ROWS]
+    body = [[label, *[fmt_value(r[key], 1 if key.endswith("_s") else 3) for r in runs]] for label, key in ROWS]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
@@ -123,8 +123,13 @@ def add_parser(subparsers) -> None:
         help="print runs side by side",
         description="Print runs side by side: model, batch, augmentation, epochs, "
         "valid / seen-holdout / unseen-person accuracy, epoch time.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("runs", nargs="*", type=Path, metavar="RUN", help="run directories (runs/<name>-<timestamp>)")
-    p.add_argument("--format", dest="fmt", choices=["text", "markdown", "json"], default="text", help="output format")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["text", "markdown", "json"],
+        default="text",
+        help="output format (default: %(default)s)",
+    )
     p.set_defaults(func=lambda args: print(run(args.runs, args.fmt)) or 0)

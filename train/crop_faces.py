@@ -36,6 +36,7 @@ from typing import Any
 from device.crop import CropConfig, Cropper, load_image_rgb, save_image_rgb
 from device.errors import FaceedgeError
 from device.files import atomic_write_bytes
+from device.flags import add_option
 from device.validation import ValidationError, first_error
 from train.config import load_raw
 from train.data import write_skipped_csv
@@ -150,25 +151,25 @@ def run(
     Cropper(crop)  # fail fast on a bad detector config, before any thread starts
     local = threading.local()  # one Cropper (one detector) per worker thread, built once
 
-    def one(job: tuple[Path, Path]) -> Row:
-        f, t = job
-        row = Row(src=str(f), out=str(t))
-        if t.exists() and not overwrite:
+    def crop_one(job: tuple[Path, Path]) -> Row:
+        source, target = job
+        row = Row(src=str(source), out=str(target))
+        if target.exists() and not overwrite:
             row.status = "exists"
             return row
         if not hasattr(local, "cropper"):
             local.cropper = Cropper(crop)
         try:
-            rgb = load_image_rgb(f)
+            rgb = load_image_rgb(source)
         except FaceedgeError as e:
             row.status, row.reason, row.out = UNREADABLE, f"{UNREADABLE}: {e}", ""
             return row
-        res = local.cropper(rgb)
-        row.faces, row.box = res.faces, res.box
-        if res.image is None:
+        cropped = local.cropper(rgb)
+        row.faces, row.box = cropped.faces, cropped.box
+        if cropped.image is None:
             row.status, row.reason, row.out = NO_FACE, f"{NO_FACE}: no face found ({crop.detector})", ""
             return row
-        save_image_rgb(t, res.image, jpeg_quality=jpeg_quality)
+        save_image_rgb(target, cropped.image, jpeg_quality=jpeg_quality)
         row.status = "cropped"
         return row
 
@@ -176,10 +177,10 @@ def run(
     result = CropFacesResult(src=src, out=out)
     n_workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=n_workers) as pool:  # OpenCV releases the GIL
-        for i, row in enumerate(pool.map(one, zip(files, targets)), 1):
+        for done, row in enumerate(pool.map(crop_one, zip(files, targets)), 1):
             result.rows.append(row)
-            if progress and (i % 25 == 0 or i == len(files)):
-                print(f"\rcrop-faces: {i}/{len(files)}", end="", file=sys.stderr, flush=True)
+            if progress and (done % 25 == 0 or done == len(files)):
+                print(f"\rcrop-faces: {done}/{len(files)}", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
     result.seconds = time.monotonic() - t0
@@ -190,10 +191,10 @@ def run(
 
 def _write_reports(result: CropFacesResult) -> None:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["src", "out", "status", "faces", "x", "y", "w", "h"])
-    for r in result.rows:
-        w.writerow([r.src, r.out, r.status, r.faces, *(r.box if r.box else ("", "", "", ""))])
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["src", "out", "status", "faces", "x", "y", "w", "h"])
+    for row in result.rows:
+        writer.writerow([row.src, row.out, row.status, row.faces, *(row.box if row.box else ("", "", "", ""))])
     atomic_write_bytes(result.out / REPORT_NAME, buf.getvalue().encode())
     write_skipped_csv([(r.src, r.reason) for r in result.skipped], result.out / SKIPPED_NAME)
 
@@ -206,7 +207,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "crop-faces",
         help="crop faces (or centre squares) from raw photos with the device's cropper",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     S = argparse.SUPPRESS  # crop flags: unset = the --config value or CropConfig's default
     p.add_argument("--src", type=Path, required=True, help="raw photos, <label>/<person>/*.jpg")
@@ -220,18 +220,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["full", "center", "face"], default=S, help="crop mode (default: face)")
     p.add_argument("--margin", type=float, default=S, help="face margin, fraction of the box side (default: 0.2)")
     p.add_argument("--detector", choices=["haar", "yunet"], default=S, help="face detector (default: haar)")
-    p.add_argument("--yunet_model", type=str, default=S, help="path to face_detection_yunet_2023mar.onnx")
-    p.add_argument("--min_size", type=int, default=S, help="smallest face side in pixels (default: 40)")
-    p.add_argument(
-        "--on_no_face",
+    add_option(p, "--yunet-model", type=str, default=S, help="path to face_detection_yunet_2023mar.onnx")
+    add_option(p, "--min-size", type=int, default=S, help="smallest face side in pixels (default: 40)")
+    add_option(
+        p,
+        "--on-no-face",
         choices=["skip", "full"],
         default=S,
         help="no face found: skip the image (default) or keep the full-frame crop",
     )
-    p.add_argument("--format", dest="fmt", choices=["png", "jpg"], default="png", help="crop file format")
-    p.add_argument("--jpeg_quality", type=int, default=95, help="JPEG quality with --format jpg")
+    p.add_argument(
+        "--format", dest="fmt", choices=["png", "jpg"], default="png", help="crop file format (default: %(default)s)"
+    )
+    add_option(p, "--jpeg-quality", type=int, default=95, help="JPEG quality with --format jpg (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="re-crop images whose crop already exists")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="threads")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="threads (default: %(default)s)")
     p.set_defaults(func=_cli)
     return p
 
@@ -239,14 +242,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> CropConfig:
     base = load_crop_config(args.config).model_dump() if args.config else {"mode": "face"}
     for key in ("mode", "margin", "detector", "yunet_model", "min_size", "on_no_face"):
-        v = getattr(args, key, None)
-        if v is not None:
-            base[key] = v
+        value = getattr(args, key, None)
+        if value is not None:
+            base[key] = value
     try:
         return CropConfig.model_validate(base)
     except ValidationError as e:
         loc, msg = first_error(e, "crop")
-        raise FaceedgeError(f"--{loc}: {msg}") from None
+        raise FaceedgeError(f"--{loc.replace('_', '-')}: {msg}") from None  # the flag's spelling
 
 
 def _cli(args: argparse.Namespace) -> int:

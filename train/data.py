@@ -6,11 +6,9 @@ Three layouts are accepted (``<root>`` is a folder, or a CSV file)::
     <root>/<label>/*.jpg|png|bmp               no persons: a WARNING says unseen-person evaluation is impossible
     <file>.csv  with columns path,label[,person]  paths relative to the CSV's folder; empty person = none
 
-Every file is opened once and fully decoded (Pillow, truncated data is an error), because the
-training pipeline decodes with ``tf.io.decode_image`` and a single bad file would stop an epoch
-half-way. Files that are empty, unreadable, not an image, truncated, of a format TensorFlow cannot
-decode, or named with a non-image extension are *skipped*, each with a reason; grayscale, palette
-and RGBA images are accepted (the pipeline decodes with ``channels=3``). If more than
+Every file is opened once and fully decoded (train.image_check; truncated data is an error), because
+the training pipeline decodes with ``tf.io.decode_image`` and a single bad file would stop an epoch
+half-way. Files that fail the check are *skipped*, each with a reason. If more than
 ``max_bad_fraction`` of the files are bad, indexing fails with a one-line `FaceedgeError`.
 """
 
@@ -21,38 +19,24 @@ import io
 import logging
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
-from PIL import Image, ImageFile, UnidentifiedImageError
-
 from device.errors import FaceedgeError
 from device.files import atomic_write_bytes
+from train.image_check import HIDDEN, IMAGE_EXTENSIONS, NOTE_EXIF_ORIENTATION, NOTE_EXT_MISMATCH, check_all
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
-# What tf.io.decode_image decodes (as Pillow names the formats). WebP, TIFF, HEIC... are not.
-TF_DECODABLE_FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "BMP": (".bmp",), "GIF": (".gif",)}
 CSV_COLUMNS = ("path", "label", "person")
 
 Layout = Literal["label/person", "label", "csv"]
 
-# Skip reasons start with one of these kinds (then ": detail"), so they can be counted.
-ZERO_BYTE = "zero-byte"
-BAD_EXTENSION = "bad-extension"
-NOT_IMAGE = "not-an-image"
-TRUNCATED = "truncated"
-UNSUPPORTED = "unsupported-format"
-UNREADABLE = "unreadable"
+# Skip reasons of indexing, beside those of train.image_check (kind, then ": detail").
 MISSING = "missing"
 DUPLICATE = "duplicate"
 MISPLACED = "not-in-person-folder"
-# Hidden files (.DS_Store, macOS "._name.jpg" resource forks, ...) are listed as skipped but are not
-# counted as bad: a folder copied from a Mac can hold one "._" file per image.
-HIDDEN = "hidden-file"
 
 
 @dataclass(frozen=True)
@@ -112,87 +96,6 @@ class DatasetIndex:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checking one file
-
-
-# Notes on accepted files (counted and logged, not skipped).
-NOTE_EXT_MISMATCH = "extension-mismatch"  # e.g. a PNG named .jpg: decode_image goes by content
-NOTE_EXIF_ORIENTATION = "exif-orientation"  # rotated/mirrored by EXIF: decode_image ignores the tag
-
-
-def check_image(path: str | os.PathLike, allowed_ext: Iterable[str] = IMAGE_EXTENSIONS) -> str | None:
-    """Return None if `path` is an image the training pipeline can decode, else the skip reason."""
-    return inspect_image(path, allowed_ext)[0]
-
-
-def inspect_image(
-    path: str | os.PathLike, allowed_ext: Iterable[str] = IMAGE_EXTENSIONS
-) -> tuple[str | None, tuple[str, ...]]:
-    """(skip reason or None, notes on an accepted file) for one file.
-
-    One read of the file, one full decode. Thread-safe (Pillow releases the GIL while decoding).
-    """
-    return _inspect(Path(path), tuple(e.lower() for e in allowed_ext))
-
-
-def _inspect(p: Path, allowed: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
-    notes: list[str] = []
-    if p.name.startswith("."):
-        return f"{HIDDEN}: {p.name!r} is a hidden (system or metadata) file", ()
-    ext = p.suffix.lower()
-    if ext not in allowed:
-        shown = ext or p.name
-        return f"{BAD_EXTENSION}: {shown!r} is not an image extension ({', '.join(allowed)})", ()
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        return f"{UNREADABLE}: {e.strerror or e}", ()
-    if not data:
-        return f"{ZERO_BYTE}: empty file", ()
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format
-            if fmt not in TF_DECODABLE_FORMATS:
-                return f"{UNSUPPORTED}: {fmt} cannot be decoded by the training pipeline (JPEG, PNG, BMP, GIF only)", ()
-            w, h = im.size
-            if fmt == "JPEG" and im.getexif().get(0x0112, 1) not in (1, None):  # 0x0112 = Orientation
-                notes.append(NOTE_EXIF_ORIENTATION)
-            if fmt == "JPEG" and max(w, h) > 512:
-                # Big photos: let libjpeg decode at 1/2..1/8 scale. Every entropy-coded byte is still
-                # read, so truncation is still caught; about twice as fast on 12 MP files.
-                im.draft(None, (max(1, w // 8), max(1, h // 8)))
-            im.load()  # full decode; truncated data raises (LOAD_TRUNCATED_IMAGES is False)
-    except UnidentifiedImageError:
-        return f"{NOT_IMAGE}: content is not a recognised image", ()
-    except Image.DecompressionBombError as e:
-        return f"{UNSUPPORTED}: {e}", ()
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        msg = str(e).replace("\n", " ")
-        if "truncated" in msg.lower() or isinstance(e, EOFError):
-            return f"{TRUNCATED}: {msg}", ()
-        return f"{NOT_IMAGE}: corrupt image data ({msg})", ()
-    if w < 1 or h < 1:
-        return f"{NOT_IMAGE}: image has no pixels ({w}x{h})", ()
-    if ext not in TF_DECODABLE_FORMATS[fmt]:
-        notes.append(NOTE_EXT_MISMATCH)
-    return None, tuple(notes)
-
-
-def _check_all(
-    paths: list[str], allowed: tuple[str, ...], workers: int | None
-) -> list[tuple[str | None, tuple[str, ...]]]:
-    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone switched it on globally; we need it off
-        log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES was True; truncated images would pass — switching it off")
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-    if workers is None:
-        workers = min(8, (os.cpu_count() or 1) * 2)
-    if workers <= 1 or len(paths) < 64:
-        return [_inspect(Path(p), allowed) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceedge-check") as pool:
-        return list(pool.map(lambda p: _inspect(Path(p), allowed), paths, chunksize=32))
-
-
-# ---------------------------------------------------------------------------------------------
 # Walking the layouts
 
 
@@ -228,7 +131,8 @@ def _walk_folder(root: Path) -> tuple[Layout, list[tuple[str, str, str | None]],
     if not label_dirs:
         if any(p.is_file() for p in entries):
             raise FaceedgeError(
-                f"data folder {root} has no label folders (files must be in <root>/<label>/<person>/ or <root>/<label>/)"
+                f"data folder {root} has no label folders "
+                "(files must be in <root>/<label>/<person>/ or <root>/<label>/)"
             )
         raise FaceedgeError(f"data folder {root} is empty (expected <root>/<label>/<person>/*.jpg)")
     for p in entries:
@@ -318,10 +222,10 @@ def index_dataset(
     """
     import time
 
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise FaceedgeError(f"max_bad_fraction must be within [0, 1], got {max_bad_fraction}")
-    allowed = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in allowed_ext)
+    allowed = tuple(ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in allowed_ext)
     root = Path(source).expanduser()
     if not root.exists():
         raise FaceedgeError(f"data folder {root} does not exist")
@@ -332,19 +236,19 @@ def index_dataset(
                 f"data source {root} is a file but not a .csv (give a folder or a path,label,person CSV)"
             )
         layout: Layout = "csv"
-        cands, early = _read_csv(root)
+        candidates, listed_skipped = _read_csv(root)
         label_dirs: list[Path] = []
     else:
         try:
-            layout, cands, early, label_dirs = _walk_folder(root)
+            layout, candidates, listed_skipped, label_dirs = _walk_folder(root)
         except OSError as e:
             raise FaceedgeError(f"data folder {e.filename or root} cannot be read ({e.strerror or e})") from None
 
-    results = _check_all([c[0] for c in cands], allowed, workers)
+    results = check_all([path for path, _label, _person in candidates], allowed, workers)
     records: list[Record] = []
-    skipped = list(early)
+    skipped = list(listed_skipped)
     notes: Counter[str] = Counter()
-    for (path, label, person), (reason, file_notes) in zip(cands, results):
+    for (path, label, person), (reason, file_notes) in zip(candidates, results):
         if reason is None:
             notes.update(file_notes)
             records.append(Record(os.path.abspath(path), label, person))
@@ -362,7 +266,7 @@ def index_dataset(
         has_persons=has_persons,
         source=str(root),
         layout=layout,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - started,
         extension_mismatches=mismatches,
         exif_rotated=notes[NOTE_EXIF_ORIENTATION],
     )
@@ -389,7 +293,7 @@ def index_dataset(
             "%s: skipped %d files (%s)%s",
             root,
             len(skipped),
-            ", ".join(f"{n} {k}" for k, n in index.skipped_by_kind().items()),
+            ", ".join(f"{count} {kind}" for kind, count in index.skipped_by_kind().items()),
             f"; list in {skipped_csv}" if skipped_csv else "",
         )
     if not has_persons:

@@ -21,7 +21,6 @@ the data folder, as /api/items gives them); ``GET /img/<path>``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -228,10 +227,9 @@ def add_parser(subparsers) -> None:
         "label",
         help="review a dataset in the browser: move crops between labels/persons, trash bad ones",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data", type=Path, required=True, help="dataset folder (<label>/<person>/ images)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1 (default: %(default)s)")
     p.set_defaults(func=_cmd)
 
 

@@ -38,7 +38,7 @@ def decode_and_resize(path, size) -> tf.Tensor:
     data = tf.io.read_file(path)
     # JPEG: decode_image uses libjpeg's fast integer IDCT (INTEGER_FAST), which differs from OpenCV's
     # and Pillow's default (ISLOW) by up to ~5 grey levels; INTEGER_ACCURATE is bit-identical to the
-    # device's cv2 decode (tests/test_parity_preprocess.py). Other formats: decode_image.
+    # device's cv2 decode (tests/test_train_preprocess_parity.py). Other formats: decode_image.
     img = tf.cond(
         tf.io.is_jpeg(data),
         lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),

@@ -83,14 +83,14 @@ def choose_holdout_persons(
     if isinstance(persons_by_label, Mapping):
         labels_of: dict[str, set[str]] = defaultdict(set)
         for label, persons in persons_by_label.items():
-            for p in persons:
-                if p is not None:
-                    labels_of[p].add(label)
+            for person in persons:
+                if person is not None:
+                    labels_of[person].add(label)
         all_labels = set(persons_by_label)
     else:
-        recs = list(persons_by_label)
-        labels_of = _labels_by_person(recs)
-        all_labels = {r.label for r in recs}
+        records = list(persons_by_label)
+        labels_of = _labels_by_person(records)
+        all_labels = {r.label for r in records}
     persons = sorted(labels_of)
 
     if isinstance(holdout, (list, tuple)):
@@ -98,7 +98,8 @@ def choose_holdout_persons(
         unknown = sorted(set(names) - set(persons))
         if unknown:
             raise FaceedgeError(
-                f"holdout_persons: unknown person(s) {', '.join(unknown)} (persons in the data: {', '.join(persons) or 'none'})"
+                f"holdout_persons: unknown person(s) {', '.join(unknown)} "
+                f"(persons in the data: {', '.join(persons) or 'none'})"
             )
         chosen = sorted(set(names))
         if chosen and len(chosen) >= len(persons):
@@ -106,43 +107,43 @@ def choose_holdout_persons(
         _warn_uncovered(chosen, labels_of, all_labels)
         return chosen
 
-    n = len(persons)
+    n_persons = len(persons)
     if holdout is None:
-        if n < 2:
-            if n == 1:
+        if n_persons < 2:
+            if n_persons == 1:
                 log.warning("only one person (%s): no unseen-person split is possible", persons[0])
             return []
-        k = max(1, round(n / 4))
+        count = max(1, round(n_persons / 4))
     elif isinstance(holdout, bool):
         raise FaceedgeError(f"holdout_persons: expected names, a count or a fraction, got {holdout!r}")
     elif isinstance(holdout, float) and not float(holdout).is_integer():
         if not 0.0 < holdout < 1.0:
             raise FaceedgeError(f"holdout_persons: a fraction must be in (0, 1), got {holdout}")
-        k = max(1, round(n * holdout))
+        count = max(1, round(n_persons * holdout))
     elif isinstance(holdout, (int, float)):
-        k = int(holdout)
-        if k < 0:
-            raise FaceedgeError(f"holdout_persons: count must be >= 0, got {k}")
+        count = int(holdout)
+        if count < 0:
+            raise FaceedgeError(f"holdout_persons: count must be >= 0, got {count}")
     else:
         raise FaceedgeError(f"holdout_persons: expected names, a count or a fraction, got {holdout!r}")
-    if k == 0:
+    if count == 0:
         return []
-    if k >= n:
+    if count >= n_persons:
         raise FaceedgeError(
-            f"holdout_persons: cannot hold out {k} of {n} persons (at least one must remain for training)"
+            f"holdout_persons: cannot hold out {count} of {n_persons} persons (at least one must remain for training)"
         )
 
     rng = _rng(seed, "holdout-persons")
     best: tuple[int, list[str]] | None = None
     need = len(all_labels) * 3
     for _attempt in range(500):
-        cand = sorted(rng.sample(persons, k))
-        held = set().union(*(labels_of[p] for p in cand))
-        rest = set().union(*(labels_of[p] for p in persons if p not in cand))
+        candidate = sorted(rng.sample(persons, count))
+        held = set().union(*(labels_of[p] for p in candidate))
+        rest = set().union(*(labels_of[p] for p in persons if p not in candidate))
         # Training must see every label (weight 2); the unseen set should show every label (weight 1).
         score = len(held & all_labels) + 2 * len(rest & all_labels)
         if best is None or score > best[0]:
-            best = (score, cand)
+            best = (score, candidate)
         if score == need:
             break
     assert best is not None
@@ -167,16 +168,16 @@ def _warn_uncovered(chosen: list[str], labels_of: Mapping[str, set[str]], all_la
 
 def _allocate(sizes: Mapping[object, int], total: int, rng: random.Random) -> dict[object, int]:
     """Split `total` over groups proportionally to `sizes` (largest remainder, ties broken by rng)."""
-    n = sum(sizes.values())
-    if n == 0 or total <= 0:
-        return {g: 0 for g in sizes}
-    exact = {g: total * s / n for g, s in sizes.items()}
-    out = {g: math.floor(v) for g, v in exact.items()}
+    size_sum = sum(sizes.values())
+    if size_sum == 0 or total <= 0:
+        return {group: 0 for group in sizes}
+    exact = {group: total * size / size_sum for group, size in sizes.items()}
+    out = {group: math.floor(share) for group, share in exact.items()}
     keys = sorted(sizes, key=str)
-    tiebreak = {g: rng.random() for g in keys}
-    order = sorted(keys, key=lambda g: (-(exact[g] - out[g]), tiebreak[g]))
-    for g in order[: total - sum(out.values())]:
-        out[g] += 1
+    tiebreak = {group: rng.random() for group in keys}
+    order = sorted(keys, key=lambda group: (-(exact[group] - out[group]), tiebreak[group]))
+    for group in order[: total - sum(out.values())]:
+        out[group] += 1
     return out
 
 
@@ -192,12 +193,12 @@ def _carve(records: list[_RecordLike], fraction: float, seed: int, name: str) ->
         by_label[r.label].append(r)
     taken, rest = [], []
     for label in sorted(by_label):
-        recs = by_label[label]
-        quota = min(round(len(recs) * fraction), len(recs) - 1)
+        of_label = by_label[label]
+        quota = min(round(len(of_label) * fraction), len(of_label) - 1)
         by_person: dict[str, list] = defaultdict(list)
-        for r in recs:
+        for r in of_label:
             by_person[r.person or ""].append(r)
-        alloc = _allocate({p: len(v) for p, v in by_person.items()}, quota, _rng(seed, name, label))
+        alloc = _allocate({person: len(rows) for person, rows in by_person.items()}, quota, _rng(seed, name, label))
         for person in sorted(by_person):
             group = sorted(by_person[person], key=lambda r: r.path)
             _rng(seed, name, label, person).shuffle(group)
@@ -215,32 +216,32 @@ def make_splits(
     seed: int = DEFAULT_SEED,
 ) -> list[SplitRecord]:
     """Assign every record to one of `SPLITS` (see the module docstring). Sorted by split, then path."""
-    recs = sorted(records, key=lambda r: (r.path, r.label, r.person or ""))
-    if not recs:
+    ordered = sorted(records, key=lambda r: (r.path, r.label, r.person or ""))
+    if not ordered:
         raise FaceedgeError("make_splits: no records to split")
-    dup = [a.path for a, b in zip(recs, recs[1:]) if a.path == b.path]
-    if dup:
-        raise FaceedgeError(f"make_splits: {dup[0]} is listed more than once ({len(dup)} duplicates)")
-    for key, v in (("valid_fraction", valid_fraction), ("seen_holdout_fraction", seen_holdout_fraction)):
-        if not 0.0 <= v < 1.0:
-            raise FaceedgeError(f"{key} must be in [0, 1), got {v}")
+    duplicates = [a.path for a, b in zip(ordered, ordered[1:]) if a.path == b.path]
+    if duplicates:
+        raise FaceedgeError(f"make_splits: {duplicates[0]} is listed more than once ({len(duplicates)} duplicates)")
+    for key, fraction in (("valid_fraction", valid_fraction), ("seen_holdout_fraction", seen_holdout_fraction)):
+        if not 0.0 <= fraction < 1.0:
+            raise FaceedgeError(f"{key} must be in [0, 1), got {fraction}")
     if valid_fraction + seen_holdout_fraction >= 1.0:
         raise FaceedgeError(
             f"valid_fraction + seen_holdout_fraction must be < 1, got {valid_fraction} + {seen_holdout_fraction}"
         )
 
-    has_persons = any(r.person is not None for r in recs)
+    has_persons = any(r.person is not None for r in ordered)
     if not has_persons:
         if holdout_persons not in (None, 0, [], ()):
             raise FaceedgeError(f"holdout_persons={holdout_persons!r}, but the data has no persons")
         log.warning("the data has no persons: no unseen_persons split (unseen-person evaluation is impossible)")
         held: set[str] = set()
     else:
-        held = set(choose_holdout_persons(recs, holdout_persons, seed))
+        held = set(choose_holdout_persons(ordered, holdout_persons, seed))
 
-    unseen = [r for r in recs if r.person is not None and r.person in held]
-    remaining = [r for r in recs if r.person is None or r.person not in held]
-    lost = sorted({r.label for r in recs} - {r.label for r in remaining})
+    unseen = [r for r in ordered if r.person is not None and r.person in held]
+    remaining = [r for r in ordered if r.person is None or r.person not in held]
+    lost = sorted({r.label for r in ordered} - {r.label for r in remaining})
     if lost:
         raise FaceedgeError(
             f"holdout_persons: holding out {', '.join(sorted(held))} leaves no training images of label(s) "

@@ -103,7 +103,7 @@ def _add_bundle_args(p: argparse.ArgumentParser, *, full: bool) -> None:
         "--selftest_image",
         type=Path,
         default=None,
-        help="self-test image (default: a holdout image from the run's splits.csv)",
+        help="self-test image checked on the device (default: the model dir's selftest.png from the conversion)",
     )
     p.add_argument("--selftest_expect", default=None, help="label --selftest_image must get")
     p.add_argument("--bundle", type=Path, default=None, help="ship this already built bundle instead")
@@ -223,18 +223,7 @@ def run_cli(action: str, a: argparse.Namespace) -> int:
             selftest_expect=a.selftest_expect,
             model_only=(action == "deploy-model"),
         )
-        st = meta["selftest"]
-        print(
-            f"bundle {bundle_dir}: {len(meta['files'])} files, model {meta['model']['sha256'][:12]} "
-            f"({meta['model']['variant']}), self-test "
-            + (
-                f"{st['image']} ({st['split']} image {Path(st['from']).name}) must give {st['expect']!r} "
-                f"({st['score']:.3f} ± {st['tolerance']})"
-                if st
-                else "(none: no splits.csv next to the model; device check uses its test pattern)"
-            ),
-            flush=True,
-        )
+        print(f"bundle {bundle_dir}: {len(meta['files'])} files, {selftest_line(meta)}", flush=True)
         if a.build_only:
             return 0
         return deploy(hosts, opts, bundle_dir, action=action)
@@ -249,3 +238,18 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def selftest_line(meta: dict) -> str:
+    """The bundle's model and what `device check` will classify with it on the Pi, in words."""
+    model, given = meta["model"], meta.get("selftest")
+    own = model.get("selftest")
+    if given:
+        want = f" must give {given['expect']!r}" if given.get("expect") else " (any label: it must only classify)"
+        test = f"{given['image']}{want}"
+    elif own:
+        score = f"{own['score']:.3f} ± {own['tolerance']}"
+        test = f"model/selftest.png (from the conversion) must give {own['expect']!r} ({score})"
+    else:
+        test = "none in the model dir (convert writes one): device check uses its test pattern"
+    return f"model {model['sha256'][:12]} ({model['variant']}), self-test {test}"

@@ -26,6 +26,7 @@ import logging
 import time
 from typing import Any
 
+from device.errors import FaceedgeError
 from device.outputs.configs import HttpConfig, MqttConfig
 from device.outputs.jsonl import JsonlConfig, JsonlOutput
 from device.telemetry import Telemetry
@@ -59,6 +60,7 @@ __all__ = [
     "publish_all",
     "publish_image",
     "close_outputs",
+    "replace_outputs",
 ]
 
 
@@ -108,9 +110,25 @@ def publish_all(outputs: list[Output], result: Result) -> None:
 def publish_image(outputs: list[Output], rgb) -> None:
     """Offer the latest crop to the outputs that can serve images (only when expose_images is on)."""
     for o in outputs:
-        fn = getattr(o, "publish_image", None)
-        if fn is not None:
-            fn(rgb)
+        try:
+            o.publish_image(rgb)
+        except Exception:
+            log.exception("output %s raised on an image", o.type)
+
+
+def replace_outputs(outputs: list[Output], new: Any, old: Any, telemetry: Telemetry) -> tuple[list[Output], bool]:
+    """On a reload: close `outputs`, start those of config `new` (its `outputs` and `expose_images`);
+    when they cannot start (a port taken...), those of config `old` again. (outputs, whether `new`'s run)."""
+    close_outputs(outputs)
+    try:
+        fresh = build_outputs(new.outputs, telemetry, expose_images=new.expose_images)
+        start_outputs(fresh)
+        return fresh, True
+    except FaceedgeError as e:
+        log.error("reload: new outputs refused (%s); keeping the previous ones", e)
+    fresh = build_outputs(old.outputs, telemetry, expose_images=old.expose_images)
+    start_outputs(fresh)
+    return fresh, False
 
 
 def close_outputs(outputs: list[Output]) -> None:

@@ -28,6 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from device.errors import FaceedgeError
+from device.registry import Registry
 from device.validation import Strict
 
 log = logging.getLogger(__name__)
@@ -145,23 +146,9 @@ def fit_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, np.uint8)
 
 
-SOURCE_TYPES: dict[str, type[FrameSource]] = {}
-
-
-def register_source(name: str):
-    """Class decorator: make a FrameSource available under config `type: name`."""
-
-    def deco(cls: type[FrameSource]) -> type[FrameSource]:
-        cls.type = name
-        SOURCE_TYPES[name] = cls
-        return cls
-
-    return deco
+SOURCE_TYPES: Registry[type[FrameSource]] = Registry("source.type")
+register_source = SOURCE_TYPES.register  # class decorator: a FrameSource under config `type: name`
 
 
 def build_source(cfg: SourceConfig) -> FrameSource:
-    try:
-        cls = SOURCE_TYPES[cfg.type]
-    except KeyError:
-        raise FaceedgeError(f"source.type {cfg.type!r}: unknown; choose one of {sorted(SOURCE_TYPES)}") from None
-    return cls(cfg)
+    return SOURCE_TYPES.get(cfg.type)(cfg)

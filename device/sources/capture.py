@@ -5,8 +5,8 @@ in a thread (cv2/picamera2 release the GIL while they wait and decode) overlaps 
 `prepare` hook (the daemon's crop + resize) with inference, and lets the loop always classify the
 *newest* frame; frames overwritten before the loop took them are counted as dropped.
 
-Channel order: frames are read with `source.read()` (RGB), except when the `prepare` hook says it
-swaps channels itself (`prepare.swaps_channels = True`) and the source produces BGR
+Channel order: frames are read with `source.read()` (RGB), except when there is a `prepare` hook
+(a `device.crop.Preparer`, which swaps channels itself) and the source produces BGR
 (`source.channel_order`): the frame is then read with `source.read_native()` and the hook gets
 `bgr=True`, so the swap happens on the small resized image, not the whole frame. `Frame.image`
 then holds BGR and says so (`Frame.channel_order`); `Frame.prepared` is RGB in every case.
@@ -38,13 +38,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
 from device.errors import FaceedgeError
 from device.sources.base import FrameSource, SourceError
 from device.validation import Meta, Strict
+
+if TYPE_CHECKING:
+    from device.crop import Preparer
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class Frame:
     mono: float  # time.monotonic() when the frame was read
     session: int  # 1 for the first open, +1 on every reopen
     prepared: np.ndarray | None = None  # the `prepare` hook's output (e.g. the model input), if any
-    prepared_by: Any = None  # the hook that made it (a reload may swap hooks)
+    prepared_by: Preparer | None = None  # the hook that made it (a reload may swap hooks)
     prep_ms: dict[str, float] = field(default_factory=dict)  # the hook's own stage timings
     channel_order: str = "RGB"  # of `image`: "BGR" only when a channel-swapping hook read it natively
     sensor_output: np.ndarray | None = None  # the AI Camera's output tensor for this frame (source.sensor_output)
@@ -114,14 +117,13 @@ class FrameGrabber:
         cfg: CaptureConfig | None = None,
         *,
         telemetry: Any = None,
-        prepare: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray | None, dict[str, float]]] | None = None,
+        prepare: Preparer | None = None,
         keep_images: bool = True,
     ) -> None:
-        """`prepare(image, out)`, when given, runs in the capture thread on every frame it keeps and
-        returns (array, {stage: ms}) - the daemon crops and resizes there, so that preprocessing
-        overlaps inference. It may write into `out` (a recycled array) and must not keep `image`.
-        A hook with `swaps_channels = True` is also given `bgr=True` for BGR frames (see the module
-        docstring) and must return RGB.
+        """`prepare.prepare(image, out, bgr=...)`, when given, runs in the capture thread on every frame
+        it keeps and returns (array, {stage: ms}) - the daemon crops and resizes there, so that
+        preprocessing overlaps inference. It may write into `out` (a recycled array), must not keep
+        `image`, and is given `bgr=True` for BGR frames (see the module docstring); it returns RGB.
 
         `keep_images=False`: a frame the hook prepared hands its full-size buffer back to the pool
         at once (`Frame.image` is None): a consumer that only needs `prepared` (the daemon) then
@@ -328,8 +330,8 @@ class FrameGrabber:
         timeout = min(self.cfg.read_timeout_s, stall)
         while not self._stop.is_set():
             buf = self._take_buffer()
-            fn = self.prepare  # one hook per frame, even if a reload swaps it meanwhile
-            bgr = fn is not None and getattr(fn, "swaps_channels", False) and src.channel_order == "BGR"
+            preparer = self.prepare  # one hook per frame, even if a reload swaps it meanwhile
+            bgr = preparer is not None and src.channel_order == "BGR"
             t_read = self.reading_since = time.monotonic()
             try:
                 img = src.read_native(buf, timeout) if bgr else src.read(buf, timeout)
@@ -358,7 +360,7 @@ class FrameGrabber:
                 continue
             tensor = src.sensor_output()
             position = src.position()
-            prepared, prepared_by, prep_ms = self._prepare(img, fn, bgr)
+            prepared, prepared_by, prep_ms = self._prepare(img, preparer, bgr)
             if prepared is not None and not self.keep_images:
                 self._give_back(img)
                 img = None
@@ -366,14 +368,14 @@ class FrameGrabber:
         return False
 
     def _prepare(
-        self, img: np.ndarray, fn: Callable | None = None, bgr: bool = False
-    ) -> tuple[np.ndarray | None, Any, dict[str, float]]:
-        if fn is None:
+        self, img: np.ndarray, preparer: Preparer | None = None, bgr: bool = False
+    ) -> tuple[np.ndarray | None, Preparer | None, dict[str, float]]:
+        if preparer is None:
             return None, None, {}
         with self._cond:
             out = self._free_prep.pop() if self._free_prep else None
         try:
-            prepared, times = fn(img, out, bgr=True) if bgr else fn(img, out)
+            prepared, times = preparer.prepare(img, out, bgr=bgr)
         except Exception as e:  # noqa: BLE001 - the loop then prepares the frame itself, and says why
             log.warning("capture-thread preprocessing failed (%s); the loop will do it", e)
             self.prepare = None
@@ -381,7 +383,7 @@ class FrameGrabber:
         if out is not None and prepared is not out:
             with self._cond:
                 self._free_prep.append(out)
-        return prepared, (fn if prepared is not None else None), times
+        return prepared, (preparer if prepared is not None else None), times
 
     def _publish(
         self,
@@ -389,7 +391,7 @@ class FrameGrabber:
         ts: float,
         mono: float,
         prepared: np.ndarray | None = None,
-        prepared_by: Any = None,
+        prepared_by: Preparer | None = None,
         prep_ms: dict[str, float] | None = None,
         channel_order: str = "RGB",
         sensor_output: np.ndarray | None = None,

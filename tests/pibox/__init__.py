@@ -3,5 +3,5 @@ qemu-user through proot, as Cortex-A72 (Pi 4) or Cortex-A76 (Pi 5). No kernel, n
 
 build.py makes the cached rootfs tarballs, proot and the offline wheelhouse (`make pibox`);
 box.py unpacks one and runs commands or an sshd on 127.0.0.1 inside (`make test-pi`).
-Facts and traps: docs/pi-emulation.md.
+Facts and traps: docs/platforms.md.
 """

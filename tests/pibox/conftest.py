@@ -13,36 +13,17 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.pibox import build
-from tests.pibox.box import CPUS, SUITES, Pibox, PiboxError
+from tests.pibox.box import Pibox
+from tests.pibox.helpers import FIGURES, record, selected_cpus, selected_suites
 
 HERE = Path(__file__).resolve().parent
-PY = sys.executable
-
-
-def _selected(var: str, allowed) -> list[str]:
-    raw = os.environ.get(var, "")
-    chosen = [s.strip() for s in raw.split(",") if s.strip()] or list(allowed)
-    bad = [s for s in chosen if s not in allowed]
-    if bad:
-        raise pytest.UsageError(f"{var}={raw!r}: {bad} not in {list(allowed)}")
-    return chosen
-
-
-def selected_suites() -> list[str]:
-    return _selected("FACEEDGE_PI_SUITES", SUITES)
-
-
-def selected_cpus() -> list[str]:
-    return _selected("FACEEDGE_PI_CPUS", CPUS)
 
 
 def pytest_generate_tests(metafunc):
@@ -62,12 +43,6 @@ def missing(what: str) -> None:
 # ----------------------------------------------------------------------------------- the summary
 
 _OUTCOMES: dict[tuple[str, str, str], str] = {}
-_FIGURES: list[str] = []
-
-
-def record(line: str) -> None:
-    """A figure for the end-of-run summary (parity counts, timings)."""
-    _FIGURES.append(line)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -87,7 +62,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _OUTCOMES and not _FIGURES:
+    if not _OUTCOMES and not FIGURES:
         return
     tr = terminalreporter
     tr.section("emulated Raspberry Pi: suites x CPU models x checks")
@@ -102,7 +77,7 @@ def pytest_terminal_summary(terminalreporter):
     tr.write_line(
         "(A72: Cortex-A72 as in a Pi 4, A76: Cortex-A76 as in a Pi 5; '.': a per-suite check, run as the other)"
     )
-    for line in _FIGURES:
+    for line in FIGURES:
         tr.write_line(line)
 
 
@@ -205,7 +180,7 @@ def _install(box: Pibox, device_wheel: Path) -> dict:
 
 # ------------------------------------------------------------------------ the demo's model and video
 
-DEMO_ARGS = ["--frames_per_image", "1", "--bench_seconds", "0.5"]
+DEMO_ARGS = ["--frames-per-image", "1", "--bench-seconds", "0.5"]
 
 
 @pytest.fixture(scope="session")
@@ -215,7 +190,7 @@ def demo(tmp_path_factory) -> dict:
     short bench: its run dir (export/int8, splits.csv), video, daemon config and JSONL. An
     untrained model would make parity trivial (one output for every input), so it is trained fully."""
     t0 = time.monotonic()
-    reuse = os.environ.get("FACEEDGE_PI_DEMO_RUN")  # a run of `make demo ARGS="--frames_per_image 1"`
+    reuse = os.environ.get("FACEEDGE_PI_DEMO_RUN")  # a run of `make demo ARGS="--frames-per-image 1"`
     if reuse:
         run = Path(reuse).resolve()
         if not (run / "demo" / "results.jsonl").is_file():
@@ -246,21 +221,3 @@ def demo(tmp_path_factory) -> dict:
         "jsonl": run / "demo" / "results.jsonl",
         "manifest": manifest,
     }
-
-
-def write_daemon_config(path: Path, video: str, results: str, threads: int) -> Path:
-    """The demo's daemon config (every frame of the video, JSONL out) with a fixed thread count."""
-    path.write_text(
-        textwrap.dedent(f"""\
-        source: {{type: opencv, device: {video}, realtime: false}}
-        crop: {{mode: full}}
-        model: {{variant: int8, num_threads: {threads}}}
-        outputs:
-          jsonl: {{path: {results}}}
-        log_level: INFO
-        """)
-    )
-    return path
-
-
-__all__ = ["PiboxError", "record", "selected_cpus", "selected_suites", "write_daemon_config"]

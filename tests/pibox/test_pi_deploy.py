@@ -5,7 +5,7 @@ made for this run and its own known_hosts). Everything a deploy does happens the
 rsync of the bundle, a --system-site-packages venv with pip installing aarch64 wheels (from the
 box's offline index), `device check`, the atomic flip of `current`, the health gate on the
 daemon's /healthz. systemd is not PID 1 in the box, so the service manager is `command` with the
-x86 deploy test's supervisor (tests/test_deploy.py SUPERVISOR: starts the unit's ExecStart with a
+x86 deploy test's supervisor (tests/helpers/deploy.py SUPERVISOR: starts the unit's ExecStart with a
 pidfile). Then `deploy-model`, `rollback`, `bench-remote`, each through its Make target. One story:
 the tests run in order and share the Pi.
 """
@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+from tests.helpers.deploy import SUPERVISOR
 from tests.pibox.box import free_port, start_sshd
-from tests.pibox.conftest import record, selected_cpus
-from tests.pibox.test_pi_install import APT_EXTENSION
-from tests.test_deploy import SUPERVISOR
+from tests.pibox.helpers import APT_EXTENSION, record, selected_cpus
 
 pytestmark = [pytest.mark.pi, pytest.mark.slow, pytest.mark.timeout(3600)]
 

@@ -9,13 +9,9 @@ import json
 
 import pytest
 
-from tests.pibox.conftest import record
+from tests.pibox.helpers import APT_EXTENSION, record
 
 pytestmark = [pytest.mark.pi, pytest.mark.slow, pytest.mark.timeout(3600)]
-
-# what the stand-in for Raspberry Pi OS's simplejpeg/picamera2 is: a Cython module of Debian's
-# python3-pywt, built against the OS's numpy C API
-APT_EXTENSION = "import pywt._extensions._pywt as ext, numpy; print(ext.__file__, numpy.__version__, numpy.__file__)"
 
 VENV_FACTS = r"""
 import importlib.util, json, sys

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.pibox.conftest import PY, record, write_daemon_config
+from tests.helpers import ROOT
+from tests.pibox.helpers import PY, record, write_daemon_config
 from tests.pibox.probe_video import read_frames
 
 pytestmark = [pytest.mark.pi, pytest.mark.slow, pytest.mark.timeout(3600)]
