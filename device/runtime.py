@@ -70,9 +70,9 @@ def default_threads() -> int:
     XNNPACK splits every op evenly across its threads and waits for the last one. With as many
     threads as cores, the daemon's capture thread (frame copy or decode, colour conversion, crop and
     resize), its outputs and the OS preempt one of them on every frame and each op waits for that
-    straggler; with one core left to them they run beside inference. Measured on a 2-core machine
-    (int8 MobileNetV2 224, 640x480 synthetic frames, 12 alternating rounds, docs/bench.md): the loop's
-    fps at 1 thread was 1.2 × (median; 0.61-1.36) its fps at 2 threads, better in 9 of 12 rounds. On a
+    straggler; with one core left to them they run beside inference. Measured on a shared 2-core
+    machine (int8 MobileNetV2 224, 640x480 synthetic frames, 18 alternating rounds, docs/bench.md): the
+    loop's fps at 1 thread was 1.22 × (median; 0.55-1.46) its fps at 2 threads, better in 13 of 18. On a
     4-core Pi the camera (30 fps: 33 ms a frame) bounds the loop at 3 threads as at 4 (int8: 17-20 ms
     an inference at 4 threads on a Pi 4, at most 23-27 ms at 3), and the capture thread's share
     (≈ 3.5 ms a frame) gets a core of its own.
