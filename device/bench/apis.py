@@ -173,28 +173,16 @@ def litert_benchmark(model_path: Path, threads: int, *, runs: int = 100, warmup_
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             return {"error": f"litert-benchmark failed (exit {proc.returncode}): {tail}"}
         result = json.loads(out.read_text())
-    timing = result.get("benchmark", result)
-    median = _find(timing, "median_ms")
-    if median is None:
-        return {"error": f"litert-benchmark wrote no median_ms ({sorted(result)})"}
+    latency = result.get("latency")  # ai-edge-litert 2.x: {"latency": {"median_ms", "avg_ms", ...}, ...}
+    if not isinstance(latency, dict) or "median_ms" not in latency:
+        return {"error": f"litert-benchmark's result has no latency.median_ms (keys: {sorted(result)})"}
     return {
-        "tool": " ".join(Path(tool[0]).name if i == 0 else t for i, t in enumerate(tool)),
+        "tool": Path(tool[0]).name if len(tool) == 1 else tool[-1],
         "threads": threads,
         "runs": runs,
-        "median_ms": median,
-        "avg_ms": _find(timing, "avg_ms"),
+        "median_ms": latency["median_ms"],
+        "avg_ms": latency.get("avg_ms"),
     }
-
-
-def _find(d: Any, key: str) -> Any:
-    """`key` anywhere in a nested dict (the tool's JSON layout differs between versions)."""
-    if isinstance(d, dict):
-        if key in d:
-            return d[key]
-        for v in d.values():
-            if (found := _find(v, key)) is not None:
-                return found
-    return None
 
 
 def cross_check(raw_median_ms: float, tool: dict[str, Any], apis: dict[str, Any] | None, wide: bool) -> dict[str, Any]:
