@@ -16,7 +16,7 @@ PORT         ?= 22
 SSH_KEY      ?=
 REMOTE_DIR   ?= faceedge
 KNOWN_HOSTS  ?=
-SSH_OPTS      = $(if $(SSH_KEY),--ssh_key $(SSH_KEY)) $(if $(KNOWN_HOSTS),--known_hosts $(KNOWN_HOSTS))
+SSH_OPTS      = $(if $(SSH_KEY),--ssh-key $(SSH_KEY)) $(if $(KNOWN_HOSTS),--known-hosts $(KNOWN_HOSTS))
 ARGS         ?=
 PYTEST_ARGS  ?=
 PI_SUITES    ?= bookworm,trixie
@@ -42,7 +42,7 @@ apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missi
 	fi
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-imx500 setup-mediapipe pull label test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
+.PHONY: help setup setup-imx500 setup-mediapipe pull label status test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
         deploy rollback deploy-model bench bench-model bench-http bench-train bench-device demo clean distclean
 
 help: ## list the targets
@@ -110,15 +110,19 @@ check-device: | $(PY) ## load the model and run the self-test, as deploy does
 
 deploy: | $(PY) ## deploy daemon + model to PI=user@host[,user@host...]
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device deploy --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
+	$(PY) -m device deploy --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
 
 rollback: | $(PY) ## go back one release on PI
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device rollback --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) $(ARGS)
+	$(PY) -m device rollback --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) $(ARGS)
+
+status: | $(PY) ## what PI runs: current/previous release, model sha256, health, uptime (ARGS=--json)
+	$(if $(PI),,$(error set PI=user@host))
+	$(PY) -m device status --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) $(ARGS)
 
 deploy-model: | $(PY) ## ship a new model only and reload it with SIGHUP
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device deploy-model --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
+	$(PY) -m device deploy-model --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) --run $(RUN) --config $(DEVICE_CONFIG) $(ARGS)
 
 pull: | $(PY) ## copy crops collected on PI (~/$(REMOTE_DATA)) into data/$(NAME)/: new files only, no overwrite
 	$(if $(PI),,$(error set PI=user@host))
@@ -135,7 +139,7 @@ bench-model: | $(PY) ## a model to bench with: int8 MobileNetV2 1.0 224, random 
 
 bench-device: | $(PY) ## the same benchmark on PI over ssh, results brought back
 	$(if $(PI),,$(error set PI=user@host))
-	$(PY) -m device bench-remote --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote_dir $(REMOTE_DIR) $(ARGS)
+	$(PY) -m device bench-remote --hosts $(PI) --port $(PORT) $(SSH_OPTS) --remote-dir $(REMOTE_DIR) $(ARGS)
 
 bench-http: | $(PY) ## the daemon's HTTP under 20 concurrent loopback clients: latency, errors, fps and RSS change
 	$(PY) -m device bench-http --model-dir $(RUN) $(ARGS)

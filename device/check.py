@@ -39,6 +39,7 @@ import numpy as np
 
 from device.crop import CropConfig, load_image_rgb
 from device.errors import FaceedgeError
+from device.flags import add_option
 from device.manifest import load_manifest, resolve_model_dir
 from device.selftest import AS_IS, SELFTEST_JSON, SelfTest, classify_image, load_selftest
 
@@ -295,13 +296,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "check",
         help="load the model, classify a self-test image, print result and timings",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=None, help="device config YAML (default: built-in defaults)")
-    p.add_argument(
+    add_option(
+        p,
         "--model-dir",
-        "--model_dir",
-        dest="model_dir",
         type=Path,
         default=None,
         help="model dir (model.tflite + manifest.json) or run dir; overrides model.dir",
@@ -313,11 +312,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"self-test image (default: the model dir's {SELFTEST_JSON}, else a generated pattern)",
     )
     p.add_argument("--expect", type=str, default=None, help="label the self-test image must get")
+    add_option(p, "--expect-score", type=float, default=None, help="score the self-test image must get (± --tolerance)")
     p.add_argument(
-        "--expect_score", type=float, default=None, help="score the self-test image must get (± --tolerance)"
+        "--tolerance", type=float, default=0.02, help="allowed |score - expect_score| (default: %(default)s)"
     )
-    p.add_argument("--tolerance", type=float, default=0.02, help="allowed |score - expect_score|")
-    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed invokes after the first")
+    p.add_argument(
+        "--runs", type=int, default=DEFAULT_RUNS, help="timed invokes after the first (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=cli)
     return p

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from device.errors import FaceedgeError
+from device.flags import add_option
 
 # command: (module whose add_parser adds it, the one-line help `--help` lists)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -38,6 +39,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("device.deploy.cli", "deploy daemon + model to Raspberry Pis over ssh"),
     "deploy-model": ("device.deploy.cli", "ship a new model only and reload it with SIGHUP"),
     "rollback": ("device.deploy.cli", "go back one release on the device(s)"),
+    "status": (
+        "device.deploy.cli",
+        "what each Pi runs: current and previous release, model sha256, health, uptime",
+    ),
     "pull": (
         "device.pull",
         "copy crops collected on Pis into a local dataset folder (new files only, never overwriting)",
@@ -74,21 +79,18 @@ def build_parser(command: str | None = None, *, all_commands: bool = False) -> a
     parser = argparse.ArgumentParser(
         prog="python -m device",
         description="faceedge on the device: run the classifier on camera frames, check, collect, deploy, bench.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--validate_config",
+    add_option(
+        parser,
         "--validate-config",
-        dest="validate_config",
         type=Path,
         default=None,
         metavar="CONFIG",
         help="validate a device YAML config and exit",
     )
-    parser.add_argument(
-        "--log_level",
+    add_option(
+        parser,
         "--log-level",
-        dest="log_level",
         default=None,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level on stderr (default: the config's log_level, else INFO)",
@@ -112,7 +114,7 @@ def standalone(
 
     `command` is prepended to argv for modules with a single subcommand (`python -m device.check ...`).
     """
-    parser = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog)
     add_parser(parser.add_subparsers(dest="command", required=True))
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args([command, *argv] if command else argv)

@@ -1,6 +1,6 @@
 """`python -m device collect`: build a training dataset with the camera the model will run on.
 
-    python -m device collect --label L --person P --out ROOT [--config C] [--source S] [--count N] [--every_s 0.2]
+    python -m device collect --label L --person P --out ROOT [--config C] [--source S] [--count N] [--every-s 0.2]
 
 Frames come from any source (the Pi camera, a webcam, a video file, a folder of images; the
 config's ``source:`` or ``--source``), go through the daemon's own `Cropper` (the config's
@@ -21,7 +21,7 @@ A frame is saved only if it passes, in this order:
 Files are named ``<person>-<session time>-<n>.png``, written to a temporary file, fsynced, then
 hard-linked into place, which fails rather than overwrite an existing file (the next number is
 taken). A progress line on stderr shows saved/wanted and the skip counts; Ctrl-C stops cleanly.
-``--live_view`` serves the daemon's live-view page (device/liveview.py) on the config's
+``--live-view`` serves the daemon's live-view page (device/liveview.py) on the config's
 ``outputs.http`` (default 127.0.0.1:8088), with the crops saved so far per label.
 """
 
@@ -45,6 +45,7 @@ import numpy as np
 from device.crop import Cropper, encode_image_rgb
 from device.errors import FaceedgeError
 from device.files import require_writable_dir, write_new
+from device.flags import add_option
 from device.quality import dhash, grey_thumb, hamming, sharpness
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ def collect_frames(
 
 
 def source_frames(
-    source, *, read_timeout_s: float = 1.0, stall_seconds: float = 10.0, open_attempts: int = 4
+    source, *, read_timeout_s: float = 1.0, stall_s: float = 10.0, open_attempts: int = 4
 ) -> Iterator[tuple[float, np.ndarray]]:
     """(monotonic time, frame) pairs from a `device.sources` FrameSource, opened here (retrying a
     busy camera with backoff) and closed when the iteration ends."""
@@ -265,8 +266,8 @@ def source_frames(
             try:
                 img = source.read(timeout=read_timeout_s)
             except TimeoutError:
-                if time.monotonic() - last > stall_seconds:
-                    raise FaceedgeError(f"source {source.describe()}: no frame for {stall_seconds:g} s") from None
+                if time.monotonic() - last > stall_s:
+                    raise FaceedgeError(f"source {source.describe()}: no frame for {stall_s:g} s") from None
                 continue
             if img is None:
                 return
@@ -309,7 +310,7 @@ def run(
     if count is not None and count < 1:
         raise FaceedgeError(f"--count {count}: must be >= 1")
     if every_s < 0:
-        raise FaceedgeError(f"--every_s {every_s}: must be >= 0")
+        raise FaceedgeError(f"--every-s {every_s}: must be >= 0")
     cfg = load_config(config)
     crop_cfg = cfg.crop
     if mode is not None or margin is not None:
@@ -348,9 +349,7 @@ def run(
         )
         collector.view.start()
     bar = Progress(f"{label}/{person}", count) if progress else None
-    frames = source_frames(
-        src, read_timeout_s=cfg.capture.read_timeout_s, stall_seconds=max(cfg.capture.stall_seconds, 2.0)
-    )
+    frames = source_frames(src, read_timeout_s=cfg.capture.read_timeout_s, stall_s=max(cfg.capture.stall_s, 2.0))
     try:
         with closing(frames):  # closes the source as soon as we stop, not at garbage collection
             stats = collect_frames(frames, collector, count=count, max_seconds=max_seconds, progress=bar)
@@ -369,7 +368,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "collect",
         help="save de-duplicated, sharp crops from a camera/video into <out>/<label>/<person>/",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--label", type=str, required=True, help="class of what the camera sees, e.g. open")
     p.add_argument("--person", type=str, required=True, help="who is filmed (keeps persons apart in the splits)")
@@ -393,33 +391,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="override crop.margin for face crops (default: the config's)",
     )
-    p.add_argument("--count", type=int, default=100, help="stop after saving this many crops")
-    p.add_argument(
-        "--every_s",
+    p.add_argument("--count", type=int, default=100, help="stop after saving this many crops (default: %(default)s)")
+    add_option(
+        p,
         "--every-s",
-        dest="every_s",
         type=float,
         default=0.2,
-        help="at least this many seconds between saved crops",
+        help="at least this many seconds between saved crops (default: %(default)s)",
     )
-    p.add_argument("--max_seconds", type=float, default=None, help="stop after this long")
-    p.add_argument(
-        "--min_sharpness",
+    add_option(p, "--max-seconds", type=float, default=None, help="stop after this long")
+    add_option(
+        p,
+        "--min-sharpness",
         type=float,
         default=DEFAULT_MIN_SHARPNESS,
-        help="variance of the Laplacian (at 128x128) below which a crop is 'blurred'",
+        help="variance of the Laplacian (at 128x128) below which a crop is 'blurred' (default: %(default)s)",
     )
-    p.add_argument(
-        "--min_change",
+    add_option(
+        p,
+        "--min-change",
         type=int,
         default=DEFAULT_MIN_CHANGE,
-        help="dHash bits (of 64) a crop must differ from recent saves, else 'duplicate'",
+        help="dHash bits (of 64) a crop must differ from recent saves, else 'duplicate' (default: %(default)s)",
     )
-    p.add_argument("--format", dest="fmt", choices=["png", "jpg"], default="png", help="crop file format")
     p.add_argument(
-        "--live_view",
+        "--format", dest="fmt", choices=["png", "jpg"], default="png", help="crop file format (default: %(default)s)"
+    )
+    add_option(
+        p,
         "--live-view",
-        dest="live_view",
         action="store_true",
         help="serve the live-view page (frame, crop box, counts per label) on the config's outputs.http",
     )

@@ -3,7 +3,7 @@
 Sections (every one optional; see configs/device.yaml for a commented sample)::
 
     source:   {type: picamera2 | imx500 | opencv | images | synthetic, ...}   # device/sources/
-    capture:  {stall_seconds, read_timeout_s, reconnect_initial_s, reconnect_max_s, discard_after_reconnect}
+    capture:  {stall_s, read_timeout_s, reconnect_initial_s, reconnect_max_s, discard_after_reconnect}
     crop:     {mode: full | center | face, ...}                       # device/crop.py
     model:    {dir, variant, num_threads, runtime, validate_timeout_s}
     decision: {threshold, smoothing, window, min_frames, hysteresis}  # device/decision.py
@@ -192,10 +192,10 @@ def check_limits(
 ) -> None:
     """Run limits below 1 are mistakes (0 used to mean one frame, or no limit at all): refuse them."""
     if max_frames is not None and max_frames < 1:
-        raise FaceedgeError(f"--max_frames {max_frames}: must be >= 1 (leave it out to run until stopped)")
+        raise FaceedgeError(f"--max-frames {max_frames}: must be >= 1 (leave it out to run until stopped)")
     if max_seconds is not None and not max_seconds > 0:
-        raise FaceedgeError(f"--max_seconds {max_seconds:g}: must be > 0 (leave it out to run until stopped)")
+        raise FaceedgeError(f"--max-seconds {max_seconds:g}: must be > 0 (leave it out to run until stopped)")
     if num_threads is not None and num_threads < 1:
         raise FaceedgeError(
-            f"--num_threads {num_threads}: must be >= 1 (leave it out for the default: the cores but one)"
+            f"--num-threads {num_threads}: must be >= 1 (leave it out for the default: the cores but one)"
         )

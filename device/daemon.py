@@ -12,9 +12,9 @@ Use it from code (the benchmark does)::
         stats = d.run(stop_event, max_frames=100, max_seconds=10, on_result=print)  # close() on exit
 
 Health (`Telemetry`, /healthz): `starting` until the first result, `ok` while fresh results flow,
-`stalled` when no frame came for `capture.stall_seconds` (the capture thread meanwhile reopens the
+`stalled` when no frame came for `capture.stall_s` (the capture thread meanwhile reopens the
 source with capped backoff), `error` when the source cannot work at all; a frame older than
-`stall_seconds` is never classified. systemd (`Notifier`): READY=1 after the first result;
+`stall_s` is never classified. systemd (`Notifier`): READY=1 after the first result;
 WATCHDOG=1 only after a fresh frame went through this loop; STOPPING=1 on exit.
 
 SIGHUP (`request_reload`) reloads config and model without stopping: device/reload.py. The command
@@ -81,7 +81,7 @@ class Daemon:
             self.config = with_source(config, source_override)
         if not (self.model_dir_arg or self.config.model.dir):
             raise FaceedgeError("no model: pass --model-dir or set model.dir in the config")
-        self.telemetry = telemetry or Telemetry(stall_after_s=self.config.capture.stall_seconds)
+        self.telemetry = telemetry or Telemetry(stall_after_s=self.config.capture.stall_s)
         self.notifier = notifier or Notifier()
         self._outputs_given = outputs
         self._source_factory = source_factory
@@ -194,7 +194,7 @@ class Daemon:
         if not self._started:
             self.start()
         stop = stop_event or threading.Event()
-        cfg_stall = lambda: self.config.capture.stall_seconds  # noqa: E731 - changes on reload
+        cfg_stall = lambda: self.config.capture.stall_s  # noqa: E731 - changes on reload
         poll = min(0.1, cfg_stall() / 4)
         deadline = time.monotonic() + max_seconds if max_seconds else None
         t_run = time.monotonic()
@@ -412,7 +412,7 @@ class Daemon:
         # the AI Camera loads its network when it opens: a new imx500 model means reopening it
         if cfg.source != old_cfg.source or cfg.capture != old_cfg.capture or clf.on_sensor or old_clf.on_sensor:
             self.grabber.stop(timeout=1.0)
-            self.telemetry.stall_after_s = cfg.capture.stall_seconds
+            self.telemetry.stall_after_s = cfg.capture.stall_s
             self.grabber = self._make_grabber(cfg).start()
         self.telemetry.set_model(clf.manifest.sha256, clf.manifest)
         self.stats["reloads"] += 1

@@ -289,7 +289,7 @@ def count_images(root: Path) -> dict[str, int]:
 
 
 class CollectView:
-    """The live view of `device collect --live_view`: the same page, with the crops saved so far per
+    """The live view of `device collect --live-view`: the same page, with the crops saved so far per
     label. Served by an HttpOutput made from the config's `outputs.http` (host, port, token rules)."""
 
     def __init__(self, http_cfg, *, out_root: Path, label: str, person: str, wanted: int | None) -> None:

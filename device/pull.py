@@ -19,7 +19,6 @@ Hidden folders (``.pull``, ``.trash``) are skipped by training's data loader.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -28,9 +27,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.ssh import Host, Ssh, explain_ssh_failure, parse_hosts
 from device.errors import FaceedgeError
 from device.files import link_new, require_writable_dir, sha256_file
+from device.flags import add_option
+from device.ssh import Host, Ssh, explain_ssh_failure, parse_hosts
 
 log = logging.getLogger(__name__)
 
@@ -140,24 +140,22 @@ def add_parser(subparsers) -> None:
         "pull",
         help="copy crops collected on Pis into a local dataset folder (new files only, never overwriting)",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--hosts", required=True, help="comma-separated user@host[:port]")
-    p.add_argument("--port", type=int, default=22, help="ssh port (a host's own :port wins)")
-    p.add_argument("--ssh_key", "--ssh-key", type=Path, default=None, help="private key for ssh")
-    p.add_argument(
-        "--known_hosts",
+    p.add_argument("--port", type=int, default=22, help="ssh port (a host's own :port wins) (default: %(default)s)")
+    add_option(p, "--ssh-key", type=Path, default=None, help="private key for ssh")
+    add_option(
+        p,
         "--known-hosts",
         type=Path,
         default=None,
         help="known_hosts file (host keys are always checked)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--remote-data",
-        "--remote_data",
-        dest="remote_data",
         default="faceedge/data/mine",
-        help="the collect --out folder on the Pi (relative = under the login's home)",
+        help="the collect --out folder on the Pi (relative = under the login's home) (default: %(default)s)",
     )
     p.add_argument("--out", type=Path, required=True, help="local dataset folder, e.g. data/mine")
     p.set_defaults(func=_cmd_pull)

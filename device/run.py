@@ -9,7 +9,6 @@ one log line while the old one keeps serving.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 from device.config import check_limits, load_config, require_outputs
 from device.daemon import Daemon
+from device.flags import add_option
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,11 @@ def add_parser(subparsers) -> None:
         "run",
         help="run the daemon: camera → classifier → outputs",
         description="Classify camera frames on-device until SIGTERM/SIGINT (SIGHUP reloads config and model).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=None, help="device YAML config (default: all defaults)")
-    p.add_argument(
-        "--model_dir",
+    add_option(
+        p,
         "--model-dir",
-        dest="model_dir",
         type=str,
         default=None,
         help="model dir or run dir (overrides model.dir)",
@@ -85,27 +83,23 @@ def add_parser(subparsers) -> None:
         help="override the config's source: synthetic, picamera2, a camera index, a video file, "
         "a URL, an image folder or glob",
     )
-    p.add_argument(
-        "--num_threads",
+    add_option(
+        p,
         "--num-threads",
-        dest="num_threads",
         type=int,
         default=None,
         help="interpreter threads (overrides model.num_threads; default the cores but one, at least 1)",
     )
-    p.add_argument(
-        "--max_frames", "--max-frames", dest="max_frames", type=int, default=None, help="stop after this many results"
-    )
-    p.add_argument(
-        "--max_seconds",
+    add_option(p, "--max-frames", type=int, default=None, help="stop after this many results")
+    add_option(
+        p,
         "--max-seconds",
-        dest="max_seconds",
         type=float,
         default=None,
         help="stop after this many seconds",
     )
-    p.add_argument(
-        "--validate_config",
+    add_option(
+        p,
         "--validate-config",
         dest="validate_only",
         action="store_true",

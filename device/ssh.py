@@ -2,7 +2,7 @@
 a failed connection means, in one line a user can act on.
 
 Security: ssh is key-only (BatchMode, no password or keyboard-interactive auth) and host keys are
-always checked (StrictHostKeyChecking=yes, never turned off; `--known_hosts FILE` for a file you
+always checked (StrictHostKeyChecking=yes, never turned off; `--known-hosts FILE` for a file you
 filled after checking the fingerprint). Remote commands are argv lists quoted with shlex.quote;
 nothing is run through a local shell.
 """
@@ -162,11 +162,11 @@ def check_remote_dir(remote_dir: str) -> str:
     if d.startswith("~/"):
         d = d[2:]
     if not d or not _SAFE_REMOTE_DIR.match(d) or ".." in d.split("/"):
-        raise FaceedgeError(f"--remote_dir {remote_dir!r}: use letters, digits and ._/+- only (relative = under ~)")
+        raise FaceedgeError(f"--remote-dir {remote_dir!r}: use letters, digits and ._/+- only (relative = under ~)")
     d = posixpath.normpath(d)
     if d in (".", "/"):
         raise FaceedgeError(
-            f"--remote_dir {remote_dir!r}: give a folder inside the home on the device "
+            f"--remote-dir {remote_dir!r}: give a folder inside the home on the device "
             "(default faceedge), not the home itself or /"
         )
     return d

@@ -337,7 +337,7 @@ def test_run_converted_for_int8_and_imx500_then_classified_on_the_fake_ai_camera
         {
             "source": {"type": "imx500", "width": 64, "height": 48, "fps": 200},
             "decision": {"smoothing": "none"},
-            "capture": {"stall_seconds": 10},
+            "capture": {"stall_s": 10},
         }
     )
     clf = Imx500Classifier.from_model_dir(export)

@@ -77,13 +77,13 @@ def bench_run(tiny_models, tmp_path_factory):
         ",".join(map(str, threads)),
         "--runs",
         "20",
-        "--min_seconds",
+        "--min-seconds",
         "0.1",
-        "--warmup_runs",
+        "--warmup-runs",
         "3",
-        "--pipeline_seconds",
+        "--pipeline-seconds",
         "0.4",
-        "--pipeline_warmup_seconds",
+        "--pipeline-warmup-seconds",
         "0.2",
         "--resolution",
         "320x240",
@@ -245,7 +245,7 @@ def test_bench_writes_md_png_and_prints_efficiency_last(bench_run):
     ):
         assert heading in md
     assert md.count("| int8 |") >= 3 * len(bench_run["threads"])  # raw, pipeline, per-stage rows
-    assert "published (" not in md  # not a Pi, no --compare_board: no published column
+    assert "published (" not in md  # not a Pi, no --compare-board: no published column
     img = cv2.imread(str(out / "bench.png"))
     assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
     assert bench_run["report"]["plot_backend"] in ("matplotlib", "opencv")
@@ -437,13 +437,13 @@ def test_pipeline_failure_in_the_child_is_one_line(tiny_models, tmp_path, capsys
             "1",
             "--runs",
             "3",
-            "--min_seconds",
+            "--min-seconds",
             "0",
             "--config",
             str(cfg),
             "--source",
             "config",
-            "--no_baseline",
+            "--no-baseline",
             "--out",
             str(tmp_path / "out"),
         ]
@@ -490,7 +490,7 @@ def test_passthrough_flags_round_trip():
             "pi@x",
             "--threads",
             "1,4",
-            "--no_pipeline",
+            "--no-pipeline",
             "--resolution",
             "1280x720",
             "--min-seconds",
@@ -498,7 +498,7 @@ def test_passthrough_flags_round_trip():
         ]
     )
     flags = bench_cli.passthrough_flags(args)
-    assert flags == ["--threads", "1,4", "--min_seconds", "3.0", "--no_pipeline", "--resolution", "1280x720"]
+    assert flags == ["--threads", "1,4", "--min-seconds", "3.0", "--no-pipeline", "--resolution", "1280x720"]
     again = p.parse_args(["bench", *flags])
     assert (again.threads, again.pipeline, again.resolution, again.min_seconds) == ([1, 4], False, (1280, 720), 3.0)
 
@@ -538,7 +538,7 @@ def test_bench_remote_over_real_ssh(sshd, tiny_models, tmp_path, capsys):
         str(sshd["port"]),
         "--ssh-key",
         str(sshd["key"]),
-        "--known_hosts",
+        "--known-hosts",
         str(sshd["known_hosts"]),
         "--remote-dir",
         "faceedge",
@@ -548,13 +548,13 @@ def test_bench_remote_over_real_ssh(sshd, tiny_models, tmp_path, capsys):
         "1",
         "--runs",
         "5",
-        "--min_seconds",
+        "--min-seconds",
         "0.05",
-        "--pipeline_seconds",
+        "--pipeline-seconds",
         "0.3",
-        "--pipeline_warmup_seconds",
+        "--pipeline-warmup-seconds",
         "0.1",
-        "--no_baseline",
+        "--no-baseline",
     ]
     assert main(argv) == 0, capsys.readouterr()
     stdout = capsys.readouterr().out
@@ -569,7 +569,7 @@ def test_bench_remote_over_real_ssh(sshd, tiny_models, tmp_path, capsys):
     lines = stdout.strip().splitlines()
     assert "summary int8:" in lines and lines[-1].startswith("  ")
     # no deployed release: one clear line naming the fix
-    assert main([*argv[: argv.index("--remote-dir")], "--remote-dir", "elsewhere", "--no_pipeline"]) == 2
+    assert main([*argv[: argv.index("--remote-dir")], "--remote-dir", "elsewhere", "--no-pipeline"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "deploy" in err
 

@@ -70,7 +70,7 @@ def test_json_and_expected_score(tiny_models, images, capsys):
             str(tiny_models["int8"]),
             "--image",
             str(images / "open.png"),
-            "--expect_score",
+            "--expect-score",
             str(first["score"]),
             "--tolerance",
             "0.001",
@@ -85,7 +85,7 @@ def test_json_and_expected_score(tiny_models, images, capsys):
             str(tiny_models["int8"]),
             "--image",
             str(images / "open.png"),
-            "--expect_score",
+            "--expect-score",
             str(first["score"] - 0.2),
             "--json",
         ]

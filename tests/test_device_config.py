@@ -26,7 +26,7 @@ def test_sample_config_is_valid_and_enables_jsonl_stdout():
 def test_defaults_need_no_file():
     cfg = load_config(None)
     assert isinstance(cfg, DaemonConfig) and cfg.source.type == "synthetic"
-    assert cfg.capture.stall_seconds == 5.0
+    assert cfg.capture.stall_s == 5.0
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_defaults_need_no_file():
         ({"source": {"type": "opencv", "devise": 0}}, "'source.devise'"),
         ({"source": {"type": "webcam"}}, "'source.type'"),
         ({"source": {"type": "synthetic", "fps": -1}}, "'source.fps'"),
-        ({"capture": {"stall_seconds": 0}}, "'capture.stall_seconds'"),
+        ({"capture": {"stall_s": 0}}, "'capture.stall_s'"),
         ({"decision": {"smoothing": "median"}}, "'decision.smoothing'"),
         ({"outputs": {"jsonl": {"pth": "x"}}}, "'outputs.jsonl.pth'"),
         ({"crop": {"mode": "eyes"}}, "'crop.mode'"),
@@ -106,3 +106,16 @@ def test_validate_config_cli(tmp_path):
     )
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {bad}: key 'source.fsp': Extra inputs are not permitted"
+
+
+def test_the_old_duration_key_still_reads_with_a_warning(caplog):
+    """Every duration key ends in _s: capture.stall_seconds is now capture.stall_s; a config that
+    still says stall_seconds works and is told so, and giving both is an error naming the key."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        cfg = parse_config({"capture": {"stall_seconds": 2.5}})
+    assert cfg.capture.stall_s == 2.5
+    assert "capture.stall_seconds is deprecated: call it capture.stall_s" in caplog.text
+    with pytest.raises(FaceedgeError, match="capture.*give stall_s only"):
+        parse_config({"capture": {"stall_seconds": 2.5, "stall_s": 3}})

@@ -232,10 +232,10 @@ def test_a_folder_of_corrupt_images_is_an_error_not_zero_results(tiny_models, tm
     cfg = tmp_path / "device.yaml"
     cfg.write_text(
         f"source: {{type: images, path: {photos}, loop: {str(loop).lower()}}}\n"
-        "capture: {stall_seconds: 1.0, reconnect_initial_s: 0.1, reconnect_max_s: 0.2}\n"
+        "capture: {stall_s: 1.0, reconnect_initial_s: 0.1, reconnect_max_s: 0.2}\n"
         "outputs: {jsonl: {path: '-'}}\n"
     )
-    p = device_run(["--config", str(cfg), "--model-dir", str(tiny_models["int8"]), "--max_seconds", "30"])
+    p = device_run(["--config", str(cfg), "--model-dir", str(tiny_models["int8"]), "--max-seconds", "30"])
     line = assert_one_line_error(p, str(photos), "4")
     assert "could be read" in line and p.stdout == ""
 
@@ -243,11 +243,11 @@ def test_a_folder_of_corrupt_images_is_an_error_not_zero_results(tiny_models, tm
 @pytest.mark.parametrize(
     "flag, value",
     [
-        ("--max_frames", "0"),
-        ("--max_frames", "-1"),
-        ("--max_seconds", "0"),
-        ("--max_seconds", "-2"),
-        ("--num_threads", "0"),
+        ("--max-frames", "0"),
+        ("--max-frames", "-1"),
+        ("--max-seconds", "0"),
+        ("--max-seconds", "-2"),
+        ("--num-threads", "0"),
     ],
 )
 def test_run_limits_below_one_are_refused(tiny_models, tmp_path, flag, value):
@@ -271,7 +271,7 @@ def test_a_daemon_without_outputs_refuses_to_start(tiny_models, tmp_path):
     cfg = tmp_path / "device.yaml"
     cfg.write_text("source: {type: synthetic}\n")
     for args in (["--config", str(cfg)], []):  # a config without outputs:, and no config at all
-        p = device_run([*args, "--model-dir", str(tiny_models["int8"]), "--max_frames", "5"])
+        p = device_run([*args, "--model-dir", str(tiny_models["int8"]), "--max-frames", "5"])
         assert_one_line_error(p, "outputs")
 
 

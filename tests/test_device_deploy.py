@@ -64,11 +64,11 @@ class Pi:
             self.host,
             "--port",
             str(self.port),
-            "--ssh_key",
+            "--ssh-key",
             str(self.key),
-            "--known_hosts",
+            "--known-hosts",
             str(known_hosts or self.known_hosts),
-            "--remote_python",
+            "--remote-python",
             self.python,
         ]
 
@@ -97,7 +97,7 @@ def device_yaml(path: Path, http_port: int, source: str = "synthetic") -> Path:
     path.write_text(
         textwrap.dedent(f"""\
         {src}
-        capture: {{stall_seconds: 2.0, reconnect_initial_s: 0.2, reconnect_max_s: 1.0}}
+        capture: {{stall_s: 2.0, reconnect_initial_s: 0.2, reconnect_max_s: 1.0}}
         crop: {{mode: full}}
         model: {{num_threads: 1}}
         outputs:
@@ -122,15 +122,15 @@ class Target:
         sup = [self.pi.python, str(self.pi.tmp / "supervisor.py")]
         cmd = lambda action: " ".join([*sup, action, str(self.remote_dir), str(self.state)])  # noqa: E731
         return [
-            "--remote_dir",
+            "--remote-dir",
             self.name,
-            "--service_manager",
+            "--service-manager",
             "command",
-            "--restart_cmd",
+            "--restart-cmd",
             cmd("restart"),
-            "--stop_cmd",
+            "--stop-cmd",
             cmd("stop"),
-            "--reload_cmd",
+            "--reload-cmd",
             cmd("reload"),
         ]
 
@@ -188,7 +188,7 @@ class Target:
 
 
 def deploy_cmd(pi: Pi, t: Target, *args: str, action: str = "deploy", known_hosts: Path | None = None) -> list[str]:
-    extra = ["--health_timeout", "20"] if action != "rollback" else ["--health_timeout", "20"]
+    extra = ["--health-timeout", "20"] if action != "rollback" else ["--health-timeout", "20"]
     return [PY, "-m", "device", action, *pi.ssh_args(known_hosts), *t.service_args(), *extra, *args]
 
 
@@ -257,14 +257,14 @@ def kit(tiny_models, tiny_keras, pi, tmp_path_factory):
 
 # ============================================================================ the cases (in order: one story)
 
-FAST = ["--venv_without_pip", "--no_deps"]  # after the first deploy: pip from the "system", deps too
+FAST = ["--venv-without-pip", "--no-deps"]  # after the first deploy: pip from the "system", deps too
 
 
 def test_first_deploy(pi, kit):
     t: Target = kit["target"]
     t0 = time.monotonic()
     # through the Makefile, as a user types it (ARGS: the test's supervisor instead of systemd)
-    args = [*t.service_args(), "--remote_python", pi.python, "--health_timeout", "20", "--no_deps"]
+    args = [*t.service_args(), "--remote-python", pi.python, "--health-timeout", "20", "--no-deps"]
     p = run_cli(
         [
             "make",
@@ -350,7 +350,38 @@ def test_second_deploy_then_rollback(pi, kit):
     a, b = (t.remote_dir / "releases" / n / "venv" / site for n in (first, second))
     assert os.stat(a).st_ino == os.stat(b).st_ino and "hard-linked" in p.stdout
 
-    p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health_timeout", "20"])
+    # `device status` / `make status`: the same over ssh, read-only, as a table and as JSON
+    p = run_cli([PY, "-m", "device", "status", *pi.ssh_args(), "--remote-dir", t.name])
+    assert p.returncode == 0, p.stdout + p.stderr
+    head, row = p.stdout.splitlines()
+    assert head.split()[:3] == ["host", "current", "model"]
+    assert row.split()[:4] == [pi.host, second, kit["sha"]["b"][:12], "ok"]
+    assert row.split()[-2:] == [first, kit["sha"]["a"][:12]]
+    p = run_cli(
+        [
+            "make",
+            "--no-print-directory",
+            "status",
+            f"PI={pi.host}",
+            f"PORT={pi.port}",
+            f"SSH_KEY={pi.key}",
+            f"KNOWN_HOSTS={pi.known_hosts}",
+            f"REMOTE_DIR={t.name}",
+            "ARGS=" + shlex.join(["--remote-python", pi.python, "--json"]),
+        ]
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    report = json.loads(p.stdout[p.stdout.index("{") :])[pi.host]
+    assert (report["current"], report["previous"]) == (second, first)
+    assert (report["model_sha256"], report["previous_model_sha256"]) == (kit["sha"]["b"], kit["sha"]["a"])
+    health = report["health"]
+    assert health["status"] == "ok" and health["model_sha256"] == kit["sha"]["b"] and health["uptime_s"] > 0
+    assert report["interrupted"] is None and {"name": second, "state": "ready"} in report["releases"]
+    # a host that cannot be asked is a row of its own, and exit status 1
+    p = run_cli([PY, "-m", "device", "status", *pi.ssh_args(), "--remote-dir", t.name, "--hosts", "nobody@127.0.0.1"])
+    assert p.returncode == 1 and "nobody@127.0.0.1  error: " in p.stdout, p.stdout + p.stderr
+
+    p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health-timeout", "20"])
     assert p.returncode == 0, p.stdout + p.stderr
     assert t.current() == first
     h = t.healthz()
@@ -408,7 +439,7 @@ def test_unhealthy_daemon_is_rolled_back(pi, kit):
     sha_before = t.healthz()["model_sha256"]
     n_before = set(t.releases())
     t0 = time.monotonic()
-    p = run_cli(deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["unhealthy"]), *FAST, "--health_timeout", "6"))
+    p = run_cli(deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["unhealthy"]), *FAST, "--health-timeout", "6"))
     took = time.monotonic() - t0
     assert p.returncode == 1, p.stdout + p.stderr
     out = p.stdout
@@ -432,7 +463,7 @@ def test_deploy_killed_in_its_health_gate_is_never_ready_nor_a_rollback_target(p
     old = t.current()
     t.wait_served(old)
     proc = subprocess.Popen(
-        deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["unhealthy"]), *FAST, "--health_timeout", "120"),
+        deploy_cmd(pi, t, "--bundle", str(kit["bundles"]["unhealthy"]), *FAST, "--health-timeout", "120"),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -457,7 +488,7 @@ def test_deploy_killed_in_its_health_gate_is_never_ready_nor_a_rollback_target(p
     st = _status(pi, t)
     assert st["current"] == new and st["previous"] == old and st["interrupted"]["release"] == new
     assert t.served() == new  # what runs now is the unproven release...
-    p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health_timeout", "20"])
+    p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health-timeout", "20"])
     assert p.returncode == 0, p.stdout + p.stderr
     assert "interrupted before its health gate passed" in p.stdout
     assert t.current() == old and (rel / ".failed").is_file() and not (rel / ".ready").exists()
@@ -474,11 +505,11 @@ def test_remote_dir_outside_the_home_is_refused_on_the_device(pi, kit):
             "device",
             "rollback",
             *pi.ssh_args(),
-            "--service_manager",
+            "--service-manager",
             "command",
-            "--restart_cmd",
+            "--restart-cmd",
             "true",
-            "--remote_dir",
+            "--remote-dir",
             str(outside),
         ]
     )
@@ -499,7 +530,7 @@ def test_first_deploy_that_never_turns_healthy_leaves_nothing_running(pi, kit):
         wheel=kit["wheel"],
         unit=UNIT,
     )
-    p = run_cli(deploy_cmd(pi, t, "--bundle", str(bundle), *FAST, "--health_timeout", "4"))
+    p = run_cli(deploy_cmd(pi, t, "--bundle", str(bundle), *FAST, "--health-timeout", "4"))
     assert p.returncode == 1, p.stdout + p.stderr
     assert "no previous release: service stopped, `current` removed" in p.stdout
     assert t.current() is None and t.daemon_pid() is None
@@ -644,7 +675,7 @@ def test_killed_deploys_leave_old_or_new_current_never_a_mix(pi, kit):
             # release, which is not ready and not a rollback target; the next rollback undoes it
             assert interrupted["previous"] == old and now in (old, interrupted["release"]), (i, interrupted, now)
             assert _status(pi, t)["previous"] != interrupted["release"]  # never the rollback target
-            p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health_timeout", "20"])
+            p = run_cli([PY, "-m", "device", "rollback", *pi.ssh_args(), *t.service_args(), "--health-timeout", "20"])
             assert p.returncode == 0, p.stdout + p.stderr
             now = t.current()
             assert now == old, (i, p.stdout)

@@ -17,7 +17,7 @@ import pytest
 from device.deploy import remote
 from device.deploy.bundle import build_bundle, read_bundle
 from device.deploy.ship import release_name
-from device.deploy.wheel import build_device_wheel, wheel_files
+from device.deploy.wheel import wheel_files
 from device.errors import FaceedgeError
 from device.ssh import Host, Ssh, parse_hosts
 from tests.helpers import ROOT
@@ -165,10 +165,10 @@ def test_bundle_with_the_users_own_selftest_image(tiny_models, tmp_path, wheel):
     )
     assert meta["selftest"] == {"image": "selftest/selftest.jpg", "expect": "open", "from": str(image)}
     assert (tmp_path / "b" / "selftest" / "selftest.jpg").read_bytes() == image.read_bytes()
-    for bad, why in (("ajar", "--selftest_expect 'ajar': not one of the model's labels"),):
+    for bad, why in (("ajar", "--selftest-expect 'ajar': not one of the model's labels"),):
         with pytest.raises(FaceedgeError, match=why):
             build_bundle(tmp_path / "c", run=run, config=_config(tmp_path), selftest_image=image, selftest_expect=bad)
-    with pytest.raises(FaceedgeError, match="--selftest_image .*nope.png: no such file"):
+    with pytest.raises(FaceedgeError, match="--selftest-image .*nope.png: no such file"):
         build_bundle(tmp_path / "c", run=run, config=_config(tmp_path), selftest_image=tmp_path / "nope.png")
     assert not (tmp_path / "c").exists()  # refused before anything was written
 
@@ -190,10 +190,10 @@ def test_cli_errors_are_one_line(capsys):
 
     assert main(["deploy", "--hosts", "pi@-x", "--bundle", "/nonexistent"]) == 2
     assert capsys.readouterr().err.startswith("error: --hosts 'pi@-x'")
-    assert main(["rollback", "--hosts", "pi@cam", "--service_manager", "command"]) == 2
-    assert "needs --restart_cmd" in capsys.readouterr().err
-    assert main(["rollback", "--hosts", "pi@cam", "--remote_dir", "a b"]) == 2
-    assert "--remote_dir 'a b'" in capsys.readouterr().err
+    assert main(["rollback", "--hosts", "pi@cam", "--service-manager", "command"]) == 2
+    assert "needs --restart-cmd" in capsys.readouterr().err
+    assert main(["rollback", "--hosts", "pi@cam", "--remote-dir", "a b"]) == 2
+    assert "--remote-dir 'a b'" in capsys.readouterr().err
 
 
 # ============================================================================ the device-side layout
@@ -290,7 +290,7 @@ def test_unit_rendered_for_the_remote_dir(tmp_path, monkeypatch):
 
 
 def test_real_unit_rendered_as_system_unit_verifies(tmp_path, monkeypatch):
-    """`--service_manager systemd-system` renders the shipped unit (absolute paths, User=,
+    """`--service-manager systemd-system` renders the shipped unit (absolute paths, User=,
     multi-user.target); systemd-analyze accepts the result."""
     import shutil
     import subprocess
@@ -359,7 +359,7 @@ def _real_release(lay: remote.Layout, when: float, *, ready: bool = True, age_s:
 
 
 def test_prune_removes_only_releases_never_a_users_folder(tmp_path, monkeypatch):
-    """The reproduction: `--remote_dir .` made ~/releases/ the release folder, and prune deleted a
+    """The reproduction: `--remote-dir .` made ~/releases/ the release folder, and prune deleted a
     user's `releases/my-photos-2024` because it was older than 10 minutes."""
     monkeypatch.setattr(remote, "log", lambda msg: None)
     lay = remote.Layout(str(tmp_path))
@@ -395,17 +395,17 @@ def test_remote_dir_that_is_home_or_root_is_refused_before_any_connection(bad, c
             "rollback",
             "--hosts",
             f"pi@127.0.0.1:{closed}",
-            "--service_manager",
+            "--service-manager",
             "command",
-            "--restart_cmd",
+            "--restart-cmd",
             "true",
-            "--remote_dir",
+            "--remote-dir",
             bad,
         ]
     )
     err = capsys.readouterr()
     assert code == 2, err
-    assert err.err.startswith(f"error: --remote_dir {bad!r}") and err.err.count("\n") == 1
+    assert err.err.startswith(f"error: --remote-dir {bad!r}") and err.err.count("\n") == 1
     assert "cannot reach" not in err.out
 
 
@@ -456,3 +456,30 @@ def test_failed_make_deploy_leaves_no_bundle_dir(tmp_path, tiny_models):
         )
         assert p.returncode != 0 and "error:" in p.stderr, p.stdout + p.stderr
         assert list(tmpdir.iterdir()) == [], p.stderr
+
+
+def test_status_table_says_what_each_host_runs():
+    from device.deploy.status import print_status, table
+
+    sha_a, sha_b = "a" * 64, "b" * 64
+    reports = {
+        "pi@cam1": {
+            "current": "20261201T100000Z-1234",
+            "previous": "20261130T090000Z-abcd",
+            "model_sha256": sha_b,
+            "previous_model_sha256": sha_a,
+            "interrupted": None,
+            "health": {"status": "ok", "model_sha256": sha_a, "uptime_s": 93784.0},
+        },
+        "pi@cam2": {"current": None, "previous": None, "health": None, "interrupted": None},
+        "pi@cam3": {"error": "ssh: connect to host cam3 port 22: Connection refused\nmore"},
+    }
+    lines = table(reports).splitlines()
+    assert lines[0].split()[:3] == ["host", "current", "model"]
+    cam1, cam2, cam3 = lines[1:]
+    # the daemon still serves the old model: the table says so
+    assert "ok (serving aaaaaaaaaaaa)" in cam1 and "1d 2h" in cam1 and cam1.split()[2] == "b" * 12
+    assert cam2.split()[:2] == ["pi@cam2", "(none)"]
+    assert cam3.endswith("error: ssh: connect to host cam3 port 22: Connection refused")
+    assert print_status({"pi@cam1": reports["pi@cam1"]}, as_json=True) == 0
+    assert print_status(reports, as_json=False) == 1

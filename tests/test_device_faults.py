@@ -89,7 +89,7 @@ class Runner:
 
 PICAM = {"type": "picamera2", "width": 64, "height": 48, "fps": 30}
 CAPTURE = {
-    "stall_seconds": 0.6,
+    "stall_s": 0.6,
     "read_timeout_s": 0.2,
     "reconnect_initial_s": 0.1,
     "reconnect_max_s": 0.4,
@@ -129,14 +129,14 @@ def test_1_stall_is_reported_source_reopened_with_backoff_and_nothing_stale(tiny
     gaps = np.diff(opens)
     after = [(r, pub) for r, pub in run.results[n_before:]]
     FIGURES["stall"] = {
-        "stall_seconds": 0.6,
+        "stall_s": 0.6,
         "detected_after_last_frame_s": round(detect_s, 3),
         "reopen_intervals_s": [round(g, 3) for g in gaps],
         "resume_after_return_s": round(t_resume - t_back, 3),
         "discarded": grabber.stats.discarded,
     }
     print(FIGURES["stall"])
-    assert detect_s <= 0.6 + 0.25  # health says stalled within stall_seconds (+ the 0.1 s poll)
+    assert detect_s <= 0.6 + 0.25  # health says stalled within stall_s (+ the 0.1 s poll)
     assert t_detect - t_stall <= 0.6 + 0.35
     # capped exponential backoff between failed reopen attempts: 0.2, 0.4, 0.4, ... (initial 0.1 went first)
     assert len(gaps) >= 3
@@ -188,7 +188,7 @@ def test_2_hung_capture_healthz_answers_and_watchdog_stops(tiny_models, tmp_path
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    cfg = parse_config({"capture": {"stall_seconds": 0.5}, "outputs": {"http": {"port": 0}}})
+    cfg = parse_config({"capture": {"stall_s": 0.5}, "outputs": {"http": {"port": 0}}})
     notifier = Notifier(env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"})
     d = Daemon(
         cfg,

@@ -130,7 +130,7 @@ def test_another_network_on_the_sensor_is_a_frame_failure(tmp_path, sensor):
 def test_no_ai_camera_is_retried_then_reported(tmp_path, sensor):
     mdir = make_imx500_dir(tmp_path)
     sensor.present = False
-    cfg = config(capture={"reconnect_initial_s": 0.05, "reconnect_max_s": 0.05, "stall_seconds": 0.3})
+    cfg = config(capture={"reconnect_initial_s": 0.05, "reconnect_max_s": 0.05, "stall_s": 0.3})
     with Daemon(parse_config(cfg), model_dir=mdir) as d:
         stats = d.run(max_seconds=0.6)
         assert stats["results"] == 0 and d.grabber.stats.open_failures >= 2

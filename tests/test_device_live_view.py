@@ -234,7 +234,7 @@ def test_token_applies_to_the_live_view(tiny_models, tmp_path):
 
 
 def test_collect_serves_the_page_with_counts_per_label(tmp_path):
-    """`device collect --live_view`: the page shows the crops saved so far per label."""
+    """`device collect --live-view`: the page shows the crops saved so far per label."""
     from device.collect import Collector
     from device.crop import CropConfig, Cropper
     from device.liveview import CollectView

@@ -207,7 +207,7 @@ def test_answers_while_the_loop_is_stuck(tiny_models, tmp_path):
     cfg = parse_config(
         {
             "source": {"type": "synthetic", "width": 64, "height": 48, "fps": 30},
-            "capture": {"stall_seconds": 0.8},
+            "capture": {"stall_s": 0.8},
             "outputs": {"jsonl": {"path": str(fifo)}, "http": {"port": 0}},
         }
     )
@@ -238,7 +238,7 @@ def test_answers_while_the_loop_is_stuck(tiny_models, tmp_path):
         elapsed, code, snap = answers[-1]
         print(
             f"\nloop stuck in a write: /healthz said stalled {snap['last_result_age_s']:.2f} s after the last "
-            f"result (stall_seconds 0.8), answering in {max(a[0] for a in answers) * 1000:.1f} ms at most"
+            f"result (stall_s 0.8), answering in {max(a[0] for a in answers) * 1000:.1f} ms at most"
         )
         assert max(a[0] for a in answers) < 1.0  # answered at once, every time
         assert code == 503 and snap["status"] == "stalled", snap

@@ -41,6 +41,7 @@ from typing import Any
 
 from device.bench.markdown import efficiency_lines, summary_lines
 from device.bench.suite import BenchOptions
+from device.flags import add_option
 
 
 def parse_threads(text: str) -> list[int]:
@@ -82,9 +83,9 @@ def _variants(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Flag:
-    """One bench flag: its names, the BenchOptions field it sets, and how argparse reads it."""
+    """One bench flag: its name, the BenchOptions field it sets, and how argparse reads it."""
 
-    names: tuple[str, ...]
+    name: str  # kebab-case; the snake_case spelling is a hidden alias (device.flags.add_option)
     field: str
     kwargs: dict[str, Any]
 
@@ -94,58 +95,58 @@ class Flag:
 
     def as_text(self, value: Any) -> list[str]:
         """The flag and its value as `device bench` reads them back (for bench-remote)."""
-        if isinstance(self.default, bool):  # the --no_* switches: given = not the default
-            return [self.names[0]]
+        if isinstance(self.default, bool):  # the --no-* switches: given = not the default
+            return [self.name]
         if isinstance(value, (list, tuple)):
-            return [self.names[0], ("x" if self.field == "resolution" else ",").join(map(str, value))]
-        return [self.names[0], str(value)]
+            return [self.name, ("x" if self.field == "resolution" else ",").join(map(str, value))]
+        return [self.name, str(value)]
 
 
 _DEFAULT = " (default: %(default)s)"
 BENCH_FLAGS = (
     Flag(
-        ("--variants",),
+        "--variants",
         "variants",
         dict(type=_variants, help="comma-separated subset of int8,float32,float16 (None = all present)"),
     ),
     Flag(
-        ("--threads",),
+        "--threads",
         "threads",
         dict(type=parse_threads, help="comma-separated thread counts (None = 1 … available cores)"),
     ),
-    Flag(("--runs",), "runs", dict(type=int, help="raw: timed invokes, at least" + _DEFAULT)),
+    Flag("--runs", "runs", dict(type=int, help="raw: timed invokes, at least" + _DEFAULT)),
     Flag(
-        ("--min_seconds", "--min-seconds"),
+        "--min-seconds",
         "min_seconds",
         dict(type=float, help="raw: time the invokes for at least this long" + _DEFAULT),
     ),
     Flag(
-        ("--max_seconds", "--max-seconds"),
+        "--max-seconds",
         "max_seconds",
         dict(type=float, help="raw: stop after this long whatever --runs says" + _DEFAULT),
     ),
     Flag(
-        ("--warmup_runs", "--warmup-runs"),
+        "--warmup-runs",
         "warmup_runs",
         dict(type=int, help="raw: untimed invokes before timing" + _DEFAULT),
     ),
     Flag(
-        ("--no_pipeline", "--no-pipeline"),
+        "--no-pipeline",
         "pipeline",
         dict(action="store_false", help="raw interpreter only (pipeline measured: %(default)s)"),
     ),
     Flag(
-        ("--pipeline_seconds", "--pipeline-seconds"),
+        "--pipeline-seconds",
         "pipeline_seconds",
         dict(type=float, help="pipeline: measured window per run" + _DEFAULT),
     ),
     Flag(
-        ("--pipeline_warmup_seconds", "--pipeline-warmup-seconds"),
+        "--pipeline-warmup-seconds",
         "pipeline_warmup_seconds",
         dict(type=float, help="pipeline: results discarded before the window opens" + _DEFAULT),
     ),
     Flag(
-        ("--slice_seconds", "--slice-seconds"),
+        "--slice-seconds",
         "slice_seconds",
         dict(
             type=float,
@@ -154,7 +155,7 @@ BENCH_FLAGS = (
         ),
     ),
     Flag(
-        ("--source",),
+        "--source",
         "source",
         dict(
             help="pipeline source: synthetic, picamera2, a camera index, a video file (read unpaced, "
@@ -162,7 +163,7 @@ BENCH_FLAGS = (
         ),
     ),
     Flag(
-        ("--config",),
+        "--config",
         "config",
         dict(
             help="device YAML whose crop/decision/capture/model sections the pipeline uses (None = "
@@ -170,16 +171,16 @@ BENCH_FLAGS = (
         ),
     ),
     Flag(
-        ("--resolution",),
+        "--resolution",
         "resolution",
         dict(
             type=parse_resolution,
             help="pipeline frame size WIDTHxHEIGHT (synthetic/cameras; a file has its own; default: 640x480)",
         ),
     ),
-    Flag(("--repeat",), "repeat", dict(type=int, help="measure every (raw, pipeline) pair this many times" + _DEFAULT)),
+    Flag("--repeat", "repeat", dict(type=int, help="measure every (raw, pipeline) pair this many times" + _DEFAULT)),
     Flag(
-        ("--cpus",),
+        "--cpus",
         "cpus",
         dict(
             type=parse_cpus,
@@ -188,7 +189,7 @@ BENCH_FLAGS = (
         ),
     ),
     Flag(
-        ("--no_baseline", "--no-baseline"),
+        "--no-baseline",
         "baseline",
         dict(
             action="store_false",
@@ -197,7 +198,7 @@ BENCH_FLAGS = (
         ),
     ),
     Flag(
-        ("--no_extras", "--no-extras"),
+        "--no-extras",
         "extras",
         dict(
             action="store_false",
@@ -206,7 +207,7 @@ BENCH_FLAGS = (
         ),
     ),
     Flag(
-        ("--compare_board", "--compare-board"),
+        "--compare-board",
         "compare_board",
         dict(
             choices=["auto", "pi4", "pi5", "none"],
@@ -219,7 +220,7 @@ BENCH_FLAGS = (
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     """The measurement flags, shared by `bench` and `bench-remote` (which passes them on)."""
     for flag in BENCH_FLAGS:
-        p.add_argument(*flag.names, dest=flag.field, default=flag.default, **flag.kwargs)
+        add_option(p, flag.name, dest=flag.field, default=flag.default, **flag.kwargs)
 
 
 def bench_options(args: argparse.Namespace, **fields: Any) -> BenchOptions:
@@ -248,10 +249,9 @@ def add_parser(subparsers: Any) -> None:
         help="latency benchmark here: raw interpreter and the daemon's pipeline",
         description="On-device latency benchmark: the interpreter alone, and the daemon's whole code path.",
     )
-    p.add_argument(
-        "--model_dir",
+    add_option(
+        p,
         "--model-dir",
-        dest="model_dir",
         default="runs/latest",
         help="a run dir (export/<variant>/) or one model dir" + _DEFAULT,
     )
@@ -266,44 +266,39 @@ def add_remote_parser(subparsers: Any) -> None:
         "bench-remote",
         help="run `bench` on Pis over ssh in the deployed release and bring the results back",
         description="Run `python -m device bench` on each host over ssh, in the deployed release "
-        "(<remote_dir>/current: its venv, model and device.yaml), then fetch bench.json/.md/.png "
+        "(<remote-dir>/current: its venv, model and device.yaml), then fetch bench.json/.md/.png "
         "and redraw the plot here. The bench flags below are passed through.",
     )
     p.add_argument("--hosts", required=True, help="comma-separated user@host[:port] (measured one after the other)")
     p.add_argument("--port", type=int, default=22, help="ssh port (a host's own :port wins)" + _DEFAULT)
-    p.add_argument(
-        "--ssh_key",
+    add_option(
+        p,
         "--ssh-key",
-        dest="ssh_key",
         default=None,
         help="private key for ssh (None = ssh's own choice or the agent)",
     )
-    p.add_argument(
-        "--known_hosts",
+    add_option(
+        p,
         "--known-hosts",
-        dest="known_hosts",
         default=None,
         help="known_hosts file to check host keys against (None = ~/.ssh/known_hosts)",
     )
-    p.add_argument(
-        "--connect_timeout",
+    add_option(
+        p,
         "--connect-timeout",
-        dest="connect_timeout",
         type=int,
         default=10,
         help="ssh connect timeout, seconds" + _DEFAULT,
     )
-    p.add_argument(
-        "--remote_dir",
+    add_option(
+        p,
         "--remote-dir",
-        dest="remote_dir",
         default="faceedge",
         help="the deploy dir on the device (relative = under the user's home)" + _DEFAULT,
     )
-    p.add_argument(
-        "--stop_service",
+    add_option(
+        p,
         "--stop-service",
-        dest="stop_service",
         default=None,
         choices=["systemd-user", "systemd-system"],
         help="stop faceedge.service while measuring (it competes for CPU and camera), start it after",

@@ -4,13 +4,13 @@ The real daemon (`python -m device run`, in a child process) classifies a paced 
 (30 fps, like the Pi camera) with the given model and serves HTTP on 127.0.0.1. Loopback only: this
 tool starts its own daemon and never connects anywhere else. Measured in one run:
 
-1. quiet: the daemon's result rate over `--quiet_s` seconds, and its RSS;
+1. quiet: the daemon's result rate over `--quiet-s` seconds, and its RSS;
 2. load: `--clients` clients (threads, raw sockets, a new connection per request, as curl or a
-   health checker does) fire together, `--rounds` times, `--pause_ms` apart; the requests go to
+   health checker does) fire together, `--rounds` times, `--pause-ms` apart; the requests go to
    /healthz, /metrics and /latest in turn. Per request: the latency from connect to the whole
    answer; an error is a refused, reset or timed-out connection or any status but 200. The
    daemon's result rate meanwhile;
-3. RSS again, and quiet again for `--quiet_s`: the rate under load is compared with the mean of
+3. RSS again, and quiet again for `--quiet-s`: the rate under load is compared with the mean of
    the quiet rates before and after it, so a drift of the machine's other load shows less.
 
 Figures: latency p50/p95/p99/max (ms), errors, result rate under load ÷ quiet (the frame-rate
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from device.errors import FaceedgeError
+from device.flags import add_option
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def run(
     from device.bench.stats import summarize
 
     if clients < 1 or rounds < 1 or quiet_s <= 0:
-        raise FaceedgeError("--clients, --rounds and --quiet_s must be > 0")
+        raise FaceedgeError("--clients, --rounds and --quiet-s must be > 0")
     with tempfile.TemporaryDirectory(prefix="faceedge-bench-http-") as tmp:
         d = DaemonProcess(model_dir, fps=fps, workdir=Path(tmp))
         try:
@@ -272,16 +273,19 @@ def add_parser(subparsers) -> None:
         "bench-http",
         help="the daemon's HTTP endpoints under concurrent loopback clients (latency, errors, fps)",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    add_option(p, "--model-dir", default=None, help="model dir or run dir (its export/int8/); required")
+    p.add_argument("--clients", type=int, default=20, help="concurrent clients (default: %(default)s)")
     p.add_argument(
-        "--model_dir", "--model-dir", dest="model_dir", required=True, help="model dir or run dir (its export/int8/)"
+        "--rounds", type=int, default=150, help="requests per client (all clients fire together) (default: %(default)s)"
     )
-    p.add_argument("--clients", type=int, default=20, help="concurrent clients")
-    p.add_argument("--rounds", type=int, default=150, help="requests per client (all clients fire together)")
-    p.add_argument("--pause_ms", type=float, default=20.0, help="pause between rounds")
-    p.add_argument(
-        "--quiet_s", type=float, default=3.0, help="seconds of result rate measured without load, before and after it"
+    add_option(p, "--pause-ms", type=float, default=20.0, help="pause between rounds (default: %(default)s)")
+    add_option(
+        p,
+        "--quiet-s",
+        type=float,
+        default=3.0,
+        help="seconds of result rate measured without load, before and after it (default: %(default)s)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.set_defaults(func=_cli)
@@ -290,6 +294,8 @@ def add_parser(subparsers) -> None:
 def _cli(args: argparse.Namespace) -> int:
     from device.manifest import resolve_model_dir
 
+    if args.model_dir is None:
+        raise FaceedgeError("--model-dir is required: the model dir or run dir the daemon serves")
     model_dir = resolve_model_dir(args.model_dir, "int8")
     rep = run(model_dir, clients=args.clients, rounds=args.rounds, pause_ms=args.pause_ms, quiet_s=args.quiet_s)
     for line in summary_lines(rep):

@@ -140,7 +140,7 @@ def _service_commands(manager: str | None) -> tuple[str, str]:
         return f"systemctl --user stop {unit}", f"systemctl --user start {unit}"
     if manager == "systemd-system":
         return f"sudo -n systemctl stop {unit}", f"sudo -n systemctl start {unit}"
-    raise FaceedgeError(f"--stop_service {manager!r}: choose systemd-user or systemd-system")
+    raise FaceedgeError(f"--stop-service {manager!r}: choose systemd-user or systemd-system")
 
 
 def _host_slug(host: str) -> str:

@@ -35,8 +35,8 @@ def sensor_source_check(
         )
     if not pipeline:
         raise FaceedgeError(
-            "--variants imx500 with --no_pipeline: the model runs on the sensor, so the only "
-            "figures on the Pi are the daemon's loop (drop --no_pipeline)"
+            "--variants imx500 with --no-pipeline: the model runs on the sensor, so the only "
+            "figures on the Pi are the daemon's loop (drop --no-pipeline)"
         )
     kind = (source or ((config or {}).get("source") or {})).get("type")
     if kind != "imx500":

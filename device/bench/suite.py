@@ -73,8 +73,8 @@ class BenchOptions:
             or self.pipeline_warmup_seconds < 0
         ):
             raise FaceedgeError(
-                "--runs and --repeat must be ≥ 1, --warmup_runs and --pipeline_warmup_seconds ≥ 0, "
-                "--pipeline_seconds and --slice_seconds > 0"
+                "--runs and --repeat must be ≥ 1, --warmup-runs and --pipeline-warmup-seconds ≥ 0, "
+                "--pipeline-seconds and --slice-seconds > 0"
             )
 
 

@@ -1,7 +1,7 @@
 """The release bundle `device deploy` ships: device wheel, the model dir as the conversion stage wrote
 it (model, manifest, labels, self-test image), device.yaml, systemd unit, and BUNDLE.json with every
 file's sha256 (checked again before anything is sent). Nothing is classified here: the Pi's `device
-check` classifies the model dir's self-test image (or ``--selftest_image``) in the new release."""
+check` classifies the model dir's self-test image (or ``--selftest-image``) in the new release."""
 
 from __future__ import annotations
 
@@ -111,13 +111,13 @@ def build_bundle(
     cfg = _load_config(config)
     if manifest.variant == "imx500" and selftest_image is not None:  # the AI Camera classifies its own frames
         raise FaceedgeError(
-            f"--selftest_image {selftest_image}: an imx500 model runs on the sensor; the Pi "
+            f"--selftest-image {selftest_image}: an imx500 model runs on the sensor; the Pi "
             "cannot classify an image with it (the health gate checks its first results)"
         )
     if selftest_image is not None and not Path(selftest_image).is_file():
-        raise FaceedgeError(f"--selftest_image {selftest_image}: no such file")
+        raise FaceedgeError(f"--selftest-image {selftest_image}: no such file")
     if selftest_expect is not None and selftest_expect not in manifest.labels:
-        raise FaceedgeError(f"--selftest_expect {selftest_expect!r}: not one of the model's labels {manifest.labels}")
+        raise FaceedgeError(f"--selftest-expect {selftest_expect!r}: not one of the model's labels {manifest.labels}")
     out.mkdir(parents=True, exist_ok=True)
     # the model dir as the conversion stage wrote it: model, manifest, labels, its self-test image
     shutil.copytree(model_dir, out / "model", ignore=shutil.ignore_patterns(".*"))

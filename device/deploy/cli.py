@@ -1,4 +1,4 @@
-"""`device deploy`, `device rollback`, `device deploy-model`: put the daemon and a model on one or
+"""`device deploy`, `rollback`, `deploy-model` and `status`: put the daemon and a model on one or
 more Raspberry Pis over ssh — atomic, verified, reversible. Runs on the developer's machine.
 
 Host side (this package)::
@@ -14,7 +14,7 @@ Device side (`device/deploy/remote.py`, stdlib only, under a lock): verify sha25
 restart the previous release ─► prune to the last N.
 
 Security: ssh is key-only and host keys are always checked (device/ssh.py). sudo is used only for
-`systemctl`, and only with `--service_manager systemd-system`.
+`systemctl`, and only with `--service-manager systemd-system`.
 
 Never imports TensorFlow, `train` or `convert`.
 """
@@ -31,52 +31,62 @@ from typing import Iterable
 from device.deploy.bundle import DEFAULT_UNIT, build_bundle
 from device.deploy.ship import SERVICE_MANAGERS, Options, deploy, rollback
 from device.errors import FaceedgeError
+from device.flags import add_option
 from device.ssh import Ssh, check_remote_dir, parse_hosts
 
 
 def _add_ssh_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hosts", required=True, help="comma-separated user@host[:port] (done in parallel)")
-    p.add_argument("--port", type=int, default=22, help="ssh port (a host's own :port wins)")
-    p.add_argument(
-        "--ssh_key",
+    p.add_argument("--port", type=int, default=22, help="ssh port (a host's own :port wins) (default: %(default)s)")
+    add_option(
+        p,
         "--ssh-key",
         type=Path,
         default=None,
         help="private key for ssh (none: what ssh picks itself, e.g. ~/.ssh/id_ed25519 or the agent)",
     )
-    p.add_argument(
-        "--known_hosts",
+    add_option(
+        p,
         "--known-hosts",
         type=Path,
         default=None,
         help="known_hosts file to check host keys against (none: ~/.ssh/known_hosts); checking is never turned off",
     )
-    p.add_argument("--connect_timeout", type=int, default=10, help="ssh connect timeout, seconds")
-    p.add_argument(
-        "--remote_dir",
+    add_option(p, "--connect-timeout", type=int, default=10, help="ssh connect timeout, seconds (default: %(default)s)")
+    add_option(
+        p,
         "--remote-dir",
         default="faceedge",
-        help="where releases live on the device (relative = under the user's home)",
+        help="where releases live on the device (relative = under the user's home) (default: %(default)s)",
     )
-    p.add_argument("--remote_python", default="python3", help="the device's python (creates the venvs)")
-    p.add_argument(
-        "--service_manager",
+    add_option(
+        p, "--remote-python", default="python3", help="the device's python (creates the venvs) (default: %(default)s)"
+    )
+    add_option(
+        p,
+        "--service-manager",
         choices=SERVICE_MANAGERS,
         default="systemd-user",
         help="how the service is restarted: systemctl --user (no sudo), sudo systemctl, or "
-        "your own commands (--restart_cmd/--stop_cmd/--reload_cmd, run on the device)",
+        "your own commands (--restart-cmd/--stop-cmd/--reload-cmd, run on the device)"
+        " (default: %(default)s)",
     )
-    p.add_argument("--restart_cmd", default=None, help="service_manager command: restart the daemon")
-    p.add_argument("--stop_cmd", default=None, help="service_manager command: stop the daemon")
-    p.add_argument("--reload_cmd", default=None, help="service_manager command: send the daemon SIGHUP")
-    p.add_argument(
-        "--health_timeout",
+    add_option(p, "--restart-cmd", default=None, help="service_manager command: restart the daemon")
+    add_option(p, "--stop-cmd", default=None, help="service_manager command: stop the daemon")
+    add_option(p, "--reload-cmd", default=None, help="service_manager command: send the daemon SIGHUP")
+    add_option(
+        p,
+        "--health-timeout",
         type=float,
         default=60.0,
-        help="seconds for /healthz to say ok after a restart before rolling back",
+        help="seconds for /healthz to say ok after a restart before rolling back (default: %(default)s)",
     )
-    p.add_argument(
-        "--lock_wait", type=float, default=60.0, help="seconds to wait for another deploy on the same device to finish"
+    add_option(
+        p,
+        "--lock-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for another deploy on the same device to finish (default: %(default)s)",
     )
 
 
@@ -85,48 +95,63 @@ def _add_bundle_args(p: argparse.ArgumentParser, *, full: bool) -> None:
         "--run",
         type=Path,
         default=Path("runs/latest"),
-        help="run dir (uses export/<variant>/) or a model dir with manifest.json",
+        help="run dir (uses export/<variant>/) or a model dir with manifest.json (default: %(default)s)",
     )
     p.add_argument(
         "--variant",
         choices=["int8", "float32", "float16", "imx500"],
         default="int8",
-        help="which exported model of the run (imx500: packaged into network.rpk on the Pi)",
+        help="which exported model of the run (imx500: packaged into network.rpk on the Pi) (default: %(default)s)",
     )
     p.add_argument(
         "--config",
         type=Path,
         default=Path("configs/device.yaml"),
-        help="device config shipped with the release (its outputs.http is the health gate)",
+        help="device config shipped with the release (its outputs.http is the health gate) (default: %(default)s)",
     )
-    p.add_argument(
-        "--selftest_image",
+    add_option(
+        p,
+        "--selftest-image",
         type=Path,
         default=None,
         help="self-test image checked on the device (default: the model dir's selftest.png from the conversion)",
     )
-    p.add_argument("--selftest_expect", default=None, help="label --selftest_image must get")
+    add_option(p, "--selftest-expect", default=None, help="label --selftest-image must get")
     p.add_argument("--bundle", type=Path, default=None, help="ship this already built bundle instead")
-    p.add_argument("--bundle_out", type=Path, default=None, help="build the bundle here (kept)")
-    p.add_argument("--build_only", action="store_true", help="build the bundle (--bundle_out) and stop")
-    p.add_argument("--check_timeout", type=float, default=180.0, help="seconds for `device check` on the device")
+    add_option(p, "--bundle-out", type=Path, default=None, help="build the bundle here (kept)")
+    add_option(p, "--build-only", action="store_true", help="build the bundle (--bundle-out) and stop")
+    add_option(
+        p,
+        "--check-timeout",
+        type=float,
+        default=180.0,
+        help="seconds for `device check` on the device (default: %(default)s)",
+    )
     if full:
         p.add_argument("--unit", type=Path, default=DEFAULT_UNIT, help="systemd unit shipped with the release")
-        p.add_argument("--keep", type=int, default=3, help="ready releases kept on the device (plus current/previous)")
         p.add_argument(
-            "--no_deps",
+            "--keep",
+            type=int,
+            default=3,
+            help="ready releases kept on the device (plus current/previous) (default: %(default)s)",
+        )
+        add_option(
+            p,
+            "--no-deps",
             action="store_true",
             help="pip install the wheel without its dependencies (they come from the system "
-            "site-packages, e.g. apt's python3-opencv, or a wheelhouse via --pip_args)",
+            "site-packages, e.g. apt's python3-opencv, or a wheelhouse via --pip-args)",
         )
-        p.add_argument(
-            "--venv_without_pip",
+        add_option(
+            p,
+            "--venv-without-pip",
             action="store_true",
             help="make release venvs without their own pip and install with the device's "
             "system pip (apt install python3-pip): faster, ~15 MB less per release",
         )
-        p.add_argument(
-            "--pip_args",
+        add_option(
+            p,
+            "--pip-args",
             default="",
             help="extra pip install arguments on the device, e.g. "
             '"--no-index --find-links /home/pi/wheels" (one string)',
@@ -137,7 +162,6 @@ def add_parser(subparsers) -> None:
     d = subparsers.add_parser(
         "deploy",
         help="deploy daemon + model to Raspberry Pis over ssh",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=__doc__.split("\n\n")[0],
     )
     _add_ssh_args(d)
@@ -146,44 +170,50 @@ def add_parser(subparsers) -> None:
     m = subparsers.add_parser(
         "deploy-model",
         help="ship a new model only and reload it with SIGHUP",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_ssh_args(m)
     _add_bundle_args(m, full=False)
     m.set_defaults(func=lambda a: run_cli("deploy-model", a))
-    r = subparsers.add_parser(
-        "rollback", help="go back one release on the device(s)", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    r = subparsers.add_parser("rollback", help="go back one release on the device(s)")
     _add_ssh_args(r)
     r.add_argument(
         "--to", default=None, help="a release name to go back to (none: the newest ready release older than current)"
     )
     r.set_defaults(func=lambda a: run_cli("rollback", a))
+    st = subparsers.add_parser(
+        "status",
+        help="what each Pi runs: current and previous release, model sha256, health, uptime",
+        description="Ask each host (read-only) for its current and previous release, their models, and the "
+        "running daemon's /healthz (status, model served, uptime).",
+    )
+    _add_ssh_args(st)
+    st.add_argument("--json", action="store_true", help="print the reports as JSON instead of a table")
+    st.set_defaults(func=lambda a: run_cli("status", a))
 
 
 def options_from_args(a: argparse.Namespace) -> Options:
     a.ssh_key = a.ssh_key.expanduser() if a.ssh_key is not None else None
     a.known_hosts = a.known_hosts.expanduser() if a.known_hosts is not None else None
     if a.ssh_key is not None and not a.ssh_key.is_file():
-        raise FaceedgeError(f"--ssh_key {a.ssh_key}: no such file")
+        raise FaceedgeError(f"--ssh-key {a.ssh_key}: no such file")
     if a.known_hosts is not None and not a.known_hosts.is_file():
-        raise FaceedgeError(f"--known_hosts {a.known_hosts}: no such file")
+        raise FaceedgeError(f"--known-hosts {a.known_hosts}: no such file")
     for p in (a.ssh_key, a.known_hosts):
         if p is not None and any(c in str(p) for c in "'\"\\ "):
             raise FaceedgeError(f"{p}: use a path without quotes, backslashes or spaces")
     service: dict = {"manager": a.service_manager}
     if a.service_manager == "command":
         if not a.restart_cmd:
-            raise FaceedgeError("--service_manager command needs --restart_cmd")
+            raise FaceedgeError("--service-manager command needs --restart-cmd")
         for key in ("restart", "stop", "reload"):
             val = getattr(a, f"{key}_cmd")
             if val:
                 try:
                     service[key] = shlex.split(val)
                 except ValueError as e:
-                    raise FaceedgeError(f"--{key}_cmd {val!r}: {e}") from None
+                    raise FaceedgeError(f"--{key}-cmd {val!r}: {e}") from None
     if a.health_timeout <= 0:
-        raise FaceedgeError(f"--health_timeout {a.health_timeout}: must be > 0")
+        raise FaceedgeError(f"--health-timeout {a.health_timeout}: must be > 0")
     return Options(
         ssh=Ssh(port=a.port, key=a.ssh_key, known_hosts=a.known_hosts, connect_timeout=a.connect_timeout),
         remote_dir=check_remote_dir(a.remote_dir),
@@ -205,12 +235,16 @@ def run_cli(action: str, a: argparse.Namespace) -> int:
     opts = options_from_args(a)
     if action == "rollback":
         return rollback(hosts, opts)
+    if action == "status":
+        from device.deploy.status import host_status, print_status
+
+        return print_status(host_status(hosts, opts), as_json=a.json)
     if a.build_only and a.bundle_out is None:
-        raise FaceedgeError("--build_only needs --bundle_out DIR")
+        raise FaceedgeError("--build-only needs --bundle-out DIR")
     if a.bundle is not None:
         return deploy(hosts, opts, a.bundle, action=action)
     # A bundle built for this deploy only lives in a temp dir that is removed however it ends
-    # (a failed build included); --bundle_out keeps it.
+    # (a failed build included); --bundle-out keeps it.
     with contextlib.ExitStack() as stack:
         bundle_dir = a.bundle_out or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faceedge-bundle-")))
         meta = build_bundle(

@@ -626,16 +626,8 @@ def health_target(rel: str) -> dict:
         return {}
 
 
-def health(plan: dict, rel: str) -> tuple[bool, str]:
-    """Poll the release's /healthz until status ok while serving the release's model, or time out.
-
-    Returns (ok, last state seen). Checking model_sha256 as well as status makes sure the answer
-    comes from a daemon running this release's model, not from one that was never restarted.
-    """
-    target = health_target(rel)
-    url = (plan.get("health") or {}).get("url") or target.get("url") or "http://127.0.0.1:8088/healthz"
-    timeout = float((plan.get("health") or {}).get("timeout_s", 60))
-    want_sha = model_sha(rel)
+def health_request(target: dict, url: str | None = None) -> urllib.request.Request:
+    """A GET of the release's /healthz (`target`: BUNDLE.json "health"), with its bearer token if any."""
     headers = {}
     token = None
     if target.get("token_file"):
@@ -648,22 +640,36 @@ def health(plan: dict, rel: str) -> tuple[bool, str]:
         token = os.environ.get(target["token_env"])
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via http_proxy
-    while True:
+    return urllib.request.Request(url or target.get("url") or "http://127.0.0.1:8088/healthz", headers=headers)
+
+
+def ask_health(req: urllib.request.Request) -> tuple[dict | None, str]:
+    """One /healthz answer: (its JSON, "") or (None, why there is none). Never via a proxy (loopback)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=3) as r:
+            return json.loads(r.read().decode() or "{}"), ""
+    except urllib.error.HTTPError as e:  # 503 while starting/stalled still carries the JSON
         try:
-            req = urllib.request.Request(url, headers=headers)
-            with opener.open(req, timeout=3) as r:
-                body = json.loads(r.read().decode() or "{}")
-        except urllib.error.HTTPError as e:  # 503 while starting/stalled still carries the JSON
-            try:
-                body = json.loads(e.read().decode() or "{}")
-            except ValueError:
-                body = {"status": f"HTTP {e.code}"}
-        except (OSError, ValueError) as e:
-            body = None
-            last = f"no answer ({getattr(e, 'reason', e)})"
+            return json.loads(e.read().decode() or "{}"), ""
+        except ValueError:
+            return {"status": f"HTTP {e.code}"}, ""
+    except (OSError, ValueError) as e:
+        return None, f"no answer ({getattr(e, 'reason', e)})"
+
+
+def health(plan: dict, rel: str) -> tuple[bool, str]:
+    """Poll the release's /healthz until status ok while serving the release's model, or time out.
+
+    Returns (ok, last state seen). Checking model_sha256 as well as status makes sure the answer
+    comes from a daemon running this release's model, not from one that was never restarted.
+    """
+    req = health_request(health_target(rel), (plan.get("health") or {}).get("url"))
+    timeout = float((plan.get("health") or {}).get("timeout_s", 60))
+    want_sha = model_sha(rel)
+    deadline = time.monotonic() + timeout
+    while True:
+        body, last = ask_health(req)
         if body is not None:
             status = body.get("status")
             sha = body.get("model_sha256") or ""
@@ -675,7 +681,7 @@ def health(plan: dict, rel: str) -> tuple[bool, str]:
             if status == "ok" and (not want_sha or sha == want_sha):
                 return True, last
         if time.monotonic() >= deadline:
-            return False, f"{url} after {timeout:.0f} s: {last}"
+            return False, f"{req.full_url} after {timeout:.0f} s: {last}"
         time.sleep(0.5)
 
 
@@ -919,6 +925,17 @@ def do_status(lay: Layout) -> None:
             else ("ready" if os.path.exists(os.path.join(d, READY)) else "incomplete")
         )
         out["releases"].append({"name": n, "state": state})
+    cur_dir = lay.release(cur) if cur else None
+    out["model_sha256"] = model_sha(cur_dir) if cur_dir else None
+    out["previous_model_sha256"] = model_sha(lay.release(out["previous"])) if out["previous"] else None
+    out["health"] = None
+    if cur_dir:  # one question to the running daemon, no waiting
+        body, why = ask_health(health_request(health_target(cur_dir)))
+        out["health"] = (
+            {k: body.get(k) for k in ("status", "reason", "model_sha256", "uptime_s", "last_frame_age_s")}
+            if body is not None
+            else {"status": why}
+        )
     print(json.dumps(out), flush=True)
 
 

@@ -66,7 +66,7 @@ set -e
 umask 077
 cd
 case "$1" in
-  /*) case "$1" in "${HOME%/}"/?*) ;; *) echo "error: --remote_dir $1 is not inside the home $HOME" >&2; exit 3;; esac;;
+  /*) case "$1" in "${HOME%/}"/?*) ;; *) echo "error: --remote-dir $1 is not inside the home $HOME" >&2; exit 3;; esac;;
 esac
 mkdir -p -- "$1/releases" "$1/data"
 cd -- "$1"
@@ -98,7 +98,7 @@ def probe(host: Host, opts: Options) -> dict:
     info = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
     if not info.get("python"):
         raise HostFailed(
-            f"{opts.remote_python} not found on {host.dest} (Raspberry Pi OS has python3; or set --remote_python)"
+            f"{opts.remote_python} not found on {host.dest} (Raspberry Pi OS has python3; or set --remote-python)"
         )
     major, minor = (int(x) for x in info["python"].split("."))
     if (major, minor) < (3, 10):

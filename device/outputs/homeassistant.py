@@ -27,7 +27,6 @@ deletes the entities and the device, and the broker forgets the retained message
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -199,7 +198,6 @@ def add_parser(subparsers) -> None:
         description="Publish empty retained payloads on the Home Assistant discovery config topics, the state "
         "and the availability topic of the daemon configured by --config (its outputs.mqtt): Home Assistant "
         "deletes the device and its entities. Stop the daemon first, or it publishes them again.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", required=True, help="the daemon's device YAML config (its outputs.mqtt)")
     p.set_defaults(func=_cmd_remove)

@@ -13,7 +13,7 @@ Errors a source may raise, and what the capture thread does with them:
 - `SourceError` (and OSError/RuntimeError from camera libraries): the device is busy, gone or
   failed a read. Retryable: the capture thread closes it and reopens with capped backoff.
 - `TimeoutError` from `read`: no frame within the timeout; the capture thread counts the silence
-  and reopens once it lasts `stall_seconds`.
+  and reopens once it lasts `stall_s`.
 - `FaceedgeError` (not a SourceError): a configuration mistake (no such video file, picamera2 not
   installed). Not retryable: the daemon stops with that one-line error.
 """

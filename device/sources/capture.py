@@ -21,7 +21,7 @@ Faults handled here (the daemon reads `state`/`last_frame_mono` for health):
 
 - open fails (camera busy, device absent): retry with capped exponential backoff, one log line per
   attempt;
-- reads time out or fail for `stall_seconds`, or a live stream ends: close, reopen with the same
+- reads time out or fail for `stall_s`, or a live stream ends: close, reopen with the same
   backoff, and discard the first `discard_after_reconnect` frames of the new session (auto
   exposure settling, codec catching up); a frame left queued from before the fault is
   thrown away, never classified;
@@ -44,7 +44,7 @@ import numpy as np
 
 from device.errors import FaceedgeError
 from device.sources.base import FrameSource, SourceError
-from device.validation import Meta, Strict
+from device.validation import Meta, Strict, invalid
 
 if TYPE_CHECKING:
     from device.crop import Preparer
@@ -55,16 +55,33 @@ PREFETCH = 2  # unpaced sources: frames read ahead of the consumer (absorbs thre
 POOL_SIZE = PREFETCH + 2  # + one being written + one held by the consumer
 
 
+# Config keys renamed, old spelling → new: still read, with a warning (every duration key ends in _s).
+RENAMED_KEYS = {"stall_seconds": "stall_s"}
+
+
 class CaptureConfig(Strict):
-    stall_seconds: Annotated[
-        float, Meta(gt=0, description="no frame for this long = stalled: health says so, source reopened")
-    ] = 5.0
+    stall_s: (
+        Annotated[float, Meta(gt=0, description="no frame for this long = stalled: health says so, source reopened")]
+        | None
+    ) = None  # None: 5.0 (see check)
+    stall_seconds: Annotated[float, Meta(gt=0, description="stall_s's old name: still read, with a warning")] | None = (
+        None
+    )
     read_timeout_s: Annotated[
         float, Meta(gt=0, description="longest single blocking read before the thread checks in")
     ] = 1.0
     reconnect_initial_s: Annotated[float, Meta(gt=0, description="first retry delay after a failed open/read")] = 0.5
     reconnect_max_s: Annotated[float, Meta(gt=0, description="cap of the exponential backoff")] = 10.0
     discard_after_reconnect: Annotated[int, Meta(ge=0, description="frames thrown away after a reopen")] = 2
+
+    def check(self) -> None:
+        if self.stall_seconds is not None:  # the old name (RENAMED_KEYS)
+            if self.stall_s is not None:
+                invalid("stall_seconds", "give stall_s only (stall_seconds is its old name)")
+            log.warning("config key capture.stall_seconds is deprecated: call it capture.stall_s")
+            self.stall_s, self.stall_seconds = self.stall_seconds, None
+        if self.stall_s is None:
+            self.stall_s = 5.0
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
@@ -326,7 +343,7 @@ class FrameGrabber:
     def _read_loop(self, src: FrameSource, discard: int) -> bool:
         """Read until stopped (False) or a finite source ends (True); raise on a fault."""
         last = time.monotonic()
-        stall = self.cfg.stall_seconds
+        stall = self.cfg.stall_s
         timeout = min(self.cfg.read_timeout_s, stall)
         while not self._stop.is_set():
             buf = self._take_buffer()

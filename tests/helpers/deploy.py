@@ -13,7 +13,7 @@ from tests.helpers.models import tiny_images
 # The service manager `command` of the deploy tests: what systemd does for faceedge.service, run on
 # the "Pi" over ssh (systemd is not PID 1 here).
 SUPERVISOR = r'''
-"""Test supervisor for `--service_manager command`: what systemd does for faceedge.service."""
+"""Test supervisor for `--service-manager command`: what systemd does for faceedge.service."""
 import os, shlex, signal, subprocess, sys, time
 
 action, remote_dir, state = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -73,13 +73,13 @@ class EmulatedPi:
     def service_args(self) -> list[str]:
         cmd = lambda action: f"python3 /root/supervisor.py {action} {REMOTE_DIR} {STATE}"  # noqa: E731
         return [
-            "--service_manager",
+            "--service-manager",
             "command",
-            "--restart_cmd",
+            "--restart-cmd",
             cmd("restart"),
-            "--stop_cmd",
+            "--stop-cmd",
             cmd("stop"),
-            "--reload_cmd",
+            "--reload-cmd",
             cmd("reload"),
         ]
 
@@ -110,7 +110,7 @@ def pi(box, tmp_path_factory, request):
         textwrap.dedent(f"""\
         # the emulated Pi: no camera, so the synthetic source; HTTP (the health gate) on loopback
         source: {{type: synthetic, width: 160, height: 120, fps: 5}}
-        capture: {{stall_seconds: 30.0}}
+        capture: {{stall_s: 30.0}}
         crop: {{mode: full}}
         model: {{num_threads: 2, validate_timeout_s: 900}}
         outputs:
@@ -132,7 +132,7 @@ def pi(box, tmp_path_factory, request):
     ssh.stop()
 
 
-SLOW = ["--health_timeout", "900", "--check_timeout", "1800", "--lock_wait", "600"]
+SLOW = ["--health-timeout", "900", "--check-timeout", "1800", "--lock-wait", "600"]
 
 
 def test_deploy(pi, demo):
@@ -183,7 +183,7 @@ def test_deploy_model(pi, demo):
 
 
 def test_rollback(pi, demo):
-    p, took = pi.make("rollback", args=[*pi.service_args(), "--health_timeout", "900", "--lock_wait", "600"])
+    p, took = pi.make("rollback", args=[*pi.service_args(), "--health-timeout", "900", "--lock-wait", "600"])
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-3000:]
     assert pi.current() == pi.first
     h = pi.healthz()
@@ -207,20 +207,20 @@ def test_bench_remote(pi):
             ",".join(map(str, threads)),
             "--runs",
             "3",
-            "--warmup_runs",
+            "--warmup-runs",
             "1",
-            "--min_seconds",
+            "--min-seconds",
             "0.05",
-            "--max_seconds",
+            "--max-seconds",
             "60",
-            "--pipeline_seconds",
+            "--pipeline-seconds",
             "2",
-            "--pipeline_warmup_seconds",
+            "--pipeline-warmup-seconds",
             "0.5",
             "--resolution",
             "160x120",
-            "--no_baseline",
-            "--no_extras",
+            "--no-baseline",
+            "--no-extras",
         ],
     )
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-3000:]
