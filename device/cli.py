@@ -73,9 +73,9 @@ def command_in(argv: list[str]) -> str | None:
     return None
 
 
-def build_parser(command: str | None = None, *, all_commands: bool = False) -> argparse.ArgumentParser:
-    """The parser, with the real sub-parser of `command` (or of every command) and, for the others,
-    a stand-in that only lists the command and its help."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: the real sub-parser of the command it names and, for the others, a
+    stand-in that only lists the command and its help. None: every command's real sub-parser."""
     parser = argparse.ArgumentParser(
         prog="python -m device",
         description="faceedge on the device: run the classifier on camera frames, check, collect, deploy, bench.",
@@ -96,7 +96,8 @@ def build_parser(command: str | None = None, *, all_commands: bool = False) -> a
         help="log level on stderr (default: the config's log_level, else INFO)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wanted = {m for c, (m, _) in SUBCOMMANDS.items() if all_commands or c == command}
+    command = None if argv is None else command_in(argv)
+    wanted = {m for c, (m, _) in SUBCOMMANDS.items() if argv is None or c == command}
     added: set[str] = set()
     for name, (module, help_text) in SUBCOMMANDS.items():
         if module not in wanted:
@@ -143,7 +144,7 @@ def _dump_modules() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(command_in(argv))
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level or "INFO", format=LOG_FORMAT, stream=sys.stderr)
     try:
