@@ -14,7 +14,7 @@ from device.config import parse_config
 
 # Measured on the 2-core dev machine (docs/bench.md): 14.0-15.1 MB over the bare loop at 640x480, n = 11,
 # nearly all of it libraries the outputs need (http.server and email 2.4 MB, paho 1.7, OpenSSL through
-# ssl and hashlib 4.9), yaml 0.9, msgspec 1.6, logging and argparse 1.0. With pydantic it was 19-25 MB.
+# ssl and hashlib 4.9), yaml 0.9, msgspec 1.6, logging and argparse 1.0 (pydantic added 13 MB for one model).
 RSS_OVER_BARE_MAX_MB = 18.0
 
 
