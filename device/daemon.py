@@ -202,28 +202,29 @@ class Daemon:
         session = 0
         results_at_start = self.stats["results"]
         failures = 0  # consecutive frames that raised
-        g = self.grabber
+        grabber = self.grabber
         while not stop.is_set():
             ready = self.reloader.take()
             if ready is not None:
                 self._apply_reload(ready)
-                g = self.grabber
+                grabber = self.grabber
             if deadline is not None and time.monotonic() >= deadline:
                 break
             t_wait = time.perf_counter()
-            frame = g.get(timeout=poll)
+            frame = grabber.get(timeout=poll)
             now = time.monotonic()
             if frame is None:
-                if g.finished:
-                    if g.state == "failed":
-                        self.telemetry.set_status("error", str(g.error))
-                        raise g.error if isinstance(g.error, FaceedgeError) else FaceedgeError(str(g.error))
+                if grabber.finished:
+                    if grabber.state == "failed":
+                        error = grabber.error
+                        self.telemetry.set_status("error", str(error))
+                        raise error if isinstance(error, FaceedgeError) else FaceedgeError(str(error))
                     break
-                last = g.last_frame_mono if g.last_frame_mono is not None else t_run
+                last = grabber.last_frame_mono if grabber.last_frame_mono is not None else t_run
                 if not stalled and now - last >= cfg_stall():
                     stalled = True
                     self.stats["stalls"] += 1
-                    reason = f"no frame for {now - last:.1f} s from {g.source_name} ({g.state})"
+                    reason = f"no frame for {now - last:.1f} s from {grabber.source_name} ({grabber.state})"
                     self.telemetry.set_status("stalled", reason)
                     self.notifier.status("stalled: " + reason)
                     self.decider.reset()  # frames from before the gap must not vote after it
@@ -241,7 +242,7 @@ class Daemon:
                 session = frame.session
             if stalled:
                 stalled = False
-                log.info("frames resumed from %s", g.source_name)
+                log.info("frames resumed from %s", grabber.source_name)
             try:
                 result = self._process(frame, (time.perf_counter() - t_wait) * 1000.0)
                 failures = 0
@@ -254,7 +255,7 @@ class Daemon:
                     raise
                 continue
             finally:
-                g.release()
+                grabber.release()
             self.notifier.watchdog()  # only here: a fresh frame went through the whole loop
             if result is None:
                 continue
@@ -263,7 +264,7 @@ class Daemon:
             if max_frames is not None and self.stats["results"] - results_at_start >= max_frames:
                 break
         self.stats["run_s"] = round(time.monotonic() - t_run, 4)
-        self.stats["capture"] = g.stats.as_dict()
+        self.stats["capture"] = grabber.stats.as_dict()
         return self.stats
 
     def _capture_preparer(self) -> Preparer | None:
@@ -300,7 +301,7 @@ class Daemon:
         clf.invoke()
         t3 = time.perf_counter()
         scores = clf.scores()
-        d = self.decider.update(scores)
+        decision = self.decider.update(scores)
         t4 = time.perf_counter()
         stages = {
             "frame_wait": wait_ms,  # loop idle, waiting for the source
@@ -311,7 +312,7 @@ class Daemon:
             "postprocess": (t4 - t3) * 1000.0,
             "latency": (time.monotonic() - frame.mono) * 1000.0,  # capture → decided
         }
-        return self._emit(frame, d, scores, stages, x, t4, model_input.box)
+        return self._emit(frame, decision, scores, stages, x, t4, model_input.box)
 
     def _process_sensor(self, frame, wait_ms: float) -> Result | None:
         """One AI Camera frame: the sensor ran the model on it, the Pi only reads its output tensor
@@ -324,7 +325,7 @@ class Daemon:
             self.telemetry.inc("frames_without_outputs")
             return None
         scores = self.classifier.scores_from(frame.sensor_output)
-        d = self.decider.update(scores)
+        decision = self.decider.update(scores)
         t4 = time.perf_counter()
         stages = {
             "frame_wait": wait_ms,
@@ -332,20 +333,12 @@ class Daemon:
             "postprocess": (t4 - t3) * 1000.0,
             "latency": (time.monotonic() - frame.mono) * 1000.0,
         }
-        return self._emit(frame, d, scores, stages, frame.image, t4)
+        return self._emit(frame, decision, scores, stages, frame.image, t4)
 
-    def _emit(
-        self,
-        frame,
-        d,
-        scores: np.ndarray,
-        stages: dict[str, float],
-        image: np.ndarray | None,
-        t4: float,
-        box=None,
-    ) -> Result:
+    def _emit(self, frame, decision, scores: np.ndarray, stages: dict, image: np.ndarray | None, t4: float, box=None):
         """Publish one decided frame: result, outputs, telemetry, readiness (both paths)."""
-        result = Result.of(frame, d, scores, stages, self.classifier.manifest, self.run_id, self.config.source.type)
+        manifest, source = self.classifier.manifest, self.config.source.type
+        result = Result.of(frame, decision, scores, stages, manifest, self.run_id, source)
         self.telemetry.result_published(result)
         publish_all(self.outputs, result)
         if self.config.expose_images and image is not None:
@@ -357,11 +350,9 @@ class Daemon:
         self.latest = result
         self.stats["results"] += 1
         if self.stats["start_to_first_result_s"] is None:
-            self.stats["start_to_first_result_s"] = round(time.monotonic() - self._t_start, 4)
+            self.stats["start_to_first_result_s"] = first_s = round(time.monotonic() - self._t_start, 4)
             self.notifier.ready(f"classifying {self.grabber.source_name}")
-            log.info(
-                "first result %.3f s after start: %s %.3f", self.stats["start_to_first_result_s"], d.label, d.score
-            )
+            log.info("first result %.3f s after start: %s %.3f", first_s, decision.label, decision.score)
         if self.telemetry.status() != "ok":
             self.telemetry.set_status("ok")
             self.notifier.status(f"ok: classifying {self.grabber.source_name}")

@@ -1,4 +1,4 @@
-"""The faults the daemon survives (issue 4), each with the figures it is held to.
+"""The faults the daemon survives, each with the figures it is held to.
 
 Real interpreters, real sockets on 127.0.0.1, a real unix datagram NOTIFY_SOCKET, real signals
 to a real subprocess. The camera is the faithful picamera2 fake (tests/fakes/picamera2.py) or a

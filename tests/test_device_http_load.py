@@ -1,7 +1,7 @@
 """The HTTP output under load: 20 concurrent loopback clients against the real daemon (a child
 process on a paced 30 fps synthetic camera), and the bounded pool's behaviour when it is full.
 
-The goal (issue: socketserver's backlog of 5 and a thread per connection gave p99 1.0-1.4 s, max
+The goal (with socketserver's backlog of 5 and a thread per connection, p99 was 1.0-1.4 s, max
 3.1 s): 0 errors, p99 <= 50 ms, the result rate within 5 % of the same run's rate without load.
 3000 requests, so one scheduling hiccup of a busy machine (a round of 20 slow answers) stays under
 the 1 % that p99 allows. `make bench-http` prints the same figures for a real model.

@@ -338,8 +338,8 @@ def _cmd_bench_remote(args: argparse.Namespace) -> int:
 
 def print_summary(report: dict[str, Any]) -> None:
     """The warnings, the files written, the efficiency, and last the summary."""
-    for w in report.get("warnings", []):
-        print(f"warning: {w}")
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}")
     print("wrote " + ", ".join(report["outputs"].values()))
     for line in efficiency_lines(report):
         print(line)

@@ -51,14 +51,14 @@ def _free_port() -> int:
 
 def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """One GET on a new connection to 127.0.0.1:port; (status, body). Raises OSError on a failure."""
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
         chunks = []
         while True:
-            b = s.recv(65536)
-            if not b:
+            chunk = sock.recv(65536)
+            if not chunk:
                 break
-            chunks.append(b)
+            chunks.append(chunk)
     data = b"".join(chunks)
     head, _, body = data.partition(b"\r\n\r\n")
     try:
@@ -206,35 +206,35 @@ def run(
     if clients < 1 or rounds < 1 or quiet_s <= 0:
         raise FaceedgeError("--clients, --rounds and --quiet-s must be > 0")
     with tempfile.TemporaryDirectory(prefix="faceedge-bench-http-") as tmp:
-        d = DaemonProcess(model_dir, fps=fps, workdir=Path(tmp))
+        daemon = DaemonProcess(model_dir, fps=fps, workdir=Path(tmp))
         try:
-            d.wait_ok()
+            daemon.wait_ok()
             time.sleep(1.0)  # past the first frames' warm-up
-            rss0 = d.rss_mb()
-            q0 = d.results()
+            rss0 = daemon.rss_mb()
+            q0 = daemon.results()
             time.sleep(quiet_s)
-            q1 = d.results()
-            r = load(d.port, clients=clients, rounds=rounds, pause_s=pause_ms / 1000.0, timeout=timeout)
-            q2 = d.results()
-            rss1 = d.rss_mb()
-            health = d.health()
+            q1 = daemon.results()
+            loaded = load(daemon.port, clients=clients, rounds=rounds, pause_s=pause_ms / 1000.0, timeout=timeout)
+            q2 = daemon.results()
+            rss1 = daemon.rss_mb()
+            health = daemon.health()
             time.sleep(quiet_s)
-            q3 = d.results()
+            q3 = daemon.results()
         finally:
-            code = d.stop()
-    lat = summarize(r["latencies_ms"]) if r["latencies_ms"] else None
+            code = daemon.stop()
+    lat = summarize(loaded["latencies_ms"]) if loaded["latencies_ms"] else None
     before, after, load_fps = rate(q0, q1), rate(q2, q3), rate(q1, q2)
     quiet_fps = (before + after) / 2
     return {
         "clients": clients,
         "rounds": rounds,
-        "requests": r["requests"],
+        "requests": loaded["requests"],
         "pause_ms": pause_ms,
         "camera_fps": fps,
-        "load_seconds": round(r["seconds"], 3),
+        "load_seconds": round(loaded["seconds"], 3),
         "latency_ms": lat,
-        "errors": len(r["errors"]),
-        "error_examples": sorted(set(r["errors"]))[:5],
+        "errors": len(loaded["errors"]),
+        "error_examples": sorted(set(loaded["errors"]))[:5],
         "quiet_fps": quiet_fps,
         "quiet_fps_before": before,
         "quiet_fps_after": after,

@@ -261,64 +261,68 @@ def efficiency_lines(report: dict[str, Any], md: bool = False) -> list[str]:
     return out
 
 
-def summary_lines(sm: dict[str, Any], md: bool = False) -> list[str]:
+def summary_lines(summary: dict[str, Any], md: bool = False) -> list[str]:
     """The summary (device.bench.report.summarize) as `device bench` prints it last, and bench.md's
     first section: the same keys as bench.json's ``summary``."""
-    if not sm:
+    if not summary:
         return []
     rows: list[tuple[str, str]] = []
-    d = sm["default_threads"]
-    if "pipeline_fps" in sm:
-        lat = sm.get("latency_ms") or {}
+    default = summary["default_threads"]
+    if "pipeline_fps" in summary:
+        lat = summary.get("latency_ms") or {}
         rows.append(
             (
-                f"pipeline ({d} thr, the default)",
-                f"{sm['pipeline_fps']:.1f} fps; end-to-end latency p50 {fmt(lat.get('p50'))} ms, "
+                f"pipeline ({default} thr, the default)",
+                f"{summary['pipeline_fps']:.1f} fps; end-to-end latency p50 {fmt(lat.get('p50'))} ms, "
                 f"p95 {fmt(lat.get('p95'))}, p99 {fmt(lat.get('p99'))}",
             )
         )
         rows.append(
             (
                 "pipeline at default ÷ best pipeline",
-                f"{sm['pipeline_default_over_best']:.3f} (best: {sm['best_pipeline_threads']} thr, "
-                f"{sm['best_pipeline_fps']:.1f} fps)",
+                f"{summary['pipeline_default_over_best']:.3f} (best: {summary['best_pipeline_threads']} thr, "
+                f"{summary['best_pipeline_fps']:.1f} fps)",
             )
         )
-    if "pipeline_over_raw_1_thread" in sm:
-        rows.append(("pipeline ÷ raw at 1 thread", f"{sm['pipeline_over_raw_1_thread']:.3f}"))
-    if "daemon_peak_rss_mb" in sm:
+    if "pipeline_over_raw_1_thread" in summary:
+        rows.append(("pipeline ÷ raw at 1 thread", f"{summary['pipeline_over_raw_1_thread']:.3f}"))
+    if "daemon_peak_rss_mb" in summary:
         over = (
-            f"; bare loop {sm['bare_loop_peak_rss_mb']:.1f} MB, excess {sm['daemon_rss_over_bare_mb']:+.1f} MB"
-            if "bare_loop_peak_rss_mb" in sm
+            f"; bare loop {summary['bare_loop_peak_rss_mb']:.1f} MB, excess {summary['daemon_rss_over_bare_mb']:+.1f} MB"
+            if "bare_loop_peak_rss_mb" in summary
             else ""
         )
-        rows.append(("daemon peak RSS", f"{sm['daemon_peak_rss_mb']:.1f} MB (`device run`, JSONL + HTTP + MQTT){over}"))
-    if "help_s" in sm or "exec_to_first_result_s" in sm:
+        rows.append(
+            ("daemon peak RSS", f"{summary['daemon_peak_rss_mb']:.1f} MB (`device run`, JSONL + HTTP + MQTT){over}")
+        )
+    if "help_s" in summary or "exec_to_first_result_s" in summary:
         rows.append(
             (
                 "start-up",
-                f"`--help` {fmt(sm.get('help_s'), 3)} s; exec → first result {fmt(sm.get('exec_to_first_result_s'), 3)} s",
+                f"`--help` {fmt(summary.get('help_s'), 3)} s; exec → first result {fmt(summary.get('exec_to_first_result_s'), 3)} s",
             )
         )
-    if "interpreter_p50_ms" in sm and "compiled_model_p50_ms" in sm:
+    if "interpreter_p50_ms" in summary and "compiled_model_p50_ms" in summary:
         rows.append(
             (
                 "Interpreter vs CompiledModel",
-                f"p50 {sm['interpreter_p50_ms']:.2f} vs {sm['compiled_model_p50_ms']:.2f} ms, peak RSS "
-                f"{fmt(sm['interpreter_peak_rss_mb'], 1)} vs {fmt(sm['compiled_model_peak_rss_mb'], 1)} MB, load "
-                f"{sm['interpreter_load_ms']:.0f} vs {sm['compiled_model_load_ms']:.0f} ms (the daemon runs the "
+                f"p50 {summary['interpreter_p50_ms']:.2f} vs {summary['compiled_model_p50_ms']:.2f} ms, peak RSS "
+                f"{fmt(summary['interpreter_peak_rss_mb'], 1)} vs {fmt(summary['compiled_model_peak_rss_mb'], 1)} MB, load "
+                f"{summary['interpreter_load_ms']:.0f} vs {summary['compiled_model_load_ms']:.0f} ms (the daemon runs the "
                 "Interpreter: docs/bench.md)",
             )
         )
-    if "litert_benchmark_median_ms" in sm:
-        verdict_text = "agree within 15 %" if sm["litert_benchmark_agree"] else f"differ: {sm['litert_benchmark_why']}"
+    if "litert_benchmark_median_ms" in summary:
+        verdict_text = (
+            "agree within 15 %" if summary["litert_benchmark_agree"] else f"differ: {summary['litert_benchmark_why']}"
+        )
         rows.append(
             (
                 "raw median vs litert-benchmark",
-                f"{sm['bench_raw_median_ms']:.2f} vs {sm['litert_benchmark_median_ms']:.2f} ms ({verdict_text})",
+                f"{summary['bench_raw_median_ms']:.2f} vs {summary['litert_benchmark_median_ms']:.2f} ms ({verdict_text})",
             )
         )
     if md:
-        return [f"## Summary ({sm['variant']})", "", *table(["figure", "value"], [list(r) for r in rows]), ""]
+        return [f"## Summary ({summary['variant']})", "", *table(["figure", "value"], [list(r) for r in rows]), ""]
     width = max(len(k) for k, _ in rows) if rows else 0
-    return [f"summary {sm['variant']}:"] + [f"  {k:<{width}}  {v}" for k, v in rows]
+    return [f"summary {summary['variant']}:"] + [f"  {k:<{width}}  {v}" for k, v in rows]

@@ -35,23 +35,27 @@ def efficiency(pipeline: list[dict], default_threads: int, bare: list[dict] | No
         for rnd in rounds:
             pipes = {p["threads"]: p for p in pipeline if p["variant"] == variant and p["round"] == rnd}
             for key in acc:
-                r = _ratios(pipes, key, default_threads)
-                for t, x in r["same_threads"].items():
+                ratios = _ratios(pipes, key, default_threads)
+                for t, x in ratios["same_threads"].items():
                     acc[key].setdefault(f"t{t}", []).append(x)
-                if "default_over_best" in r:
-                    acc[key].setdefault("default_over_best", []).append(r["default_over_best"])
-                    acc[key].setdefault("best_threads", []).append(r["best_threads"])
+                if "default_over_best" in ratios:
+                    acc[key].setdefault("default_over_best", []).append(ratios["default_over_best"])
+                    acc[key].setdefault("best_threads", []).append(ratios["best_threads"])
         entry: dict[str, Any] = {"default_threads": default_threads}
         for key, suffix in (("fps", ""), ("throughput_fps", "_throughput")):
-            a = acc[key]
-            per = {k[1:]: float(np.median(v)) for k, v in sorted(a.items(), key=lambda kv: kv[0]) if k.startswith("t")}
+            collected = acc[key]
+            per = {
+                k[1:]: float(np.median(v))
+                for k, v in sorted(collected.items(), key=lambda kv: kv[0])
+                if k.startswith("t")
+            }
             entry[f"pipeline_over_raw{suffix}"] = dict(sorted(per.items(), key=lambda kv: int(kv[0])))
             if str(default_threads) in per:
                 entry[f"pipeline_over_raw{suffix}_at_default"] = per[str(default_threads)]
-                entry[f"pipeline_over_raw{suffix}_rounds"] = a[f"t{default_threads}"]
-            if a.get("default_over_best"):
-                entry[f"pipeline_default_over_best_raw{suffix}"] = float(np.median(a["default_over_best"]))
-                bt = a["best_threads"]
+                entry[f"pipeline_over_raw{suffix}_rounds"] = collected[f"t{default_threads}"]
+            if collected.get("default_over_best"):
+                entry[f"pipeline_default_over_best_raw{suffix}"] = float(np.median(collected["default_over_best"]))
+                bt = collected["best_threads"]
                 entry[f"best_raw_threads{suffix}"] = max(set(bt), key=bt.count)
         bares = [b for b in (bare or []) if b["variant"] == variant]
         pipes_d = [p for p in pipeline if p["variant"] == variant and p["threads"] == default_threads]
@@ -76,19 +80,21 @@ def summarize(report: dict[str, Any], variant: str = "int8") -> dict[str, Any]:
     run (medians over rounds): one fps (1000 ÷ the median time per frame), the end-to-end latency percentiles, pipeline
     at default ÷ best pipeline over the thread counts, pipeline ÷ raw at 1 thread, the CLI daemon's
     peak RSS and its excess over the bare loop, start-up, both runtime APIs, litert-benchmark."""
-    d = report["settings"]["default_threads"]
-    out: dict[str, Any] = {"variant": variant, "default_threads": d}
+    default = report["settings"]["default_threads"]
+    out: dict[str, Any] = {"variant": variant, "default_threads": default}
     pipes = [p for p in report.get("pipeline", []) if p["variant"] == variant]
     fps = {t: _median(p["fps"] for p in pipes if p["threads"] == t) for t in sorted({p["threads"] for p in pipes})}
-    if d in fps:
+    if default in fps:
         best = max(fps, key=lambda t: fps[t])
         out.update(
-            pipeline_fps=fps[d],
+            pipeline_fps=fps[default],
             best_pipeline_threads=best,
             best_pipeline_fps=fps[best],
-            pipeline_default_over_best=fps[d] / fps[best],
+            pipeline_default_over_best=fps[default] / fps[best],
         )
-        at_d = [p["stages_ms"]["end_to_end"] for p in pipes if p["threads"] == d and "end_to_end" in p["stages_ms"]]
+        at_d = [
+            p["stages_ms"]["end_to_end"] for p in pipes if p["threads"] == default and "end_to_end" in p["stages_ms"]
+        ]
         if at_d:
             out["latency_ms"] = {k: _median(e[k] for e in at_d) for k in ("p50", "p95", "p99")}
     eff = report.get("efficiency", {}).get(variant, {})
@@ -111,11 +117,11 @@ def summarize(report: dict[str, Any], variant: str = "int8") -> dict[str, Any]:
             out[f"{api}_p50_ms"] = apis[api]["p50_ms"]
             out[f"{api}_peak_rss_mb"] = apis[api]["peak_rss_mb"]
             out[f"{api}_load_ms"] = apis[api]["load_ms"]
-    lb = extras.get("litert_benchmark") or {}
-    if "litert_benchmark_median_ms" in lb:
-        out["litert_benchmark_median_ms"] = lb["litert_benchmark_median_ms"]
-        out["bench_raw_median_ms"] = lb["bench_median_ms"]
-        out["litert_benchmark_agree"] = lb["agree"]
-        if "why" in lb:
-            out["litert_benchmark_why"] = lb["why"]
+    cross = extras.get("litert_benchmark") or {}
+    if "litert_benchmark_median_ms" in cross:
+        out["litert_benchmark_median_ms"] = cross["litert_benchmark_median_ms"]
+        out["bench_raw_median_ms"] = cross["bench_median_ms"]
+        out["litert_benchmark_agree"] = cross["agree"]
+        if "why" in cross:
+            out["litert_benchmark_why"] = cross["why"]
     return out

@@ -310,14 +310,14 @@ def _measure_extras(report: dict, plan: _Plan, opts: BenchOptions, variant: str,
     extras["help"] = footprint.help_seconds()
     say(f"--help   {extras['help']['median_s']:.3f} s (median of {extras['help']['runs']})")
     if opts.pipeline and opts.baseline:
-        fp = footprint.daemon_footprint(
+        daemon = footprint.daemon_footprint(
             model_dir, threads, resolution=opts.resolution, seconds=opts.pipeline_seconds + opts.pipeline_warmup_seconds
         )
-        if fp is not None:
-            extras["daemon"] = fp
+        if daemon is not None:
+            extras["daemon"] = daemon
             say(
-                f"daemon   {variant:8s} {threads} thr: `device run` with {fp['outputs']}: peak RSS "
-                f"{fp['peak_rss_mb']:.1f} MB, exec → first result {fp['first_result_from_exec_s']:.3f} s"
+                f"daemon   {variant:8s} {threads} thr: `device run` with {daemon['outputs']}: peak RSS "
+                f"{daemon['peak_rss_mb']:.1f} MB, exec → first result {daemon['first_result_from_exec_s']:.3f} s"
             )
     extras["apis"] = apis.compare_apis(
         model_path,
@@ -328,18 +328,18 @@ def _measure_extras(report: dict, plan: _Plan, opts: BenchOptions, variant: str,
         min_seconds=min(opts.min_seconds, 2.0),
         warmup_runs=opts.warmup_runs,
     )
-    a = extras["apis"]
-    if "faster" in a:
+    compared = extras["apis"]
+    if "faster" in compared:
         say(
-            f"APIs     {variant:8s} {threads} thr: Interpreter p50 {a['interpreter']['p50_ms']:.2f} ms, "
-            f"{a['interpreter']['peak_rss_mb']:.1f} MB; CompiledModel p50 {a['compiled_model']['p50_ms']:.2f} ms, "
-            f"{a['compiled_model']['peak_rss_mb']:.1f} MB"
+            f"APIs     {variant:8s} {threads} thr: Interpreter p50 {compared['interpreter']['p50_ms']:.2f} ms, "
+            f"{compared['interpreter']['peak_rss_mb']:.1f} MB; CompiledModel p50 {compared['compiled_model']['p50_ms']:.2f} ms, "
+            f"{compared['compiled_model']['peak_rss_mb']:.1f} MB"
         )
     tool = apis.litert_benchmark(model_path, threads, runs=opts.runs, warmup_runs=opts.warmup_runs)
     raws = [r for r in report["raw"] if r["variant"] == variant and r["threads"] == threads]
     if raws:
         median = float(np.median([r["latency_ms"]["p50"] for r in raws]))
-        extras["litert_benchmark"] = apis.cross_check(median, tool, a, any(r["wide_spread"] for r in raws))
+        extras["litert_benchmark"] = apis.cross_check(median, tool, compared, any(r["wide_spread"] for r in raws))
     else:
         extras["litert_benchmark"] = {"error": f"no raw run at {threads} threads to compare with", **tool}
 
@@ -366,9 +366,9 @@ def _conclude(report: dict, plan: _Plan, opts: BenchOptions) -> dict[str, Any]:
             " figures are below what the board can do (power supply, cooling)"
         )
     report["summary"] = summarize(report, "int8" if "int8" in found else next(iter(found)))
-    lb = report.get("extras", {}).get("litert_benchmark", {})
-    if lb.get("error"):
-        warnings.append(f"litert-benchmark cross-check not made: {lb['error']}")
+    cross = report.get("extras", {}).get("litert_benchmark", {})
+    if cross.get("error"):
+        warnings.append(f"litert-benchmark cross-check not made: {cross['error']}")
     report["warnings"] = warnings
     report["outputs"] = {k: str(v) for k, v in write_outputs(report, plan.out_dir).items()}
     return report

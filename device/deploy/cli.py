@@ -159,36 +159,36 @@ def _add_bundle_args(p: argparse.ArgumentParser, *, full: bool) -> None:
 
 
 def add_parser(subparsers) -> None:
-    d = subparsers.add_parser(
+    deploy_parser = subparsers.add_parser(
         "deploy",
         help="deploy daemon + model to Raspberry Pis over ssh",
         description=__doc__.split("\n\n")[0],
     )
-    _add_ssh_args(d)
-    _add_bundle_args(d, full=True)
-    d.set_defaults(func=lambda a: run_cli("deploy", a))
-    m = subparsers.add_parser(
+    _add_ssh_args(deploy_parser)
+    _add_bundle_args(deploy_parser, full=True)
+    deploy_parser.set_defaults(func=lambda a: run_cli("deploy", a))
+    model_parser = subparsers.add_parser(
         "deploy-model",
         help="ship a new model only and reload it with SIGHUP",
     )
-    _add_ssh_args(m)
-    _add_bundle_args(m, full=False)
-    m.set_defaults(func=lambda a: run_cli("deploy-model", a))
-    r = subparsers.add_parser("rollback", help="go back one release on the device(s)")
-    _add_ssh_args(r)
-    r.add_argument(
+    _add_ssh_args(model_parser)
+    _add_bundle_args(model_parser, full=False)
+    model_parser.set_defaults(func=lambda a: run_cli("deploy-model", a))
+    rollback_parser = subparsers.add_parser("rollback", help="go back one release on the device(s)")
+    _add_ssh_args(rollback_parser)
+    rollback_parser.add_argument(
         "--to", default=None, help="a release name to go back to (none: the newest ready release older than current)"
     )
-    r.set_defaults(func=lambda a: run_cli("rollback", a))
-    st = subparsers.add_parser(
+    rollback_parser.set_defaults(func=lambda a: run_cli("rollback", a))
+    status_parser = subparsers.add_parser(
         "status",
         help="what each Pi runs: current and previous release, model sha256, health, uptime",
         description="Ask each host (read-only) for its current and previous release, their models, and the "
         "running daemon's /healthz (status, model served, uptime).",
     )
-    _add_ssh_args(st)
-    st.add_argument("--json", action="store_true", help="print the reports as JSON instead of a table")
-    st.set_defaults(func=lambda a: run_cli("status", a))
+    _add_ssh_args(status_parser)
+    status_parser.add_argument("--json", action="store_true", help="print the reports as JSON instead of a table")
+    status_parser.set_defaults(func=lambda a: run_cli("status", a))
 
 
 def options_from_args(a: argparse.Namespace) -> Options:

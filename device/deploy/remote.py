@@ -487,13 +487,13 @@ def check(rel: str, bundle: dict, plan: dict) -> None:
     argv = device_cmd(
         rel, "check", "--config", os.path.join(rel, "device.yaml"), "--model-dir", os.path.join(rel, "model"), "--json"
     )
-    st = bundle.get("selftest")
-    if st:
-        argv += ["--image", os.path.join(rel, st["image"])]
-        if st.get("expect") is not None:
-            argv += ["--expect", st["expect"]]
-        if st.get("score") is not None:  # the host's own answer for this image, within a tolerance
-            argv += ["--expect_score", str(st["score"]), "--tolerance", str(st.get("tolerance", 0.05))]
+    selftest = bundle.get("selftest")
+    if selftest:
+        argv += ["--image", os.path.join(rel, selftest["image"])]
+        if selftest.get("expect") is not None:
+            argv += ["--expect", selftest["expect"]]
+        if selftest.get("score") is not None:  # the host's own answer for this image, within a tolerance
+            argv += ["--expect_score", str(selftest["score"]), "--tolerance", str(selftest.get("tolerance", 0.05))]
     code, out = run(argv, timeout=float(plan.get("check_timeout_s", 180)), cwd=rel)
     if code != 0:
         raise DeployError(f"`device check` failed in the new release (exit {code})\n{tail(out)}")
@@ -503,12 +503,12 @@ def check(rel: str, bundle: dict, plan: dict) -> None:
 def check_summary(out: str) -> str:
     """One line from `device check --json`'s report."""
     try:
-        r = json.loads(out.strip().splitlines()[-1])
-        got = f"{r['label']!r} ({r['score']:.3f})"
-        want = f" as expected from {os.path.basename(str(r.get('image', '')))}" if r.get("expected") else ""
+        report = json.loads(out.strip().splitlines()[-1])
+        got = f"{report['label']!r} ({report['score']:.3f})"
+        want = f" as expected from {os.path.basename(str(report.get('image', '')))}" if report.get("expected") else ""
         return (
-            f"{got}{want}; model load {r['load_ms']:.0f} ms, inference {r['mean_inference_ms']:.2f} ms mean "
-            f"({r['runtime']} {r['runtime_version']}, {r['threads']} threads)"
+            f"{got}{want}; model load {report['load_ms']:.0f} ms, inference {report['mean_inference_ms']:.2f} ms mean "
+            f"({report['runtime']} {report['runtime_version']}, {report['threads']} threads)"
         )
     except (ValueError, KeyError, IndexError, TypeError):
         return out.strip()[-300:]

@@ -86,10 +86,10 @@ class JsonlOutput(Output):
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        st = os.fstat(self._fd)
-        self._regular = stat.S_ISREG(st.st_mode)
+        opened = os.fstat(self._fd)
+        self._regular = stat.S_ISREG(opened.st_mode)
         self._rotatable = self._regular and self.cfg.max_bytes > 0
-        self._size = st.st_size if self._regular else 0
+        self._size = opened.st_size if self._regular else 0
         if self._regular and self._size:
             self._cut_torn_tail()
 
