@@ -71,8 +71,9 @@ def default_threads() -> int:
     threads as cores, the daemon's capture thread (frame copy or decode, colour conversion, crop and
     resize), its outputs and the OS preempt one of them on every frame and each op waits for that
     straggler; with one core left to them they run beside inference. Measured on a shared 2-core
-    machine (int8 MobileNetV2 224, 640x480 synthetic frames, 18 alternating rounds, docs/bench.md): the
-    loop's fps at 1 thread was 1.22 × (median; 0.55-1.46) its fps at 2 threads, better in 13 of 18. On a
+    machine (int8 MobileNetV2 224, 640x480 synthetic frames, docs/bench.md): the loop's fps at 1 thread
+    was 1.17 × (median; 0.55-1.46) its fps at 2 threads over 24 alternating rounds, better in 18; but
+    when the other jobs left a core free, 2 threads were faster (1.5 × in one quiet run). On a
     4-core Pi the camera (30 fps: 33 ms a frame) bounds the loop at 3 threads as at 4 (int8: 17-20 ms
     an inference at 4 threads on a Pi 4, at most 23-27 ms at 3), and the capture thread's share
     (≈ 3.5 ms a frame) gets a core of its own.
