@@ -58,7 +58,7 @@ class ModelConfig(Strict):
             Meta(
                 ge=1,
                 le=64,
-                description="interpreter threads; None = the cores but one, at least 1 (device.runtime.default_threads)",
+                description="interpreter threads; None = all cores (device.runtime.default_threads)",
             ),
         ]
         | None
@@ -196,6 +196,4 @@ def check_limits(
     if max_seconds is not None and not max_seconds > 0:
         raise FaceedgeError(f"--max-seconds {max_seconds:g}: must be > 0 (leave it out to run until stopped)")
     if num_threads is not None and num_threads < 1:
-        raise FaceedgeError(
-            f"--num-threads {num_threads}: must be >= 1 (leave it out for the default: the cores but one)"
-        )
+        raise FaceedgeError(f"--num-threads {num_threads}: must be >= 1 (leave it out for all cores)")

@@ -88,7 +88,7 @@ def add_parser(subparsers) -> None:
         "--num-threads",
         type=int,
         default=None,
-        help="interpreter threads (overrides model.num_threads; default the cores but one, at least 1)",
+        help="interpreter threads (overrides model.num_threads; default all cores)",
     )
     add_option(p, "--max-frames", type=int, default=None, help="stop after this many results")
     add_option(

@@ -64,22 +64,18 @@ def load_runtime(prefer: str | None = None) -> Runtime:
 
 
 def default_threads() -> int:
-    """The interpreter's threads when the config names none: the cores this process may run on but
-    one, and at least one (1 on a 2-core machine, 3 on a 4-core Pi).
+    """The interpreter's threads when the config names none: every core this process may run on
+    (`available_cores`: the affinity mask, so `taskset`, systemd's `CPUAffinity=` or a cpuset count).
 
-    XNNPACK splits every op evenly across its threads and waits for the last one. With as many
-    threads as cores, the daemon's capture thread (frame copy or decode, colour conversion, crop and
-    resize), its outputs and the OS preempt one of them on every frame and each op waits for that
-    straggler; with one core left to them they run beside inference. Measured on a shared 2-core
-    machine (int8 MobileNetV2 224, 640x480 synthetic frames, docs/bench.md): the loop's fps at 1 thread
-    was 1.17 × (median; 0.55-1.46) its fps at 2 threads over 24 alternating rounds, better in 18; but
-    when the other jobs left a core free, 2 threads were faster (1.5 × in one quiet run). On a
-    4-core Pi the camera (30 fps: 33 ms a frame) bounds the loop at 3 threads as at 4 (int8: 17-20 ms
-    an inference at 4 threads on a Pi 4, at most 23-27 ms at 3), and the capture thread's share
-    (≈ 3.5 ms a frame) gets a core of its own.
-
-    The cores of the affinity mask (`available_cores`), not `os.cpu_count()`."""
-    return max(1, available_cores() - 1)
+    Measured on a 2-core machine (int8 MobileNetV2 224, 640x480 synthetic frames, alternating rounds,
+    docs/bench.md): when nothing else ran, the loop at 2 threads gave 1.37-1.64 × its fps at 1 thread
+    (6 of 6 rounds); only while other jobs kept a core busy did 1 thread win (1.17 × median, 18 of 24
+    rounds), because XNNPACK splits each op across its threads and waits for the preempted one. The
+    daemon's own capture thread and outputs cost too little for that: a device runs the daemon alone,
+    so all cores. On a Pi 4/5 the camera's 30 fps bounds the loop at 3 threads as at 4; where
+    inference is slower than the camera (Pi 3, Zero 2 W) the fourth core adds fps. A board shared
+    with another busy process: set `model.num_threads` lower (`make bench-device` measures each)."""
+    return available_cores()
 
 
 def available_cores() -> int:

@@ -237,9 +237,9 @@ def test_classifier_scores_equal_the_reference_dequantization(tiny_models):
         np.testing.assert_array_equal(clf.scores(), quant.dequantize(raw, clf.out_scale, clf.out_zero).reshape(-1))
 
 
-def test_default_threads_leave_a_core_of_the_affinity_mask():
+def test_default_threads_are_the_cores_of_the_affinity_mask():
     assert available_cores() == len(os.sched_getaffinity(0))
-    assert default_threads() == max(1, available_cores() - 1)
+    assert default_threads() == available_cores()
     code = (
         "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
         "from device.runtime import available_cores, default_threads; "

@@ -80,7 +80,7 @@ class BenchOptions:
 
 def daemon_default_threads(config: dict[str, Any] | None = None) -> int:
     """The thread count the daemon runs with: the config's model.num_threads, else the runtime's
-    default (the cores but one, at least 1)."""
+    default (all cores)."""
     from device.runtime import default_threads
 
     n = ((config or {}).get("model") or {}).get("num_threads")

@@ -193,9 +193,8 @@ def test_rollback(pi, demo):
 
 def test_bench_remote(pi):
     out = pi.tmp / "bench"
-    cores = len(os.sched_getaffinity(0))  # the box has the host's cores
-    default = max(1, cores - 1)  # the daemon's default threads there: the cores but one
-    threads = sorted({1, default, cores})
+    cores = len(os.sched_getaffinity(0))  # the box has the host's cores: the daemon's default threads there
+    threads = sorted({1, cores})
     p, took = pi.make(
         "bench-device",
         args=[
@@ -232,7 +231,7 @@ def test_bench_remote(pi):
     assert all(r["latency_ms"]["n"] >= 3 and r["fps"] > 0 for r in rep["raw"])
     assert sorted(p["threads"] for p in rep["pipeline"]) == threads
     assert all(p["frames"] >= 1 and "invoke" in p["stages_ms"] for p in rep["pipeline"])
-    assert rep["settings"]["default_threads"] == default
+    assert rep["settings"]["default_threads"] == cores
     assert rep["efficiency"]["int8"]["pipeline_default_over_best_raw"] > 0
     assert {"pipeline_fps", "pipeline_default_over_best", "pipeline_over_raw_1_thread"} <= set(rep["summary"])
     assert (out / "bench.md").is_file() and (out / "bench.png").is_file()
