@@ -43,7 +43,7 @@ apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missi
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-imx500 setup-mediapipe pull label status lint test test-fast pibox test-pi data train compare convert crop-faces run-device check-device \
-        deploy rollback deploy-model bench bench-http bench-train bench-device demo video clean distclean
+        deploy rollback deploy-model bench bench-model bench-http bench-train bench-device demo video clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -137,6 +137,9 @@ label: | $(PY) ## review data/$(NAME) in the browser (127.0.0.1:8099): move crop
 
 bench: | $(PY) ## on-device latency benchmark here (raw interpreter + whole pipeline)
 	$(PY) -m device bench --model-dir $(RUN) $(ARGS)
+
+bench-model: | $(PY) ## a model to bench with: int8 MobileNetV2 1.0 224, random weights (runs/bench-mobilenet_v2-224)
+	$(PY) -m convert.benchmodel runs/bench-mobilenet_v2-224
 
 bench-device: | $(PY) ## the same benchmark on PI over ssh, results brought back
 	$(if $(PI),,$(error set PI=user@host))

@@ -23,7 +23,6 @@ def _bench_pipeline_fps(bench_json: Path) -> dict:
     return {
         "threads": row.get("threads"),
         "fps": row.get("fps"),
-        "fps_p50": row.get("fps_p50"),
         "peak_rss_mb": row.get("peak_rss_mb"),
     }
 

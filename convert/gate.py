@@ -30,10 +30,9 @@ published `export/<variant>/`, if any, is left as it was (`convert.pipeline`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from pydantic import Field
-
-from device.validation import Strict
+from device.validation import Meta, Strict
 from train import stats
 from train.verdict import FLOOR_SPLITS, default_min_balanced_accuracy, floor_check, floor_split
 
@@ -63,10 +62,10 @@ class Verdict:
 
 
 class GateConfig(Strict):
-    max_drop: float = Field(DEFAULT_MAX_DROP, ge=0.0, le=100.0)
-    min_agreement: float = Field(DEFAULT_MIN_AGREEMENT, ge=0.0, le=1.0)
-    significance: float = Field(DEFAULT_SIGNIFICANCE, gt=0.0, lt=1.0)
-    min_balanced_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    max_drop: Annotated[float, Meta(ge=0.0, le=100.0)] = DEFAULT_MAX_DROP
+    min_agreement: Annotated[float, Meta(ge=0.0, le=1.0)] = DEFAULT_MIN_AGREEMENT
+    significance: Annotated[float, Meta(gt=0.0, lt=1.0)] = DEFAULT_SIGNIFICANCE
+    min_balanced_accuracy: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
 
     def floor_of(self, num_labels: int) -> float:
         return (

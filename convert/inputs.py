@@ -8,8 +8,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import Annotated
 
 from convert import data as cdata
 from convert.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_SIGNIFICANCE, GateConfig
@@ -17,7 +16,7 @@ from convert.probe import DEFAULT_TIMEOUT_S
 from convert.quantize import DEFAULT_CALIBRATION_STEPS
 from device.errors import FaceedgeError
 from device.manifest import VARIANTS
-from device.validation import Strict, first_error
+from device.validation import Lenient, Meta, Strict, ValidationError, first_error
 
 log = logging.getLogger(__name__)
 
@@ -35,44 +34,36 @@ class ConvertOptions(Strict):
     out: Path | None = None
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     io_dtype: str = "uint8"
-    calibration_images: int = Field(DEFAULT_CALIBRATION_STEPS, ge=0)
+    calibration_images: Annotated[int, Meta(ge=0)] = DEFAULT_CALIBRATION_STEPS
     seed: int = 0
-    max_drop: float = Field(DEFAULT_MAX_DROP, ge=0.0, le=100.0)
-    min_agreement: float = Field(DEFAULT_MIN_AGREEMENT, ge=0.0, le=1.0)
-    significance: float | None = Field(None, gt=0.0, lt=1.0)
-    min_balanced_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    max_drop: Annotated[float, Meta(ge=0.0, le=100.0)] = DEFAULT_MAX_DROP
+    min_agreement: Annotated[float, Meta(ge=0.0, le=1.0)] = DEFAULT_MIN_AGREEMENT
+    significance: Annotated[float, Meta(gt=0.0, lt=1.0)] | None = None
+    min_balanced_accuracy: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     labels: list[str] | None = None
     positive_label: str | None = None
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    threshold: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     preprocessing: str | None = None
-    child_timeout: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+    child_timeout: Annotated[float, Meta(gt=0)] = DEFAULT_TIMEOUT_S
 
-    @field_validator("variants")
-    @classmethod
-    def _variants(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("give at least one variant")
-        bad = [x for x in v if x not in VARIANTS]
+    def check(self) -> None:
+        if not self.variants:
+            raise ValueError("variants: give at least one variant")
+        bad = [x for x in self.variants if x not in VARIANTS]
         if bad:
             raise ValueError(f"unknown variant {bad[0]!r} (choose from {', '.join(VARIANTS)})")
-        return tuple(dict.fromkeys(v))  # de-duplicated, order kept
-
-    @field_validator("io_dtype")
-    @classmethod
-    def _io(cls, v: str) -> str:
-        if v not in ("uint8", "int8"):
-            raise ValueError(f"io_dtype {v!r}: choose uint8 or int8")
-        return v
+        self.variants = tuple(dict.fromkeys(self.variants))  # de-duplicated, order kept
+        if self.io_dtype not in ("uint8", "int8"):
+            raise ValueError(f"io_dtype {self.io_dtype!r}: choose uint8 or int8")
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(Lenient):
     """The part of the training run's model_info.json that conversion reads (other keys ignored)."""
 
-    model_config = ConfigDict(extra="ignore")
-    labels: list[str] = Field(min_length=2)
+    labels: Annotated[list[str], Meta(min_length=2)]
     positive_label: str | None = None
     output_kind: str = "sigmoid"
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
     input_size: tuple[int, int] | None = None
     backbone: str = ""
     preprocessing: str = DEFAULT_PREPROCESSING

@@ -22,14 +22,12 @@ from typing import Annotated, Any, Literal
 
 import cv2
 import yaml
-from pydantic import Field, ValidationError
 
 from device.crop import CropConfig
 from device.decision import DecisionConfig
 from device.errors import FaceedgeError
 from device.outputs import OutputsConfig
 from device.sources import (
-    SOURCE_TYPES,
     CaptureConfig,
     ImagesConfig,
     Imx500Config,
@@ -39,62 +37,70 @@ from device.sources import (
     SyntheticConfig,
 )
 from device.sources.images import IMAGE_SUFFIXES
-from device.validation import Strict
+from device.validation import Meta, Strict, ValidationError, field
 
-SourceSection = Annotated[
-    Picamera2Config | Imx500Config | OpencvConfig | ImagesConfig | SyntheticConfig,
-    Field(discriminator="type"),
-]
+# `type:` picks the class (each source config declares its tag)
+SourceSection = Picamera2Config | Imx500Config | OpencvConfig | ImagesConfig | SyntheticConfig
 
 
 class ModelConfig(Strict):
-    dir: str | None = Field(
-        None, description="model dir (model.tflite + manifest.json) or a run dir; --model-dir overrides"
-    )
-    variant: Literal["int8", "float32", "float16", "imx500"] = Field(
-        "int8", description="which export/<variant>/ of a run dir (imx500: runs on the AI Camera, source.type imx500)"
-    )
-    num_threads: int | None = Field(None, ge=1, le=64, description="interpreter threads; None = all cores")
-    runtime: Literal["ai-edge-litert", "tflite-runtime", "tensorflow"] | None = Field(
-        None, description="None = the first importable, in that order"
-    )
-    validate_timeout_s: float = Field(60.0, gt=0, description="SIGHUP: limit for validating a new model in a child")
+    dir: (
+        Annotated[str, Meta(description="model dir (model.tflite + manifest.json) or a run dir; --model-dir overrides")]
+        | None
+    ) = None
+    variant: Annotated[
+        Literal["int8", "float32", "float16", "imx500"],
+        Meta(description="which export/<variant>/ of a run dir (imx500: runs on the AI Camera, source.type imx500)"),
+    ] = "int8"
+    num_threads: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                le=64,
+                description="interpreter threads; None = all cores (device.runtime.default_threads)",
+            ),
+        ]
+        | None
+    ) = None
+    runtime: (
+        Annotated[
+            Literal["ai-edge-litert", "tflite-runtime", "tensorflow"],
+            Meta(description="None = the first importable, in that order"),
+        ]
+        | None
+    ) = None
+    validate_timeout_s: Annotated[
+        float, Meta(gt=0, description="SIGHUP: limit for validating a new model in a child")
+    ] = 60.0
 
 
 class DaemonConfig(Strict):
-    source: SourceSection = Field(default_factory=SyntheticConfig)
-    capture: CaptureConfig = Field(default_factory=CaptureConfig)
-    crop: CropConfig = Field(default_factory=CropConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    decision: DecisionConfig = Field(default_factory=DecisionConfig)
-    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
-    expose_images: bool = Field(False, description="let the HTTP output serve the latest crop (/latest.jpg)")
-    opencv_threads: int | None = Field(
-        None,
-        ge=0,
-        le=64,
-        description="OpenCV's thread pool (cv2.setNumThreads); None = 1 in full/center crop modes, where "
-        "OpenCV only converts and resizes small images and its pool would compete with the "
-        "interpreter's threads, and OpenCV's default in face mode (the detector uses it)",
-    )
+    source: SourceSection = field(default_factory=SyntheticConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    expose_images: Annotated[bool, Meta(description="let the HTTP output serve the latest crop (/latest.jpg)")] = False
+    opencv_threads: (
+        Annotated[
+            int,
+            Meta(
+                ge=0,
+                le=64,
+                description="OpenCV's thread pool (cv2.setNumThreads); None = 1 in full/center crop modes, where "
+                "OpenCV only converts and resizes small images and its pool would compete with the "
+                "interpreter's threads, and OpenCV's default in face mode (the detector uses it)",
+            ),
+        ]
+        | None
+    ) = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
 def _error_line(where: str, e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = list(err["loc"])
-    # A discriminated union puts the tag into the location ('source', 'opencv', 'fps'); a user
-    # wrote `source.fps`, so drop it.
-    if len(loc) >= 2 and loc[0] == "source" and loc[1] in SOURCE_TYPES:
-        del loc[1]
-    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        loc.append("type")
-    key = ".".join(str(x) for x in loc) or "(root)"
-    msg = err["msg"]
-    value = err.get("input")
-    if err["type"] not in ("missing", "extra_forbidden") and isinstance(value, (str, int, float, bool)):
-        msg += f" (got {value!r})"
-    return f"{where}: key {key!r}: {msg}"
+    return f"{where}: key {e.key or '(root)'!r}: {e.detail}"
 
 
 def parse_config(data: Any, where: str = "config") -> DaemonConfig:
@@ -155,7 +161,7 @@ def source_from_arg(text: str, current: SourceConfig | None = None) -> SourceCon
 
 
 def summary(cfg: DaemonConfig) -> str:
-    outs = [n for n in OutputsConfig.model_fields if getattr(cfg.outputs, n) is not None] or ["none"]
+    outs = [n for n in OutputsConfig.field_names() if getattr(cfg.outputs, n) is not None] or ["none"]
     return (
         f"source={cfg.source.type} crop={cfg.crop.mode} smoothing={cfg.decision.smoothing}"
         f"/{cfg.decision.window} outputs={','.join(outs)}"
@@ -164,7 +170,7 @@ def summary(cfg: DaemonConfig) -> str:
 
 def require_outputs(cfg: DaemonConfig, config: str | Path | None) -> None:
     """A daemon whose results go nowhere is a mistake, not a run."""
-    if not any(getattr(cfg.outputs, name) is not None for name in type(cfg.outputs).model_fields):
+    if not any(getattr(cfg.outputs, name) is not None for name in type(cfg.outputs).field_names()):
         where = f"{config}: key 'outputs'" if config else "no --config given, so key 'outputs'"
         raise FaceedgeError(
             f"{where}: no output configured, the results would go nowhere; add outputs.jsonl "

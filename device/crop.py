@@ -40,15 +40,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import cv2
 import numpy as np
-from pydantic import Field, model_validator
 
 from device.errors import FaceedgeError
 from device.files import atomic_write_bytes
-from device.validation import Strict
+from device.validation import Meta, Strict
 
 log = logging.getLogger(__name__)
 
@@ -141,30 +140,28 @@ class CropConfig(Strict):
     mode: Literal["full", "center", "face"] = "full"
     # full: how a non-square frame is made square (see the module docstring for why center_crop).
     square: Literal["center_crop", "letterbox", "stretch"] = "center_crop"
-    pad_value: int = Field(0, ge=0, le=255)  # letterbox padding grey level
+    pad_value: Annotated[int, Meta(ge=0, le=255)] = 0  # letterbox padding grey level
     # center: side of the centred square as a fraction of min(H, W).
-    fraction: float = Field(0.6, gt=0.0, le=1.0)
+    fraction: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.6
     # face:
     detector: Literal["haar", "yunet"] = "haar"
     yunet_model: str | None = None  # path to face_detection_yunet_2023mar.onnx (detector: yunet)
-    margin: float = Field(0.2, ge=0.0, le=2.0)  # added on each side, as a fraction of the face box side
-    min_size: int = Field(40, ge=8)  # smallest face side in frame pixels
-    score_threshold: float = Field(0.7, ge=0.0, le=1.0)  # yunet confidence
-    min_neighbors: int = Field(5, ge=1)  # haar: higher = fewer false faces
-    scale_factor: float = Field(1.1, gt=1.0, le=2.0)  # haar pyramid step
+    margin: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.2  # added on each side, as a fraction of the face box side
+    min_size: Annotated[int, Meta(ge=8)] = 40  # smallest face side in frame pixels
+    score_threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.7  # yunet confidence
+    min_neighbors: Annotated[int, Meta(ge=1)] = 5  # haar: higher = fewer false faces
+    scale_factor: Annotated[float, Meta(gt=1.0, le=2.0)] = 1.1  # haar pyramid step
     # frames wider than this are downscaled for detection only (speed); faces narrower than ~12 % of
     # the frame width are then missed by Haar (measured on a 1400 px frame: found at 480, not at 320)
-    detect_width: int = Field(480, ge=64)
+    detect_width: Annotated[int, Meta(ge=64)] = 480
     on_no_face: Literal["skip", "full"] = "skip"
 
-    @model_validator(mode="after")
-    def _check(self) -> CropConfig:
+    def check(self) -> None:
         if self.mode == "face" and self.detector == "yunet" and not self.yunet_model:
             raise ValueError(
                 f"crop.yunet_model: detector 'yunet' needs the path to {YUNET_FILE} "
                 "(not shipped with OpenCV; or use detector: haar)"
             )
-        return self
 
 
 # --------------------------------------------------------------------------- detectors

@@ -20,27 +20,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from device.manifest import Manifest
-from device.validation import Strict
+from device.validation import Meta, Strict
 
 
 class DecisionConfig(Strict):
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="None = the manifest's threshold")
+    threshold: Annotated[float, Meta(ge=0.0, le=1.0, description="None = the manifest's threshold")] | None = None
     smoothing: Literal["moving_average", "majority", "none"] = "moving_average"
-    window: int = Field(5, ge=1, le=1000, description="frames smoothed over")
-    min_frames: int | None = Field(None, ge=1, description="frames before a first smoothed label (None = window)")
-    hysteresis: float = Field(0.05, ge=0.0, lt=0.5, description="margin on the smoothed score to switch labels")
+    window: Annotated[int, Meta(ge=1, le=1000, description="frames smoothed over")] = 5
+    min_frames: (
+        Annotated[int, Meta(ge=1, description="frames before a first smoothed label (None = window)")] | None
+    ) = None
+    hysteresis: Annotated[float, Meta(ge=0.0, lt=0.5, description="margin on the smoothed score to switch labels")] = (
+        0.05
+    )
 
-    @model_validator(mode="after")
-    def _check(self) -> DecisionConfig:
+    def check(self) -> None:
         if self.min_frames is not None and self.min_frames > self.window:
             raise ValueError(f"min_frames ({self.min_frames}) must not exceed window ({self.window})")
-        return self
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from device.errors import FaceedgeError
@@ -24,6 +22,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here, not at the top: with random, shutil, bz2 and lzma ~0.8 MB the daemon never needs
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -107,6 +107,8 @@ def link_new(src: str | os.PathLike, dst: str | os.PathLike, *, move: bool = Fal
             os.replace(src, candidate)
         else:
             with os.fdopen(fd, "wb") as f, open(src, "rb") as s:
+                import shutil
+
                 shutil.copyfileobj(s, f)
         return candidate
     raise FaceedgeError(f"{dst}: no free file name")
@@ -117,6 +119,8 @@ def write_new(path: str | os.PathLike, data: bytes) -> Path:
     overwriting a file: a temporary file, fsynced, then given its name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: see atomic_write_bytes
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -15,13 +15,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field, ValidationError, model_validator
+from typing import Annotated, Literal
 
 from device.errors import FaceedgeError
 from device.files import atomic_write_bytes, sha256_file
-from device.validation import Strict, first_error
+from device.validation import Meta, Strict, ValidationError, field, first_error
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -51,21 +49,21 @@ class Preprocessing(Strict):
     crop: Literal["full", "center", "face"] = "full"
 
 
-class Manifest(Strict):
+class Manifest(Strict, kw_only=True):
     schema_version: int = SCHEMA_VERSION
     variant: Literal["int8", "float32", "float16", "imx500"]
     model_file: str = MODEL_NAME
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(gt=0)
-    labels: list[str] = Field(min_length=2)
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+    size_bytes: Annotated[int, Meta(gt=0)]
+    labels: Annotated[list[str], Meta(min_length=2)]
     positive_label: str | None = None  # binary models: the label a sigmoid output of 1.0 means
     output_kind: Literal["sigmoid", "softmax"]
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    input_height: int = Field(gt=0)
-    input_width: int = Field(gt=0)
+    threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    input_height: Annotated[int, Meta(gt=0)]
+    input_width: Annotated[int, Meta(gt=0)]
     input: TensorSpec
     output: TensorSpec
-    preprocessing: Preprocessing = Preprocessing()
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
     source_run: str = ""
     backbone: str = ""
     tensorflow_version: str = ""
@@ -75,14 +73,12 @@ class Manifest(Strict):
     status: Literal["published", "rejected"] = "published"
     notes: str = ""
 
-    @model_validator(mode="after")
-    def _check(self) -> Manifest:
+    def check(self) -> None:
         if self.output_kind == "sigmoid":
             if len(self.labels) != 2:
                 raise ValueError("a sigmoid model has exactly two labels")
             if self.positive_label not in self.labels:
                 raise ValueError(f"positive_label {self.positive_label!r} is not one of {self.labels}")
-        return self
 
     @property
     def negative_label(self) -> str | None:

@@ -64,14 +64,27 @@ def load_runtime(prefer: str | None = None) -> Runtime:
 
 
 def default_threads() -> int:
-    """All the cores this process may run on: inference is the bottleneck of the loop, capture and
-    preprocessing overlap it. The affinity mask, not `os.cpu_count()`: under `taskset`, systemd's
-    `CPUAffinity=` or a container's cpuset, more threads than allowed cores only contend."""
+    """The interpreter's threads when the config names none: every core this process may run on
+    (`available_cores`: the affinity mask, so `taskset`, systemd's `CPUAffinity=` or a cpuset count).
+
+    Measured on a 2-core machine (int8 MobileNetV2 224, 640x480 synthetic frames, alternating rounds,
+    docs/bench.md): when nothing else ran, the loop at 2 threads gave 1.37-1.64 × its fps at 1 thread
+    (6 of 6 rounds); only while other jobs kept a core busy did 1 thread win (1.17 × median, 18 of 24
+    rounds), because XNNPACK splits each op across its threads and waits for the preempted one. The
+    daemon's own capture thread and outputs cost too little for that: a device runs the daemon alone,
+    so all cores. On a Pi 4/5 the camera's 30 fps bounds the loop at 3 threads as at 4; where
+    inference is slower than the camera (Pi 3, Zero 2 W) the fourth core adds fps. A board shared
+    with another busy process: set `model.num_threads` lower (`make bench-device` measures each)."""
+    return available_cores()
+
+
+def available_cores() -> int:
+    """The cores this process may run on: the affinity mask, not `os.cpu_count()` (under `taskset`,
+    systemd's `CPUAffinity=` or a container's cpuset, more threads than allowed cores only contend)."""
     try:
-        n = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, n)
+        return os.cpu_count() or 1
 
 
 class LabelRule:

@@ -127,8 +127,8 @@ def test_bench_json_structure(bench_run):
         assert ordered(st), st
         assert st["n"] >= 20 and r["seconds"] >= 0.1
         assert r["load_ms"] > 0 and r["first_inference_ms"] > 0
-        assert r["fps"] == pytest.approx(1000 / st["mean"], rel=1e-3)
-        assert r["fps_p50"] == pytest.approx(1000 / st["p50"], rel=1e-3)
+        assert r["fps"] == pytest.approx(1000 / st["p50"], rel=1e-3)  # the one fps figure
+        assert r["throughput_fps"] == pytest.approx(1000 / st["mean"], rel=1e-3)
         assert isinstance(r["wide_spread"], bool)
     # pipeline: the daemon's own stages, every variant × thread count
     assert sorted((p["variant"], p["threads"]) for p in rep["pipeline"]) == sorted(
@@ -139,7 +139,7 @@ def test_bench_json_structure(bench_run):
         for st in p["stages_ms"].values():
             assert ordered(st), st
         assert p["threads_used"] == p["threads"]
-        assert p["frames"] >= 2 and p["seconds"] >= 0.4 and p["fps"] > 0 and p["fps_p50"] > 0
+        assert p["frames"] >= 2 and p["seconds"] >= 0.4 and p["fps"] > 0 and p["throughput_fps"] > 0
         # the capture thread reads up to two frames ahead of each slice
         assert p["dropped_frames"] >= 0 and p["frames_captured"] >= p["frames"] - 2 * p["slices"]
         assert 20 < p["peak_rss_mb"] < 2000
@@ -149,7 +149,7 @@ def test_bench_json_structure(bench_run):
         ri = p["raw_interleaved"]  # raw slices on the daemon's own interpreter, between the pipeline's
         assert ordered(ri["latency_ms"]) and ri["fps"] > 0 and ri["seconds"] > 0
         assert p["pipeline_over_raw"] == pytest.approx(p["fps"] / ri["fps"], rel=1e-3)
-        assert p["pipeline_over_raw_p50"] == pytest.approx(p["fps_p50"] / ri["fps_p50"], rel=1e-3)
+        assert p["pipeline_over_raw_throughput"] == pytest.approx(p["throughput_fps"] / ri["throughput_fps"], rel=1e-3)
         assert p["slices"] >= 2
         # the end-to-end time covers every stage of the loop
         e2e = p["stages_ms"]["end_to_end"]["p50"]
@@ -159,16 +159,82 @@ def test_bench_json_structure(bench_run):
     assert {(b["variant"], b["threads"]) for b in rep["bare"]} == {("int8", d), ("float32", d)}
     for b in rep["bare"]:
         assert b["fps"] > 0 and b["peak_rss_mb"] > 20 and b["first_result_s"] > 0
-    # efficiency and targets
+    # efficiency
     for v in ("int8", "float32"):
         e = rep["efficiency"][v]
-        assert set(e["pipeline_over_raw"]) == set(e["pipeline_over_raw_p50"]) == {str(t) for t in threads}
-        assert e["pipeline_default_over_best_raw_p50"] > 0 and e["best_raw_threads_p50"] in threads
-        assert "pipeline_over_bare_p50" in e and "rss_over_bare_mb" in e
-    t = rep["targets"]
-    assert t["variant"] == "int8" and t["threads"] == d
-    assert {"pipeline_over_raw", "pipeline_default_over_best_raw", "peak_rss_mb", "first_result_s"} <= set(t)
-    assert all(isinstance(t[k]["ok"], bool) for k in ("peak_rss_mb", "first_result_s"))
+        assert set(e["pipeline_over_raw"]) == set(e["pipeline_over_raw_throughput"]) == {str(t) for t in threads}
+        assert e["pipeline_default_over_best_raw"] > 0 and e["best_raw_threads"] in threads
+        assert "pipeline_over_bare" in e and "rss_over_bare_mb" in e
+    assert "targets" not in rep  # internal targets live in tests, not in the user's report
+
+
+SUMMARY_KEYS = {
+    "variant",
+    "default_threads",
+    "pipeline_fps",
+    "latency_ms",
+    "best_pipeline_threads",
+    "best_pipeline_fps",
+    "pipeline_default_over_best",
+    "pipeline_over_raw_1_thread",
+    "daemon_peak_rss_mb",
+    "bare_loop_peak_rss_mb",
+    "daemon_rss_over_bare_mb",
+    "help_s",
+    "exec_to_first_result_s",
+    "interpreter_p50_ms",
+    "compiled_model_p50_ms",
+    "interpreter_peak_rss_mb",
+    "compiled_model_peak_rss_mb",
+    "litert_benchmark_median_ms",
+    "bench_raw_median_ms",
+    "litert_benchmark_agree",
+}
+
+
+def test_bench_summary_from_one_run(bench_run):
+    """The figures `device bench` prints last are bench.json's summary, computed from this run."""
+    rep = bench_run["report"]
+    sm = rep["summary"]
+    assert SUMMARY_KEYS <= set(sm), SUMMARY_KEYS - set(sm)
+    d = rep["settings"]["default_threads"]
+    assert sm["variant"] == "int8" and sm["default_threads"] == d
+    fps = {p["threads"]: p["fps"] for p in rep["pipeline"] if p["variant"] == "int8"}
+    close = dict(rel=1e-3)  # bench.json's floats are rounded
+    assert sm["pipeline_fps"] == pytest.approx(fps[d], **close)
+    assert sm["best_pipeline_fps"] == pytest.approx(max(fps.values()), **close)
+    assert sm["pipeline_default_over_best"] == pytest.approx(fps[d] / max(fps.values()), **close)
+    assert sm["pipeline_over_raw_1_thread"] == pytest.approx(
+        rep["efficiency"]["int8"]["pipeline_over_raw"]["1"], **close
+    )
+    ex = rep["extras"]
+    assert sm["daemon_peak_rss_mb"] == ex["daemon"]["peak_rss_mb"] > 20
+    bare = [b["peak_rss_mb"] for b in rep["bare"] if b["variant"] == "int8"]
+    assert sm["daemon_rss_over_bare_mb"] == pytest.approx(sm["daemon_peak_rss_mb"] - bare[0], abs=1e-3)  # rounded
+    assert 0 < sm["help_s"] < 30 and 0 < sm["exec_to_first_result_s"] < 60
+    assert ex["apis"]["threads"] == d and ex["apis"]["faster"] in ("interpreter", "compiled_model")
+    assert sm["interpreter_p50_ms"] > 0 and sm["compiled_model_p50_ms"] > 0
+    lb = ex["litert_benchmark"]
+    assert lb["bench_median_ms"] == pytest.approx(
+        [r["latency_ms"]["p50"] for r in rep["raw"] if r["variant"] == "int8" and r["threads"] == d][0]
+    )
+    assert lb["agree"] == (abs(lb["bench_median_ms"] / lb["litert_benchmark_median_ms"] - 1) <= 0.15)
+    assert lb["agree"] or lb["why"]  # they agree, or the bench says why not
+    # printed: one summary line per figure, the same numbers
+    out = bench_run["stdout"]
+    tail = out[out.index("summary int8:") :]
+    for label in (
+        "pipeline (",
+        "pipeline at default ÷ best pipeline",
+        "pipeline ÷ raw at 1 thread",
+        "daemon peak RSS",
+        "start-up",
+        "Interpreter vs CompiledModel",
+        "raw median vs litert-benchmark",
+    ):
+        assert label in tail, label
+    assert f"{sm['pipeline_fps']:.1f} fps" in tail and f"excess {sm['daemon_rss_over_bare_mb']:+.1f} MB" in tail
+    assert "target" not in out.lower() and "MISSED" not in out
 
 
 def test_bench_writes_md_png_and_prints_efficiency_last(bench_run):
@@ -180,7 +246,7 @@ def test_bench_writes_md_png_and_prints_efficiency_last(bench_run):
         "### Per stage",
         "### Bare loop",
         "## Efficiency",
-        "## Targets",
+        "## Summary (int8)",
     ):
         assert heading in md
     assert md.count("| int8 |") >= 3 * len(bench_run["threads"])  # raw, pipeline, per-stage rows
@@ -189,8 +255,11 @@ def test_bench_writes_md_png_and_prints_efficiency_last(bench_run):
     assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
     assert bench_run["report"]["plot_backend"] in ("matplotlib", "opencv")
     lines = [ln for ln in bench_run["stdout"].splitlines() if ln.strip()]
-    assert lines[-2].startswith("efficiency float32:") and lines[-1].startswith("efficiency int8:")
-    assert "÷ best raw" in lines[-1] and "÷ bare loop" in lines[-1]
+    last = lines.index("summary int8:")
+    assert lines[last - 2].startswith("efficiency float32:") and lines[last - 1].startswith("efficiency int8:")
+    assert "÷ best raw" in lines[last - 1] and "÷ bare loop" in lines[last - 1]
+    assert all(ln.startswith("  ") for ln in lines[last + 1 :])  # the summary is printed last
+    assert "fps (p50)" not in md  # one fps figure
     assert bench_run["elapsed"] < 60
 
 
@@ -306,19 +375,20 @@ def test_efficiency_ratios_by_hand():
             "threads": t,
             "round": rnd,
             "fps": fps,
-            "fps_p50": fps50,
+            "throughput_fps": fps50,
             "peak_rss_mb": 90.0,
-            "raw_interleaved": {"fps": raw, "fps_p50": raw50},
+            "raw_interleaved": {"fps": raw, "throughput_fps": raw50},
         }
 
     pipes = [pipe(1, 95, 99, 100, 110), pipe(2, 171, 190, 180, 200), pipe(4, 120, 160, 150, 210)]
-    bare = [{"variant": "int8", "threads": 2, "round": 1, "fps": 150.0, "fps_p50": 190.0, "peak_rss_mb": 70.0}]
+    bare = [{"variant": "int8", "threads": 2, "round": 1, "fps": 150.0, "throughput_fps": 190.0, "peak_rss_mb": 70.0}]
     e = report.efficiency(pipes, 2, bare)["int8"]
     assert e["pipeline_over_raw"] == {"1": 0.95, "2": 0.95, "4": 0.8}
-    assert list(e["pipeline_over_raw_p50"]) == ["1", "2", "4"]
-    assert e["pipeline_over_raw_p50_at_default"] == pytest.approx(0.95)
+    assert list(e["pipeline_over_raw_throughput"]) == ["1", "2", "4"]
+    assert e["pipeline_over_raw_throughput_at_default"] == pytest.approx(0.95)
     assert e["best_raw_threads"] == 2 and e["pipeline_default_over_best_raw"] == pytest.approx(171 / 180)
-    assert e["best_raw_threads_p50"] == 4 and e["pipeline_default_over_best_raw_p50"] == pytest.approx(190 / 210)
+    assert e["best_raw_threads_throughput"] == 4
+    assert e["pipeline_default_over_best_raw_throughput"] == pytest.approx(190 / 210)
     assert e["pipeline_over_bare"] == pytest.approx(171 / 150) and e["rss_over_bare_mb"] == pytest.approx(20.0)
     # rounds: the median of the per-round ratios (0.95, 0.5, 0.9 → 0.9)
     rounds = pipes + [pipe(t, 50, 50, 100, 100, 2) for t in (1, 2, 4)]
@@ -499,9 +569,10 @@ def test_bench_remote_over_real_ssh(sshd, tiny_models, tmp_path, capsys):
     assert rep["remote"]["dir"].startswith(str((sshd["home"] / "faceedge" / "bench").resolve()))
     assert PIPELINE_STAGES <= set(rep["pipeline"][0]["stage_names"])
     assert (out / "bench.md").is_file() and cv2.imread(str(out / "bench.png")) is not None
-    # the results also stay on the device, and the efficiency line is printed last
+    # the results also stay on the device, and the summary is printed last
     assert (Path(rep["remote"]["dir"]) / "bench.json").is_file()
-    assert stdout.strip().splitlines()[-1].startswith("efficiency int8:")
+    lines = stdout.strip().splitlines()
+    assert "summary int8:" in lines and lines[-1].startswith("  ")
     # no deployed release: one clear line naming the fix
     assert main([*argv[: argv.index("--remote-dir")], "--remote-dir", "elsewhere", "--no-pipeline"]) == 2
     err = capsys.readouterr().err

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
 from device.decision import Decider, DecisionConfig
 from device.manifest import Manifest, TensorSpec
+from device.validation import ValidationError
 
 
 def manifest(kind: str = "sigmoid", threshold: float = 0.5) -> Manifest:
@@ -87,5 +87,7 @@ def test_config_rejects_bad_values():
         DecisionConfig(smoothing="median")
     with pytest.raises(ValidationError):
         DecisionConfig(window=3, min_frames=4)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="windw"):
+        DecisionConfig.model_validate({"windw": 3})
+    with pytest.raises(TypeError, match="windw"):  # in code, a misspelled keyword is Python's TypeError
         DecisionConfig(windw=3)

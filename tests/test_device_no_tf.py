@@ -62,3 +62,7 @@ def test_running_the_daemon_never_imports_them(tiny_models, tmp_path):
     modules = dump.read_text().split()
     assert "device.daemon" in modules and "ai_edge_litert.interpreter" in modules and "cv2" in modules
     assert [m for m in modules if m.split(".")[0] in FORBIDDEN] == []
+    # the daemon's footprint: no pydantic (msgspec validates), no psutil, and none of the other
+    # subcommands' modules (the CLI imports only the command it runs)
+    heavy = ("pydantic", "psutil", "device.bench", "device.deploy", "device.collect", "device.pull")
+    assert [m for m in modules if m.startswith(heavy)] == []

@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import ValidationError
 
 from device.errors import FaceedgeError
 from device.outputs import OutputsConfig, build_outputs, close_outputs, publish_image, start_outputs
 from device.outputs.http import HttpConfig, HttpOutput
 from device.telemetry import Telemetry
 from device.types import Result
+from device.validation import ValidationError
 
 TOKEN = "s3cret-token-0123456789"
 

@@ -23,7 +23,7 @@ from device.crop import CropConfig, Cropper, resize_to_input, save_image_rgb
 from device.daemon import Daemon
 from device.decision import Decider, DecisionConfig
 from device.manifest import Manifest, TensorSpec
-from device.runtime import Classifier, _dequantizer, default_threads
+from device.runtime import Classifier, _dequantizer, available_cores, default_threads
 from device.sources import FrameGrabber, OpencvConfig, SyntheticConfig, build_source
 from device.telemetry import Telemetry
 from device.types import Result
@@ -237,15 +237,17 @@ def test_classifier_scores_equal_the_reference_dequantization(tiny_models):
         np.testing.assert_array_equal(clf.scores(), quant.dequantize(raw, clf.out_scale, clf.out_zero).reshape(-1))
 
 
-def test_default_threads_follow_the_affinity_mask():
-    assert default_threads() == len(os.sched_getaffinity(0))
+def test_default_threads_are_the_cores_of_the_affinity_mask():
+    assert available_cores() == len(os.sched_getaffinity(0))
+    assert default_threads() == available_cores()
     code = (
         "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
-        "from device.runtime import default_threads; print(default_threads(), os.cpu_count())"
+        "from device.runtime import available_cores, default_threads; "
+        "print(default_threads(), available_cores(), os.cpu_count())"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    threads, cpus = map(int, out.stdout.split())
-    assert threads == 1 and cpus >= 1
+    threads, cores, cpus = map(int, out.stdout.split())
+    assert threads == 1 and cores == 1 and cpus >= 1
 
 
 # ----------------------------------------------------------------------------- telemetry

@@ -6,7 +6,7 @@ import pytest
 
 from device.errors import FaceedgeError
 from device.registry import Registry
-from device.sources import SOURCE_TYPES, SyntheticConfig, build_source
+from device.sources import SOURCE_TYPES, SourceConfig, SyntheticConfig, build_source
 from device.types import OUTPUT_TYPES, Output
 
 
@@ -37,8 +37,12 @@ def test_sources_and_outputs_use_it():
     assert all(issubclass(OUTPUT_TYPES[name], Output) for name in OUTPUT_TYPES)
     cfg = SyntheticConfig()
     assert build_source(cfg).type == "synthetic"
+
+    class NopeConfig(SourceConfig, tag="nope"):  # a config type no source registered
+        pass
+
     with pytest.raises(FaceedgeError, match="source.type 'nope': unknown"):
-        build_source(cfg.model_copy(update={"type": "nope"}))
+        build_source(NopeConfig())
 
 
 def test_every_output_takes_images_through_the_declared_method():

@@ -1,6 +1,6 @@
 """Typed training config: YAML file + `--set key.path=value` overrides → a validated `TrainConfig`.
 
-Every section is a pydantic model with ``extra="forbid"`` (``device.validation.Strict``), so a typo is
+Every section is a typed model that rejects unknown keys (``device.validation.Strict``), so a typo is
 an error that names the full dotted key. The resolved config is written into each run directory as
 ``config.yaml`` and is enough to repeat the run.
 """
@@ -10,42 +10,49 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
 
 from device.errors import FaceedgeError
-from device.validation import Strict
+from device.validation import Meta, Strict, ValidationError, field, invalid
 
 BACKBONES = ("mobilenet_v2", "vgg16", "simple_cnn")  # keys of train.models.BACKBONES (kept here so config needs no TF)
 
 
 class DataConfig(Strict):
-    root: str = Field(
-        description="data folder <root>/<label>/<person>/*.jpg, <root>/<label>/*, or a CSV path,label,person"
-    )
-    holdout_persons: list[str] | int | None = Field(
-        None, description="persons held out entirely (names, or a count drawn from split_seed; null = about a quarter)"
-    )
-    valid_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    seen_holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    root: Annotated[
+        str, Meta(description="data folder <root>/<label>/<person>/*.jpg, <root>/<label>/*, or a CSV path,label,person")
+    ]
+    holdout_persons: (
+        Annotated[
+            list[str] | int,
+            Meta(description="persons held out entirely (names, or a count drawn from split_seed; null: a quarter)"),
+        ]
+        | None
+    ) = None
+    valid_fraction: Annotated[float, Meta(ge=0.0, lt=1.0)] = 0.2
+    seen_holdout_fraction: Annotated[float, Meta(ge=0.0, lt=1.0)] = 0.1
     split_seed: int = 112
-    max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    max_bad_fraction: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.05
     class_weights: Literal["auto", "on", "off"] = "auto"
-    require_persons: bool = Field(
-        True,
-        description="refuse a layout with no person level and more than two labels (its labels are "
-        "probably persons: data.root one level too deep); false for a multi-label set without persons",
-    )
+    require_persons: Annotated[
+        bool,
+        Meta(
+            description="refuse a layout with no person level and more than two labels (its labels are "
+            "probably persons: data.root one level too deep); false for a multi-label set without persons"
+        ),
+    ] = True
 
 
 class HeadConfig(Strict):
-    pooling: Literal["avg", "flatten"] = "avg"
-    fc_units: list[int] = Field(
-        default_factory=list, description="hidden Dense layers before the output, e.g. [2048, 2048]"
-    )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """A key left out (None) takes the backbone's default head (DEFAULT_HEADS, filled in by ModelConfig)."""
+
+    pooling: Literal["avg", "flatten"] | None = None
+    fc_units: (
+        Annotated[list[int], Meta(description="hidden Dense layers before the output, e.g. [2048, 2048]")] | None
+    ) = None
+    dropout: Annotated[float, Meta(ge=0.0, lt=1.0)] | None = None
 
 
 # The log's heads: VGG16 runs 1-2 replaced fc6/fc7 with 2048/2048 + Dropout(0.5);
@@ -59,45 +66,38 @@ DEFAULT_HEADS = {
 
 class ModelConfig(Strict):
     backbone: Literal["mobilenet_v2", "vgg16", "simple_cnn"] = "mobilenet_v2"
-    alpha: float = Field(1.0, gt=0.0, description="width multiplier (mobilenet_v2, simple_cnn)")
-    input_size: int = Field(224, ge=32, le=1024)
-    weights: str = Field("imagenet", description="imagenet | none | path to a .h5/.weights.h5 backbone weights file")
-    freeze_backbone: bool = Field(True, description="false: the whole backbone trains from the first epoch")
-    bn_momentum: float | None = Field(
-        None,
-        gt=0.0,
-        lt=1.0,
-        description="BatchNorm momentum of a backbone trained from scratch (weights none, not frozen); null: "
-        "0.9 (Keras' MobileNetV2 0.999 leaves the moving statistics unusable after a short run). "
-        "Pretrained or frozen backbones run BatchNorm in inference mode, where it does not apply",
-    )
-    head: HeadConfig | None = Field(None, description="null: the backbone's default head (see DEFAULT_HEADS)")
+    alpha: Annotated[float, Meta(gt=0.0, description="width multiplier (mobilenet_v2, simple_cnn)")] = 1.0
+    input_size: Annotated[int, Meta(ge=32, le=1024)] = 224
+    weights: (
+        Annotated[str, Meta(description="imagenet | none | path to a .h5/.weights.h5 backbone weights file")] | None
+    ) = "imagenet"
+    freeze_backbone: Annotated[bool, Meta(description="false: the whole backbone trains from the first epoch")] = True
+    bn_momentum: (
+        Annotated[
+            float,
+            Meta(
+                gt=0.0,
+                lt=1.0,
+                description="BatchNorm momentum of a backbone trained from scratch (weights none, not frozen); null: "
+                "0.9 (Keras' MobileNetV2 0.999 leaves the moving statistics unusable after a short run). "
+                "Pretrained or frozen backbones run BatchNorm in inference mode, where it does not apply",
+            ),
+        ]
+        | None
+    ) = None
+    head: Annotated[HeadConfig, Meta(description="null: the backbone's default head (see DEFAULT_HEADS)")] | None = None
 
-    @field_validator("weights", mode="before")
-    @classmethod
-    def _weights(cls, v) -> str:
-        v = "none" if v is None else str(v).strip()
+    def check(self) -> None:
+        v = "none" if self.weights is None else self.weights.strip()
         if v.lower() in ("imagenet", "none", "null", ""):
-            return "none" if v.lower() in ("none", "null", "") else "imagenet"
-        if not v.endswith(".h5"):
-            raise ValueError(f"{v!r}: expected imagenet, none, or a backbone weights file (.h5 / .weights.h5)")
-        return v
-
-    @model_validator(mode="before")
-    @classmethod
-    def _merge_head(cls, data):
-        """`head` keys that are given override the backbone's default head; the rest is kept."""
-        if isinstance(data, dict) and isinstance(data.get("head"), dict):
-            default = DEFAULT_HEADS.get(data.get("backbone", "mobilenet_v2"))
-            if default is not None:
-                data = {**data, "head": {**default, **data["head"]}}
-        return data
-
-    @model_validator(mode="after")
-    def _default_head(self) -> ModelConfig:
-        if self.head is None:
-            self.head = HeadConfig(**DEFAULT_HEADS[self.backbone])
-        return self
+            v = "none" if v.lower() in ("none", "null", "") else "imagenet"
+        elif not v.endswith(".h5"):
+            invalid("weights", f"{v!r}: expected imagenet, none, or a backbone weights file (.h5 / .weights.h5)")
+        self.weights = v
+        # `head` keys that are given override the backbone's default head; the rest is kept
+        given = {} if self.head is None else {k: v for k, v in self.head.model_dump().items() if v is not None}
+        if self.head is None or len(given) < len(HeadConfig.field_names()):
+            self.head = HeadConfig(**{**DEFAULT_HEADS[self.backbone], **given})
 
 
 class AugmentConfig(Strict):
@@ -105,18 +105,19 @@ class AugmentConfig(Strict):
 
     enabled: bool = True
     flip: bool = True
-    brightness: float = Field(0.15, ge=0.0, le=1.0, description="max delta, as a fraction of full scale")
+    brightness: Annotated[float, Meta(ge=0.0, le=1.0, description="max delta, as a fraction of full scale")] = 0.15
     contrast: tuple[float, float] | None = (0.7, 1.3)
-    hue: float = Field(0.05, ge=0.0, le=0.5)
+    hue: Annotated[float, Meta(ge=0.0, le=0.5)] = 0.05
     saturation: tuple[float, float] | None = (0.7, 2.0)
-    noise: float = Field(0.08, ge=0.0, le=1.0, description="gaussian noise stddev, as a fraction of full scale")
+    noise: Annotated[float, Meta(ge=0.0, le=1.0, description="gaussian noise stddev, as a fraction of full scale")] = (
+        0.08
+    )
 
-    @field_validator("contrast", "saturation")
-    @classmethod
-    def _range(cls, v):
-        if v is not None and not (0.0 <= v[0] <= v[1]):
-            raise ValueError(f"{list(v)}: expected [low, high] with 0 <= low <= high")
-        return v
+    def check(self) -> None:
+        for name in ("contrast", "saturation"):
+            v = getattr(self, name)
+            if v is not None and not (0.0 <= v[0] <= v[1]):
+                invalid(name, f"{list(v)}: expected [low, high] with 0 <= low <= high")
 
     @property
     def active(self) -> bool:
@@ -127,92 +128,110 @@ class AugmentConfig(Strict):
 
 class PipelineConfig(Strict):
     cache: Literal["memory", "file", "none"] = "memory"
-    shuffle_buffer: int = Field(1000, ge=1)
+    shuffle_buffer: Annotated[int, Meta(ge=1)] = 1000
     prefetch: bool = True
-    feature_cache: bool = Field(
-        True, description="frozen backbone + no augmentation: train the head on cached features"
-    )
+    feature_cache: Annotated[
+        bool, Meta(description="frozen backbone + no augmentation: train the head on cached features")
+    ] = True
 
 
 class FineTuneConfig(Strict):
-    layers: int | Literal["all"] = Field(30, description="unfreeze the top N backbone layers (BatchNorm stays frozen)")
-    epochs: int = Field(10, ge=1)
-    learning_rate: float = Field(1e-5, gt=0.0)
+    layers: Annotated[
+        int | Literal["all"], Meta(description="unfreeze the top N backbone layers (BatchNorm stays frozen)")
+    ] = 30
+    epochs: Annotated[int, Meta(ge=1)] = 10
+    learning_rate: Annotated[float, Meta(gt=0.0)] = 1e-5
 
 
 class TrainingConfig(Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-3, gt=0.0)
-    patience: int = Field(
-        5,
-        ge=0,
-        description="early stopping on val_loss, best epoch's weights restored; "
-        "0 = off: every epoch runs and the last epoch's weights are kept",
-    )
-    min_epochs: int = Field(
-        0,
-        ge=0,
-        description="the first N epochs of a phase are neither chosen as best nor can "
-        "stop the run (Keras start_from_epoch): a run that sits at chance "
-        "for its first epochs is not ended there",
-    )
+    epochs: Annotated[int, Meta(ge=1)] = 10
+    batch_size: Annotated[int, Meta(ge=1)] = 32
+    learning_rate: Annotated[float, Meta(gt=0.0)] = 1e-3
+    patience: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="early stopping on val_loss, best epoch's weights restored; "
+            "0 = off: every epoch runs and the last epoch's weights are kept",
+        ),
+    ] = 5
+    min_epochs: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="the first N epochs of a phase are neither chosen as best nor can "
+            "stop the run (Keras start_from_epoch): a run that sits at chance "
+            "for its first epochs is not ended there",
+        ),
+    ] = 0
     fine_tune: FineTuneConfig | None = None
     mixed_precision: bool = False
     distribute: Literal["auto", "none", "mirrored"] = "auto"
     seed: int = 0
-    deterministic: bool = Field(
-        True,
-        description="seed Python, NumPy and TensorFlow and switch on TensorFlow op "
-        "determinism: the same config, data and seed give the same figures "
-        "on the same machine (and thread count)",
-    )
-    threads: int | None = Field(
-        None,
-        ge=1,
-        description="TensorFlow intra- and inter-op threads; null = TensorFlow's "
-        "default (the CPUs available). The thread count changes the "
-        "figures in the last digits, so a run records it",
-    )
-    verbose: Literal[0, 1, 2] = Field(1, description="keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+    deterministic: Annotated[
+        bool,
+        Meta(
+            description="seed Python, NumPy and TensorFlow and switch on TensorFlow op "
+            "determinism: the same config, data and seed give the same figures "
+            "on the same machine (and thread count)"
+        ),
+    ] = True
+    threads: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                description="TensorFlow intra- and inter-op threads; null = TensorFlow's "
+                "default (the CPUs available). The thread count changes the "
+                "figures in the last digits, so a run records it",
+            ),
+        ]
+        | None
+    ) = None
+    verbose: Annotated[
+        Literal[0, 1, 2], Meta(description="keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+    ] = 1
 
 
 class GateSection(Strict):
     """The floor a model must clear to count as learned: training ends non-zero below it, and the
     conversion gate never publishes such a model (convert.gate)."""
 
-    min_balanced_accuracy: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="on unseen persons (else the seen-person holdout, else valid); null: a "
-        "tenth of the way from chance to perfect (0.55 with two labels)",
-    )
-    significance: float = Field(
-        0.05, gt=0.0, lt=1.0, description="level of the exact binomial test 'better than chance'"
-    )
+    min_balanced_accuracy: (
+        Annotated[
+            float,
+            Meta(
+                ge=0.0,
+                le=1.0,
+                description="on unseen persons (else the seen-person holdout, else valid); null: a "
+                "tenth of the way from chance to perfect (0.55 with two labels)",
+            ),
+        ]
+        | None
+    ) = None
+    significance: Annotated[
+        float, Meta(gt=0.0, lt=1.0, description="level of the exact binomial test 'better than chance'")
+    ] = 0.05
 
 
 class RunConfig(Strict):
     name: str = "run"
     runs_dir: str = "runs"
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
+    def check(self) -> None:
+        v = self.name
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v) or v.endswith(".incomplete"):
-            raise ValueError(f"{v!r}: use letters, digits, '.', '_' and '-' only")
-        return v
+            invalid("name", f"{v!r}: use letters, digits, '.', '_' and '-' only")
 
 
 class TrainConfig(Strict):
     data: DataConfig
-    model: ModelConfig = ModelConfig()
-    augment: AugmentConfig = AugmentConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    training: TrainingConfig = TrainingConfig()
-    gate: GateSection = GateSection()
-    run: RunConfig = RunConfig()
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    gate: GateSection = field(default_factory=GateSection)
+    run: RunConfig = field(default_factory=RunConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,15 +266,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
-def _describe(err: dict) -> str:
-    loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "literal[")))
-    loc = re.sub(r"\.(int|str|list\[str\]|tuple\[float, float\]|none)\b", "", loc)
-    if err["type"] == "extra_forbidden":
-        return f"unknown config key {loc!r}"
-    if err["type"] == "missing":
-        return f"config key {loc!r} is required"
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"config key {loc!r}: {msg} (got {err.get('input')!r})"
+def _describe(e: ValidationError) -> str:
+    if e.kind == "unknown":
+        return f"unknown config key {e.key!r}"
+    if e.kind == "missing":
+        return f"config key {e.key!r} is required"
+    return f"config key {e.key!r}: {e.detail}"
 
 
 def validate(raw: dict, source: str = "config") -> TrainConfig:
@@ -264,10 +280,7 @@ def validate(raw: dict, source: str = "config") -> TrainConfig:
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as e:
-        errors = e.errors()
-        # Prefer the most telling error: unknown keys first, then the rest in order.
-        errors.sort(key=lambda er: er["type"] != "extra_forbidden")
-        raise FaceedgeError(f"{source}: {_describe(errors[0])}") from None
+        raise FaceedgeError(f"{source}: {_describe(e)}") from None
 
 
 def load_raw(path: str | Path) -> dict:
@@ -292,5 +305,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def dump_config(cfg: TrainConfig) -> str:
-    data = cfg.model_dump(mode="json")
+    data = cfg.model_dump()
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

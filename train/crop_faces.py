@@ -33,13 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from device.crop import CropConfig, Cropper, load_image_rgb, save_image_rgb
 from device.errors import FaceedgeError
 from device.files import atomic_write_bytes
 from device.flags import add_option
-from device.validation import first_error
+from device.validation import ValidationError, first_error
 from train.config import load_raw
 from train.data import write_skipped_csv
 
@@ -90,7 +88,7 @@ def load_crop_config(path: str | os.PathLike) -> CropConfig:
     raw = load_raw(p)
     if not isinstance(raw, dict):
         raise FaceedgeError(f"{p}: expected a mapping of crop settings, got {type(raw).__name__}")
-    if not set(raw) <= set(CropConfig.model_fields):  # a whole device config: validate it all, take crop:
+    if not set(raw) <= set(CropConfig.field_names()):  # a whole device config: validate it all, take crop:
         from device.config import parse_config
 
         return parse_config(raw, str(p)).crop

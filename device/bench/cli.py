@@ -13,10 +13,13 @@
   own process (`device.bench.bareloop`): the floor the daemon is held against.
 
 It writes ``bench.json``, ``bench.md`` and ``bench.png`` to ``<run>/bench/`` (or ``--out``), and
-prints last the pipeline's efficiency: pipeline fps ÷ raw fps for the same model and threads, and
-pipeline fps at the daemon's default thread count ÷ the best raw fps over all thread counts, each
-with two estimators (throughput, and 1000 ÷ the median per-frame time, which preemption by other
-processes hardly moves); ``--repeat`` measures everything again and reports the median ratio.
+prints last a summary (bench.json's ``summary``): the pipeline's fps and latency at the daemon's
+default thread count, that fps ÷ the best over the thread counts, pipeline ÷ raw at 1 thread, the
+peak RSS of `python -m device run` with every output against the bare loop's, `--help` and exec →
+first result, the runtime's two APIs (`Interpreter`, `CompiledModel`) on the same model, and the
+raw median beside the one of the runtime's own `litert-benchmark` (`device.bench.apis`). One fps
+figure throughout: 1000 ÷ the median time per frame. ``--repeat`` measures everything again;
+figures are medians over the rounds.
 
 On a Raspberry Pi 4/5 (``/proc/device-tree/model``) the tables get a column with the published
 figures for MobileNetV2 1.0 224 (`device.bench.published`). The AI Camera (``--variants imx500
@@ -36,7 +39,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from device.bench.markdown import efficiency_lines, fmt
+from device.bench.markdown import efficiency_lines, summary_lines
 from device.bench.suite import BenchOptions
 from device.flags import add_option
 
@@ -195,6 +198,15 @@ BENCH_FLAGS = (
         ),
     ),
     Flag(
+        "--no-extras",
+        "extras",
+        dict(
+            action="store_false",
+            help="skip `device run` with every output (peak RSS, exec → first result), --help, the runtime's "
+            "two APIs and litert-benchmark (measured: %(default)s)",
+        ),
+    ),
+    Flag(
         "--compare-board",
         "compare_board",
         dict(
@@ -325,19 +337,13 @@ def _cmd_bench_remote(args: argparse.Namespace) -> int:
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    """The warnings, the targets, the files written, and last the efficiency lines."""
+    """The warnings, the files written, the efficiency, and last the summary."""
     for warning in report.get("warnings", []):
         print(f"warning: {warning}")
-    targets = report.get("targets") or {}
-    for key in ("peak_rss_mb", "first_result_s"):
-        if key in targets:
-            check = targets[key]
-            print(
-                f"{key} ({targets['variant']}, {targets['threads']} thr): {fmt(check['value'], 3)} "
-                f"(target ≤ {check['max']}{'' if check.get('ok') else ', MISSED'})"
-            )
     print("wrote " + ", ".join(report["outputs"].values()))
-    for line in efficiency_lines(report):  # last: the figure a reader looks for
+    for line in efficiency_lines(report):
+        print(line)
+    for line in summary_lines(report.get("summary") or {}):  # last: the figures a reader looks for
         print(line)
 
 

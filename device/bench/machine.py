@@ -111,7 +111,7 @@ def _mem_total_mb() -> float | None:
 
 def machine_info(runtime: Any | None = None) -> dict[str, Any]:
     """What a reader needs to compare two bench.json files: CPU, cores, OS, Python, runtime, board."""
-    from device.runtime import default_threads  # the cores this process may run on (affinity mask)
+    from device.runtime import available_cores  # the cores this process may run on (affinity mask)
 
     board = board_model()
     try:
@@ -128,7 +128,7 @@ def machine_info(runtime: Any | None = None) -> dict[str, Any]:
         "hostname": platform.node(),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count() or 1,
-        "cores_available": default_threads(),
+        "cores_available": available_cores(),
         "arch": platform.machine(),
         "os": _os_name(),
         "python": platform.python_version(),

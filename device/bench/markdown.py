@@ -1,5 +1,8 @@
-"""bench.md: the tables of one benchmark report (raw, pipeline, bare loop, per stage, AI Camera,
-efficiency, targets, warnings)."""
+"""bench.md: the tables of one benchmark report (summary, raw, pipeline, bare loop, per stage, AI
+Camera, efficiency, warnings), and the summary lines `device bench` prints last.
+
+One fps figure throughout: 1000 ÷ the median time per frame (device.bench.report.efficiency says
+why); frames ÷ time is in bench.json as ``throughput_fps``."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Bench",
         "",
+        *summary_lines(report.get("summary") or {}, md=True),
         f"{report['created']} · {m['cpu_model']} · {m['cores_available']}/{m['cores']} cores · {m['os']} · "
         f"Python {m['python']} · {m['runtime']} {m['runtime_version']}"
         + (f" · **{m['board']}**" if m.get("board") else ""),
@@ -50,7 +54,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     head = (
         ["variant", "threads"]
         + (["round"] if multi else [])
-        + ["load ms", "first ms", "mean", "std", "min", "p50", "p95", "p99", "max", "fps", "fps (p50)", "cv", "p95/p50"]
+        + ["load ms", "first ms", "mean", "std", "min", "p50", "p95", "p99", "max", "fps", "cv", "p95/p50"]
     )
     if board:
         head.append(f"published ({board}, {PUBLISHED_THREADS} thr)")
@@ -65,7 +69,6 @@ def render_markdown(report: dict[str, Any]) -> str:
                 fmt(r["first_inference_ms"]),
                 *(fmt(lat[k]) for k in STAT_KEYS),
                 fmt(r["fps"], 1),
-                fmt(r["fps_p50"], 1),
                 f"{lat['cv'] * 100:.0f} %" + (" ⚠" if r["wide_spread"] else ""),
                 fmt(lat["p95_over_p50"]),
             ]
@@ -81,8 +84,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += table(head, rows)
     lines += [
         "",
-        f"Latencies in ms. fps = 1000 ÷ mean (throughput); fps (p50) = 1000 ÷ p50 (robust to other "
-        f"processes). ⚠ = wide spread (cv > {WIDE_CV:.0%} or p95/p50 > {WIDE_TAIL}): the machine was busy or "
+        f"Latencies in ms. fps = 1000 ÷ p50. ⚠ = wide spread (cv > {WIDE_CV:.0%} or p95/p50 > {WIDE_TAIL}): "
+        "the machine was busy or "
         "throttling; measure again.",
         "",
     ]
@@ -94,11 +97,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             + (["round"] if multi else [])
             + [
                 "fps",
-                "fps (p50)",
                 "raw fps",
-                "raw fps (p50)",
                 "÷ raw",
-                "÷ raw (p50)",
                 "frames",
                 "dropped",
                 "peak RSS MB",
@@ -116,11 +116,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 + ([str(p["round"])] if multi else [])
                 + [
                     fmt(p["fps"], 1),
-                    fmt(p["fps_p50"], 1),
                     fmt(p["raw_interleaved"]["fps"], 1),
-                    fmt(p["raw_interleaved"]["fps_p50"], 1),
                     fmt(p.get("pipeline_over_raw"), 3),
-                    fmt(p.get("pipeline_over_raw_p50"), 3),
                     str(p["frames"]),
                     str(p["dropped_frames"]),
                     fmt(p["peak_rss_mb"], 1),
@@ -136,7 +133,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += table(head, rows)
         lines += [
             "",
-            "raw fps: invokes of the daemon's own interpreter in slices interleaved with the pipeline's "
+            "fps: 1000 ÷ the median time between results. raw fps: invokes of the daemon's own interpreter "
+            "in slices interleaved with the pipeline's "
             f"({s.get('slice_seconds', 0.25)} s each, same process, same moment), the reference of ÷ raw. "
             "CPU % = process CPU time ÷ wall time (100 = one core busy). first result = from "
             "`Daemon.start()` (model load, source open) to the first published result; from exec = from "
@@ -148,14 +146,13 @@ def render_markdown(report: dict[str, Any]) -> str:
             head = (
                 ["variant", "threads"]
                 + (["round"] if multi else [])
-                + ["fps", "fps (p50)", "peak RSS MB", "first result s", "from exec s"]
+                + ["fps", "peak RSS MB", "first result s", "from exec s"]
             )
             rows = [
                 [bare["variant"], str(bare["threads"])]
                 + ([str(bare["round"])] if multi else [])
                 + [
                     fmt(bare["fps"], 1),
-                    fmt(bare["fps_p50"], 1),
                     fmt(bare["peak_rss_mb"], 1),
                     fmt(bare["first_result_s"], 3),
                     fmt(bare["first_result_from_exec_s"], 3),
@@ -191,24 +188,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["## Efficiency", ""]
         lines += efficiency_lines(report, md=True)
         lines.append("")
-    if report.get("targets"):
-        t = report["targets"]
-        head = ["figure", "value", "throughput estimator", "target", "ok"]
-        rows = []
-        for k in ("pipeline_over_raw", "pipeline_default_over_best_raw", "peak_rss_mb", "first_result_s"):
-            c = t[k]
-            bound = f"≥ {c['min']}" if "min" in c else f"≤ {c['max']}"
-            rows.append(
-                [
-                    k,
-                    fmt(c["value"], 3),
-                    fmt(c.get("throughput"), 3) if "throughput" in c else "",
-                    bound,
-                    "yes" if c.get("ok") else "**NO**",
-                ]
-            )
-        lines += [f"## Targets ({t['variant']}, {t['threads']} threads)", ""] + table(head, rows)
-        lines += ["", "fps ratios judged on the robust (p50) estimator; the throughput one beside it.", ""]
     if report.get("warnings"):
         lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     return "\n".join(lines)
@@ -223,14 +202,13 @@ def sensor_lines(report: dict[str, Any]) -> list[str]:
     head = (
         ["variant"]
         + (["round"] if multi else [])
-        + ["fps", "fps (p50)", "frames", "dropped", "peak RSS MB", "CPU %", "first result s", "published"]
+        + ["fps", "frames", "dropped", "peak RSS MB", "CPU %", "first result s", "published"]
     )
     rows = [
         [s["variant"]]
         + ([str(s["round"])] if multi else [])
         + [
             fmt(s["fps"], 1),
-            fmt(s["fps_p50"], 1),
             str(s["frames"]),
             str(s["dropped_frames"]),
             fmt(s["peak_rss_mb"], 1),
@@ -264,32 +242,94 @@ def sensor_lines(report: dict[str, Any]) -> list[str]:
 
 
 def efficiency_lines(report: dict[str, Any], md: bool = False) -> list[str]:
-    """The efficiency summary: per variant, pipeline ÷ raw at the default threads (robust and
-    throughput), pipeline at default ÷ best raw, and against the bare loop."""
+    """Per variant: pipeline ÷ raw fps at each thread count (the raw slices interleaved with the
+    pipeline's), pipeline at default ÷ best raw, and against the bare loop."""
     out = []
     for v, e in report.get("efficiency", {}).items():
         d = e["default_threads"]
-        s = (
-            f"efficiency {v}: pipeline ÷ raw fps at {d} threads = "
-            f"{fmt(e.get('pipeline_over_raw_p50_at_default'), 3)}"
-            f" (throughput {fmt(e.get('pipeline_over_raw_at_default'), 3)})"
-        )
-        rounds = e.get("pipeline_over_raw_p50_rounds") or []
+        per = ", ".join(f"{t} thr {x:.3f}" for t, x in e["pipeline_over_raw"].items())
+        s = f"efficiency {v}: pipeline ÷ raw fps {per}"
+        rounds = e.get("pipeline_over_raw_rounds") or []
         if len(rounds) > 1:
-            s += f" [rounds {min(rounds):.3f}–{max(rounds):.3f}]"
-        if "pipeline_default_over_best_raw_p50" in e:
+            s += f" [at {d} thr, rounds {min(rounds):.3f}–{max(rounds):.3f}]"
+        if "pipeline_default_over_best_raw" in e:
             s += (
-                f"; pipeline at default ({d}) ÷ best raw ({e['best_raw_threads_p50']} thr) = "
-                f"{e['pipeline_default_over_best_raw_p50']:.3f} "
-                f"(throughput {e['pipeline_default_over_best_raw']:.3f})"
+                f"; pipeline at default ({d}) ÷ best raw ({e['best_raw_threads']} thr) = "
+                f"{e['pipeline_default_over_best_raw']:.3f}"
             )
-        if "pipeline_over_bare_p50" in e:
-            s += (
-                f"; ÷ bare loop = {e['pipeline_over_bare_p50']:.3f} (throughput {e['pipeline_over_bare']:.3f}), "
-                f"RSS {e['rss_over_bare_mb']:+.1f} MB over it"
-            )
+        if "pipeline_over_bare" in e:
+            s += f"; ÷ bare loop = {e['pipeline_over_bare']:.3f}"
         out.append(("- " if md else "") + s)
-        if md:
-            per = ", ".join(f"{t} thr {x:.3f}" for t, x in e["pipeline_over_raw_p50"].items())
-            out.append(f"  - pipeline ÷ raw (p50) per thread count: {per}")
     return out
+
+
+def summary_lines(summary: dict[str, Any], md: bool = False) -> list[str]:
+    """The summary (device.bench.report.summarize) as `device bench` prints it last, and bench.md's
+    first section: the same keys as bench.json's ``summary``."""
+    if not summary:
+        return []
+    rows: list[tuple[str, str]] = []
+    default = summary["default_threads"]
+    if "pipeline_fps" in summary:
+        lat = summary.get("latency_ms") or {}
+        rows.append(
+            (
+                f"pipeline ({default} thr, the default)",
+                f"{summary['pipeline_fps']:.1f} fps; end-to-end latency p50 {fmt(lat.get('p50'))} ms, "
+                f"p95 {fmt(lat.get('p95'))}, p99 {fmt(lat.get('p99'))}",
+            )
+        )
+        rows.append(
+            (
+                "pipeline at default ÷ best pipeline",
+                f"{summary['pipeline_default_over_best']:.3f} (best: {summary['best_pipeline_threads']} thr, "
+                f"{summary['best_pipeline_fps']:.1f} fps)",
+            )
+        )
+    if "pipeline_over_raw_1_thread" in summary:
+        rows.append(("pipeline ÷ raw at 1 thread", f"{summary['pipeline_over_raw_1_thread']:.3f}"))
+    if "daemon_peak_rss_mb" in summary:
+        over = (
+            f"; bare loop {summary['bare_loop_peak_rss_mb']:.1f} MB, excess "
+            f"{summary['daemon_rss_over_bare_mb']:+.1f} MB"
+            if "bare_loop_peak_rss_mb" in summary
+            else ""
+        )
+        rows.append(
+            ("daemon peak RSS", f"{summary['daemon_peak_rss_mb']:.1f} MB (`device run`, JSONL + HTTP + MQTT){over}")
+        )
+    if "help_s" in summary or "exec_to_first_result_s" in summary:
+        rows.append(
+            (
+                "start-up",
+                f"`--help` {fmt(summary.get('help_s'), 3)} s; exec → first result "
+                f"{fmt(summary.get('exec_to_first_result_s'), 3)} s",
+            )
+        )
+    if "interpreter_p50_ms" in summary and "compiled_model_p50_ms" in summary:
+        rows.append(
+            (
+                "Interpreter vs CompiledModel",
+                f"p50 {summary['interpreter_p50_ms']:.2f} vs {summary['compiled_model_p50_ms']:.2f} ms, peak RSS "
+                f"{fmt(summary['interpreter_peak_rss_mb'], 1)} vs "
+                f"{fmt(summary['compiled_model_peak_rss_mb'], 1)} MB, load "
+                f"{summary['interpreter_load_ms']:.0f} vs {summary['compiled_model_load_ms']:.0f} ms (the "
+                "daemon runs the "
+                "Interpreter: docs/bench.md)",
+            )
+        )
+    if "litert_benchmark_median_ms" in summary:
+        verdict_text = (
+            "agree within 15 %" if summary["litert_benchmark_agree"] else f"differ: {summary['litert_benchmark_why']}"
+        )
+        rows.append(
+            (
+                "raw median vs litert-benchmark",
+                f"{summary['bench_raw_median_ms']:.2f} vs {summary['litert_benchmark_median_ms']:.2f} ms "
+                f"({verdict_text})",
+            )
+        )
+    if md:
+        return [f"## Summary ({summary['variant']})", "", *table(["figure", "value"], [list(r) for r in rows]), ""]
+    width = max(len(k) for k, _ in rows) if rows else 0
+    return [f"summary {summary['variant']}:"] + [f"  {k:<{width}}  {v}" for k, v in rows]

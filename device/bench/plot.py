@@ -110,7 +110,7 @@ def plot_matplotlib(report: dict[str, Any], path: Path) -> None:
         ax.set_title("pipeline: work per stage")
         ax.legend(fontsize=7, loc="lower right")
         e2e = [
-            (f"{name} · {p['fps_p50']:.0f} fps", stage_ms["end_to_end"])
+            (f"{name} · {p['fps']:.0f} fps", stage_ms["end_to_end"])
             for (name, stage_ms), p in zip(pipes, report["pipeline"] or report.get("sensor") or [])
             if "end_to_end" in stage_ms
         ]

@@ -60,7 +60,7 @@ def bench_raw(
         "warmup_runs": warmup_runs,
         "seconds": elapsed,
         "latency_ms": stats,
-        "fps": 1000.0 / stats["mean"],  # throughput: every preemption by another process counts
-        "fps_p50": 1000.0 / stats["p50"],  # robust: what the model does when it has the cores
+        "fps": 1000.0 / stats["p50"],  # the one fps figure: what the model does when it has the cores
+        "throughput_fps": 1000.0 / stats["mean"],  # every preemption by another process counts
         "wide_spread": is_wide(stats),
     }

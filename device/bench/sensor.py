@@ -51,7 +51,7 @@ def sensor_line(variant: str, result: dict[str, Any]) -> str:
     stages = result["stages_ms"]
     dnn = stages.get("sensor_dnn")
     return (
-        f"sensor   {variant:8s}: {result['fps']:.1f} fps (p50 {result['fps_p50']:.1f}), postprocess p50 "
+        f"sensor   {variant:8s}: {result['fps']:.1f} fps, postprocess p50 "
         f"{stages['postprocess']['p50']:.3f} ms, latency p50 {stages['latency']['p50']:.1f} ms"
         + (f", sensor DNN p50 {dnn['p50']:.2f} ms" if dnn else "")
         + f"  peak RSS {result['peak_rss_mb']:.1f} MB  first result {result['first_result_s']:.3f} s"

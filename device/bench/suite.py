@@ -2,7 +2,8 @@
 
 `BenchOptions` holds what `python -m device bench` accepts; `run(options)` measures and writes
 ``bench.json`` (with the machine), ``bench.md`` (tables) and ``bench.png`` (latency plot) to
-``<run>/bench/`` (or ``out``) and returns the report.
+``<run>/bench/`` (or ``out``) and returns the report. Its ``summary`` holds the figures a user
+reads first (device.bench.report.summarize), from this one run.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from device.bench import pipeline
+import numpy as np
+
+from device.bench import apis, footprint, pipeline
 from device.bench.machine import cpu_temperature_c, machine_info, pi_throttled
 from device.bench.markdown import render_markdown
 from device.bench.models import find_variants, model_summary
 from device.bench.plot import write_plot
 from device.bench.published import published_pipeline, published_raw
 from device.bench.raw import bench_raw
-from device.bench.report import check_targets, efficiency
+from device.bench.report import efficiency, summarize
 from device.bench.sensor import PUBLISHED_SENSOR, SENSOR_VARIANT, sensor_line, sensor_source_check
 from device.bench.stats import round_floats
 from device.errors import FaceedgeError
@@ -58,6 +61,7 @@ class BenchOptions:
     baseline: bool = True  # the bare-loop reference at the default thread count
     compare_board: str = "auto"  # published figures of this board (auto: /proc/device-tree/model)
     cpus: tuple[int, ...] | None = None  # pin the benchmark and its children to these CPUs
+    extras: bool = True  # the CLI daemon's footprint, --help time, both runtime APIs, litert-benchmark
 
     def __post_init__(self) -> None:
         if (
@@ -89,7 +93,7 @@ def load_bench_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
         return None
     from device.config import load_config
 
-    return load_config(path).model_dump(mode="json")
+    return load_config(path).model_dump()
 
 
 @contextlib.contextmanager
@@ -131,6 +135,9 @@ def run(opts: BenchOptions, echo: Callable[[str], None] | None = None) -> dict[s
                     _measure_sensor(report, plan, opts, variant, model_dir, rnd, say)
                 else:
                     _measure_cpu(report, plan, opts, variant, model_dir, rnd, say)
+        cpu_variants = [v for v in plan.model_dirs if v != SENSOR_VARIANT]
+        if opts.extras and cpu_variants:
+            _measure_extras(report, plan, opts, "int8" if "int8" in cpu_variants else cpu_variants[0], say)
         return _conclude(report, plan, opts)
 
 
@@ -162,7 +169,7 @@ def _prepare(opts: BenchOptions) -> tuple[dict[str, Any], _Plan]:
         warnings.append(
             f"the machine was busy at start (load average {load[0]:.2f} on "
             f"{cores} cores): absolute figures are pessimistic; the interleaved pipeline ÷ raw "
-            "ratios (p50) hold better"
+            "ratios hold better"
         )
     if machine["cpu_governor"] not in (None, "performance"):
         warnings.append(
@@ -201,6 +208,7 @@ def _prepare(opts: BenchOptions) -> tuple[dict[str, Any], _Plan]:
         "pipeline": [],
         "bare": [],
         "sensor": [],
+        "extras": {},
     }
     return report, _Plan(found, runtime, cfg, out_dir, warnings)
 
@@ -260,13 +268,12 @@ def _measure_cpu(report: dict, plan: _Plan, opts: BenchOptions, variant: str, mo
             variant=variant,
             round=rnd,
             pipeline_over_raw=pipe["fps"] / raw_slices["fps"],
-            pipeline_over_raw_p50=pipe["fps_p50"] / raw_slices["fps_p50"],
+            pipeline_over_raw_throughput=pipe["throughput_fps"] / raw_slices["throughput_fps"],
             published=published_pipeline(board, model, variant),
         )
         report["pipeline"].append(pipe)
         say(
-            f"pipeline {variant:8s} {threads} thr: {pipe['fps']:.1f} fps (p50 {pipe['fps_p50']:.1f}), "
-            f"÷ raw {pipe['pipeline_over_raw']:.3f} (p50 {pipe['pipeline_over_raw_p50']:.3f})  "
+            f"pipeline {variant:8s} {threads} thr: {pipe['fps']:.1f} fps, ÷ raw {pipe['pipeline_over_raw']:.3f}  "
             f"dropped {pipe['dropped_frames']}  peak RSS {pipe['peak_rss_mb']:.1f} MB  "
             f"first result {pipe['first_result_s']:.3f} s"
         )
@@ -284,9 +291,58 @@ def _measure_cpu(report: dict, plan: _Plan, opts: BenchOptions, variant: str, mo
             bare.update(variant=variant, round=rnd)
             report["bare"].append(bare)
             say(
-                f"bare     {variant:8s} {threads} thr: {bare['fps']:.1f} fps (p50 {bare['fps_p50']:.1f})  "
+                f"bare     {variant:8s} {threads} thr: {bare['fps']:.1f} fps  "
                 f"peak RSS {bare['peak_rss_mb']:.1f} MB  first result {bare['first_result_s']:.3f} s"
             )
+
+
+def _measure_extras(report: dict, plan: _Plan, opts: BenchOptions, variant: str, say) -> None:
+    """What the user runs, beside the loop: the CLI daemon with every output (peak RSS, exec → first
+    result), `--help`, the runtime's two APIs and its own benchmark tool, at the default threads."""
+    from device.manifest import load_manifest
+
+    threads = report["settings"]["default_threads"]
+    model_dir = plan.model_dirs[variant]
+    _, model_path = load_manifest(model_dir)
+    model = report["models"][variant]
+    extras = report["extras"]
+    extras["variant"], extras["threads"] = variant, threads
+    extras["help"] = footprint.help_seconds()
+    say(f"--help   {extras['help']['median_s']:.3f} s (median of {extras['help']['runs']})")
+    if opts.pipeline and opts.baseline:
+        daemon = footprint.daemon_footprint(
+            model_dir, threads, resolution=opts.resolution, seconds=opts.pipeline_seconds + opts.pipeline_warmup_seconds
+        )
+        if daemon is not None:
+            extras["daemon"] = daemon
+            say(
+                f"daemon   {variant:8s} {threads} thr: `device run` with {daemon['outputs']}: peak RSS "
+                f"{daemon['peak_rss_mb']:.1f} MB, exec → first result {daemon['first_result_from_exec_s']:.3f} s"
+            )
+    extras["apis"] = apis.compare_apis(
+        model_path,
+        threads,
+        [1, *model["input_size"], 3],
+        model["input_dtype"],
+        runs=opts.runs,
+        min_seconds=min(opts.min_seconds, 2.0),
+        warmup_runs=opts.warmup_runs,
+    )
+    compared = extras["apis"]
+    if "faster" in compared:
+        say(
+            f"APIs     {variant:8s} {threads} thr: Interpreter p50 {compared['interpreter']['p50_ms']:.2f} ms, "
+            f"{compared['interpreter']['peak_rss_mb']:.1f} MB; CompiledModel p50 "
+            f"{compared['compiled_model']['p50_ms']:.2f} ms, "
+            f"{compared['compiled_model']['peak_rss_mb']:.1f} MB"
+        )
+    tool = apis.litert_benchmark(model_path, threads, runs=opts.runs, warmup_runs=opts.warmup_runs)
+    raws = [r for r in report["raw"] if r["variant"] == variant and r["threads"] == threads]
+    if raws:
+        median = float(np.median([r["latency_ms"]["p50"] for r in raws]))
+        extras["litert_benchmark"] = apis.cross_check(median, tool, compared, any(r["wide_spread"] for r in raws))
+    else:
+        extras["litert_benchmark"] = {"error": f"no raw run at {threads} threads to compare with", **tool}
 
 
 def _conclude(report: dict, plan: _Plan, opts: BenchOptions) -> dict[str, Any]:
@@ -303,7 +359,6 @@ def _conclude(report: dict, plan: _Plan, opts: BenchOptions) -> dict[str, Any]:
     if opts.pipeline and report["pipeline"]:
         report["efficiency"] = efficiency(report["pipeline"], default, report["bare"])
         warnings += _pipeline_warnings(report, default)
-        report["targets"] = check_targets(report, "int8" if "int8" in found else next(iter(found)))
     report["machine"]["temperature_c_end"] = cpu_temperature_c()
     report["machine"]["throttled_end"] = pi_throttled()
     if report["machine"]["throttled_end"] not in (None, "0x0"):
@@ -311,6 +366,10 @@ def _conclude(report: dict, plan: _Plan, opts: BenchOptions) -> dict[str, Any]:
             f"the Pi reports throttling/under-voltage (get_throttled={report['machine']['throttled_end']}):"
             " figures are below what the board can do (power supply, cooling)"
         )
+    report["summary"] = summarize(report, "int8" if "int8" in found else next(iter(found)))
+    cross = report.get("extras", {}).get("litert_benchmark", {})
+    if cross.get("error"):
+        warnings.append(f"litert-benchmark cross-check not made: {cross['error']}")
     report["warnings"] = warnings
     report["outputs"] = {k: str(v) for k, v in write_outputs(report, plan.out_dir).items()}
     return report
@@ -319,24 +378,25 @@ def _conclude(report: dict, plan: _Plan, opts: BenchOptions) -> dict[str, Any]:
 def _pipeline_warnings(report: dict, default: int) -> list[str]:
     warnings = []
     for variant, e in report["efficiency"].items():
-        rounds = e.get("pipeline_over_raw_p50_rounds") or []
+        rounds = e.get("pipeline_over_raw_rounds") or []
         if len(rounds) > 1 and max(rounds) - min(rounds) > 0.1:
             warnings.append(
-                f"{variant}: pipeline ÷ raw (p50) at {default} threads varied from {min(rounds):.2f} to "
+                f"{variant}: pipeline ÷ raw at {default} threads varied from {min(rounds):.2f} to "
                 f"{max(rounds):.2f} over the rounds: the median is the figure, the range its spread"
             )
     for pipe in report["pipeline"]:
         frame_wait = pipe["stages_ms"].get("frame_wait", {}).get("p50", 0.0)
-        if pipe["fps_p50"] > 0 and frame_wait > 0.25 * 1000.0 / pipe["fps_p50"]:
+        if pipe["fps"] > 0 and frame_wait > 0.25 * 1000.0 / pipe["fps"]:
             warnings.append(
                 f"pipeline {pipe['variant']} {pipe['threads']} threads: the loop waited {frame_wait:.1f} ms per "
-                f"frame for the source (p50): it is source-bound at {pipe['fps_p50']:.1f} fps (a camera's "
+                f"frame for the source (p50): it is source-bound at {pipe['fps']:.1f} fps (a camera's "
                 "frame rate?), so pipeline ÷ raw measures the source, not the model"
             )
-        if pipe["fps"] < 0.85 * pipe["fps_p50"]:
+        if pipe["throughput_fps"] < 0.85 * pipe["fps"]:
             warnings.append(
-                f"pipeline {pipe['variant']} {pipe['threads']} threads: throughput {pipe['fps']:.0f} fps is "
-                f"{1 - pipe['fps'] / pipe['fps_p50']:.0%} below the median frame rate {pipe['fps_p50']:.0f}: "
+                f"pipeline {pipe['variant']} {pipe['threads']} threads: frames ÷ time, {pipe['throughput_fps']:.0f}, "
+                f"is {1 - pipe['throughput_fps'] / pipe['fps']:.0%} below the fps of the median frame, "
+                f"{pipe['fps']:.0f}: "
                 "the process lost the CPU to others (or stalled) during the window"
             )
     if default not in report["settings"]["threads"]:

@@ -78,7 +78,7 @@ def build_outputs(cfg: OutputsConfig | None, telemetry: Telemetry, *, expose_ima
     if cfg is None:
         return []
     outputs: list[Output] = []
-    for name in OutputsConfig.model_fields:
+    for name in OutputsConfig.field_names():
         section = getattr(cfg, name)
         if section is not None:
             importlib.import_module(_MODULES[name])  # registers the output class

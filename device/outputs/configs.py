@@ -11,10 +11,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-
-from device.validation import Strict
+from device.validation import Meta, Strict
 
 
 def is_loopback(host: str) -> bool:
@@ -28,17 +27,15 @@ def is_loopback(host: str) -> bool:
 
 class HttpConfig(Strict):
     host: str = "127.0.0.1"
-    port: int = Field(8088, ge=0, le=65535)  # 0 = an ephemeral port (tests); see HttpOutput.port
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8088  # 0 = an ephemeral port (tests); see HttpOutput.port
     token_file: Path | None = None  # file holding the bearer token (first line)
     token_env: str | None = None  # or: name of the environment variable holding it
 
-    @model_validator(mode="after")
-    def _token_off_loopback(self):
+    def check(self) -> None:
         if self.token_file is not None and self.token_env is not None:
             raise ValueError("set only one of token_file and token_env")
         if not is_loopback(self.host) and self.token_file is None and self.token_env is None:
             raise ValueError(f"host {self.host!r} is not loopback: a token is required (set token_file or token_env)")
-        return self
 
 
 class MqttTls(Strict):
@@ -47,37 +44,34 @@ class MqttTls(Strict):
     key_file: Path | None = None  # must be readable by its owner only
     insecure: bool = False  # skip host name verification (self-signed lab brokers only)
 
-    @model_validator(mode="after")
-    def _key_needs_cert(self):
+    def check(self) -> None:
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("key_file needs cert_file (the client certificate)")
-        return self
 
 
 class MqttConfig(Strict):
     host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
+    port: Annotated[int, Meta(ge=1, le=65535)] = 1883
     client_id: str = ""  # "" = faceedge-<hostname>
     topic_prefix: str = ""  # "" = faceedge/<hostname>
     username: str | None = None
     password_file: Path | None = None  # file holding the password (first line)
     password_env: str | None = None  # or: name of the environment variable holding it
     tls: MqttTls | None = None
-    keepalive_s: int = Field(30, ge=5, le=3600)
-    qos_result: int = Field(0, ge=0, le=2)
-    qos_event: int = Field(1, ge=0, le=2)
-    qos_availability: int = Field(1, ge=0, le=2)
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
+    qos_result: Annotated[int, Meta(ge=0, le=2)] = 0
+    qos_event: Annotated[int, Meta(ge=0, le=2)] = 1
+    qos_availability: Annotated[int, Meta(ge=0, le=2)] = 1
     retain_event: bool = False
-    result_interval_s: float = Field(0.0, ge=0.0)  # 0 = publish every result
-    queue_size: int = Field(1000, ge=1)  # messages kept while the broker is away
-    reconnect_min_s: float = Field(1.0, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
+    result_interval_s: Annotated[float, Meta(ge=0.0)] = 0.0  # 0 = publish every result
+    queue_size: Annotated[int, Meta(ge=1)] = 1000  # messages kept while the broker is away
+    reconnect_min_s: Annotated[float, Meta(gt=0)] = 1.0
+    reconnect_max_s: Annotated[float, Meta(gt=0)] = 30.0
+    connect_timeout_s: Annotated[float, Meta(gt=0)] = 5.0
     home_assistant: bool = False  # publish Home Assistant MQTT discovery configs (device/outputs/homeassistant.py)
     discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix (its MQTT integration setting)
 
-    @model_validator(mode="after")
-    def _check(self):
+    def check(self) -> None:
         if self.password_file is not None and self.password_env is not None:
             raise ValueError("set only one of password_file and password_env")
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -86,4 +80,3 @@ class MqttConfig(Strict):
             raise ValueError(f"topic_prefix {self.topic_prefix!r} must not contain + or # nor end with /")
         if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", self.discovery_prefix):
             raise ValueError(f"discovery_prefix {self.discovery_prefix!r}: letters, digits, _ and - (and / between)")
-        return self

@@ -22,21 +22,20 @@ import stat
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-
-from pydantic import Field
+from typing import Annotated
 
 from device.errors import FaceedgeError
 from device.telemetry import Telemetry
 from device.types import Output, Result, register_output
-from device.validation import Strict
+from device.validation import Meta, Strict
 
 log = logging.getLogger(__name__)
 
 
 class JsonlConfig(Strict):
     path: str = "-"  # "-" = stdout
-    max_bytes: int = Field(10 * 1024 * 1024, ge=0)  # rotate before the file would exceed this; 0 = never
-    backups: int = Field(3, ge=0, le=100)  # rotated files kept
+    max_bytes: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024  # rotate before the file would exceed this; 0 = never
+    backups: Annotated[int, Meta(ge=0, le=100)] = 3  # rotated files kept
     events_only: bool = False  # write only the results whose smoothed label changed
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -38,10 +38,13 @@ class SourceError(FaceedgeError):
     """A retryable source failure (busy, disconnected, read failed)."""
 
 
-class SourceConfig(Strict):
-    """Base of every source's config model; each subclass narrows `type` to a Literal."""
+class SourceConfig(Strict, tag_field="type"):
+    """Base of every source's config model; each subclass names its `type` (``tag="opencv"``):
+    the ``type:`` key of the config picks the subclass."""
 
-    type: str
+    @property
+    def type(self) -> str:
+        return self.__struct_config__.tag
 
 
 class FrameSource(abc.ABC):
@@ -94,7 +97,7 @@ class FrameSource(abc.ABC):
         self.open()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- properties the capture thread uses -----------------------------------------------

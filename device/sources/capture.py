@@ -38,14 +38,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from device.errors import FaceedgeError
 from device.sources.base import FrameSource, SourceError
-from device.validation import Strict
+from device.validation import Meta, Strict, invalid
 
 if TYPE_CHECKING:
     from device.crop import Preparer
@@ -61,25 +60,28 @@ RENAMED_KEYS = {"stall_seconds": "stall_s"}
 
 
 class CaptureConfig(Strict):
-    stall_s: float = Field(5.0, gt=0, description="no frame for this long = stalled: health says so, source reopened")
-    read_timeout_s: float = Field(1.0, gt=0, description="longest single blocking read before the thread checks in")
-    reconnect_initial_s: float = Field(0.5, gt=0, description="first retry delay after a failed open/read")
-    reconnect_max_s: float = Field(10.0, gt=0, description="cap of the exponential backoff")
-    discard_after_reconnect: int = Field(2, ge=0, description="frames thrown away after a reopen")
+    stall_s: (
+        Annotated[float, Meta(gt=0, description="no frame for this long = stalled: health says so, source reopened")]
+        | None
+    ) = None  # None: 5.0 (see check)
+    stall_seconds: Annotated[float, Meta(gt=0, description="stall_s's old name: still read, with a warning")] | None = (
+        None
+    )
+    read_timeout_s: Annotated[
+        float, Meta(gt=0, description="longest single blocking read before the thread checks in")
+    ] = 1.0
+    reconnect_initial_s: Annotated[float, Meta(gt=0, description="first retry delay after a failed open/read")] = 0.5
+    reconnect_max_s: Annotated[float, Meta(gt=0, description="cap of the exponential backoff")] = 10.0
+    discard_after_reconnect: Annotated[int, Meta(ge=0, description="frames thrown away after a reopen")] = 2
 
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for old, new in RENAMED_KEYS.items():
-            if old in data:
-                if new in data:
-                    raise ValueError(f"give {new} only ({old} is its old name)")
-                log.warning("config key capture.%s is deprecated: call it capture.%s", old, new)
-                data[new] = data.pop(old)
-        return data
+    def check(self) -> None:
+        if self.stall_seconds is not None:  # the old name (RENAMED_KEYS)
+            if self.stall_s is not None:
+                invalid("stall_seconds", "give stall_s only (stall_seconds is its old name)")
+            log.warning("config key capture.stall_seconds is deprecated: call it capture.stall_s")
+            self.stall_s, self.stall_seconds = self.stall_seconds, None
+        if self.stall_s is None:
+            self.stall_s = 5.0
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
@@ -210,7 +212,7 @@ class FrameGrabber:
     def __enter__(self) -> FrameGrabber:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- capture thread ----------------------------------------------------------------------

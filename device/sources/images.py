@@ -11,25 +11,24 @@ from __future__ import annotations
 import glob
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 import numpy as np
-from pydantic import Field
 
 from device.errors import FaceedgeError
 from device.sources.base import FrameSource, Pacer, SourceConfig, register_source
+from device.validation import Meta
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
-class ImagesConfig(SourceConfig):
-    type: Literal["images"] = "images"
-    path: str = Field(description="a folder of images, or a glob pattern such as 'photos/*.jpg'")
+class ImagesConfig(SourceConfig, tag="images"):
+    path: Annotated[str, Meta(description="a folder of images, or a glob pattern such as 'photos/*.jpg'")]
     recursive: bool = False
     loop: bool = False
-    fps: float = Field(0.0, ge=0, description="0 = as fast as consumed")
+    fps: Annotated[float, Meta(ge=0, description="0 = as fast as consumed")] = 0.0
 
 
 def list_images(path: str, recursive: bool = False) -> list[Path]:

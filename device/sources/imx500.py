@@ -29,32 +29,39 @@ the frame `read()` returned last (None when that frame had none).
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
 
 from device.errors import FaceedgeError
 from device.sources.base import SourceError, register_source
 from device.sources.picam import FORMATS, Picamera2Config, Picamera2Source, start_camera
+from device.validation import Meta
 
 log = logging.getLogger(__name__)
 
 SENSOR_WIDTH, SENSOR_HEIGHT = 4056, 3040  # IMX500 full resolution: the units of the inference ROI
 
 
-class Imx500Config(Picamera2Config):
-    type: Literal["imx500"] = "imx500"  # type: ignore[assignment]
-    network_file: str | None = Field(
-        None, description="the .rpk the sensor runs; set by the daemon from the loaded model dir (network.rpk)"
-    )
-    roi_fraction: float | None = Field(
-        1.0,
-        gt=0,
-        le=1.0,
-        description="side of the centred square the sensor classifies, as a fraction of its "
-        "height; None = the whole sensor image. Set by the daemon from crop",
-    )
+class Imx500Config(Picamera2Config, tag="imx500"):
+    network_file: (
+        Annotated[
+            str, Meta(description="the .rpk the sensor runs; set by the daemon from the loaded model dir (network.rpk)")
+        ]
+        | None
+    ) = None
+    roi_fraction: (
+        Annotated[
+            float,
+            Meta(
+                gt=0,
+                le=1.0,
+                description="side of the centred square the sensor classifies, as a fraction of its "
+                "height; None = the whole sensor image. Set by the daemon from crop",
+            ),
+        ]
+        | None
+    ) = 1.0
 
 
 def roi_box(fraction: float) -> tuple[int, int, int, int]:

@@ -15,32 +15,33 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
 
 from device.errors import FaceedgeError
 from device.sources.base import FrameSource, Pacer, SourceConfig, SourceError, fit_out, register_source
+from device.validation import Meta
 
 log = logging.getLogger(__name__)
 
 BACKENDS = {"any": cv2.CAP_ANY, "v4l2": cv2.CAP_V4L2, "ffmpeg": cv2.CAP_FFMPEG, "gstreamer": cv2.CAP_GSTREAMER}
 
 
-class OpencvConfig(SourceConfig):
-    type: Literal["opencv"] = "opencv"
-    device: int | str = Field(0, description="camera index, video file path, or rtsp:// / http:// URL")
-    width: int | None = Field(None, gt=0, description="cameras: requested frame width")
-    height: int | None = Field(None, gt=0, description="cameras: requested frame height")
-    fps: float | None = Field(None, gt=0, description="cameras: requested frame rate")
-    fourcc: str | None = Field(None, min_length=4, max_length=4, description="cameras: e.g. MJPG")
-    realtime: bool = Field(True, description="files: pace at the file's frame rate; false = as fast as consumed")
-    loop: bool = Field(False, description="files: restart at the end")
+class OpencvConfig(SourceConfig, tag="opencv"):
+    device: Annotated[int | str, Meta(description="camera index, video file path, or rtsp:// / http:// URL")] = 0
+    width: Annotated[int, Meta(gt=0, description="cameras: requested frame width")] | None = None
+    height: Annotated[int, Meta(gt=0, description="cameras: requested frame height")] | None = None
+    fps: Annotated[float, Meta(gt=0, description="cameras: requested frame rate")] | None = None
+    fourcc: Annotated[str, Meta(min_length=4, max_length=4, description="cameras: e.g. MJPG")] | None = None
+    realtime: Annotated[bool, Meta(description="files: pace at the file's frame rate; false = as fast as consumed")] = (
+        True
+    )
+    loop: Annotated[bool, Meta(description="files: restart at the end")] = False
     backend: Literal["any", "v4l2", "ffmpeg", "gstreamer"] = "any"
-    open_timeout_s: float = Field(10.0, gt=0, description="URLs: give up opening after this long")
-    read_timeout_s: float = Field(5.0, gt=0, description="URLs: a read raises after this long without data")
+    open_timeout_s: Annotated[float, Meta(gt=0, description="URLs: give up opening after this long")] = 10.0
+    read_timeout_s: Annotated[float, Meta(gt=0, description="URLs: a read raises after this long without data")] = 5.0
 
 
 def source_kind(device: int | str) -> str:

@@ -33,14 +33,14 @@ the one picamera2 makes when it turns the DMA buffer into an array.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
 
 from device.errors import FaceedgeError
 from device.sources.base import FrameSource, SourceConfig, SourceError, fit_out, register_source
+from device.validation import Meta, field
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,17 @@ FORMATS: dict[str, tuple[int, int | None]] = {
 }
 
 
-class Picamera2Config(SourceConfig):
-    type: Literal["picamera2"] = "picamera2"
-    camera_num: int = Field(0, ge=0)
-    width: int = Field(640, ge=16, description="size of the main stream; pick it for the crop you need")
-    height: int = Field(480, ge=16)
-    fps: float = Field(30.0, gt=0)
-    format: Literal["BGR888", "RGB888", "XBGR8888", "XRGB8888"] = Field(
-        "BGR888", description="BGR888 arrives as RGB in numpy (see device/sources/picam.py)"
-    )
-    buffer_count: int = Field(4, ge=2, le=16)
-    controls: dict[str, Any] = Field(default_factory=dict, description="extra libcamera controls")
+class Picamera2Config(SourceConfig, tag="picamera2"):
+    camera_num: Annotated[int, Meta(ge=0)] = 0
+    width: Annotated[int, Meta(ge=16, description="size of the main stream; pick it for the crop you need")] = 640
+    height: Annotated[int, Meta(ge=16)] = 480
+    fps: Annotated[float, Meta(gt=0)] = 30.0
+    format: Annotated[
+        Literal["BGR888", "RGB888", "XBGR8888", "XRGB8888"],
+        Meta(description="BGR888 arrives as RGB in numpy (see device/sources/picam.py)"),
+    ] = "BGR888"
+    buffer_count: Annotated[int, Meta(ge=2, le=16)] = 4
+    controls: Annotated[dict[str, Any], Meta(description="extra libcamera controls")] = field(default_factory=dict)
 
 
 def start_camera(cam, c: Picamera2Config, what: str, after_start=None) -> tuple[int, int]:

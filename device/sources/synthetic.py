@@ -10,22 +10,21 @@ Patterns (all cheap: a frame is one memcpy out of a pattern precomputed at open)
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field
 
 from device.sources.base import FrameSource, Pacer, SourceConfig, fit_out, register_source
+from device.validation import Meta
 
 
-class SyntheticConfig(SourceConfig):
-    type: Literal["synthetic"] = "synthetic"
-    width: int = Field(640, ge=8, le=7680)
-    height: int = Field(480, ge=8, le=4320)
-    fps: float = Field(30.0, ge=0, description="frames per second; 0 = as fast as consumed")
+class SyntheticConfig(SourceConfig, tag="synthetic"):
+    width: Annotated[int, Meta(ge=8, le=7680)] = 640
+    height: Annotated[int, Meta(ge=8, le=4320)] = 480
+    fps: Annotated[float, Meta(ge=0, description="frames per second; 0 = as fast as consumed")] = 30.0
     pattern: Literal["halves", "bars"] = "halves"
-    switch_every: int = Field(60, ge=1, description="halves: frames between left/right swaps")
-    frames: int | None = Field(None, ge=1, description="end after this many frames (None = endless)")
+    switch_every: Annotated[int, Meta(ge=1, description="halves: frames between left/right swaps")] = 60
+    frames: Annotated[int, Meta(ge=1, description="end after this many frames (None = endless)")] | None = None
 
 
 @register_source("synthetic")
