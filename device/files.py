@@ -18,9 +18,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`."""
-    path = Path(path)
+def _fsynced_temp(path: Path, data: bytes, mode: int | None = None) -> str:
+    """`data` in a new temporary file beside `path` (its folder made if missing), fsynced, `mode`
+    set when given; its name. Nothing is left behind when writing fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     import tempfile  # here, not at the top: with random, shutil, bz2 and lzma ~0.8 MB the daemon never needs
 
@@ -29,15 +29,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            # mkstemp makes the file 0600; give it the mode a plain open() would have (0666 & ~umask).
-            os.fchmod(f.fileno(), 0o666 & ~current_umask())
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over `path`."""
+    # mkstemp makes the file 0600; give it the mode a plain open() would have (0666 & ~umask).
+    tmp = _fsynced_temp(Path(path), data, mode=0o666 & ~current_umask())
+    try:
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(tmp)
         raise
 
 
@@ -118,16 +133,8 @@ def write_new(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path`, or to `path` with the next free number (`link_new`), never
     overwriting a file: a temporary file, fsynced, then given its name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile  # here: see atomic_write_bytes
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    tmp = _fsynced_temp(path, data)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         return link_new(tmp, path, move=True)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
