@@ -64,6 +64,21 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def run_spec_child(
+    cmd: list[str], spec: dict[str, Any], *, prefix: str, timeout: float, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, dict[str, Any] | None]:
+    """Run `cmd SPEC.json RESULT.json` with `spec` (stamped `spawned_at`) written for it: the finished
+    process and the result it wrote (None when it failed or wrote none). TimeoutExpired propagates."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps({**spec, "spawned_at": time.time()}))
+        proc = subprocess.run(
+            [*cmd, str(spec_path), str(out_path)], env=env, capture_output=True, text=True, timeout=timeout
+        )
+        ok = proc.returncode == 0 and out_path.is_file()
+        return proc, json.loads(out_path.read_text()) if ok else None
+
+
 def bench_pipeline(
     model_dir: Path,
     threads: int,
@@ -88,25 +103,21 @@ def bench_pipeline(
         "warmup_seconds": warmup_seconds,
         "slice_seconds": slice_seconds,
     }
-    with tempfile.TemporaryDirectory(prefix="faceedge-bench-") as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec["spawned_at"] = time.time()
-        spec_path.write_text(json.dumps(spec))
-        cmd = [sys.executable, "-m", "device.bench.pipeline", str(spec_path), str(out_path)]
-        limit = timeout if timeout is not None else 60.0 + 4 * (seconds + warmup_seconds)
-        try:
-            proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=limit)
-        except subprocess.TimeoutExpired:
-            raise FaceedgeError(
-                f"pipeline bench of {model_dir} ({threads} threads) did not finish in {limit:.0f} s"
-            ) from None
-        if proc.returncode != 0 or not out_path.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise FaceedgeError(
-                f"pipeline bench of {model_dir} ({threads} threads) failed "
-                f"(exit {proc.returncode}): {tail[0].removeprefix('error: ')}"
-            )
-        return json.loads(out_path.read_text())
+    limit = timeout if timeout is not None else 60.0 + 4 * (seconds + warmup_seconds)
+    cmd = [sys.executable, "-m", "device.bench.pipeline"]
+    try:
+        proc, result = run_spec_child(cmd, spec, prefix="faceedge-bench-", timeout=limit, env=child_env())
+    except subprocess.TimeoutExpired:
+        raise FaceedgeError(
+            f"pipeline bench of {model_dir} ({threads} threads) did not finish in {limit:.0f} s"
+        ) from None
+    if result is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise FaceedgeError(
+            f"pipeline bench of {model_dir} ({threads} threads) failed "
+            f"(exit {proc.returncode}): {tail[0].removeprefix('error: ')}"
+        )
+    return result
 
 
 def peak_rss_mb() -> float:
@@ -355,24 +366,15 @@ def bench_bare_loop(
         "seconds": seconds,
         "warmup_seconds": warmup_seconds,
     }
-    with tempfile.TemporaryDirectory(prefix="faceedge-bare-") as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec["spawned_at"] = time.time()
-        spec_path.write_text(json.dumps(spec))
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-P", str(BARE_LOOP_SCRIPT), str(spec_path), str(out_path)],
-                capture_output=True,
-                text=True,
-                timeout=60.0 + 3 * (seconds + warmup_seconds),
-            )
-        except subprocess.TimeoutExpired:
-            log.warning("bare loop of %s (%d threads) timed out", model_dir, threads)
-            return None
-        if proc.returncode != 0 or not out_path.is_file():
-            log.warning("bare loop of %s failed: %s", model_dir, (proc.stderr.strip().splitlines() or ["?"])[-1])
-            return None
-        out = json.loads(out_path.read_text())
+    cmd = [sys.executable, "-P", str(BARE_LOOP_SCRIPT)]
+    try:
+        proc, out = run_spec_child(cmd, spec, prefix="faceedge-bare-", timeout=60.0 + 3 * (seconds + warmup_seconds))
+    except subprocess.TimeoutExpired:
+        log.warning("bare loop of %s (%d threads) timed out", model_dir, threads)
+        return None
+    if out is None:
+        log.warning("bare loop of %s failed: %s", model_dir, (proc.stderr.strip().splitlines() or ["?"])[-1])
+        return None
     out["threads"] = threads
     return out
 
