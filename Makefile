@@ -7,7 +7,7 @@ CONFIG       ?= configs/sample.yaml
 DATA         ?= data/sample
 SEED         ?= 0
 RUN          ?= runs/latest
-RUNS         ?= $(wildcard runs/*-*)
+RUNS         ?= $(patsubst %/metrics.json,%,$(wildcard runs/*-*/metrics.json))# finished training runs
 FROM         ?=
 DEVICE_CONFIG ?= configs/device.yaml
 SOURCE       ?=
@@ -46,7 +46,7 @@ apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missi
         deploy rollback deploy-model bench bench-model bench-http bench-train bench-device demo video clean distclean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 setup: ## create .venv (+ .venv-imx500, .venv-mediapipe unless IMX500=0, MEDIAPIPE=0) with everything the tests need (apt packages included)
 	@$(call apt_install,$(APT_PACKAGES))

@@ -306,9 +306,9 @@ def run(args: argparse.Namespace) -> dict | None:
         bench_args = [
             "--variants",
             "int8",
-            "--min_seconds",
+            "--min-seconds",
             "1",
-            "--pipeline_seconds",
+            "--pipeline-seconds",
             f"{args.bench_seconds:g}",
             "--out",
             str(bench_out),

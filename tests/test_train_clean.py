@@ -70,6 +70,8 @@ def populate(root: Path, outside: Path) -> dict[str, Path]:
     touch(root / ".bench" / "bench.json")
     # a venv and build leftovers: only distclean removes them
     touch(root / ".venv" / "bin" / "python")
+    touch(root / ".venv-imx500" / "pyvenv.cfg")  # a side environment, its caches its own
+    touch(root / ".venv-imx500" / "lib" / "site" / "__pycache__" / "m.cpython-311.pyc")
     touch(root / "faceedge.egg-info" / "PKG-INFO")
     return p
 
@@ -105,6 +107,7 @@ def test_clean_removes_only_what_the_project_generated(tmp_path):
     for cache in (".pytest_cache", ".bench", "device/__pycache__"):
         assert not (root / cache).exists(), cache
     assert (root / ".venv" / "bin" / "python").exists() and (root / "faceedge.egg-info").exists()
+    assert (root / ".venv-imx500" / "lib" / "site" / "__pycache__" / "m.cpython-311.pyc").exists()
     assert "data/mine" in p.stdout and "kept" in p.stdout  # says what it left alone
     # idempotent: a second clean has nothing to do and still keeps everything
     p = make(root, "clean")
@@ -133,6 +136,7 @@ def test_distclean_refuses_without_a_terminal(tmp_path):
     p = make(root, "distclean", env={"FORCE": "1"})
     assert p.returncode == 0, p.stdout + p.stderr
     assert not (root / ".venv").exists() and not (root / "faceedge.egg-info").exists()
+    assert not (root / ".venv-imx500").exists()
     assert not (root / "data" / "sample").exists() and not (root / "runs" / "log-run3").exists()
     assert_user_files_kept(user)
 

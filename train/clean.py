@@ -36,7 +36,7 @@ RUN_MARKERS = (("config.yaml", "model_info.json"), ("convert.json", "export"))
 INCOMPLETE_MARKERS = ("config.yaml", "state.json")
 INCOMPLETE_SUFFIX = ".incomplete"
 CACHES = (".pytest_cache", ".bench")
-DIST_ONLY = (".venv", "build", "dist")
+DIST_ONLY = (".venv", ".venv-imx500", ".venv-mediapipe", "build", "dist")  # what make setup builds
 
 
 def _is_real_dir(p: Path) -> bool:
@@ -88,7 +88,9 @@ def plan(root: Path, *, dist: bool) -> tuple[list[Path], list[Path]]:
             remove.append(root / name)
     for dirpath, dirnames, _files in os.walk(root):
         top = Path(dirpath).relative_to(root).parts[:1]
-        if top and top[0] in (".venv", ".git", "data", "runs"):
+        # data and runs have their own rules above; a virtual environment (any name: `VENV=`, the side envs)
+        # is distclean's, whole, and its caches are its own.
+        if top and (top[0] in (".git", "data", "runs") or (root / top[0] / "pyvenv.cfg").exists()):
             dirnames[:] = []
             continue
         if "__pycache__" in dirnames:

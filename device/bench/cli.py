@@ -107,12 +107,12 @@ BENCH_FLAGS = (
     Flag(
         "--variants",
         "variants",
-        dict(type=_variants, help="comma-separated subset of int8,float32,float16 (None = all present)"),
+        dict(type=_variants, help="comma-separated subset of int8,float32,float16 (none: all present)"),
     ),
     Flag(
         "--threads",
         "threads",
-        dict(type=parse_threads, help="comma-separated thread counts (None = 1 … available cores)"),
+        dict(type=parse_threads, help="comma-separated thread counts (none: 1 … available cores)"),
     ),
     Flag("--runs", "runs", dict(type=int, help="raw: timed invokes, at least" + _DEFAULT)),
     Flag(
@@ -133,7 +133,7 @@ BENCH_FLAGS = (
     Flag(
         "--no-pipeline",
         "pipeline",
-        dict(action="store_false", help="raw interpreter only (pipeline measured: %(default)s)"),
+        dict(action="store_false", help="raw interpreter only"),
     ),
     Flag(
         "--pipeline-seconds",
@@ -166,7 +166,7 @@ BENCH_FLAGS = (
         "--config",
         "config",
         dict(
-            help="device YAML whose crop/decision/capture/model sections the pipeline uses (None = "
+            help="device YAML whose crop/decision/capture/model sections the pipeline uses (none: "
             "the daemon's defaults); its outputs are replaced by a JSONL sink to /dev/null"
         ),
     ),
@@ -184,7 +184,7 @@ BENCH_FLAGS = (
         "cpus",
         dict(
             type=parse_cpus,
-            help="pin the benchmark and its children to these CPUs, e.g. 2-3 (None = no pinning); "
+            help="pin the benchmark and its children to these CPUs, e.g. 2-3 (none: no pinning); "
             "thread counts then default to 1 … len(cpus)",
         ),
     ),
@@ -194,7 +194,7 @@ BENCH_FLAGS = (
         dict(
             action="store_false",
             help="skip the bare-loop reference (numpy + OpenCV + runtime only) at the default thread count "
-            "(bare loop measured: %(default)s)",
+            "(by default it is measured)",
         ),
     ),
     Flag(
@@ -203,7 +203,7 @@ BENCH_FLAGS = (
         dict(
             action="store_false",
             help="skip `device run` with every output (peak RSS, exec → first result), --help, the runtime's "
-            "two APIs and litert-benchmark (measured: %(default)s)",
+            "two APIs and litert-benchmark (by default they are measured)",
         ),
     ),
     Flag(
@@ -255,7 +255,7 @@ def add_parser(subparsers: Any) -> None:
         default="runs/latest",
         help="a run dir (export/<variant>/) or one model dir" + _DEFAULT,
     )
-    p.add_argument("--out", default=None, help="output dir (None = <run>/bench)")
+    p.add_argument("--out", default=None, help="output dir (none: <run>/bench)")
     add_bench_args(p)
     p.set_defaults(func=_cmd_bench)
     add_remote_parser(subparsers)
@@ -275,13 +275,13 @@ def add_remote_parser(subparsers: Any) -> None:
         p,
         "--ssh-key",
         default=None,
-        help="private key for ssh (None = ssh's own choice or the agent)",
+        help="private key for ssh (none: ssh's own choice or the agent)",
     )
     add_option(
         p,
         "--known-hosts",
         default=None,
-        help="known_hosts file to check host keys against (None = ~/.ssh/known_hosts)",
+        help="known_hosts file to check host keys against (none: ~/.ssh/known_hosts)",
     )
     add_option(
         p,
@@ -303,7 +303,7 @@ def add_remote_parser(subparsers: Any) -> None:
         choices=["systemd-user", "systemd-system"],
         help="stop faceedge.service while measuring (it competes for CPU and camera), start it after",
     )
-    p.add_argument("--out", default=None, help="local results dir (None = runs/bench/<host>-<UTC timestamp>)")
+    p.add_argument("--out", default=None, help="local results dir (none: runs/bench/<host>-<UTC timestamp>)")
     add_bench_args(p)
     p.set_defaults(func=_cmd_bench_remote)
 

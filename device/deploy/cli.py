@@ -62,11 +62,25 @@ def _add_ssh_args(p: argparse.ArgumentParser) -> None:
     add_option(
         p, "--remote-python", default="python3", help="the device's python (creates the venvs) (default: %(default)s)"
     )
+
+
+SERVICE_DEFAULTS = {  # what a read-only command (status) has instead of the service options
+    "service_manager": "systemd-user",
+    "restart_cmd": None,
+    "stop_cmd": None,
+    "reload_cmd": None,
+    "health_timeout": 60.0,
+    "lock_wait": 60.0,
+}
+
+
+def _add_service_args(p: argparse.ArgumentParser) -> None:
+    """How the service is restarted and how long deploy waits: for the commands that change a release."""
     add_option(
         p,
         "--service-manager",
         choices=SERVICE_MANAGERS,
-        default="systemd-user",
+        default=SERVICE_DEFAULTS["service_manager"],
         help="how the service is restarted: systemctl --user (no sudo), sudo systemctl, or "
         "your own commands (--restart-cmd/--stop-cmd/--reload-cmd, run on the device)"
         " (default: %(default)s)",
@@ -78,14 +92,14 @@ def _add_ssh_args(p: argparse.ArgumentParser) -> None:
         p,
         "--health-timeout",
         type=float,
-        default=60.0,
+        default=SERVICE_DEFAULTS["health_timeout"],
         help="seconds for /healthz to say ok after a restart before rolling back (default: %(default)s)",
     )
     add_option(
         p,
         "--lock-wait",
         type=float,
-        default=60.0,
+        default=SERVICE_DEFAULTS["lock_wait"],
         help="seconds to wait for another deploy on the same device to finish (default: %(default)s)",
     )
 
@@ -165,6 +179,7 @@ def add_parser(subparsers) -> None:
         description=__doc__.split("\n\n")[0],
     )
     _add_ssh_args(deploy_parser)
+    _add_service_args(deploy_parser)
     _add_bundle_args(deploy_parser, full=True)
     deploy_parser.set_defaults(func=lambda a: run_cli("deploy", a))
     model_parser = subparsers.add_parser(
@@ -172,10 +187,12 @@ def add_parser(subparsers) -> None:
         help="ship a new model only and reload it with SIGHUP",
     )
     _add_ssh_args(model_parser)
+    _add_service_args(model_parser)
     _add_bundle_args(model_parser, full=False)
     model_parser.set_defaults(func=lambda a: run_cli("deploy-model", a))
     rollback_parser = subparsers.add_parser("rollback", help="go back one release on the device(s)")
     _add_ssh_args(rollback_parser)
+    _add_service_args(rollback_parser)
     rollback_parser.add_argument(
         "--to", default=None, help="a release name to go back to (none: the newest ready release older than current)"
     )
@@ -187,6 +204,7 @@ def add_parser(subparsers) -> None:
         "running daemon's /healthz (status, model served, uptime).",
     )
     _add_ssh_args(status_parser)
+    status_parser.set_defaults(**SERVICE_DEFAULTS)
     status_parser.add_argument("--json", action="store_true", help="print the reports as JSON instead of a table")
     status_parser.set_defaults(func=lambda a: run_cli("status", a))
 
