@@ -13,6 +13,7 @@ its manifest says so (``notes``).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -21,11 +22,12 @@ import numpy as np
 
 from device.errors import FaceedgeError
 
+MARKER = "benchmodel.json"
 NOTE = "benchmark model: random weights, not trained, not gated (python -m convert.benchmodel)"
 
 
 def build(out: Path, *, size: int = 224, alpha: float = 1.0, seed: int = 0) -> Path:
-    """Write <out>/export/int8/{model.tflite,manifest.json}; return that model dir."""
+    """Write <out>/export/int8/{model.tflite,manifest.json} and <out>/benchmodel.json; return the model dir."""
     import tensorflow as tf
 
     from device.files import atomic_write_bytes, sha256_file
@@ -82,6 +84,9 @@ def build(out: Path, *, size: int = 224, alpha: float = 1.0, seed: int = 0) -> P
             notes=NOTE,
         ),
     )
+    # the mark `make clean` knows a generated folder by (train/clean.py RUN_MARKERS)
+    marker = {"made_by": "convert.benchmodel", "size": size, "alpha": alpha, "seed": seed, "note": NOTE}
+    atomic_write_bytes(out / MARKER, (json.dumps(marker, indent=2) + "\n").encode())
     return mdir
 
 

@@ -55,6 +55,9 @@ def populate(root: Path, outside: Path) -> dict[str, Path]:
     conv = root / "runs" / "log-run3"
     touch(conv / "convert.json")
     touch(conv / "export" / "int8" / "model.tflite")
+    bench_model = root / "runs" / "bench-mobilenet_v2-224"  # make bench-model's folder
+    touch(bench_model / "benchmodel.json")
+    touch(bench_model / "export" / "int8" / "model.tflite")
     os.symlink("sample-20260101-000000", root / "runs" / "latest")
     # the user's things under runs/: a folder of notes, a run they linked in from elsewhere
     p["runs_notes"] = touch(root / "runs" / "my-notes" / "ideas.md", b"precious")
@@ -102,6 +105,7 @@ def test_clean_removes_only_what_the_project_generated(tmp_path):
     assert not (root / "runs" / "sample-20260101-000000").exists()
     assert not (root / "runs" / "sample-20260102-000000.incomplete").exists()
     assert not (root / "runs" / "log-run3").exists()
+    assert not (root / "runs" / "bench-mobilenet_v2-224").exists()
     assert not os.path.lexists(root / "runs" / "latest")  # it pointed at a removed run
     assert os.path.islink(root / "runs" / "linked-run")  # a link the user made: kept, and not followed
     for cache in (".pytest_cache", ".bench", "device/__pycache__"):

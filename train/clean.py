@@ -14,11 +14,13 @@ What counts as generated, and so is removed:
 - under ``runs/``: a folder directly in it that a project command wrote, recognised by the files that
   command always writes: a training run (``config.yaml`` + ``model_info.json``), an interrupted
   training run (``*.incomplete`` with ``config.yaml`` + ``state.json``), a ``convert --out`` folder
-  (``convert.json`` + ``export/``); and ``runs/latest`` when it is a symlink left pointing at nothing.
+  (``convert.json`` + ``export/``), a ``make bench-model`` folder (``benchmodel.json`` + ``export/``);
+  and ``runs/latest`` when it is a symlink left pointing at nothing.
   Symlinks are removed as links, never followed: a run you linked in from elsewhere stays whole.
-- caches: ``.pytest_cache``, ``.bench``, ``__pycache__`` folders outside ``.venv``.
-- ``--dist`` adds ``.venv``, ``*.egg-info``, ``build/`` and ``dist/``; it lists everything it would
-  remove and asks ``[y/N]`` on a terminal, and refuses without one unless ``FORCE=1`` is set.
+- caches: ``.pytest_cache``, ``.bench``, ``__pycache__`` folders outside the virtual environments.
+- ``--dist`` adds ``.venv``, ``.venv-imx500``, ``.venv-mediapipe``, ``*.egg-info``, ``build/`` and
+  ``dist/``; it lists everything it would remove and asks ``[y/N]`` on a terminal, and refuses
+  without one unless ``FORCE=1`` is set.
 
 Exit status: 0 done (or nothing to do), 1 refused or declined.
 """
@@ -32,7 +34,7 @@ import sys
 from pathlib import Path
 
 SAMPLE_MARKER = "sample.json"
-RUN_MARKERS = (("config.yaml", "model_info.json"), ("convert.json", "export"))
+RUN_MARKERS = (("config.yaml", "model_info.json"), ("convert.json", "export"), ("benchmodel.json", "export"))
 INCOMPLETE_MARKERS = ("config.yaml", "state.json")
 INCOMPLETE_SUFFIX = ".incomplete"
 CACHES = (".pytest_cache", ".bench")
