@@ -356,7 +356,7 @@ def run(
     finally:
         if collector.view is not None:
             collector.view.close()
-    log.info("%s", stats.summary())
+    log.debug("%s", stats.summary())  # the CLI prints it
     return stats
 
 

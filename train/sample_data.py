@@ -143,7 +143,7 @@ def generate(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     summary["seconds"] = round(time.perf_counter() - t0, 3)
-    log.info("wrote %d images of %d persons to %s in %.2fs", summary["images"], persons, out, summary["seconds"])
+    log.debug("wrote %d images of %d persons to %s in %.2fs", summary["images"], persons, out, summary["seconds"])
     return summary
 
 
