@@ -25,6 +25,18 @@ def table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def stage_rows(entries: list[dict[str, Any]], stages: list[str], lead) -> list[list[str]]:
+    """One row per entry: `lead(entry)`'s cells, then p50 / p95 / p99 of each stage ("—" where absent)."""
+    rows = []
+    for entry in entries:
+        row = lead(entry)
+        for stage in stages:
+            x = entry["stages_ms"].get(stage)
+            row.append(f"{x['p50']:.2f} / {x['p95']:.2f} / {x['p99']:.2f}" if x else "—")
+        rows.append(row)
+    return rows
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     s = report["settings"]
@@ -163,13 +175,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["### Per stage (ms, p50 / p95 / p99)", ""]
         stages = report["pipeline"][0]["stage_names"]
         head = ["variant", "threads"] + (["round"] if multi else []) + stages
-        rows = []
-        for p in report["pipeline"]:
-            row = [p["variant"], str(p["threads"])] + ([str(p["round"])] if multi else [])
-            for stage in stages:
-                x = p["stages_ms"].get(stage)
-                row.append(f"{x['p50']:.2f} / {x['p95']:.2f} / {x['p99']:.2f}" if x else "—")
-            rows.append(row)
+        rows = stage_rows(
+            report["pipeline"],
+            stages,
+            lambda p: [p["variant"], str(p["threads"])] + ([str(p["round"])] if multi else []),
+        )
         lines += table(head, rows)
         lines += [
             "",
@@ -221,13 +231,7 @@ def sensor_lines(report: dict[str, Any]) -> list[str]:
     lines += table(head, rows) + ["", "### Per stage (ms, p50 / p95 / p99)", ""]
     stages = report["sensor"][0]["stage_names"]
     head = ["variant"] + (["round"] if multi else []) + stages
-    rows = []
-    for s in report["sensor"]:
-        row = [s["variant"]] + ([str(s["round"])] if multi else [])
-        for stage in stages:
-            x = s["stages_ms"].get(stage)
-            row.append(f"{x['p50']:.2f} / {x['p95']:.2f} / {x['p99']:.2f}" if x else "—")
-        rows.append(row)
+    rows = stage_rows(report["sensor"], stages, lambda s: [s["variant"]] + ([str(s["round"])] if multi else []))
     lines += table(head, rows)
     lines += [
         "",
