@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 from pathlib import Path
 
+from convert.sideenv import child_env, child_error, interpreter
 from device.errors import FaceedgeError
 
 log = logging.getLogger(__name__)
@@ -28,16 +28,10 @@ CHILD = Path(__file__).with_name("child.py")
 TIMEOUT_S = 3600.0
 
 
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def python_path() -> Path:
     """The imx500 environment's interpreter; FaceedgeError saying how to make it when it is missing."""
-    given = os.environ.get(ENV_VAR)
-    p = Path(given).expanduser() if given else project_root() / DEFAULT_VENV / "bin" / "python"
+    p, where = interpreter(ENV_VAR, DEFAULT_VENV)
     if not p.exists():
-        where = f"{ENV_VAR}={given}" if given else str(p)
         raise FaceedgeError(
             f"{where}: the imx500 variant needs its own environment (Sony's MCT and converter, "
             f"TensorFlow 2.15): run `make setup-imx500`"
@@ -49,8 +43,7 @@ def run_child(job_dir: Path, timeout_s: float = TIMEOUT_S) -> dict:
     """Run child.py on `job_dir`; returns its result.json. Errors are one line (the child's own)."""
     py = python_path()
     cmd = [str(py), "-I", str(CHILD), str(job_dir)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env = child_env(TF_CPP_MIN_LOG_LEVEL="3")
     log.info("imx500: running the conversion in %s (child process)", py.parent.parent)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=job_dir)
@@ -60,9 +53,7 @@ def run_child(job_dir: Path, timeout_s: float = TIMEOUT_S) -> dict:
         if line.startswith("imx500: "):
             log.info("%s", line)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        errs = [ln for ln in lines if ln.startswith("error: ")]
-        last = (errs or lines or [f"exit status {proc.returncode}"])[-1].removeprefix("error: ")
+        last = child_error(proc.stderr, proc.returncode)
         if proc.returncode < 0:
             last = f"crashed (signal {-proc.returncode}); last line: {last}"
         raise FaceedgeError(f"imx500: {last}")

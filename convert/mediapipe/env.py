@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from convert.sideenv import PROJECT_ROOT, child_env, child_error, interpreter
 from device.errors import FaceedgeError
 
 log = logging.getLogger(__name__)
@@ -28,20 +29,15 @@ CHILD = Path(__file__).with_name("child.py")
 TIMEOUT_S = 300.0
 
 
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def python_path() -> Path | None:
     """The MediaPipe environment's interpreter, or None when there is none."""
-    given = os.environ.get(ENV_VAR)
-    p = Path(given).expanduser() if given else project_root() / DEFAULT_VENV / "bin" / "python"
+    p, _ = interpreter(ENV_VAR, DEFAULT_VENV)
     return p if p.exists() else None
 
 
 def missing_note() -> str:
     given = os.environ.get(ENV_VAR)
-    where = f"{ENV_VAR}={given}" if given else str(project_root() / DEFAULT_VENV)
+    where = f"{ENV_VAR}={given}" if given else str(PROJECT_ROOT / DEFAULT_VENV)
     return f"{where} not found: run `make setup-mediapipe` for TFLite metadata (MediaPipe's writer)"
 
 
@@ -50,9 +46,7 @@ def run_child(job: dict, timeout_s: float = TIMEOUT_S) -> None:
     py = python_path()
     if py is None:
         raise FaceedgeError(missing_note())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.setdefault("GLOG_minloglevel", "2")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env = child_env(GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
     with tempfile.TemporaryDirectory(prefix="faceedge-mediapipe-") as tmp:
         job_file = Path(tmp) / "job.json"
         job_file.write_text(json.dumps(job))
@@ -69,7 +63,5 @@ def run_child(job: dict, timeout_s: float = TIMEOUT_S) -> None:
         except subprocess.TimeoutExpired:
             raise FaceedgeError(f"mediapipe: {job['command']} did not finish within {timeout_s:g} s") from None
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        errs = [ln for ln in lines if ln.startswith("error: ")]
-        last = (errs or lines or [f"exit status {proc.returncode}"])[-1].removeprefix("error: ")
+        last = child_error(proc.stderr, proc.returncode)
         raise FaceedgeError(f"mediapipe {job['command']}: {last}")
