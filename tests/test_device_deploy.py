@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT
-from tests.helpers.deploy import SUPERVISOR, make_run
+from tests.helpers.deploy import SUPERVISOR, make_run, supervisor_service_args
 from tests.helpers.models import tiny_images
 from tests.helpers.sshd import free_port, keygen, start_sshd
 
@@ -119,20 +119,8 @@ class Target:
         self.http_port = free_port()
 
     def service_args(self) -> list[str]:
-        sup = [self.pi.python, str(self.pi.tmp / "supervisor.py")]
-        cmd = lambda action: " ".join([*sup, action, str(self.remote_dir), str(self.state)])  # noqa: E731
-        return [
-            "--remote-dir",
-            self.name,
-            "--service-manager",
-            "command",
-            "--restart-cmd",
-            cmd("restart"),
-            "--stop-cmd",
-            cmd("stop"),
-            "--reload-cmd",
-            cmd("reload"),
-        ]
+        supervisor = [self.pi.python, str(self.pi.tmp / "supervisor.py")]
+        return ["--remote-dir", self.name, *supervisor_service_args(supervisor, self.remote_dir, self.state)]
 
     def current(self) -> str | None:
         try:

@@ -83,6 +83,18 @@ elif action == "reload":
 '''
 
 
+def supervisor_service_args(supervisor: list[str], remote_dir, state) -> list[str]:
+    """Deploy options for `--service-manager command` driven by SUPERVISOR (run as `supervisor`)
+    on `remote_dir`, keeping its state in `state`: restart, stop and reload."""
+
+    def cmd(action: str) -> str:
+        return " ".join([*supervisor, action, str(remote_dir), str(state)])
+
+    return ["--service-manager", "command"] + [
+        arg for action in ("restart", "stop", "reload") for arg in (f"--{action}-cmd", cmd(action))
+    ]
+
+
 def make_run(root: Path, model_dir: Path, *, seed: int = 0, n: int = 12) -> Path:
     """A run dir as train + convert write it: export/<variant>/ and splits.csv with holdout images."""
     run = root

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT
-from tests.helpers.deploy import SUPERVISOR
+from tests.helpers.deploy import SUPERVISOR, supervisor_service_args
 from tests.pibox.box import free_port, start_sshd
 from tests.pibox.helpers import APT_EXTENSION, record, selected_cpus
 
@@ -71,17 +71,7 @@ class EmulatedPi:
         return subprocess.CompletedProcess(argv, code, "".join(lines), ""), took
 
     def service_args(self) -> list[str]:
-        cmd = lambda action: f"python3 /root/supervisor.py {action} {REMOTE_DIR} {STATE}"  # noqa: E731
-        return [
-            "--service-manager",
-            "command",
-            "--restart-cmd",
-            cmd("restart"),
-            "--stop-cmd",
-            cmd("stop"),
-            "--reload-cmd",
-            cmd("reload"),
-        ]
+        return supervisor_service_args(["python3", "/root/supervisor.py"], REMOTE_DIR, STATE)
 
     def sh(self, remote: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run(self.ssh.ssh_argv(remote), capture_output=True, text=True, timeout=timeout)
