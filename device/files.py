@@ -3,15 +3,15 @@ folder checked before any slow start-up, and the sha256 every manifest and bundl
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from device.digest import sha256
 from device.errors import FaceedgeError
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+    h = sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
