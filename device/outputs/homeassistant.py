@@ -159,7 +159,7 @@ def remove(cfg, *, timeout_s: float = 10.0) -> list[str]:
     """Publish empty retained payloads on every discovery config topic of this node and on its
     state and availability topics; returns the topics cleared. FaceedgeError when the broker cannot
     be reached or does not acknowledge."""
-    import paho.mqtt.client as mqtt
+    import time
 
     from device.errors import FaceedgeError
     from device.outputs.mqtt import MqttOutput
@@ -167,27 +167,29 @@ def remove(cfg, *, timeout_s: float = 10.0) -> list[str]:
 
     host = socket.gethostname() or "device"
     daemon_id = cfg.client_id or f"faceedge-{host}"  # the daemon's, as MqttOutput makes it
-    # Its own client id (the daemon's would take over its session), TLS and password as configured.
-    out = MqttOutput(cfg.model_copy(update={"client_id": f"{daemon_id}-ha-remove"}), Telemetry())
+    # Its own client id (the daemon's would take over its session), TLS and password as configured,
+    # no last will: this connection leaves no "offline" behind. One attempt, no retries.
+    one_try = {"client_id": f"{daemon_id}-ha-remove", "reconnect_min_s": timeout_s, "reconnect_max_s": timeout_s}
+    out = MqttOutput(cfg.model_copy(update=one_try), Telemetry(), will=False)
     topics = all_config_topics(cfg.discovery_prefix, node_id(daemon_id))
     topics += [f"{out.prefix}/state", f"{out.prefix}/availability"]
     client = out.client
-    client.will_clear()  # no "offline" left behind by this connection
-    client.on_connect = client.on_disconnect = client.on_connect_fail = client.on_publish = None
+    why: list[str] = []
+    client.on_connect_fail = client.on_refused = why.append
+    client.start(cfg.host, cfg.port)
     try:
-        client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
-    except OSError as e:
-        raise FaceedgeError(f"outputs.mqtt: cannot connect to {cfg.host}:{cfg.port}: {e}") from None
-    client.loop_start()
-    try:
-        infos = [client.publish(t, b"", qos=1, retain=True) for t in topics]
-        for t, info in zip(topics, infos):
-            info.wait_for_publish(timeout=timeout_s)
-            if not info.is_published() or info.rc != mqtt.MQTT_ERR_SUCCESS:
+        deadline = time.monotonic() + timeout_s
+        while not client.wait_connected(0.05):
+            if why or time.monotonic() > deadline:
+                raise FaceedgeError(
+                    f"outputs.mqtt: cannot connect to {cfg.host}:{cfg.port}: {why[0] if why else 'timed out'}"
+                )
+        sent = [(t, client.publish(t, b"", 1, True)) for t in topics]
+        for t, msg in sent:
+            if not msg.wait(max(0.0, deadline - time.monotonic())):
                 raise FaceedgeError(f"outputs.mqtt: {cfg.host}:{cfg.port} did not acknowledge clearing {t}")
     finally:
-        client.disconnect()
-        client.loop_stop()
+        client.stop(1.0)
     return topics
 
 
