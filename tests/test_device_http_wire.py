@@ -70,8 +70,8 @@ def request(path: str = "/healthz", method: str = "GET", headers: str = "") -> b
 def served():
     started = []
 
-    def make(**cfg) -> HttpOutput:
-        out = HttpOutput(HttpConfig(**{"port": 0, **cfg}), Telemetry())
+    def make(*, expose_images: bool = False, **cfg) -> HttpOutput:
+        out = HttpOutput(HttpConfig(**{"port": 0, **cfg}), Telemetry(), expose_images=expose_images)
         out.start()
         started.append(out)
         return out
@@ -314,3 +314,19 @@ def test_ipv6_loopback(served):
     out = served(host="::1")
     assert out.url == f"http://[::1]:{out.port}"
     assert status_of(exchange(out.port, request("/metrics"), host="::1")) == 200
+
+
+def test_head_of_the_mjpeg_stream(served):
+    """HEAD /stream.mjpg: the stream's headers, no parts, and the stream slot is given back (more
+    HEADs than MAX_STREAMS in a row all get 200)."""
+    import numpy as np
+
+    from device.liveview import BOUNDARY, MAX_STREAMS
+
+    out = served(expose_images=True)
+    out.publish_frame(np.zeros((8, 8, 3), np.uint8), None)
+    for _ in range(MAX_STREAMS + 1):
+        code, headers, body = parse(exchange(out.port, request("/stream.mjpg", "HEAD")))
+        assert code == 200 and body == b""
+        h = dict(headers)
+        assert h["Content-Type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY}" and "Content-Length" not in h
