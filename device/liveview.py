@@ -25,9 +25,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from device.outputs.http import HttpOutput, _Handler
 
 log = logging.getLogger(__name__)
 
@@ -212,41 +215,35 @@ def view_state(telemetry, *, images: bool, extra: dict | None = None) -> dict:
     return state
 
 
-def handle(handler, out, path: str, send_body: bool) -> bool:
+def handle(handler: _Handler, out: HttpOutput, path: str) -> bool:
     """Answer the live-view paths on `handler` (device/outputs/http.py's); False for other paths."""
     if path == "/":
-        handler._reply(200, page(), "text/html; charset=utf-8", send_body)
+        handler.reply(200, page(), "text/html; charset=utf-8")
     elif path == "/view.json":
         extra = out.view_extra() if out.view_extra is not None else None
         state = view_state(out.telemetry, images=out.expose_images, extra=extra)
         state["frame_seq"] = out.frames.seq if out.expose_images and out.frames.seq else None
-        handler._json(200, state, send_body)
+        handler.reply_json(200, state)
     elif path == "/frame.jpg" and out.expose_images:
         got = out.frames.jpeg()
         if got is None:
-            handler._json(404, {"error": "no frame yet"}, send_body)
+            handler.reply_json(404, {"error": "no frame yet"})
         else:
-            handler._reply(200, got[1], "image/jpeg", send_body, {"X-Frame-Seq": str(got[0])})
+            handler.reply(200, got[1], "image/jpeg", {"X-Frame-Seq": str(got[0])})
     elif path == "/stream.mjpg" and out.expose_images:
-        _stream(handler, out.frames, send_body)
+        _stream(handler, out.frames)
     else:
         return False
     return True
 
 
-def _stream(handler, frames: LiveFrames, send_body: bool) -> None:
+def _stream(handler: _Handler, frames: LiveFrames) -> None:
     if not frames._streams.acquire(blocking=False):
-        handler._json(503, {"error": f"at most {MAX_STREAMS} streams at once"}, send_body, {"Retry-After": "5"})
+        handler.reply_json(503, {"error": f"at most {MAX_STREAMS} streams at once"}, {"Retry-After": "5"})
         return
     try:
-        handler.send_response(200)
-        handler.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        handler.send_header("Cache-Control", "no-store")
-        handler.send_header("Connection", "close")
-        handler.close_connection = True
-        handler.end_headers()
-        if not send_body:
-            return
+        if not handler.begin_stream(f"multipart/x-mixed-replace; boundary={BOUNDARY}"):
+            return  # HEAD
         seq, t_end = -1, time.monotonic() + STREAM_MAX_S
         while not frames.closed and time.monotonic() < t_end:
             got = frames.jpeg()
@@ -257,8 +254,7 @@ def _stream(handler, frames: LiveFrames, send_body: bool) -> None:
                     + data
                     + b"\r\n"
                 )
-                handler.wfile.write(part)
-                handler.wfile.flush()
+                handler.write(part)
             frames.wait_newer(seq, 1.0)
     except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
         pass  # the client went away

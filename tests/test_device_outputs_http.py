@@ -291,3 +291,29 @@ def test_close_is_quick_and_frees_the_port(served):
     assert time.perf_counter() - t0 < 1.0
     again = served(port=port)
     assert get(again, "/metrics")[0] == 200
+
+
+def test_server_imports_no_http_server_email_ssl_or_hmac():
+    """The daemon's HTTP server and live view are our own code on socketserver: importing them loads
+    none of http.server's baggage (http.client, email, ssl/OpenSSL, mimetypes, html, calendar, random,
+    bz2, lzma: 7 MB resident), nor urllib.parse, nor hmac (OpenSSL's libcrypto, 3.6 MB). A fresh
+    interpreter; pathlib is imported first because on Python 3.11-3.12 it imports urllib.parse itself
+    (for Path.as_uri), and every device module imports pathlib."""
+    import subprocess
+    import sys
+
+    heavy = ["http", "email", "urllib", "ssl", "_ssl", "hmac", "_hashlib"]
+    heavy += ["mimetypes", "calendar", "random", "bz2", "lzma", "html"]
+    code = (
+        "import json, sys, pathlib\n"
+        "before = set(sys.modules)\n"
+        "import device.outputs.http, device.liveview\n"
+        f"heavy = {heavy!r}\n"
+        "new = [m for m in set(sys.modules) - before if m.split('.')[0] in heavy]\n"
+        "print(json.dumps([sorted(new), sorted(m for m in before if m.split('.')[0] in heavy)]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    loaded, by_pathlib = json.loads(r.stdout)
+    assert loaded == []
+    assert set(by_pathlib) <= {"urllib", "urllib.parse"}

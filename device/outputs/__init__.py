@@ -33,8 +33,8 @@ from device.telemetry import Telemetry
 from device.types import OUTPUT_TYPES, Output, Result
 from device.validation import Strict
 
-# The HTTP and MQTT outputs import http.server/ssl and paho (~7 MB resident): imported only when a
-# config enables them (build_outputs) or when their class is asked for (`device.outputs.HttpOutput`).
+# The MQTT output imports ssl and paho (MB of resident memory), the HTTP output its server: imported
+# only when a config enables them (build_outputs) or their class is asked for (`device.outputs.HttpOutput`).
 _MODULES = {"jsonl": "device.outputs.jsonl", "http": "device.outputs.http", "mqtt": "device.outputs.mqtt"}
 _LAZY = {"HttpOutput": "device.outputs.http", "MqttOutput": "device.outputs.mqtt"}
 

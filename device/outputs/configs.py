@@ -1,9 +1,9 @@
 """The typed config sections of the HTTP and MQTT outputs, apart from the outputs themselves.
 
 `device.outputs` (and through it the daemon's config model) needs these classes to validate a
-config, but the outputs' modules import http.server/ssl and paho: ~7 MB of resident memory on a
-daemon whose config turns them off. Here they cost nothing; `device.outputs.http` and
-`device.outputs.mqtt` re-export them and are imported only when a config enables them.
+config, but the outputs' modules import ssl and paho (MQTT) and sockets and a server (HTTP): memory
+a daemon whose config turns them off should not pay. Here they cost nothing; `device.outputs.http`
+and `device.outputs.mqtt` re-export them and are imported only when a config enables them.
 """
 
 from __future__ import annotations
