@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,12 +41,21 @@ class Runtime:
 
 
 def _dist_version(dist: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(dist)
-    except Exception:  # noqa: BLE001 - a missing dist-info only loses the version string
-        return "unknown"
+    """The installed version of `dist`, from the name of its ``<name>-<version>.dist-info`` folder on
+    sys.path. importlib.metadata finds the same, but imports email, zipfile, csv and tempfile: about
+    2 MB the daemon would keep for one string."""
+    wanted = re.sub(r"[-_.]+", "_", dist).lower()
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".dist-info"):
+                project, _, version = name[: -len(".dist-info")].rpartition("-")
+                if re.sub(r"[-_.]+", "_", project).lower() == wanted:
+                    return version
+    return "unknown"
 
 
 def load_runtime(prefer: str | None = None) -> Runtime:

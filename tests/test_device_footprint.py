@@ -12,10 +12,11 @@ from device.bench.footprint import daemon_config, daemon_footprint
 from device.bench.pipeline import bench_bare_loop, source_config
 from device.config import parse_config
 
-# Measured on the 2-core dev machine (docs/bench.md): 14.0-15.1 MB over the bare loop at 640x480, n = 11,
-# nearly all of it libraries the outputs need (http.server and email 2.4 MB, paho 1.7, OpenSSL through
-# ssl and hashlib 4.9), yaml 0.9, msgspec 1.6, logging and argparse 1.0 (pydantic added 13 MB for one model).
-RSS_OVER_BARE_MAX_MB = 18.0
+# Measured on the 2-core dev machine (docs/bench.md): 7.0-7.2 MB over the bare loop at 640x480 with the
+# bench model, yaml, msgspec, logging, argparse, the HTTP server and the MQTT client (no OpenSSL: no
+# TLS configured) and the daemon's own modules. paho-mqtt (+8.4 MB), http.server (+7), hashlib or hmac
+# (OpenSSL, +3.6), secrets (+4.5) or pydantic (+13) coming back fails it.
+RSS_OVER_BARE_MAX_MB = 10.0
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM needs Linux /proc")
@@ -46,3 +47,36 @@ def test_validation_library_is_light(tmp_path):
     modules = r.stdout.split()
     assert "device.daemon" in modules and "msgspec" in modules, r.stderr
     assert not [m for m in modules if m.startswith("pydantic")]
+
+
+HEAVY = ("ssl", "_ssl", "_hashlib", "hmac", "secrets", "importlib.metadata", "email", "http.server", "http.client")
+
+
+def test_the_daemon_with_every_output_loads_no_heavy_library():
+    """What the excess is made of stays out: a daemon's modules, with HTTP and MQTT (no TLS) built, a run
+    id and the runtime's version, load none of these (each 2-13 MB, docs/bench.md)."""
+    import subprocess
+
+    code = (
+        "import sys, device.config, device.daemon, device.outputs.http, device.outputs.mqtt\n"
+        "from device.outputs.configs import MqttConfig\n"
+        "from device.telemetry import Telemetry\n"
+        "from device.types import new_run_id\n"
+        "from device.runtime import load_runtime\n"
+        "device.outputs.mqtt.MqttOutput(MqttConfig(), Telemetry()); new_run_id(); load_runtime()\n"
+        "print(' '.join(sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    modules = set(r.stdout.split())
+    assert "device.outputs.mqttclient" in modules, r.stderr
+    assert not [m for m in modules if m.split(".")[0] in {"paho", "pydantic"} or m in HEAVY]
+
+
+def test_runtime_version_without_importlib_metadata():
+    from importlib.metadata import version
+
+    from device.runtime import _dist_version
+
+    for dist in ("ai-edge-litert", "ai_edge_litert", "numpy", "msgspec", "PyYAML"):
+        assert _dist_version(dist) == version(dist), dist
+    assert _dist_version("no-such-distribution") == "unknown"
