@@ -247,6 +247,8 @@ def test_clean_stop_keeps_the_entities_and_ha_remove_deletes_them(broker, tiny_m
     finally:
         after.close()
 
+    watch = Recorder(broker.port, "#")  # what ha-remove's own connection publishes
+    assert watch.subscribed.wait(5)
     p = subprocess.run(
         [sys.executable, "-m", "device", "ha-remove", "--config", str(config)],
         cwd=ROOT,
@@ -258,6 +260,11 @@ def test_clean_stop_keeps_the_entities_and_ha_remove_deletes_them(broker, tiny_m
     )
     assert p.returncode == 0, p.stderr
     assert "cleared homeassistant/binary_sensor/faceedge-hat/label/config" in p.stdout
+    time.sleep(0.3)
+    watch.close()
+    assert b"online" not in [m[2] for m in watch.messages]  # ha-remove's connection says no "online"
+    configs_seen = [m for m in watch.messages if m[1].endswith("/config") and m[2]]
+    assert len(configs_seen) == 2  # the two retained at subscribe; none sent again before the clears
     gone = HomeAssistantEmulation(broker.port)
     try:
         time.sleep(1.0)  # retained messages arrive right after subscribing; give them time

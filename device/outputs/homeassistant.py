@@ -176,6 +176,7 @@ def remove(cfg, *, timeout_s: float = 10.0) -> list[str]:
     client = out.client
     why: list[str] = []
     client.on_connect_fail = client.on_refused = why.append
+    client.on_connect = lambda: None  # not the daemon's "online" and discovery configs: only the clears
     client.start(cfg.host, cfg.port)
     try:
         deadline = time.monotonic() + timeout_s
