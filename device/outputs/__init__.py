@@ -33,7 +33,7 @@ from device.telemetry import Telemetry
 from device.types import OUTPUT_TYPES, Output, Result
 from device.validation import Strict
 
-# The MQTT output imports ssl and paho (MB of resident memory), the HTTP output its server: imported
+# The MQTT output (its client; ssl with tls:) and the HTTP output (its server) cost memory: imported
 # only when a config enables them (build_outputs) or their class is asked for (`device.outputs.HttpOutput`).
 _MODULES = {"jsonl": "device.outputs.jsonl", "http": "device.outputs.http", "mqtt": "device.outputs.mqtt"}
 _LAZY = {"HttpOutput": "device.outputs.http", "MqttOutput": "device.outputs.mqtt"}

@@ -1,7 +1,7 @@
 """The typed config sections of the HTTP and MQTT outputs, apart from the outputs themselves.
 
 `device.outputs` (and through it the daemon's config model) needs these classes to validate a
-config, but the outputs' modules import ssl and paho (MQTT) and sockets and a server (HTTP): memory
+config, but the outputs' modules bring an MQTT client (and ssl with TLS) and an HTTP server: memory
 a daemon whose config turns them off should not pay. Here they cost nothing; `device.outputs.http`
 and `device.outputs.mqtt` re-export them and are imported only when a config enables them.
 """
