@@ -24,6 +24,7 @@ from device.outputs.mqttclient import (
     encode_publish,
 )
 from tests.helpers.mosquitto import Mosquitto, Recorder
+from tests.helpers.scripted_broker import ScriptedBroker
 
 
 @pytest.mark.parametrize(
@@ -188,3 +189,111 @@ def test_full_queue_drops_the_oldest_and_says_so():
     assert c.queued == 3 and dropped == [1, 1]
     assert [m.payload for m in c._queue] == [b"2", b"3", b"4"]
     c.stop(0.1)
+
+
+# ----------------------------------------------------------------------------- a broker that misbehaves
+# mosquitto never sends a malformed packet nor drops a connection between PUBREC and PUBREL on cue: a
+# scripted loopback peer plays those brokers. Everything mosquitto can do is tested against mosquitto.
+
+
+def test_a_malformed_packet_is_a_lost_connection_not_a_dead_thread(caplog):
+    got = []
+
+    def script(peer, n):
+        peer.connect()
+        if n == 0:
+            peer.conn.sendall(b"\x62\x00")  # a PUBREL without its packet id
+            time.sleep(0.5)
+        else:
+            mid, payload = peer.publish()
+            got.append(payload)
+            peer.conn.sendall(encode_ack(PUBACK, mid))
+            time.sleep(1)
+
+    broker = ScriptedBroker(script)
+    reasons = []
+    c = Client("malformed", reconnect_min_s=0.05, reconnect_max_s=0.1)
+    c.on_disconnect = c.on_connect_fail = reasons.append  # the PUBREL may come in CONNACK's read
+    c.start("127.0.0.1", broker.port)
+    try:
+        deadline = time.monotonic() + 5
+        while broker.connections < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert broker.connections >= 2 and reasons and "PUBREL" in reasons[0], reasons
+        assert c.publish("m/x", b"after", 1).wait(5) and got == [b"after"]
+    finally:
+        c.stop(1.0)
+        broker.close()
+    assert not broker.errors, broker.errors
+
+
+def test_qos2_past_pubrec_is_sent_again_after_a_lost_connection():
+    """mosquitto passes a QoS 2 message on when PUBREL arrives; a clean session forgets one whose PUBREL
+    never came. So a message past PUBREC is sent again after the reconnect, and only then done."""
+    seen = []
+
+    def script(peer, n):
+        peer.connect()
+        mid, payload = peer.publish()
+        seen.append((n, payload))
+        peer.conn.sendall(encode_ack(5, mid))  # PUBREC
+        kind, _, body = peer.read()
+        assert kind == 6 and struct.unpack("!H", body)[0] == mid  # PUBREL
+        if n == 0:
+            return  # the connection drops before PUBCOMP
+        peer.conn.sendall(encode_ack(7, mid))  # PUBCOMP
+        time.sleep(1)
+
+    broker = ScriptedBroker(script)
+    c = Client("qos2", reconnect_min_s=0.05, reconnect_max_s=0.1)
+    c.start("127.0.0.1", broker.port)
+    try:
+        msg = c.publish("q2/x", b"once", 2)
+        assert msg.wait(5)
+        assert seen == [(0, b"once"), (1, b"once")]
+    finally:
+        c.stop(1.0)
+        broker.close()
+    assert not broker.errors, broker.errors
+
+
+def test_resent_in_the_order_sent_across_a_packet_id_wrap():
+    seen = []
+
+    def script(peer, n):
+        peer.connect()
+        for _ in range(6):
+            mid, payload = peer.publish()
+            seen.append((n, mid, payload))
+            if n == 1:
+                peer.conn.sendall(encode_ack(PUBACK, mid))
+        time.sleep(0.2 if n == 0 else 1)  # connection 0 acknowledges nothing, then drops
+
+    broker = ScriptedBroker(script)
+    c = Client("wrap", reconnect_min_s=0.05, reconnect_max_s=0.1)
+    c._next_mid = 65532  # the next ids: 65533, 65534, 65535, 1, 2, 3
+    msgs = [c.publish("w/x", bytes([i]), 1) for i in range(6)]
+    c.start("127.0.0.1", broker.port)
+    try:
+        assert all(m.wait(5) for m in msgs)
+    finally:
+        c.stop(1.0)
+        broker.close()
+    first = [(mid, p) for n, mid, p in seen if n == 0]
+    again = [p for n, _, p in seen if n == 1]
+    assert [m for m, _ in first] == [65533, 65534, 65535, 1, 2, 3]
+    assert again == [bytes([i]) for i in range(6)]
+    assert not broker.errors, broker.errors
+
+
+def test_an_idle_connection_outlives_its_keepalive(broker, stopping):
+    """Pings answered keep a quiet connection up: keepalive 1 s, 3.5 s without a message."""
+    downs = []
+    c = Client("idle", keepalive=1)
+    c.on_disconnect = downs.append
+    stopping(c)
+    c.start("127.0.0.1", broker.port)
+    assert c.wait_connected(5)
+    time.sleep(3.5)
+    assert c.connected and not downs
+    assert c.publish("i/x", b"still here", 1).wait(5)

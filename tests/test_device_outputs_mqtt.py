@@ -22,6 +22,7 @@ from device.telemetry import Telemetry
 from device.types import Result
 from tests.helpers import tools
 from tests.helpers.mosquitto import Mosquitto, Recorder
+from tests.helpers.scripted_broker import ScriptedBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -502,3 +503,59 @@ def test_mutual_tls_with_a_client_certificate(tmp_path, closing, caplog):
             listener.loop_stop()
     finally:
         broker.kill()
+
+
+def retained_availability(port: int, prefix: str) -> bytes | None:
+    late = Recorder(port, f"{prefix}/availability")
+    try:
+        m = late.wait_for(lambda m: True, 3)
+        return None if m is None else m[2]
+    finally:
+        late.close()
+
+
+def test_closed_while_connecting_leaves_offline_not_online(broker, closing):
+    """close() while the CONNACK is still on its way (the broker SIGSTOPped): the connection made after
+    the close says nothing and ends without DISCONNECT, so the broker's will leaves "offline"."""
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        out = make_output(broker.port, "t8")
+        out.start()
+        time.sleep(0.3)  # TCP is up (the kernel accepted it), CONNECT sent, no CONNACK yet
+        assert not out.connected
+        out.close()
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    time.sleep(1.0)  # the late CONNACK, then the thread closes the connection
+    assert retained_availability(broker.port, "t8") == b"offline"
+
+
+def test_close_with_a_broker_gone_quiet_ends_without_disconnect(closing):
+    """The broker acknowledges nothing (the in-flight window fills): the goodbye cannot be acknowledged,
+    so close() ends the connection without DISCONNECT and the broker's will says "offline" (a DISCONNECT
+    would make it drop the will and keep the retained "online")."""
+    kinds = []
+
+    def script(peer, n):
+        peer.connect()
+        while True:
+            try:
+                kinds.append(peer.read()[0])
+            except (EOFError, OSError):
+                return
+
+    broker = ScriptedBroker(script)
+    try:
+        out = make_output(broker.port, "t9", qos_result=1)
+        out.start()
+        assert out.wait_connected(5)
+        for i in range(25):
+            out.publish(result(i))
+        time.sleep(0.2)
+        out.close()
+        time.sleep(0.3)
+    finally:
+        broker.close()
+    assert kinds.count(3) == 20  # "online" and 19 results: the window of 20 unacknowledged
+    assert 14 not in kinds  # no DISCONNECT
+    assert not broker.errors, broker.errors

@@ -249,10 +249,14 @@ class MqttOutput(Output):
 
     def close(self) -> None:
         self._closing = True
+        said_goodbye = False
         if self.client.connected:  # say goodbye; the queue before it goes out first
             offline = self.client.publish(self.topic_availability, b"offline", self.cfg.qos_availability, True)
-            offline.wait(OFFLINE_TIMEOUT_S)  # not acknowledged in time: the broker sends the last will instead
-        # DISCONNECT, then the thread ends; it may sit in a TCP connect for up to connect_timeout_s
-        # (a daemon thread: it ends on its own), so the wait is bounded.
-        if not self.client.stop(STOP_JOIN_S):
+            said_goodbye = offline.wait(OFFLINE_TIMEOUT_S)
+        # Acknowledged: DISCONNECT, and the broker drops the will. Not (no connection, a full in-flight
+        # window, a broker gone quiet), or still connecting: the connection is dropped without
+        # DISCONNECT, so the broker publishes the will "offline" — never a stale retained "online".
+        # The thread may sit in a TCP connect for up to connect_timeout_s (a daemon thread: it ends
+        # on its own), so the wait is bounded.
+        if not self.client.stop(STOP_JOIN_S, disconnect=said_goodbye):
             log.debug("mqtt: network thread still stopping after %.1f s; not waiting for it", STOP_JOIN_S)

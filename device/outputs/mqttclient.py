@@ -16,9 +16,9 @@ What it does (MQTT 3.1.1, OASIS standard, 2014):
   (the oldest message is pushed out when full, reported to `on_dropped`) and wakes the thread.
 - At most `max_inflight` QoS>0 messages wait for their acknowledgement; the rest wait in the queue.
   When the connection is lost, unacknowledged messages go back to the front of the queue and are sent
-  again after reconnecting (at least once: the broker may have passed one on before the loss). A QoS 2
-  message whose PUBREC arrived is the broker's: it counts as delivered, and with a clean session its
-  PUBREL is not repeated.
+  again after reconnecting, in the order they were sent (at least once: the broker may have passed one
+  on before the loss). That holds for QoS 2 messages past PUBREC too: with a clean session the broker
+  forgets a message whose PUBREL it never got.
 - Reconnects with exponential backoff from `reconnect_min_s` to `reconnect_max_s`, reset after a
   successful connect. `stop()` sends DISCONNECT (so the broker drops the will) and ends the thread.
 
@@ -88,9 +88,16 @@ def _packet(first: int, body: bytes) -> bytes:
 
 
 def check_topic(topic: str) -> None:
-    """A topic one may publish to: not empty, no wildcards, no NUL (section 4.7)."""
+    """A topic one may publish to: not empty, no wildcards, no NUL (section 4.7), at most 65535 bytes
+    of UTF-8 (section 1.5.3)."""
     if not topic or any(c in topic for c in "+#\0"):
         raise ValueError(f"topic {topic!r}: must be non-empty without +, # or NUL")
+    try:
+        size = len(topic.encode())
+    except UnicodeEncodeError:
+        raise ValueError(f"topic {topic!r}: not valid UTF-8") from None
+    if size > 0xFFFF:
+        raise ValueError(f"topic of {size} bytes: MQTT topics hold at most 65535")
 
 
 def encode_connect(
@@ -168,6 +175,7 @@ class Message:
     qos: int
     retain: bool
     mid: int = 0
+    sent_at: int = 0  # the client's send counter when it was written (the order to resend in)
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -218,6 +226,7 @@ class Client:
         self._released: dict[int, Message] = {}  # mid → QoS 2 message awaiting PUBCOMP
         self._lock = threading.Lock()
         self._next_mid = 0
+        self._sent = 0  # PUBLISH packets written, ever: orders the in-flight ones for a resend
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -227,6 +236,7 @@ class Client:
         self._host = ""
         self._port = 0
         self._read_buffer = bytearray()  # bytes received after CONNACK, for the session
+        self._disconnect = True  # how stop() ends a connection (see stop)
 
     # ---- state ----
     @property
@@ -269,9 +279,15 @@ class Client:
         self._thread = threading.Thread(target=self._run, name="faceedge-mqtt", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 0.5) -> bool:
-        """Disconnect cleanly (the broker drops the will) and end the network thread; True when it ended
-        within `timeout` (it may sit in a TCP connect for up to connect_timeout_s: a daemon thread)."""
+    def stop(self, timeout: float = 0.5, *, disconnect: bool = True) -> bool:
+        """End the network thread; True when it ended within `timeout` (it may sit in a TCP connect or
+        wait for a CONNACK for up to connect_timeout_s: a daemon thread, it finishes on its own).
+
+        `disconnect=True`: what is queued goes out (as far as the in-flight window allows), then a
+        DISCONNECT, so the broker drops the will. `disconnect=False`: the connection is just closed and
+        the broker publishes the will — for a goodbye that was not acknowledged, and for a stop while
+        still connecting (a connection made after stop() publishes nothing)."""
+        self._disconnect = disconnect
         self._stop.set()
         self._wakeup()
         ended = True
@@ -292,31 +308,48 @@ class Client:
 
     def _run(self) -> None:
         delay = self.reconnect_min_s
-        while not self._stop.is_set():
-            try:
-                sock = self._open()
-            except ConnectionRefusedByBroker as e:
-                _call(self.on_refused, str(e))
-            except (OSError, ProtocolError) as e:  # ssl.SSLError is an OSError
-                _call(self.on_connect_fail, _describe(e))
-            else:
-                delay = self.reconnect_min_s
-                reason = "closed"
+        try:
+            while not self._stop.is_set():
                 try:
-                    _call(self.on_connect)
-                    self._session(sock)
-                except (OSError, ProtocolError) as e:
-                    reason = _describe(e)
-                finally:
-                    self._connected.clear()
-                    _close(sock)
-                    self._requeue_inflight()
-                _call(self.on_disconnect, reason)
-                if self._stop.is_set():
+                    sock = self._open()
+                except ConnectionRefusedByBroker as e:
+                    _call(self.on_refused, str(e))
+                except (OSError, ProtocolError) as e:  # ssl.SSLError is an OSError
+                    _call(self.on_connect_fail, _describe(e))
+                except Exception as e:  # a bug here must not end the thread: report it, retry
+                    log.exception("mqtt: connecting failed")
+                    _call(self.on_connect_fail, _describe(e))
+                else:
+                    t_up = time.monotonic()
+                    reason = "closed"
+                    try:
+                        if not self._stop.is_set():  # connected after stop(): say nothing, just close
+                            _call(self.on_connect)
+                        self._session(sock)
+                    except (OSError, ProtocolError) as e:
+                        reason = _describe(e)
+                    except Exception as e:  # e.g. a malformed packet we failed to parse: a lost connection
+                        log.exception("mqtt: the connection failed")
+                        reason = _describe(e)
+                    finally:
+                        self._connected.clear()
+                        _close(sock)
+                        self._requeue_inflight()
+                    _call(self.on_disconnect, reason)
+                    if self._stop.is_set():
+                        return
+                    # A broker that accepts and then drops us at once (a duplicate client id, a message it
+                    # refuses) must not be hammered every reconnect_min_s: the backoff restarts only after
+                    # a connection that lasted.
+                    if time.monotonic() - t_up >= max(self.keepalive, 10):
+                        delay = self.reconnect_min_s
+                if self._stop.wait(delay):
                     return
-            if self._stop.wait(delay):
-                return
-            delay = min(delay * 2, self.reconnect_max_s)
+                delay = min(delay * 2, self.reconnect_max_s)
+        finally:
+            if self._stop.is_set():
+                _close(self._wake_r)
+                _close(self._wake_w)
 
     def _open(self):
         """TCP (and TLS) to the broker, CONNECT, and an accepted CONNACK; the socket."""
@@ -362,9 +395,10 @@ class Client:
         ping_sent: float | None = None
         while True:
             if self._stop.is_set():
-                self._flush(sock)
-                sock.sendall(DISCONNECT_PACKET)
-                return
+                if self._disconnect:
+                    self._flush(sock)
+                    sock.sendall(DISCONNECT_PACKET)
+                return  # without DISCONNECT the broker publishes the will
             if self._flush(sock):
                 last_out = time.monotonic()
             self._connected.set()  # after the first flush: the backlog is on its way before `connected`
@@ -416,6 +450,8 @@ class Client:
                 source.popleft()
                 if msg.qos and not msg.mid:
                     msg.mid = self._new_mid()
+                self._sent += 1
+                msg.sent_at = self._sent
                 if msg.qos:
                     self._inflight[msg.mid] = msg
             try:
@@ -457,12 +493,16 @@ class Client:
             elif kind == PUBLISH:  # never subscribed; answer a QoS>0 one so the broker stops resending
                 qos = (flags >> 1) & 0x03
                 if qos:
-                    (tlen,) = struct.unpack("!H", body[:2])
+                    tlen = struct.unpack("!H", body[:2])[0] if len(body) >= 2 else len(body)
+                    if len(body) < 4 + tlen:
+                        raise ProtocolError(f"PUBLISH of {len(body)} bytes with a {tlen}-byte topic and no id")
                     (mid,) = struct.unpack("!H", body[2 + tlen : 4 + tlen])
                     sock.sendall(encode_ack(PUBACK if qos == 1 else PUBREC, mid))
                     sent = True
             elif kind == PUBREL:  # the broker's half of a QoS 2 PUBLISH to us
-                sock.sendall(encode_ack(PUBCOMP, struct.unpack("!H", body[:2])[0]))
+                if len(body) != 2:
+                    raise ProtocolError(f"PUBREL with {len(body)} bytes")
+                sock.sendall(encode_ack(PUBCOMP, struct.unpack("!H", body)[0]))
                 sent = True
             elif kind == PINGRESP:
                 pass
@@ -475,11 +515,12 @@ class Client:
         _call(self.on_published, msg)
 
     def _requeue_inflight(self) -> None:
-        """After a lost connection: unacknowledged messages go first in the queue again, oldest first.
-        QoS 2 ones past PUBREC are the broker's and count as delivered."""
+        """After a lost connection: unacknowledged messages go first in the queue again, in the order
+        they were sent (not by packet id, which wraps). That includes QoS 2 ones past PUBREC: a broker
+        passes a QoS 2 message on when PUBREL arrives (mosquitto does), and a clean session forgets it."""
         with self._lock:
-            waiting = sorted(self._inflight.values(), key=lambda m: m.mid)
-            released = list(self._released.values())
+            waiting = list(self._inflight.values()) + list(self._released.values())
+            waiting.sort(key=lambda m: m.sent_at)
             self._inflight.clear()
             self._released.clear()
             room = self._queue.maxlen - len(self._queue)
@@ -488,8 +529,6 @@ class Client:
                 self._queue.appendleft(msg)  # a full queue pushes its newest out: the older go first
         if len(waiting) > room:
             _call(self.on_dropped, len(waiting) - room)
-        for msg in released:
-            self._delivered(msg)
 
 
 class ConnectionRefusedByBroker(Exception):
