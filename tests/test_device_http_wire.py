@@ -14,6 +14,7 @@ import time
 import pytest
 
 from device.outputs.http import (
+    MAX_HEAD_BYTES,
     MAX_HEADERS,
     MAX_LINE,
     REQUEST_TIMEOUT_S,
@@ -185,7 +186,7 @@ def test_too_many_or_too_long_headers(served):
         (b"GET /healthz HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
         (b"GET /healthz HTTP/1.1\r\nX-A: b\r\n folded\r\n\r\n", 400),  # obs-fold
         (b"GET /healthz HTTP/1.0\r\n\r\n", 503),
-        (b"GET /healthz HTTP/1.1\nHost: x\n\n", 503),  # bare LF line ends
+        (b"GET /healthz HTTP/1.1\nHost: localhost\n\n", 503),  # bare LF line ends
     ],
 )
 def test_malformed_requests(served, raw, code):
@@ -199,7 +200,7 @@ def test_malformed_requests(served, raw, code):
 def test_request_that_ends_early_or_never_starts(served):
     out = served()
     with socket.create_connection(("127.0.0.1", out.port), timeout=5) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         s.shutdown(socket.SHUT_WR)  # no blank line: the headers never ended
         assert status_of(read_all(s)) == 400
     for nothing in (b"", b"\r\n"):  # closed at once, or an empty line: closed without an answer
@@ -330,3 +331,51 @@ def test_head_of_the_mjpeg_stream(served):
         assert code == 200 and body == b""
         h = dict(headers)
         assert h["Content-Type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY}" and "Content-Length" not in h
+
+
+def test_the_whole_head_is_bounded(served):
+    out = served()
+    value = "v" * 8000
+    fits = "".join(f"X-{i}: {value}\r\n" for i in range(3))  # ~24 KB
+    assert status_of(exchange(out.port, request(headers=fits))) == 503  # served
+    over = "".join(f"X-{i}: {value}\r\n" for i in range(MAX_HEAD_BYTES // 8000 + 1))
+    code, _, body = parse(exchange(out.port, request(headers=over)))
+    assert code == 431 and "request head longer" in json.loads(body)["error"]
+
+
+def test_without_a_token_only_loopback_host_names(served, tmp_path):
+    """DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends `Host: evil.example`."""
+    out = served(expose_images=True)
+    for host in ("127.0.0.1", f"127.0.0.1:{out.port}", "localhost", f"LOCALHOST:{out.port}", f"[::1]:{out.port}"):
+        raw = f"GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        assert status_of(exchange(out.port, raw)) == 200, host
+    for host in ("evil.example", f"evil.example:{out.port}", "127.0.0.1.evil.example", "pi1.local"):
+        for path in ("/metrics", "/latest.jpg", "/stream.mjpg", "/"):
+            raw = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            code, _, body = parse(exchange(out.port, raw))
+            assert code == 400 and "host not allowed" in json.loads(body)["error"], (host, path)
+    assert status_of(exchange(out.port, b"GET /metrics HTTP/1.0\r\n\r\n")) == 200  # no Host: no browser
+    tok = tmp_path / "token"
+    tok.write_text(TOKEN)
+    tok.chmod(0o600)
+    guarded = served(token_file=tok)  # the token is the guard: any Host name (pi1.local) with it
+    raw = f"GET /metrics HTTP/1.1\r\nHost: pi1.local\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    assert status_of(exchange(guarded.port, raw)) == 200
+
+
+def test_close_is_bounded_with_every_worker_busy(served):
+    """Four clients holding the workers (a request trickling in): close() cuts them short and takes one
+    budget for all, not one per worker."""
+    out = served()
+    held = []
+    for _ in range(4):
+        s = socket.create_connection(("127.0.0.1", out.port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and nothing more
+        held.append(s)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    out.close()
+    took = time.monotonic() - t0
+    for s in held:
+        s.close()
+    assert took < 1.0, took

@@ -58,6 +58,9 @@ QUEUE_SIZE = 64  # accepted connections waiting for a worker; beyond that: 503 a
 REQUEST_TIMEOUT_S = 2.0  # a client must send its whole request (line and headers) within this
 MAX_LINE = 8192  # bytes of the request line (414 beyond) and of each header line (431 beyond)
 MAX_HEADERS = 100  # header lines (431 beyond)
+MAX_HEAD_BYTES = 32 * 1024  # the request line and all headers together (431 beyond): ~0.13 MB for 4 workers
+CLOSE_WAIT_S = 0.5  # close(): how long all workers together get to finish
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 SERVER = "faceedge"  # the Server header: no version of anything
 REASONS = {
     200: "OK",
@@ -148,6 +151,7 @@ def _read_head(sock: socket.socket, deadline: float) -> list[bytes]:
     """The lines up to the first empty one, CRLF (or LF) cut off; [] when nothing came."""
     lines: list[bytes] = []
     buf = b""
+    size = 0
     while True:
         nl = buf.find(b"\n")
         if nl < 0:
@@ -167,6 +171,9 @@ def _read_head(sock: socket.socket, deadline: float) -> list[bytes]:
         line, buf = buf[:nl].removesuffix(b"\r"), buf[nl + 1 :]
         if len(line) > MAX_LINE:
             raise _too_long(lines)
+        size += len(line) + 2
+        if size > MAX_HEAD_BYTES:
+            raise BadRequest(431, f"request head longer than {MAX_HEAD_BYTES} bytes")
         if not line:
             return lines
         lines.append(line)
@@ -220,6 +227,8 @@ class _Server(socketserver.TCPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._pending: queue.Queue = queue.Queue(maxsize=queue_size)
         self._workers: list[threading.Thread] = []
+        self._active: set[socket.socket] = set()  # connections a worker is answering
+        self._active_lock = threading.Lock()
         super().__init__(address, handler)  # binds and listens; closes itself on failure
         self._workers = [
             threading.Thread(target=self._work, name=f"faceedge-http-{i}", daemon=True) for i in range(workers)
@@ -245,11 +254,15 @@ class _Server(socketserver.TCPServer):
             if item is None:
                 return
             request, client_address = item
+            with self._active_lock:
+                self._active.add(request)
             try:
                 self.finish_request(request, client_address)
             except Exception:  # noqa: BLE001 - one connection's failure must not end the worker
                 self.handle_error(request, client_address)
             finally:
+                with self._active_lock:
+                    self._active.discard(request)
                 self.shutdown_request(request)
 
     def shutdown_request(self, request) -> None:
@@ -278,10 +291,17 @@ class _Server(socketserver.TCPServer):
                 break
             if item is not None:
                 self.shutdown_request(item[0])
+        with self._active_lock:  # connections being answered (a slow reader, a stream): cut them short
+            for request in self._active:
+                try:
+                    request.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         for _ in self._workers:
             self._pending.put(None)
+        deadline = time.monotonic() + CLOSE_WAIT_S  # one budget for all workers, not one each
         for t in self._workers:
-            t.join(timeout=0.5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -359,9 +379,23 @@ class _Handler(socketserver.BaseRequestHandler):
         ok = equal(given.strip().encode("latin-1"), token.encode())
         return ok and scheme.lower() == "bearer"
 
+    def _host_allowed(self) -> bool:
+        """Without a token (loopback only), a request naming another host is refused: a web page whose
+        domain was re-pointed at 127.0.0.1 (DNS rebinding) must not read /latest.jpg or the stream
+        through a browser on the Pi or through an `ssh -L` tunnel. No Host header: not a browser."""
+        host = self.headers.get("host")
+        if host is None or self.server.output.token is not None:
+            return True
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host  # without the port
+        configured = self.server.output.cfg.host
+        return name.lower() in (*LOOPBACK_NAMES, configured, f"[{configured}]")
+
     def _route(self) -> None:
         out = self.server.output
         try:
+            if not self._host_allowed():
+                self.reply_json(400, {"error": "host not allowed: use 127.0.0.1 or localhost"})
+                return
             if not self._authorized():
                 self.reply_json(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="faceedge"'})
                 return
