@@ -427,6 +427,20 @@ def test_tls_and_password_from_file(tmp_path, closing, caplog, monkeypatch):
         out.publish(result(1))
         assert rec.wait_for(lambda m: m[1] == "t6/result", 5)
 
+        # The TLS broker goes away and comes back: the client reconnects (a new handshake) and delivers.
+        broker.kill()
+        deadline = time.monotonic() + 5
+        while out.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not out.connected
+        broker.start()
+        assert out.wait_connected(10)
+        again = Recorder(broker.port, "t6/#", ca_file=str(files["ca"]), username="pi", password="correct-horse-battery")
+        closing(again)
+        assert again.subscribed.wait(10)
+        out.publish(result(2))
+        assert again.wait_for(lambda m: m[1] == "t6/result" and json.loads(m[2])["frame_id"] == 2, 5)
+
         # A wrong password (from the environment this time): refused, logged once, publish still returns.
         monkeypatch.setenv("FACEEDGE_TEST_MQTT_PW", "wrong")
         caplog.set_level(logging.WARNING, logger="device.outputs.mqtt")

@@ -425,7 +425,9 @@ class Client:
                 except OSError:  # BlockingIOError: nothing more to read
                     pass
             if sock in readable:
-                data = sock.recv(65536)
+                data = self._recv(sock)
+                if data is None:
+                    continue  # TLS: part of a record, or one without data (a session ticket)
                 if not data:
                     raise ConnectionResetError("the broker closed the connection")
                 last_in = time.monotonic()
@@ -435,6 +437,22 @@ class Client:
                     ping_sent = None
                 if self._handle(packets, sock):
                     last_out = time.monotonic()
+
+    def _recv(self, sock) -> bytes | None:
+        """What select() said is there. A TLS socket is read without blocking: a blocking read would
+        wait (up to connect_timeout_s, no pings, no stop) for a record that carries no data or has
+        not all arrived. None: nothing to hand over yet."""
+        if self.tls_context is None:
+            return sock.recv(65536)
+        import ssl  # already loaded: the context is ssl's
+
+        sock.settimeout(0.0)
+        try:
+            return sock.recv(65536)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        finally:
+            sock.settimeout(self.connect_timeout_s)  # sends block, within the timeout
 
     def _flush(self, sock) -> bool:
         """Write queued messages while the in-flight window allows; True when anything was sent."""
