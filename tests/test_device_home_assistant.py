@@ -234,6 +234,9 @@ def test_clean_stop_keeps_the_entities_and_ha_remove_deletes_them(broker, tiny_m
         configs = wait(lambda: (c := ha.configs()) and len(c) == 2 and c, what="discovery")
         label = configs["homeassistant/binary_sensor/faceedge-hat/label/config"]
         wait(lambda: ha.entity_state(label) in ("on", "off"), what="a state")
+        time.sleep(0.5)
+        sent = [m[1] for m in ha.rec.messages if m[1].endswith("/config")]
+        assert len(sent) == 2, sent  # once each at start (on connect), not again with the first result
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         wait(lambda: ha.available(label) is False, 5, "offline after a clean stop")
@@ -260,6 +263,7 @@ def test_clean_stop_keeps_the_entities_and_ha_remove_deletes_them(broker, tiny_m
     )
     assert p.returncode == 0, p.stderr
     assert "cleared homeassistant/binary_sensor/faceedge-hat/label/config" in p.stdout
+    assert "WARNING" not in p.stderr, p.stderr  # a success says nothing alarming
     time.sleep(0.3)
     watch.close()
     assert b"online" not in [m[2] for m in watch.messages]  # ha-remove's connection says no "online"

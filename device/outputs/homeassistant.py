@@ -177,6 +177,7 @@ def remove(cfg, *, timeout_s: float = 10.0) -> list[str]:
     why: list[str] = []
     client.on_connect_fail = client.on_refused = why.append
     client.on_connect = lambda: None  # not the daemon's "online" and discovery configs: only the clears
+    client.on_disconnect = lambda reason: None  # our own stop below, not a lost connection to warn about
     client.start(cfg.host, cfg.port)
     try:
         deadline = time.monotonic() + timeout_s

@@ -220,7 +220,9 @@ class MqttOutput(Output):
             if result.smoothed_label is not None:
                 self._previous_label = result.smoothed_label
             if self._ha is not None:
-                if self._ha.model_changed(result.model_sha256):  # the first result, or a reload
+                # A reload changed the model: its configs now. Not connected: on_connect sends the current
+                # model's configs anyway (sending them here too would send them twice at every start).
+                if self.client.connected and self._ha.model_changed(result.model_sha256):
                     for msg in self._ha.configs():
                         self._enqueue(*msg)
                 if result.event:
