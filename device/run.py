@@ -3,8 +3,8 @@
     python -m device run --config configs/device.yaml --model-dir runs/latest [--source video.mp4]
 
 Signals (`install_signal_handlers`): SIGTERM/SIGINT set the stop event (clean exit within 2 s, about
-3 s at worst with a hung camera and broker; camera closed); SIGHUP reloads config and model (device/reload.py): a bad new model is refused with
-one log line while the old one keeps serving.
+3 s at worst with a hung camera and broker; camera closed); SIGHUP reloads config and model
+(device/reload.py): a bad new model is refused with one log line while the old one keeps serving.
 """
 
 from __future__ import annotations
