@@ -180,6 +180,10 @@ SUMMARY_KEYS = {
     "daemon_peak_rss_mb",
     "bare_loop_peak_rss_mb",
     "daemon_rss_over_bare_mb",
+    "daemon_rss_anon_mb",
+    "daemon_rss_file_mb",
+    "bare_loop_rss_anon_mb",
+    "bare_loop_rss_file_mb",
     "help_s",
     "exec_to_first_result_s",
     "interpreter_p50_ms",
@@ -211,6 +215,9 @@ def test_bench_summary_from_one_run(bench_run):
     assert sm["daemon_peak_rss_mb"] == ex["daemon"]["peak_rss_mb"] > 20
     bare = [b["peak_rss_mb"] for b in rep["bare"] if b["variant"] == "int8"]
     assert sm["daemon_rss_over_bare_mb"] == pytest.approx(sm["daemon_peak_rss_mb"] - bare[0], abs=1e-3)  # rounded
+    # the peak splits into the program's own memory and the mapped libraries (both read at the end)
+    assert 0 < sm["daemon_rss_anon_mb"] and 0 < sm["daemon_rss_file_mb"]
+    assert sm["daemon_rss_anon_mb"] + sm["daemon_rss_file_mb"] <= sm["daemon_peak_rss_mb"] + 0.5
     assert 0 < sm["help_s"] < 30 and 0 < sm["exec_to_first_result_s"] < 60
     assert ex["apis"]["threads"] == d and ex["apis"]["faster"] in ("interpreter", "compiled_model")
     assert sm["interpreter_p50_ms"] > 0 and sm["compiled_model_p50_ms"] > 0

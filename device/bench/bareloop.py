@@ -93,7 +93,10 @@ def run_loop(spec: dict) -> dict:
             if now - ends[0] >= spec["seconds"]:
                 break
     with open("/proc/self/status") as f:
-        peak_mb = int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) / 1024.0
+        status = f.read()
+    peak_mb, anon_mb, file_mb = (
+        int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) / 1024.0 for key in ("VmHWM", "RssAnon", "RssFile")
+    )
     intervals = np.diff(ends)
     return {
         "frames": len(ends),
@@ -101,6 +104,8 @@ def run_loop(spec: dict) -> dict:
         "fps": 1000.0 / (float(np.median(intervals)) * 1e3),
         "throughput_fps": (len(ends) - 1) / (ends[-1] - ends[0]),
         "peak_rss_mb": peak_mb,
+        "rss_anon_mb": anon_mb,  # now, anonymous (the program's own)
+        "rss_file_mb": file_mb,  # now, file-backed (mapped libraries: depends on the page cache)
         "first_result_s": first[0],
         "first_result_from_exec_s": first[1] - spec["spawned_at"],
     }

@@ -302,6 +302,15 @@ def summary_lines(summary: dict[str, Any], md: bool = False) -> list[str]:
         rows.append(
             ("daemon peak RSS", f"{summary['daemon_peak_rss_mb']:.1f} MB (`device run`, JSONL + HTTP + MQTT){over}")
         )
+        if "daemon_rss_anon_mb" in summary and "bare_loop_rss_anon_mb" in summary:
+            rows.append(
+                (
+                    "  of it, at the end",
+                    f"anonymous {summary['daemon_rss_anon_mb']:.1f} MB (bare loop "
+                    f"{summary['bare_loop_rss_anon_mb']:.1f}), mapped libraries {summary['daemon_rss_file_mb']:.1f} MB "
+                    f"(bare loop {summary['bare_loop_rss_file_mb']:.1f}; their size depends on the page cache)",
+                )
+            )
     if "help_s" in summary or "exec_to_first_result_s" in summary:
         rows.append(
             (

@@ -107,10 +107,17 @@ def summarize(report: dict[str, Any], variant: str = "int8") -> dict[str, Any]:
     if daemon:
         out["daemon_peak_rss_mb"] = daemon["peak_rss_mb"]
         out["exec_to_first_result_s"] = daemon["first_result_from_exec_s"]
-        bare = _median(b["peak_rss_mb"] for b in report.get("bare", []) if b["variant"] == variant)
+        for part in ("anon", "file"):
+            if f"rss_{part}_mb" in daemon:
+                out[f"daemon_rss_{part}_mb"] = daemon[f"rss_{part}_mb"]
+        bares = [b for b in report.get("bare", []) if b["variant"] == variant]
+        bare = _median(b["peak_rss_mb"] for b in bares)
         if bare is not None:
             out["bare_loop_peak_rss_mb"] = bare
             out["daemon_rss_over_bare_mb"] = daemon["peak_rss_mb"] - bare
+            for part in ("anon", "file"):
+                if all(f"rss_{part}_mb" in b for b in bares):
+                    out[f"bare_loop_rss_{part}_mb"] = _median(b[f"rss_{part}_mb"] for b in bares)
     apis = extras.get("apis") or {}
     for api in ("interpreter", "compiled_model"):
         if "p50_ms" in apis.get(api, {}):
