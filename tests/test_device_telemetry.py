@@ -186,3 +186,15 @@ def test_a_stuck_loop_is_stalled_even_while_frames_arrive():
     assert snap["status"] == "stalled" and "loop" in snap["reason"] and snap["last_frame_age_s"] == 0.1
     t.loop_progress()  # it gets going again
     assert t.status() == "ok"
+
+
+def test_the_documented_healthz_fields_are_the_snapshot():
+    from pathlib import Path
+
+    row = next(
+        line
+        for line in (Path(__file__).parents[1] / "docs/outputs.md").read_text().splitlines()
+        if line.startswith("| `/healthz` |")
+    )
+    documented = set(re.findall(r"`([a-z_0-9]+)`", row.split("|")[2]))
+    assert documented - {"ok"} == set(Telemetry().snapshot())
