@@ -52,6 +52,38 @@ def picam(monkeypatch):
     fake_picamera2.STATE.stalled.clear()
 
 
+@pytest.fixture
+def broker(tmp_path):
+    """A real mosquitto on 127.0.0.1 (tests/helpers/mosquitto.py), killed after the test."""
+    from tests.helpers.mosquitto import Mosquitto
+
+    b = Mosquitto(tmp_path / "broker")
+    b.start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture
+def served():
+    """A factory of started HTTP outputs on an ephemeral loopback port: served(telemetry=None, *,
+    expose_images=False, **HttpConfig fields); all closed after the test."""
+    from device.outputs.http import HttpConfig, HttpOutput
+    from device.telemetry import Telemetry
+
+    started = []
+
+    def make(telemetry: Telemetry | None = None, *, expose_images: bool = False, **cfg) -> HttpOutput:
+        tel = telemetry or Telemetry()
+        out = HttpOutput(HttpConfig(**{"port": 0, **cfg}), tel, expose_images=expose_images)
+        out.start()
+        started.append(out)
+        return out
+
+    yield make
+    for out in started:
+        out.close()
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """List what was NOT tested in this run and why, one line per reason (a skip is easy to miss in
     the `-ra` lines). Tools `make setup` installs never skip under CI: they fail (tests/helpers/tools.py)."""

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.helpers import ROOT
-from tests.helpers.mosquitto import Mosquitto, Recorder
+from tests.helpers.mosquitto import Recorder
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -111,14 +111,6 @@ class HomeAssistantEmulation:
 
     def close(self) -> None:
         self.rec.close()
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.kill()
 
 
 def write_scene_folder(folder: Path) -> None:

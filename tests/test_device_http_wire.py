@@ -68,21 +68,6 @@ def request(path: str = "/healthz", method: str = "GET", headers: str = "") -> b
 
 
 @pytest.fixture
-def served():
-    started = []
-
-    def make(*, expose_images: bool = False, **cfg) -> HttpOutput:
-        out = HttpOutput(HttpConfig(**{"port": 0, **cfg}), Telemetry(), expose_images=expose_images)
-        out.start()
-        started.append(out)
-        return out
-
-    yield make
-    for out in started:
-        out.close()
-
-
-@pytest.fixture
 def one_worker():
     """A server with a single worker, so a client holding it shows in the next client's answer."""
     out = HttpOutput(HttpConfig(port=0), Telemetry())

@@ -23,7 +23,7 @@ from device.outputs.mqttclient import (
     encode_length,
     encode_publish,
 )
-from tests.helpers.mosquitto import Mosquitto, Recorder
+from tests.helpers.mosquitto import Recorder
 from tests.helpers.scripted_broker import ScriptedBroker
 
 
@@ -84,14 +84,6 @@ def test_topics_one_may_not_publish_to(topic):
         check_topic(topic)
     with pytest.raises(ValueError, match="topic"):
         Client("c").publish(topic, b"")
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.kill()
 
 
 @pytest.fixture

@@ -31,22 +31,6 @@ def get(out: HttpOutput, path: str, headers: dict | None = None, method: str = "
         conn.close()
 
 
-@pytest.fixture
-def served():
-    started = []
-
-    def make(telemetry: Telemetry | None = None, *, expose_images: bool = False, **cfg) -> HttpOutput:
-        tel = telemetry or Telemetry()
-        out = HttpOutput(HttpConfig(**{"port": 0, **cfg}), tel, expose_images=expose_images)
-        out.start()
-        started.append(out)
-        return out
-
-    yield make
-    for out in started:
-        out.close()
-
-
 def test_endpoints_and_status_codes(served):
     tel = Telemetry()
     tel.set_model("cd" * 32)

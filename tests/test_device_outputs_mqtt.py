@@ -32,14 +32,6 @@ def result(i: int, label: str = "face", event: bool = False) -> Result:
 
 
 @pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.kill()
-
-
-@pytest.fixture
 def closing():
     things = []
     yield things.append
