@@ -13,7 +13,6 @@ bench's raw median is a cross-check of the bench's timing.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from device.bench.memory import memory_mb
 from device.bench.stats import summarize
 
 APIS = ("interpreter", "compiled_model")
@@ -72,8 +72,7 @@ def api_child(spec: dict[str, Any]) -> dict[str, Any]:
     run = make(spec["model_path"], spec["threads"], x)
     load_ms = (time.perf_counter() - t0) * 1e3
     samples = _time(run, spec["runs"], spec["min_seconds"], spec["warmup_runs"])
-    status = Path("/proc/self/status")
-    peak = int(re.search(r"VmHWM:\s+(\d+) kB", status.read_text()).group(1)) / 1024.0 if status.exists() else None
+    peak = memory_mb().get("peak_rss_mb")  # None without /proc
     return {"api": spec["api"], "load_ms": load_ms, "latency_ms": summarize(samples), "peak_rss_mb": peak}
 
 

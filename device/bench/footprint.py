@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import statistics
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device.bench.memory import memory_mb
 from device.bench.pipeline import child_env
 from device.errors import FaceedgeError
 
@@ -59,21 +59,6 @@ def daemon_config(resolution: tuple[int, int], threads: int, jsonl: str = "-") -
             "mqtt": {"host": "127.0.0.1", "port": _unused_loopback_port()},
         },
     }
-
-
-def rss_mb(pid: int | str = "self") -> dict[str, float]:
-    """Peak RSS (VmHWM) and the RSS now split into anonymous memory and file-backed pages (the mapped
-    libraries), in MB. The file-backed part depends on how the kernel caches the library files (a
-    freshly installed OpenCV mapped in large folios counted ~27 MB more here), the anonymous part
-    on the program: comparing two processes' peaks in one run on one machine is fair, a peak on its
-    own is not."""
-    status = Path(f"/proc/{pid}/status").read_text()
-
-    def kb(key: str) -> float:
-        m = re.search(rf"{key}:\s+(\d+) kB", status)
-        return int(m.group(1)) / 1024.0 if m else float("nan")
-
-    return {"peak_rss_mb": kb("VmHWM"), "rss_anon_mb": kb("RssAnon"), "rss_file_mb": kb("RssFile")}
 
 
 def daemon_footprint(
@@ -118,7 +103,7 @@ def daemon_footprint(
             time.sleep(seconds)
             if proc.poll() is not None:
                 raise FaceedgeError(f"`device run` on {model_dir} ended early ({_tail(proc, stderr, readers)})")
-            rss = rss_mb(proc.pid)
+            memory = memory_mb(proc.pid)
             rate = (lines[0] - n0) / (time.monotonic() - t0)
         finally:
             if proc.poll() is None:
@@ -134,7 +119,7 @@ def daemon_footprint(
         "threads": threads,
         "outputs": "jsonl (stdout), http (127.0.0.1), mqtt (configured, broker away)",
         "source": f"synthetic {resolution[0]}x{resolution[1]} unpaced",
-        **rss,  # peak_rss_mb, rss_anon_mb, rss_file_mb
+        **{k: memory[k] for k in ("peak_rss_mb", "rss_anon_mb", "rss_file_mb")},
         "first_result_from_exec_s": first[0] - t_exec,
         "results_per_s": rate,
         "seconds": seconds,

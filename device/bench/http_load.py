@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device.bench.memory import memory_mb
 from device.errors import FaceedgeError
 from device.flags import add_option
 
@@ -167,11 +168,10 @@ class DaemonProcess:
         return int(self.health()["counters"]["results"]), time.monotonic()
 
     def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-        raise FaceedgeError("cannot read the daemon's RSS")
+        rss = memory_mb(self.proc.pid).get("rss_mb")
+        if rss is None:
+            raise FaceedgeError("cannot read the daemon's RSS")
+        return rss
 
     def stop(self) -> int:
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from device.bench.memory import memory_mb
 from device.bench.stats import summarize
 from device.errors import FaceedgeError
 from device.files import atomic_write_bytes
@@ -122,12 +122,9 @@ def bench_pipeline(
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (VmHWM; ru_maxrss where /proc is absent)."""
-    try:
-        m = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
-        if m:
-            return int(m.group(1)) / 1024.0
-    except OSError:
-        pass
+    peak = memory_mb().get("peak_rss_mb")
+    if peak is not None:
+        return peak
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
