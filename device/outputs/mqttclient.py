@@ -406,7 +406,8 @@ class Client:
                 return  # without DISCONNECT the broker publishes the will
             if self._flush(sock):
                 last_out = time.monotonic()
-            self._connected.set()  # after the first flush: the backlog is on its way before `connected`
+            if not self._connected.is_set():  # after the first flush: the backlog is on its way first
+                self._connected.set()
             now = time.monotonic()
             wait = None  # keepalive 0: no pings, wait for a packet or a wake-up
             if self.keepalive:
